@@ -1,0 +1,111 @@
+// Cross-entropy over a chunk of Tc rows of logits, per row r:
+//   lse[r]  = log Σ_v exp(logits[r, v])            (max-subtracted: m + log Σ exp(logits − m))
+//   loss[r] = lse[r] − logits[r, targets[r]]        if targets[r] ∈ [0, V)
+//           = 0                                     if targets[r] = −100 (ignored)
+//           = NaN                                   otherwise (reads nothing; the caller validates)
+// The caller shifts the targets (labels[t + 1]), sums loss over chunks and divides by the count of
+// valid targets.
+//
+// Bindings (group 0):
+//   0 params   uniform    CrossEntropyParams { rows, vocab }   Tc, V
+//   1 loss     read_write (Tc) f32     per-row loss
+//   2 lse      read_write (Tc) f32     saved for backward (softmax = exp(logits − lse)); written for
+//                                      ignored rows too
+//   3 logits   read       (Tc, V) f32
+//   4 targets  read       (Tc) i32
+//
+// Dispatch: grid (gx, gy) with gx·gy ≥ Tc; workgroup g = wg.y · gx + wg.x handles row g.
+// The row is read once: each invocation keeps an online (running max m, Σ exp(x − m)) pair over
+// chunks of 4·WG consecutive logits (4 coalesced loads in flight; the sum is rescaled only when the
+// chunk's max exceeds m), then a tail loop, then the WG pairs are merged by a tree in workgroup
+// memory in a fixed order (deterministic).
+
+override WG: u32 = 256u;
+
+struct CrossEntropyParams {
+  rows: u32,
+  vocab: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: CrossEntropyParams;
+@group(0) @binding(1) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> logits: array<f32>;
+@group(0) @binding(4) var<storage, read> targets: array<i32>;
+
+// Running maxima start here rather than at −∞ (WGSL may assume no infinities): exp(LOWEST − x)
+// underflows to 0 for any logit, so an invocation that saw no element contributes (LOWEST, 0).
+const LOWEST: f32 = -3.0e38;
+
+var<workgroup> wmax: array<f32, WG>;
+var<workgroup> wsum: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  // Uniform across the workgroup, so returning before the barriers is allowed.
+  let row = wg.y * nwg.x + wg.x;
+  if (row >= params.rows) {
+    return;
+  }
+  let V = params.vocab;
+  let base = row * V;
+  var m = LOWEST;
+  var s = 0.0;
+
+  // 1. Full chunks of 4·WG: four coalesced loads, one rescale test, four exps.
+  let step = 4u * WG;
+  let full = (V / step) * step;
+  for (var j = lid; j < full; j += step) {
+    let x0 = logits[base + j];
+    let x1 = logits[base + j + WG];
+    let x2 = logits[base + j + 2u * WG];
+    let x3 = logits[base + j + 3u * WG];
+    let cm = max(max(x0, x1), max(x2, x3));
+    if (cm > m) {
+      s *= exp(m - cm);
+      m = cm;
+    }
+    s += (exp(x0 - m) + exp(x1 - m)) + (exp(x2 - m) + exp(x3 - m));
+  }
+  // 2. The tail (< 4·WG logits), one at a time.
+  for (var j = full + lid; j < V; j += WG) {
+    let x0 = logits[base + j];
+    if (x0 > m) {
+      s *= exp(m - x0);
+      m = x0;
+    }
+    s += exp(x0 - m);
+  }
+  wmax[lid] = m;
+  wsum[lid] = s;
+  workgroupBarrier();
+
+  // 3. Merge (m_a, s_a), (m_b, s_b) → (M, s_a·e^(m_a − M) + s_b·e^(m_b − M)), M = max(m_a, m_b).
+  for (var h = WG / 2u; h > 0u; h >>= 1u) {
+    if (lid < h) {
+      let ma = wmax[lid];
+      let mb = wmax[lid + h];
+      let mm = max(ma, mb);
+      wsum[lid] = wsum[lid] * exp(ma - mm) + wsum[lid + h] * exp(mb - mm);
+      wmax[lid] = mm;
+    }
+    workgroupBarrier();
+  }
+
+  if (lid == 0u) {
+    let l = wmax[0] + log(wsum[0]);
+    lse[row] = l;
+    let t = targets[row];
+    var r = 0.0;
+    if (t >= 0 && u32(t) < V) {
+      r = l - logits[base + u32(t)];
+    } else if (t != -100) {
+      r = bitcast<f32>(0x7fc00000u);
+    }
+    loss[row] = r;
+  }
+}

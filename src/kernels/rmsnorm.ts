@@ -1,0 +1,138 @@
+import { ShapeError } from '../errors.js';
+import type { Gpu } from './gpu.js';
+import { groups, Kernel, type KernelSpec } from './kernel.js';
+import { defineParams } from './params.js';
+import { expectTensor, numel, type Tensor } from './tensor.js';
+import type { Dispatch } from './dispatch.js';
+
+/**
+ * RMSNorm forward as transformers' Qwen3RMSNorm: rstd = 1/sqrt(mean(x²) + eps), y = weight ⊙ (x·rstd),
+ * per row of width W. The decoder's input / post-attention / final norms use rows = N, W = D; Qwen3's
+ * per-head q/k norm views the (N, H·Dh) projection output as rows = N·H of width Dh with one weight
+ * (Dh) shared by all heads. The backward pass (in the training issue) uses the saved rstd.
+ */
+export const RmsnormParams = defineParams('RmsnormParams', [
+  ['rows', 'u32'],
+  ['width', 'u32'],
+  ['eps', 'f32'],
+] as const);
+
+export const rmsnormForwardSpec: KernelSpec<typeof RmsnormParams> = {
+  file: 'rmsnorm_forward.wgsl',
+  bindings: [
+    { name: 'params', access: 'uniform' },
+    { name: 'y', access: 'read_write' },
+    { name: 'rstd', access: 'read_write' },
+    { name: 'x', access: 'read' },
+    { name: 'weight', access: 'read' },
+  ],
+  params: RmsnormParams,
+};
+
+export const RMSNORM_WORKGROUP = 256;
+/** Invocations per row for narrow rows (W ≤ RMSNORM_NARROW_MAX_WIDTH, e.g. Dh = 128): 8 rows a workgroup. */
+export const RMSNORM_NARROW_ROW_THREADS = 32;
+export const RMSNORM_NARROW_MAX_WIDTH = 256;
+
+/** What the forward pass saves for backward. */
+export interface RmsnormSaved {
+  /** (rows) f32 — 1 / sqrt(mean(x²) + eps) per row. */
+  rstd: Tensor;
+}
+
+export interface RmsnormForwardTensors extends RmsnormSaved {
+  /** (rows, W) f32 — output, a buffer separate from x. */
+  y: Tensor;
+  /** (rows, W) f32 — input; any shape of rows·W elements whose last dimension is a multiple of W. */
+  x: Tensor;
+  /** (W) bf16x2 — the checkpoint's norm weight. */
+  weight: Tensor;
+}
+
+export interface RmsnormShape {
+  rows: number;
+  width: number;
+  eps: number;
+}
+
+export class Rmsnorm {
+  private constructor(
+    private readonly wide: Kernel<typeof RmsnormParams>,
+    private readonly narrow: Kernel<typeof RmsnormParams>,
+    private readonly gridWidth: number,
+  ) {}
+
+  /** `gridWidth`: most workgroups along x before the grid folds into y (default: the device limit, 65535). */
+  static async create(gpu: Gpu, options: { gridWidth?: number } = {}): Promise<Rmsnorm> {
+    const [wide, narrow] = await Promise.all([
+      Kernel.create(gpu, rmsnormForwardSpec, { WG: RMSNORM_WORKGROUP, ROW_THREADS: RMSNORM_WORKGROUP }),
+      Kernel.create(gpu, rmsnormForwardSpec, { WG: RMSNORM_WORKGROUP, ROW_THREADS: RMSNORM_NARROW_ROW_THREADS }),
+    ]);
+    return new Rmsnorm(wide, narrow, options.gridWidth ?? gpu.limits.maxComputeWorkgroupsPerDimension);
+  }
+
+  /** y (rows, W) f32, rstd (rows) f32 ← RMSNorm of x (rows, W) f32 with weight (W) bf16x2. */
+  forward(label: string, t: RmsnormForwardTensors, shape: RmsnormShape): Dispatch {
+    const { rows, width, eps } = shape;
+    if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(width) || width < 1) {
+      throw new ShapeError(`${label} (rmsnormForward): rows=${rows} and width=${width} must be positive integers`);
+    }
+    if (!(eps > 0)) throw new ShapeError(`${label} (rmsnormForward): eps=${eps} must be positive (config.json rms_norm_eps)`);
+    expectRows(label, t.x, rows, width);
+    expectTensor(label, t.y, t.x.shape, 'f32');
+    expectTensor(label, t.rstd, [rows], 'f32');
+    if (t.weight.dtype !== 'bf16x2' || numel(t.weight.shape) !== width) {
+      throw new ShapeError(
+        `${label} (rmsnormForward): weight ${t.weight.label} is ${t.weight.dtype} [${t.weight.shape.join(', ')}] but x has rows of width ${width}; ` +
+          'expected bf16x2 [' + width + ']; the checkpoint and config.json disagree on the norm size',
+      );
+    }
+    if (t.y.buffer === t.x.buffer && t.y.offset === t.x.offset) {
+      throw new ShapeError(`${label} (rmsnormForward): y ${t.y.label} and x ${t.x.label} are the same buffer; the backward pass needs x`);
+    }
+    const narrow = width <= RMSNORM_NARROW_MAX_WIDTH;
+    const rowsPerGroup = narrow ? RMSNORM_WORKGROUP / RMSNORM_NARROW_ROW_THREADS : 1;
+    const kernel = narrow ? this.narrow : this.wide;
+    return kernel.bind(label, { y: t.y, rstd: t.rstd, x: t.x, weight: t.weight }, { rows, width, eps }, foldGrid(groups(rows, rowsPerGroup), this.gridWidth));
+  }
+}
+
+/** x must hold rows·width f32 in rows of `width`: (rows, W), (B, T, D) or (N, H·Dh) viewed as (N·H, Dh). */
+function expectRows(label: string, x: Tensor, rows: number, width: number): void {
+  const last = x.shape[x.shape.length - 1] ?? 0;
+  if (x.dtype !== 'f32' || numel(x.shape) !== rows * width || last % width !== 0) {
+    throw new ShapeError(
+      `${label} (rmsnormForward): x ${x.label} is ${x.dtype} [${x.shape.join(', ')}], expected f32 of ${rows} rows × ${width} ` +
+        `(last dimension a multiple of ${width})`,
+    );
+  }
+}
+
+/** `count` workgroups as a grid of at most `width` along x (the shader recovers wg.y·gx + wg.x). */
+function foldGrid(count: number, width: number): [number, number] {
+  const x = Math.min(count, width);
+  return [x, Math.ceil(count / x)];
+}
+
+/**
+ * float64 reference. x (rows·width), weight (width) as numbers (the bf16 values); returns
+ * y (rows·width) and rstd (rows). Two passes: the statistic first, then the scaling.
+ */
+export function rmsnormForwardRef(
+  x: ArrayLike<number>,
+  weight: ArrayLike<number>,
+  rows: number,
+  width: number,
+  eps: number,
+): { y: Float64Array; rstd: Float64Array } {
+  const y = new Float64Array(rows * width);
+  const rstd = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let j = 0; j < width; j++) ss += x[r * width + j] * x[r * width + j];
+    const s = 1 / Math.sqrt(ss / width + eps);
+    rstd[r] = s;
+    for (let j = 0; j < width; j++) y[r * width + j] = weight[j] * (x[r * width + j] * s);
+  }
+  return { y, rstd };
+}
