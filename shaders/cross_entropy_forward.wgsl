@@ -104,7 +104,9 @@ fn main(
     if (t >= 0 && u32(t) < V) {
       r = l - logits[base + u32(t)];
     } else if (t != -100) {
-      r = bitcast<f32>(0x7fc00000u);
+      // A run-time bitcast: WGSL rejects NaN in a constant expression.
+      let nanBits = 0x7fc00000u;
+      r = bitcast<f32>(nanBits);
     }
     loss[row] = r;
   }

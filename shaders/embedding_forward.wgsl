@@ -54,7 +54,9 @@ fn main(
   let second = d + 1u < D;
   let id = ids[n];
   if (id < 0 || u32(id) >= params.vocab) {
-    let nan = bitcast<f32>(0x7fc00000u);
+    // A run-time bitcast: WGSL rejects NaN in a constant expression.
+    let nanBits = 0x7fc00000u;
+    let nan = bitcast<f32>(nanBits);
     x[out] = nan;
     if (second) {
       x[out + 1u] = nan;

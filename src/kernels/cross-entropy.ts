@@ -78,6 +78,11 @@ export class CrossEntropy {
     expectTensor(where, t.targets, [rows], 'i32');
     expectTensor(where, t.loss, [rows], 'f32');
     expectTensor(where, t.lse, [rows], 'f32');
+    for (const out of [t.loss, t.lse]) {
+      if (out.buffer === t.logits.buffer || out.buffer === t.targets.buffer) {
+        throw new ShapeError(`${where}: output ${out.label} shares a GPU buffer with an input; WebGPU forbids writing a buffer the same dispatch reads`);
+      }
+    }
     const x = Math.min(rows, this.gridWidth);
     return this.forwardKernel.bind(label, { loss: t.loss, lse: t.lse, logits: t.logits, targets: t.targets }, { rows, vocab }, [x, Math.ceil(rows / x)]);
   }

@@ -68,6 +68,9 @@ export class Embedding {
     expectTensor(`${label} (embeddingForward)`, t.x, [tokens, hidden], 'f32');
     expectTensor(`${label} (embeddingForward)`, t.table, [vocab, hidden], 'bf16x2');
     expectTensor(`${label} (embeddingForward)`, t.ids, [tokens], 'i32');
+    if (t.x.buffer === t.table.buffer || t.x.buffer === t.ids.buffer) {
+      throw new ShapeError(`${label} (embeddingForward): output ${t.x.label} shares a GPU buffer with an input; WebGPU forbids writing a buffer the same dispatch reads`);
+    }
     const items = tokens * Math.ceil(hidden / 2);
     return this.forwardKernel.bind(label, { x: t.x, table: t.table, ids: t.ids }, { tokens, hidden, vocab }, foldGrid(groups(items, EMBEDDING_WORKGROUP), this.gridWidth));
   }

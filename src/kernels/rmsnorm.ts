@@ -87,8 +87,15 @@ export class Rmsnorm {
           'expected bf16x2 [' + width + ']; the checkpoint and config.json disagree on the norm size',
       );
     }
-    if (t.y.buffer === t.x.buffer && t.y.offset === t.x.offset) {
-      throw new ShapeError(`${label} (rmsnormForward): y ${t.y.label} and x ${t.x.label} are the same buffer; the backward pass needs x`);
+    for (const out of [t.y, t.rstd]) {
+      for (const input of [t.x, t.weight]) {
+        if (out.buffer === input.buffer) {
+          throw new ShapeError(
+            `${label} (rmsnormForward): output ${out.label} shares a GPU buffer with input ${input.label}; WebGPU forbids writing a buffer ` +
+              'that the same dispatch reads (and the backward pass needs x): give the output its own buffer',
+          );
+        }
+      }
     }
     const narrow = width <= RMSNORM_NARROW_MAX_WIDTH;
     const rowsPerGroup = narrow ? RMSNORM_WORKGROUP / RMSNORM_NARROW_ROW_THREADS : 1;

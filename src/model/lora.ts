@@ -6,7 +6,7 @@ import type { Gpu } from '../kernels/gpu.js';
 import type { Tensor } from '../kernels/tensor.js';
 import { SafetensorsFile } from './safetensors.js';
 import type { Qwen3Config } from './config.js';
-import { PROJECTIONS, type Projection, projectionModule, projectionShape } from './projections.js';
+import { PROJECTION_MODULES, PROJECTIONS, type Projection, projectionShape } from './checkpoint.js';
 
 /**
  * LoRA adapters in PEFT's layout: for each targeted projection W (Nout, K) of each layer,
@@ -27,7 +27,7 @@ export function loraScale(c: LoraConfig): number {
 
 /** PEFT's key for a LoRA tensor, e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight. */
 export function peftKey(layer: number, p: Projection, which: 'A' | 'B'): string {
-  return `base_model.model.model.layers.${layer}.${projectionModule(p)}.lora_${which}.weight`;
+  return `base_model.model.model.layers.${layer}.${PROJECTION_MODULES[p]}.${p}.lora_${which}.weight`;
 }
 
 export interface LoraPair {

@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { Rmsnorm, rmsnormForwardRef } from '../../src/kernels/rmsnorm.js';
+import { submitDispatches } from '../../src/kernels/dispatch.js';
+import { tensorView } from '../../src/kernels/tensor.js';
+import { bf16BitsToF32, f32ToBf16Array } from '../../src/model/bf16.js';
+import { ShapeError } from '../../src/errors.js';
+import type { Gpu } from '../../src/kernels/gpu.js';
+import { expectClose, NAN_WORD } from '../helpers/compare.js';
+import { testGpu } from '../helpers/gpu.js';
+import { Rng } from '../helpers/random.js';
+
+const EPS = 1e-6;
+
+/** Runs the kernel on seeded data and compares y and rstd with the float64 reference. */
+async function check(gpu: Gpu, rows: number, width: number, gridWidth?: number, xShape: readonly number[] = [rows, width]): Promise<void> {
+  const rng = new Rng(rows * 7919 + width);
+  const x = rng.f32(rows * width, 2);
+  const wBits = f32ToBf16Array(Float32Array.from({ length: width }, () => 1 + 0.5 * rng.normal()));
+  const wVals = Array.from(wBits, bf16BitsToF32);
+  const xT = gpu.tensorFrom('x', xShape, 'f32', x);
+  const yT = gpu.tensor('y', xShape, 'f32');
+  const rstdT = gpu.tensor('rstd', [rows], 'f32');
+  gpu.fill32(yT, NAN_WORD);
+  gpu.fill32(rstdT, NAN_WORD);
+  const norm = await Rmsnorm.create(gpu, { gridWidth });
+  const weight = gpu.tensorFrom('weight', [width], 'bf16x2', wBits);
+  submitDispatches(gpu, [norm.forward('rmsnorm', { y: yT, rstd: rstdT, x: xT, weight }, { rows, width, eps: EPS })]);
+  const ref = rmsnormForwardRef(x, wVals, rows, width, EPS);
+  // f32 sum of W squares (≤ 2560 terms, partly tree-summed), one sqrt and a divide: ~1e-6 relative
+  expectClose('rstd', await gpu.readF32(rstdT), ref.rstd, 2e-6, 0);
+  // y adds two f32 products to rstd's error; atol only for values that round to ~0
+  expectClose('y', await gpu.readF32(yT), ref.y, 3e-6, 1e-7);
+}
+
+describe('rmsnorm forward', () => {
+  // tiny, narrow (q/k norm Dh), awkward odd widths and row counts, realistic decoder width D
+  for (const [rows, width] of [[1, 16], [3, 32], [7, 37], [4099, 128], [65536, 128], [5, 255], [11, 257], [33, 2560], [3, 3001]] as const) {
+    it(`matches the float64 reference at rows=${rows}, W=${width}`, async () => {
+      await check(await testGpu(), rows, width);
+    });
+  }
+
+  it('folds a grid past gridWidth into 2D (narrow rows, ragged last grid row)', async () => {
+    // 1003 rows / 8 per workgroup = 126 workgroups as a 5 × 26 grid (4 spare workgroups)
+    await check(await testGpu(), 1003, 128, 5);
+  });
+
+  it('folds a grid past gridWidth into 2D (wide rows)', async () => {
+    await check(await testGpu(), 37, 300, 6);
+  });
+
+  it('normalises each head of an (N, H·Dh) projection as rows N·H of width Dh', async () => {
+    // N = 9 tokens, H = 4 heads of Dh = 128: x given as its (N, H·Dh) shape
+    await check(await testGpu(), 9 * 4, 128, undefined, [9, 4 * 128]);
+  });
+
+  it('rejects a weight of the wrong width and an output aliasing the input', async () => {
+    const gpu = await testGpu();
+    const norm = await Rmsnorm.create(gpu);
+    const x = gpu.tensor('x', [4, 64], 'f32');
+    const y = gpu.tensor('y', [4, 64], 'f32');
+    const rstd = gpu.tensor('rstd', [4], 'f32');
+    const w32 = gpu.tensor('w32', [32], 'bf16x2');
+    const w64 = gpu.tensor('w64', [64], 'bf16x2');
+    expect(() => norm.forward('layer 0 input_layernorm', { y, rstd, x, weight: w32 }, { rows: 4, width: 64, eps: EPS })).toThrow(
+      /layer 0 input_layernorm \(rmsnormForward\): weight w32 .*width 64/,
+    );
+    const alias = tensorView(x.buffer, 'x again', [4, 64], 'f32');
+    expect(() => norm.forward('n', { y: alias, rstd, x, weight: w64 }, { rows: 4, width: 64, eps: EPS })).toThrow(ShapeError);
+    expect(() => norm.forward('n', { y, rstd, x, weight: w64 }, { rows: 4, width: 32, eps: EPS })).toThrow(/x x is f32 \[4, 64\]/);
+  });
+});
