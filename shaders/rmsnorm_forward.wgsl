@@ -14,9 +14,11 @@
 // Dispatch: grid (gx, gy) with gx·gy ≥ ceil(rows / (WG / ROW_THREADS)); workgroup index
 // g = wg.y · gx + wg.x handles rows g·(WG / ROW_THREADS) + s for s < WG / ROW_THREADS.
 // Each row belongs to ROW_THREADS consecutive invocations ("a segment"): they stride over the row
-// (coalesced), then add their partial sums of squares with a tree in workgroup memory in a fixed
-// order (deterministic), then scale the row (re-read from cache).
-// ROW_THREADS = WG for wide rows (D = 2560), 32 for narrow rows (Dh = 128: 8 rows per workgroup).
+// (coalesced) four loads at a time (columns j, j + RT, j + 2·RT, j + 3·RT in flight together), then add
+// their partial sums of squares with a tree in workgroup memory in a fixed order (deterministic),
+// then scale the row (re-read from cache).
+// ROW_THREADS = WG = 256 for wide rows (D = 2560); WG = 128, ROW_THREADS = 16 for narrow rows
+// (Dh = 128: 8 rows per workgroup, 8 columns per invocation).
 
 override WG: u32 = 256u;
 // Invocations per row: a power of two dividing WG.
@@ -56,10 +58,20 @@ fn main(
   let width = params.width;
   let base = row * width;
 
+  let RT = ROW_THREADS;
+  let full = (width / (4u * RT)) * (4u * RT);
+
   // 1. Partial sum of squares over this invocation's strided columns.
   var ss = 0.0;
   if (live) {
-    for (var j = lane; j < width; j += ROW_THREADS) {
+    for (var j = lane; j < full; j += 4u * RT) {
+      let a = x[base + j];
+      let b = x[base + j + RT];
+      let c = x[base + j + 2u * RT];
+      let d = x[base + j + 3u * RT];
+      ss += (a * a + b * b) + (c * c + d * d);
+    }
+    for (var j = full + lane; j < width; j += RT) {
       let v = x[base + j];
       ss += v * v;
     }
@@ -81,7 +93,17 @@ fn main(
     if (lane == 0u) {
       rstd[row] = r;
     }
-    for (var j = lane; j < width; j += ROW_THREADS) {
+    for (var j = lane; j < full; j += 4u * RT) {
+      let a = x[base + j];
+      let b = x[base + j + RT];
+      let c = x[base + j + 2u * RT];
+      let d = x[base + j + 3u * RT];
+      y[base + j] = weightAt(j) * (a * r);
+      y[base + j + RT] = weightAt(j + RT) * (b * r);
+      y[base + j + 2u * RT] = weightAt(j + 2u * RT) * (c * r);
+      y[base + j + 3u * RT] = weightAt(j + 3u * RT) * (d * r);
+    }
+    for (var j = full + lane; j < width; j += RT) {
       y[base + j] = weightAt(j) * (x[base + j] * r);
     }
   }

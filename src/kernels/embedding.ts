@@ -76,10 +76,13 @@ export class Embedding {
   }
 }
 
-/** `count` workgroups as a grid of at most `width` along x (the shader recovers wg.y·gx + wg.x). */
+/**
+ * `count` workgroups as a grid of at most `width` along x, as square as the rows allow so that few
+ * spare workgroups run (the shader recovers g = wg.y·gx + wg.x and skips g ≥ count).
+ */
 function foldGrid(count: number, width: number): [number, number] {
-  const x = Math.min(count, width);
-  return [x, Math.ceil(count / x)];
+  const y = Math.ceil(count / width);
+  return [Math.ceil(count / y), y];
 }
 
 /**

@@ -68,7 +68,7 @@ export class Kernel<L extends ParamsLayout = ParamsLayout> {
     const pipeline = device.createComputePipeline({
       label: spec.file,
       layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: spec.entry ?? 'main', constants: constants as Record<string, number> },
+      compute: { module, entryPoint: spec.entry ?? 'main', constants: Object.fromEntries(Object.entries(constants).map(([k, v]) => [k, Number(v)])) },
     });
     const err = await device.popErrorScope();
     if (err) {

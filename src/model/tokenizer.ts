@@ -113,6 +113,8 @@ export class QwenTokenizer {
   readonly hasThinkingSwitch: boolean;
   private readonly tokenizer: Tokenizer;
   private readonly template: Template;
+  /** Added-token id → its text (special tokens and `<think>`-style tokens). */
+  private readonly addedTokens: Map<number, string>;
   /** Special-token strings passed to the template as `eos_token`, `pad_token`, `bos_token` (only those that exist). */
   private readonly specialTokens: Record<string, string>;
 
@@ -127,6 +129,7 @@ export class QwenTokenizer {
       );
     }
     this.vocabSize = this.tokenizer.get_vocab(true).size;
+    this.addedTokens = new Map([...this.tokenizer.get_added_tokens_decoder()].map(([id, t]) => [id, t.content]));
     const eos = specialTokenText(config.eos_token);
     if (eos === undefined) throw new CheckpointError(`${configPath}: no eos_token; Qwen3 uses "<|im_end|>" for the instruct models.`);
     const eosId = this.tokenizer.token_to_id(eos);
@@ -172,6 +175,37 @@ export class QwenTokenizer {
 
   decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string {
     return this.tokenizer.decode([...ids], { skip_special_tokens: opts?.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false });
+  }
+
+  /**
+   * Ids of `text` (as `encode`) and the UTF-16 index in `text` where each token starts. Qwen's
+   * tokenizer is byte-level BPE: every character of a vocabulary token stands for one UTF-8 byte
+   * of the input, and an added token stands for its own text, so summing byte lengths gives each
+   * token's byte offset. A token that starts inside a multi-byte character is given that
+   * character's index. `text` must be NFC (the tokenizer normalises to NFC first).
+   */
+  encodeWithOffsets(text: string): { ids: number[]; starts: number[] } {
+    if (text.normalize('NFC') !== text) throw new RangeError('encodeWithOffsets: text is not NFC-normalised; normalise it first so offsets refer to it');
+    const ids = this.encode(text);
+    // byteToIndex[b] = UTF-16 index of the character holding UTF-8 byte b.
+    const byteToIndex: number[] = [];
+    for (let i = 0; i < text.length; ) {
+      const cp = text.codePointAt(i)!;
+      const bytes = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+      for (let b = 0; b < bytes; b++) byteToIndex.push(i);
+      i += cp >= 0x10000 ? 2 : 1;
+    }
+    const starts: number[] = [];
+    let byte = 0;
+    for (const id of ids) {
+      starts.push(byte < byteToIndex.length ? byteToIndex[byte] : text.length);
+      const added = this.addedTokens.get(id);
+      byte += added !== undefined ? Buffer.byteLength(added) : [...(this.tokenizer.id_to_token(id) ?? '')].length;
+    }
+    if (byte !== byteToIndex.length) {
+      throw new RangeError(`encodeWithOffsets: tokens cover ${byte} bytes but the text has ${byteToIndex.length}; ${this.source} is not a byte-level BPE tokenizer`);
+    }
+    return { ids, starts };
   }
 
   tokenToId(token: string): number | undefined {

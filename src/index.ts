@@ -1,0 +1,23 @@
+/**
+ * prompt-lora-trainer's public API.
+ *
+ *   const gpu = await Gpu.open();
+ *   const model = await Qwen3Model.load(gpu, 'path/to/Qwen3-4B', { base: 'nf4' });
+ *   const adapter = await loadLoraAdapter(gpu, 'path/to/adapter', model.config);
+ *   const { loss, logitsLast } = await model.forward({ B, T, inputIds, labels }, { adapter, logitsLast: true });
+ *   gpu.destroy();
+ */
+export { Gpu, type GpuOptions, type OptionalFeature } from './kernels/gpu.js';
+export type { Tensor, DType } from './kernels/tensor.js';
+export { Qwen3Model, type ForwardOptions } from './model/qwen3.js';
+export { ForwardProgram, shiftTargets, type Batch, type ForwardResult, type ForwardShape } from './model/forward.js';
+export { loadModelWeights, type LoadOptions } from './model/load.js';
+export type { ModelWeights, LayerWeights, BaseFormat } from './model/weights.js';
+export { loadLoraAdapter, parseAdapterConfig, peftKey, loraScale, type LoraAdapter, type LoraConfig, type LoraPair } from './model/lora.js';
+export { createLoraAdapter } from './model/lora-init.js';
+export { readQwen3Config, parseQwen3Config, type Qwen3Config } from './model/config.js';
+export { Checkpoint, PROJECTIONS, type Projection } from './model/checkpoint.js';
+export { SafetensorsFile } from './model/safetensors.js';
+export { SafetensorsWriter } from './model/safetensors-writer.js';
+export { QwenTokenizer, type ChatMessage } from './model/tokenizer.js';
+export * from './errors.js';

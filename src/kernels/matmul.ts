@@ -1,0 +1,310 @@
+import { DeviceLimitError, ShapeError } from '../errors.js';
+import type { Gpu } from './gpu.js';
+import { Kernel, type KernelSpec } from './kernel.js';
+import { defineParams } from './params.js';
+import { expectTensor, numel, type Tensor } from './tensor.js';
+import type { Dispatch } from './dispatch.js';
+import { dynamicMapTensor, expectDoubleQuant, NF4_BLOCK, type DoubleQuant } from './nf4.js';
+
+/**
+ * Dequant-matmul: Y (M, Nout) f32 = X (M, K) f32 · dequant(W)ᵀ, W the PyTorch (Nout, K) weight in
+ * f32, bf16 or NF4, with two epilogues: ACCUMULATE (Y += …, for the residual add of o_proj and
+ * down_proj) and LORA (Y += scale · U · Bᵀ, U = X · Aᵀ (M, R) computed before, B (Nout, R)).
+ *
+ * Shape of the design (shaders/matmul_forward.wgsl has the tiling): one pipeline per variant
+ * (weight format × accumulate × lora × tile), all compiled in `Matmul.create`, so `forward` only
+ * binds. A tensor-core variant (chromium-experimental-subgroup-matrix, f16 operands staged in
+ * workgroup memory, f32 accumulation) slots in as another member of `MatmulVariant.impl`: `create`
+ * would compile it when `gpu.has('chromium-experimental-subgroup-matrix')` and a 16×16×16
+ * f16→f32 config is offered, and `pickVariant` would prefer it for shapes it supports; callers
+ * keep calling `forward` with the same arguments.
+ */
+export type WeightFormat = 'f32' | 'bf16' | 'nf4';
+
+/** A linear layer's weight as the GPU holds it (PyTorch layout (nOut, k): y = x · Wᵀ). */
+export interface LinearWeight {
+  readonly format: WeightFormat;
+  readonly nOut: number;
+  readonly k: number;
+  /** (nOut, k): f32 | bf16x2 | nf4x8. */
+  readonly data: Tensor;
+  /** nf4 without double quantisation: (nOut·k / 64) f32 block scales. */
+  readonly absmax?: Tensor;
+  /** nf4 with double-quantised block scales (bnb_4bit_use_double_quant). */
+  readonly doubleQuant?: DoubleQuant;
+}
+
+/** LoRA epilogue: Y += scale · U · Bᵀ. */
+export interface LoraEpilogue {
+  /** (M, R) f32, the LoRA down-projection X · Aᵀ. */
+  readonly u: Tensor;
+  /** (nOut, R) f32, PEFT's lora_B weight. */
+  readonly b: Tensor;
+  /** lora_alpha / r (or / √r with rsLoRA). */
+  readonly scale: number;
+}
+
+/** Output tile of one workgroup: bm × bn outputs, tm × tn per thread, reduction steps of bk. */
+export interface MatmulTile {
+  readonly bm: number;
+  readonly bn: number;
+  readonly bk: number;
+  readonly tm: number;
+  readonly tn: number;
+}
+
+/** The largest LoRA rank the LORA epilogue takes. */
+export const MAX_LORA_RANK = 128;
+
+export const MATMUL_TILES = {
+  /** 128 × 128 outputs, 8 × 8 per thread, 16-wide steps: 32 KiB of workgroup memory. */
+  large: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8 },
+  /** 128 × 128 in 8-wide steps: 16 KiB, for devices with 32 KiB of workgroup memory (lavapipe). */
+  largeNarrowK: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+  /** 64 × 64 outputs, 4 × 4 per thread: more workgroups for small outputs. */
+  small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
+} as const satisfies Record<string, MatmulTile>;
+
+export function tileName(t: MatmulTile): string {
+  return `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}`;
+}
+
+/** Parses "128x128x16" (per-thread 8×8 when the tile is ≥ 128 wide, else 4×4) or "128x64x16/8x4". */
+export function parseTile(s: string): MatmulTile {
+  const m = /^(\d+)x(\d+)x(\d+)(?:\/(\d+)x(\d+))?$/.exec(s.trim());
+  if (!m) throw new ShapeError(`matmul tile "${s}": expected BMxBNxBK or BMxBNxBK/TMxTN, e.g. 128x128x16 or 128x64x16/8x4`);
+  const [bm, bn, bk] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return { bm, bn, bk, tm: m[4] ? Number(m[4]) : bm >= 128 ? 8 : 4, tn: m[5] ? Number(m[5]) : bn >= 128 ? 8 : 4 };
+}
+
+/** Bytes of workgroup memory a tile needs (two buffers of each operand, plus the NF4 table). */
+export function tileWorkgroupBytes(t: MatmulTile): number {
+  return 2 * t.bk * (t.bm + t.bn) * 4 + 16 * 4;
+}
+
+function checkTile(gpu: Gpu, t: MatmulTile): void {
+  const where = `matmul tile ${tileName(t)}`;
+  const threads = (t.bm / t.tm) * (t.bn / t.tn);
+  const problems: string[] = [];
+  if (![4, 8].includes(t.tm) || ![4, 8].includes(t.tn)) problems.push('tm and tn must be 4 or 8');
+  if (![8, 16, 32].includes(t.bk)) problems.push('bk must be 8, 16 or 32');
+  if (t.bm % 32 !== 0 || t.bn % 32 !== 0) problems.push('bm and bn must be multiples of 32');
+  if (!Number.isInteger(threads) || threads > 256 || threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
+    problems.push(`(bm/tm)·(bn/tn) = ${threads} threads must be an integer ≤ 256`);
+  }
+  for (const [name, rows] of [['bm', t.bm], ['bn', t.bn]] as const) {
+    const quads = (rows * t.bk) / (4 * threads);
+    if (!Number.isInteger(quads) || quads < 1 || quads > 4) problems.push(`${name}·bk / (4·threads) = ${quads} must be 1, 2, 3 or 4`);
+  }
+  if (problems.length > 0) throw new ShapeError(`${where}: ${problems.join('; ')}`);
+  const bytes = tileWorkgroupBytes(t);
+  if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new DeviceLimitError(
+      `${where}: needs ${bytes} bytes of workgroup memory, this device allows ${gpu.limits.maxComputeWorkgroupStorageSize}; use a smaller bk or tile`,
+    );
+  }
+}
+
+export const MatmulParams = defineParams('MatmulParams', [
+  ['m', 'u32'],
+  ['n', 'u32'],
+  ['k', 'u32'],
+  ['r', 'u32'],
+  ['scale', 'f32'],
+  ['offset', 'f32'],
+] as const);
+
+export const matmulForwardSpec: KernelSpec<typeof MatmulParams> = {
+  file: 'matmul_forward.wgsl',
+  bindings: [
+    { name: 'params', access: 'uniform' },
+    { name: 'y', access: 'read_write' },
+    { name: 'x', access: 'read' },
+    { name: 'w', access: 'read' },
+    { name: 'absmax', access: 'read' },
+    { name: 'absmax2', access: 'read' },
+    { name: 'qmap', access: 'read' },
+    { name: 'u', access: 'read' },
+    { name: 'lora_b', access: 'read' },
+  ],
+  params: MatmulParams,
+};
+
+/** The shader's FORMAT constant: how W and its scales are stored. */
+export type StoredFormat = 'f32' | 'bf16' | 'nf4' | 'nf4dq';
+const FORMAT_CODE: Record<StoredFormat, number> = { f32: 0, bf16: 1, nf4: 2, nf4dq: 3 };
+export const STORED_FORMATS: readonly StoredFormat[] = ['f32', 'bf16', 'nf4', 'nf4dq'];
+
+export interface MatmulOptions {
+  /** Tiles to compile (default: `large` if it fits the device's workgroup memory, else `largeNarrowK`, and `small`). */
+  readonly tiles?: readonly MatmulTile[];
+  /** Weight formats to compile (default: all four). */
+  readonly formats?: readonly StoredFormat[];
+}
+
+export interface MatmulCall {
+  /** (M, nOut) f32 output (any leading shape with M rows); read too when `accumulate`. */
+  readonly y: Tensor;
+  /** (M, k) f32 input. */
+  readonly x: Tensor;
+  readonly w: LinearWeight;
+  /** Add into y instead of overwriting it. */
+  readonly accumulate?: boolean;
+  readonly lora?: LoraEpilogue;
+  /** Force a tile (it must be one of those compiled); default: `pickTile`. */
+  readonly tile?: MatmulTile;
+}
+
+export class Matmul {
+  private constructor(
+    private readonly gpu: Gpu,
+    private readonly kernels: ReadonlyMap<string, Kernel<typeof MatmulParams>>,
+    /** Tiles compiled, the first the preferred one for large outputs. */
+    readonly tiles: readonly MatmulTile[],
+    /** (256) f32 dynamic map for double-quantised scales; (4) f32 stand-in for unused bindings. */
+    private readonly qmap: Tensor,
+    private readonly unused: Tensor,
+  ) {}
+
+  static async create(gpu: Gpu, options: MatmulOptions = {}): Promise<Matmul> {
+    const large = tileWorkgroupBytes(MATMUL_TILES.large) <= gpu.limits.maxComputeWorkgroupStorageSize ? MATMUL_TILES.large : MATMUL_TILES.largeNarrowK;
+    const tiles = options.tiles ?? [large, MATMUL_TILES.small];
+    const formats = options.formats ?? STORED_FORMATS;
+    const kernels = new Map<string, Kernel<typeof MatmulParams>>();
+    for (const tile of tiles) {
+      checkTile(gpu, tile);
+      for (const format of formats) {
+        for (const accumulate of [false, true]) {
+          for (const lora of [false, true]) {
+            const constants = {
+              WG_M: tile.bm / tile.tm,
+              WG_N: tile.bn / tile.tn,
+              TM: tile.tm,
+              TN: tile.tn,
+              BK: tile.bk,
+              FORMAT: FORMAT_CODE[format],
+              ACCUMULATE: accumulate,
+              LORA: lora,
+            };
+            kernels.set(variantKey(format, accumulate, lora, tile), await Kernel.create(gpu, matmulForwardSpec, constants));
+          }
+        }
+      }
+    }
+    return new Matmul(gpu, kernels, tiles, dynamicMapTensor(gpu), gpu.tensor('matmul unused binding', [4], 'f32'));
+  }
+
+  /**
+   * The compiled tile for an (m × n) output: the first (largest) tile when it gives at least
+   * 256 workgroups (about two per SM on an H100), else the one giving the most workgroups.
+   */
+  pickTile(m: number, n: number): MatmulTile {
+    const count = (t: MatmulTile) => Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
+    if (count(this.tiles[0]) >= 256) return this.tiles[0];
+    return this.tiles.reduce((best, t) => (count(t) > count(best) ? t : best));
+  }
+
+  /** Records Y (M, nOut) [+]= X · dequant(W)ᵀ [+ scale · U · Bᵀ]. */
+  forward(label: string, call: MatmulCall): Dispatch {
+    const { y, x, w, lora } = call;
+    const accumulate = call.accumulate ?? false;
+    const where = `${label} (matmul ${w.nOut}×${w.k} ${w.format})`;
+    const m = checkActivations(where, x, y, w);
+    const stored = checkWeight(where, w);
+    let r = 0;
+    if (lora) {
+      r = lora.u.shape[lora.u.shape.length - 1] ?? 0;
+      if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
+      expectTensor(where, lora.u, [m, r], 'f32');
+      expectTensor(where, lora.b, [w.nOut, r], 'f32');
+      if (!Number.isFinite(lora.scale)) throw new ShapeError(`${where}: LoRA scale ${lora.scale} is not finite`);
+    }
+    const tile = call.tile ?? this.pickTile(m, w.nOut);
+    const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined, tile));
+    if (!kernel) {
+      throw new ShapeError(
+        `${where}: variant ${stored}${accumulate ? '+accumulate' : ''}${lora ? '+lora' : ''} with tile ${tileName(tile)} was not compiled; ` +
+          'pass its format and tile to Matmul.create',
+      );
+    }
+    const unused = this.unused;
+    const scales = stored === 'nf4dq' ? w.doubleQuant! : undefined;
+    return kernel.bind(
+      where,
+      {
+        y,
+        x,
+        w: w.data,
+        absmax: stored === 'nf4' ? w.absmax! : scales ? scales.codes : unused,
+        absmax2: scales ? scales.absmax2 : unused,
+        qmap: scales ? this.qmap : unused,
+        u: lora ? lora.u : unused,
+        lora_b: lora ? lora.b : unused,
+      },
+      { m, n: w.nOut, k: w.k, r, scale: lora?.scale ?? 0, offset: scales?.offset ?? 0 },
+      [Math.ceil(m / tile.bm), Math.ceil(w.nOut / tile.bn)],
+    );
+  }
+}
+
+function variantKey(format: StoredFormat, accumulate: boolean, lora: boolean, tile: MatmulTile): string {
+  return `${format}|${accumulate ? 'acc' : 'set'}|${lora ? 'lora' : 'plain'}|${tileName(tile)}`;
+}
+
+/** M from x (…, k) and y (…, nOut), which must have the same rows. */
+function checkActivations(where: string, x: Tensor, y: Tensor, w: LinearWeight): number {
+  const xk = x.shape[x.shape.length - 1];
+  const yn = y.shape[y.shape.length - 1];
+  if (xk !== w.k || yn !== w.nOut || x.dtype !== 'f32' || y.dtype !== 'f32') {
+    throw new ShapeError(
+      `${where}: x [${x.shape.join(', ')}] ${x.dtype} and y [${y.shape.join(', ')}] ${y.dtype} must be f32 (…, ${w.k}) and (…, ${w.nOut})`,
+    );
+  }
+  const m = numel(x.shape) / w.k;
+  if (numel(y.shape) / w.nOut !== m) throw new ShapeError(`${where}: x has ${m} rows but y has ${numel(y.shape) / w.nOut}`);
+  return m;
+}
+
+function checkWeight(where: string, w: LinearWeight): StoredFormat {
+  const shape = [w.nOut, w.k];
+  if (w.format === 'f32' || w.format === 'bf16') {
+    expectTensor(where, w.data, shape, w.format === 'f32' ? 'f32' : 'bf16x2');
+    return w.format;
+  }
+  expectTensor(where, w.data, shape, 'nf4x8');
+  const count = w.nOut * w.k;
+  if (count % NF4_BLOCK !== 0) throw new ShapeError(`${where}: NF4 weight of ${count} elements is not a multiple of ${NF4_BLOCK}`);
+  if (w.doubleQuant) {
+    expectDoubleQuant(where, w.doubleQuant, count / NF4_BLOCK);
+    return 'nf4dq';
+  }
+  if (!w.absmax) throw new ShapeError(`${where}: NF4 weight needs absmax or doubleQuant`);
+  expectTensor(where, w.absmax, [count / NF4_BLOCK], 'f32');
+  return 'nf4';
+}
+
+/** float64 reference: y (m, n) = x (m, k) · wᵀ with w the dense (n, k) weight. */
+export function matmulRef(x: ArrayLike<number>, w: ArrayLike<number>, m: number, n: number, k: number): Float64Array {
+  const y = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += x[i * k + p] * w[j * k + p];
+      y[i * n + j] = s;
+    }
+  }
+  return y;
+}
+
+/** float64 reference of the LoRA epilogue, in place: y (m, n) += scale · u (m, r) · bᵀ (b (n, r)). */
+export function loraEpilogueRef(y: Float64Array, u: ArrayLike<number>, b: ArrayLike<number>, m: number, n: number, r: number, scale: number): Float64Array {
+  const ub = matmulRef(u, b, m, n, r);
+  for (let i = 0; i < y.length; i++) y[i] += scale * ub[i];
+  return y;
+}
+
+/** float64 reference of the accumulate epilogue, in place: y += y0. */
+export function accumulateRef(y: Float64Array, y0: ArrayLike<number>): Float64Array {
+  for (let i = 0; i < y.length; i++) y[i] += y0[i];
+  return y;
+}

@@ -1,0 +1,315 @@
+import { ConfigError, DeviceLimitError, ShapeError } from '../errors.js';
+import { submitDispatches, type Dispatch } from '../kernels/dispatch.js';
+import type { Gpu } from '../kernels/gpu.js';
+import type { LinearWeight } from '../kernels/matmul.js';
+import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
+import { tensorView, type Tensor } from '../kernels/tensor.js';
+import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
+import type { Projection } from './checkpoint.js';
+import type { ModelKernels } from './kernels.js';
+import type { LoraAdapter } from './lora.js';
+import type { ModelWeights } from './weights.js';
+
+/**
+ * The forward pass of Qwen3 (+ optional LoRA) for a fixed batch shape (B, T), built once: every
+ * activation buffer and every dispatch is created by `ForwardProgram.build`; `run` uploads the
+ * token ids, replays the dispatch list in one compute pass and reads back only the results asked for.
+ *
+ * Per layer l (N = B·T tokens):
+ *   hn = rmsnorm(x, input_layernorm)
+ *   q, k, v = hn·Wqᵀ, hn·Wkᵀ, hn·Wvᵀ   (+ scale·(hn·Aᵀ)·Bᵀ for targeted projections)
+ *   qn, kn = rmsnorm per head (q_norm, k_norm); rope(qn, kn) by position ids
+ *   o = attention(qn, kn, v) — causal, same batch row and segment
+ *   x += o·Woᵀ (+ LoRA)                (residual add inside the matmul epilogue)
+ *   hn = rmsnorm(x, post_attention_layernorm)
+ *   act = silu(hn·Wgᵀ) ⊙ (hn·Wuᵀ)     (+ LoRA on gate and up)
+ *   x += act·Wdᵀ (+ LoRA)
+ * then xf = rmsnorm(x, norm); logits = xf·Eᵀ in chunks of Tc tokens, each chunk's cross-entropy
+ * against the shifted labels summed on the GPU.
+ */
+export interface ForwardShape {
+  readonly B: number;
+  readonly T: number;
+  /**
+   * Read back the residual stream after every layer, the final norm's output and each position's
+   * loss (inspect, tests); layers are copied into their own buffers inside the pass.
+   */
+  readonly captureLayers?: boolean;
+  /** Compute logits at each row's last position (B, V). */
+  readonly logitsLast?: boolean;
+  /** Largest position id the batches will use + 1 (default T). */
+  readonly maxPosition?: number;
+  /** Tokens per logits chunk (a multiple of 64); default: the most that fit one binding, at most 1024. */
+  readonly lossChunkTokens?: number;
+}
+
+export interface Batch {
+  /** (B·T) token ids in [0, V) */
+  readonly inputIds: Int32Array;
+  /** (B·T) labels, −100 = no loss; unshifted (position t+1's label is scored by position t's logits). */
+  readonly labels?: Int32Array;
+  /** (B·T) positions, restarting at 0 for each packed example; default 0..T−1 in every row. */
+  readonly positionIds?: Int32Array;
+  /** (B·T) example id of each token within its row; default 0 everywhere. */
+  readonly segmentIds?: Int32Array;
+}
+
+export interface ForwardResult {
+  /** Mean cross-entropy over the valid targets (NaN when there are none, as transformers). */
+  readonly loss: number;
+  /** Number of scored positions. */
+  readonly targets: number;
+  /** (B, V) f32, when asked for. */
+  readonly logitsLast?: Float32Array;
+  /** L tensors of (B·T, D) f32, with captureLayers. */
+  readonly layerOut?: Float32Array[];
+  /** (B·T, D) f32 output of the final RMSNorm, with captureLayers. */
+  readonly finalNorm?: Float32Array;
+  /** (B·T) f32 cross-entropy of each position against its shifted target (0 where none), with captureLayers. */
+  readonly tokenLoss?: Float32Array;
+}
+
+/**
+ * Shifted targets as transformers' causal LM loss: target[b, t] = labels[b, t+1]; the last
+ * position of a row and the last token of each packed example (whose successor belongs to
+ * another example) score nothing.
+ */
+export function shiftTargets(labels: Int32Array, segmentIds: Int32Array | undefined, B: number, T: number): Int32Array {
+  const out = new Int32Array(B * T).fill(IGNORE_INDEX);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t + 1 < T; t++) {
+      const i = b * T + t;
+      if (segmentIds && segmentIds[i] !== segmentIds[i + 1]) continue;
+      out[i] = labels[i + 1];
+    }
+  }
+  return out;
+}
+
+interface Buffers {
+  ids: Tensor;
+  pos: Tensor;
+  seg: Tensor;
+  targets: Tensor;
+  x: Tensor;
+  hn: Tensor;
+  rstd: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  qn: Tensor;
+  kn: Tensor;
+  qRstd: Tensor;
+  kRstd: Tensor;
+  attn: Tensor;
+  lse: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  act: Tensor;
+  loraU: Tensor | undefined;
+  xf: Tensor;
+  logits: Tensor;
+  tokenLoss: Tensor;
+  tokenLse: Tensor;
+  lossSum: Tensor;
+  lastIdx: Tensor | undefined;
+  lastRows: Tensor | undefined;
+  logitsLast: Tensor | undefined;
+  identity: Tensor | undefined;
+  layerOut: Tensor[];
+}
+
+export class ForwardProgram {
+  private constructor(
+    private readonly gpu: Gpu,
+    readonly weights: ModelWeights,
+    readonly shape: Required<Pick<ForwardShape, 'B' | 'T' | 'maxPosition' | 'lossChunkTokens'>> & ForwardShape,
+    private readonly bufs: Buffers,
+    private readonly dispatches: readonly Dispatch[],
+    private readonly allocated: readonly GPUBuffer[],
+  ) {}
+
+  static build(gpu: Gpu, kernels: ModelKernels, weights: ModelWeights, adapter: LoraAdapter | undefined, shape: ForwardShape): ForwardProgram {
+    const c = weights.config;
+    const { B, T } = shape;
+    if (!Number.isInteger(B) || !Number.isInteger(T) || B < 1 || T < 1) throw new ShapeError(`forward: batch shape B=${B}, T=${T} must be positive integers`);
+    if (adapter && adapter.layers.length !== c.numHiddenLayers) {
+      throw new ShapeError(`forward: the adapter has ${adapter.layers.length} layers, the model ${c.numHiddenLayers}`);
+    }
+    const N = B * T;
+    const D = c.hiddenSize;
+    const H = c.numAttentionHeads;
+    const Hkv = c.numKeyValueHeads;
+    const Dh = c.headDim;
+    const F = c.intermediateSize;
+    const V = c.vocabSize;
+    const maxPosition = shape.maxPosition ?? T;
+    if (maxPosition > c.maxPositionEmbeddings) {
+      throw new ConfigError(`forward: positions up to ${maxPosition} exceed max_position_embeddings ${c.maxPositionEmbeddings} of config.json`);
+    }
+    const chunk = chooseLossChunk(gpu, N, V, shape.lossChunkTokens);
+    const allocated: GPUBuffer[] = [];
+    const t = (label: string, dims: number[], dtype: 'f32' | 'i32'): Tensor => {
+      const tensor = gpu.tensor(label, dims, dtype);
+      allocated.push(tensor.buffer);
+      return tensor;
+    };
+    const R = adapter?.config.r;
+    const bufs: Buffers = {
+      ids: t('input_ids (N) i32', [N], 'i32'),
+      pos: t('position_ids (N) i32', [N], 'i32'),
+      seg: t('segment_ids (N) i32', [N], 'i32'),
+      targets: t('targets (N) i32 — shifted labels', [N], 'i32'),
+      x: t('x (N, D) f32 — residual stream', [N, D], 'f32'),
+      hn: t('hn (N, D) f32 — normed input of a block', [N, D], 'f32'),
+      rstd: t('rstd (N) f32', [N], 'f32'),
+      q: t('q (N, H·Dh) f32', [N, H * Dh], 'f32'),
+      k: t('k (N, Hkv·Dh) f32', [N, Hkv * Dh], 'f32'),
+      v: t('v (N, Hkv·Dh) f32', [N, Hkv * Dh], 'f32'),
+      qn: t('qn (N, H·Dh) f32 — q after q_norm and rope', [N, H * Dh], 'f32'),
+      kn: t('kn (N, Hkv·Dh) f32 — k after k_norm and rope', [N, Hkv * Dh], 'f32'),
+      qRstd: t('q rstd (N·H) f32', [N * H], 'f32'),
+      kRstd: t('k rstd (N·Hkv) f32', [N * Hkv], 'f32'),
+      attn: t('attn (N, H·Dh) f32 — attention output', [N, H * Dh], 'f32'),
+      lse: t('attn lse (N, H) f32', [N, H], 'f32'),
+      gate: t('gate (N, F) f32', [N, F], 'f32'),
+      up: t('up (N, F) f32', [N, F], 'f32'),
+      act: t('act (N, F) f32 — silu(gate)·up', [N, F], 'f32'),
+      loraU: R ? t('lora u (N, R) f32 — x·Aᵀ scratch', [N, R], 'f32') : undefined,
+      xf: t('xf (N, D) f32 — final norm output', [N, D], 'f32'),
+      logits: t('logits chunk (Tc, V) f32', [chunk, V], 'f32'),
+      tokenLoss: t('token loss (N) f32', [N], 'f32'),
+      tokenLse: t('token lse (N) f32', [N], 'f32'),
+      lossSum: t('loss sum (1) f32', [1], 'f32'),
+      lastIdx: shape.logitsLast ? t('last index (B) i32', [B], 'i32') : undefined,
+      lastRows: shape.logitsLast ? t('last rows (B, D) f32', [B, D], 'f32') : undefined,
+      logitsLast: shape.logitsLast ? t('logits_last (B, V) f32', [B, V], 'f32') : undefined,
+      identity: shape.captureLayers ? t('identity index (N) i32', [N], 'i32') : undefined,
+      layerOut: shape.captureLayers ? Array.from({ length: c.numHiddenLayers }, (_, l) => t(`layer_out.${l} (N, D) f32`, [N, D], 'f32')) : [],
+    };
+    const table = uploadRopeTable(gpu, ropeTable(c.ropeTheta, Dh, maxPosition), 'rope');
+    allocated.push(table.cos.buffer, table.sin.buffer);
+    if (bufs.identity) gpu.write(bufs.identity, Int32Array.from({ length: N }, (_, i) => i));
+    if (bufs.lastIdx) gpu.write(bufs.lastIdx, Int32Array.from({ length: B }, (_, b) => b * T + T - 1));
+
+    const k = kernels;
+    const list: Dispatch[] = [];
+    const eps = c.rmsNormEps;
+    list.push(k.embedding.forward('embed', { x: bufs.x, table: weights.embed, ids: bufs.ids }, { tokens: N, hidden: D, vocab: V }));
+
+    const projection = (l: number, p: Projection, y: Tensor, x: Tensor, accumulate: boolean): void => {
+      const w: LinearWeight = weights.layers[l].proj[p];
+      const pair = adapter?.layers[l][p];
+      if (pair && bufs.loraU) {
+        const a: LinearWeight = { format: 'f32', nOut: adapter!.config.r, k: w.k, data: pair.a };
+        list.push(k.matmul.forward(`layer ${l} ${p} lora_A`, { y: bufs.loraU, x, w: a }));
+        list.push(k.matmul.forward(`layer ${l} ${p}`, { y, x, w, accumulate, lora: { u: bufs.loraU, b: pair.b, scale: adapter!.scale } }));
+      } else {
+        list.push(k.matmul.forward(`layer ${l} ${p}`, { y, x, w, accumulate }));
+      }
+    };
+
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const lw = weights.layers[l];
+      list.push(k.rmsnorm.forward(`layer ${l} input_layernorm`, { y: bufs.hn, rstd: bufs.rstd, x: bufs.x, weight: lw.inputNorm }, { rows: N, width: D, eps }));
+      projection(l, 'q_proj', bufs.q, bufs.hn, false);
+      projection(l, 'k_proj', bufs.k, bufs.hn, false);
+      projection(l, 'v_proj', bufs.v, bufs.hn, false);
+      list.push(k.rmsnorm.forward(`layer ${l} q_norm`, { y: bufs.qn, rstd: bufs.qRstd, x: bufs.q, weight: lw.qNorm }, { rows: N * H, width: Dh, eps }));
+      list.push(k.rmsnorm.forward(`layer ${l} k_norm`, { y: bufs.kn, rstd: bufs.kRstd, x: bufs.k, weight: lw.kNorm }, { rows: N * Hkv, width: Dh, eps }));
+      list.push(k.rope.forward(`layer ${l} rope`, { q: bufs.qn, k: bufs.kn, cos: table.cos, sin: table.sin, posIds: bufs.pos }, { N, H, Hkv }));
+      list.push(k.attention.forward(`layer ${l} attention`, { o: bufs.attn, lse: bufs.lse, q: bufs.qn, k: bufs.kn, v: bufs.v, segIds: bufs.seg }, { B, T, H, Hkv, Dh }));
+      projection(l, 'o_proj', bufs.x, bufs.attn, true);
+      list.push(k.rmsnorm.forward(`layer ${l} post_attention_layernorm`, { y: bufs.hn, rstd: bufs.rstd, x: bufs.x, weight: lw.postNorm }, { rows: N, width: D, eps }));
+      projection(l, 'gate_proj', bufs.gate, bufs.hn, false);
+      projection(l, 'up_proj', bufs.up, bufs.hn, false);
+      list.push(k.swiglu.forward(`layer ${l} swiglu`, bufs.act, bufs.gate, bufs.up));
+      projection(l, 'down_proj', bufs.x, bufs.act, true);
+      if (shape.captureLayers && bufs.identity) list.push(k.gatherRows.forward(`layer ${l} capture`, bufs.layerOut[l], bufs.x, bufs.identity));
+    }
+    list.push(k.rmsnorm.forward('final norm', { y: bufs.xf, rstd: bufs.rstd, x: bufs.x, weight: weights.finalNorm }, { rows: N, width: D, eps }));
+
+    for (let start = 0; start < N; start += chunk) {
+      const rows = Math.min(chunk, N - start);
+      const xs = tensorView(bufs.xf.buffer, `xf rows ${start}..${start + rows}`, [rows, D], 'f32', start * D * 4);
+      const logits = tensorView(bufs.logits.buffer, 'logits chunk', [rows, V], 'f32');
+      const at = (tensor: Tensor, dtype: 'f32' | 'i32'): Tensor => tensorView(tensor.buffer, `${tensor.label} [${start}..]`, [rows], dtype, start * 4);
+      list.push(k.matmul.forward(`lm_head rows ${start}..`, { y: logits, x: xs, w: weights.lmHead }));
+      list.push(k.crossEntropy.forward(`cross-entropy rows ${start}..`, { loss: at(bufs.tokenLoss, 'f32'), lse: at(bufs.tokenLse, 'f32'), logits, targets: at(bufs.targets, 'i32') }, { rows, vocab: V }));
+    }
+    list.push(k.sum.forward('loss sum', { out: bufs.lossSum, values: bufs.tokenLoss }, { n: N, accumulate: false }));
+
+    if (bufs.lastIdx && bufs.lastRows && bufs.logitsLast) {
+      list.push(k.gatherRows.forward('last rows', bufs.lastRows, bufs.xf, bufs.lastIdx));
+      list.push(k.matmul.forward('lm_head last', { y: bufs.logitsLast, x: bufs.lastRows, w: weights.lmHead }));
+    }
+    return new ForwardProgram(gpu, weights, { ...shape, maxPosition, lossChunkTokens: chunk }, bufs, list, allocated);
+  }
+
+  /** Number of dispatches one forward records. */
+  get dispatchCount(): number {
+    return this.dispatches.length;
+  }
+
+  /** Uploads the batch, runs the forward pass and reads back loss (and what the shape asked for). */
+  async run(batch: Batch): Promise<ForwardResult> {
+    const { B, T } = this.shape;
+    const V = this.weights.config.vocabSize;
+    const N = B * T;
+    const check = (name: string, a: Int32Array | undefined): void => {
+      if (a && a.length !== N) throw new ShapeError(`forward: ${name} has ${a.length} elements, expected B·T = ${B}·${T} = ${N}`);
+    };
+    check('input_ids', batch.inputIds);
+    check('labels', batch.labels);
+    check('position_ids', batch.positionIds);
+    check('segment_ids', batch.segmentIds);
+    validateIds('input_ids', batch.inputIds, T, (v) => v >= 0 && v < V, `a token id in [0, ${V})`);
+    if (batch.labels) validateIds('labels', batch.labels, T, (v) => v === IGNORE_INDEX || (v >= 0 && v < V), `-100 or a token id in [0, ${V})`);
+    const positions = batch.positionIds ?? Int32Array.from({ length: N }, (_, i) => i % T);
+    validateIds('position_ids', positions, T, (v) => v >= 0 && v < this.shape.maxPosition, `a position in [0, ${this.shape.maxPosition})`);
+    const segments = batch.segmentIds ?? new Int32Array(N);
+    const targets = batch.labels ? shiftTargets(batch.labels, segments, B, T) : new Int32Array(N).fill(IGNORE_INDEX);
+    const count = targets.reduce((n, v) => n + (v === IGNORE_INDEX ? 0 : 1), 0);
+
+    const g = this.gpu;
+    g.write(this.bufs.ids, batch.inputIds);
+    g.write(this.bufs.pos, positions);
+    g.write(this.bufs.seg, segments);
+    g.write(this.bufs.targets, targets);
+    submitDispatches(g, this.dispatches);
+    const sum = (await g.readF32(this.bufs.lossSum))[0];
+    const logitsLast = this.bufs.logitsLast ? await g.readF32(this.bufs.logitsLast) : undefined;
+    const capture = this.shape.captureLayers;
+    const layerOut = capture ? await Promise.all(this.bufs.layerOut.map((t) => g.readF32(t))) : undefined;
+    const finalNorm = capture ? await g.readF32(this.bufs.xf) : undefined;
+    const tokenLoss = capture ? await g.readF32(this.bufs.tokenLoss) : undefined;
+    return { loss: count > 0 ? sum / count : NaN, targets: count, logitsLast, layerOut, finalNorm, tokenLoss };
+  }
+
+  /** Frees the program's buffers (the weights stay). */
+  destroy(): void {
+    for (const b of this.allocated) b.destroy();
+  }
+}
+
+function validateIds(name: string, a: Int32Array, T: number, ok: (v: number) => boolean, expected: string): void {
+  for (let i = 0; i < a.length; i++) {
+    if (!ok(a[i])) {
+      throw new ShapeError(`forward: ${name}[${Math.floor(i / T)}, ${i % T}] = ${a[i]}; expected ${expected}`);
+    }
+  }
+}
+
+/** Tokens per logits chunk: a multiple of 64 (aligned views) whose (Tc, V) f32 fits one binding. */
+export function chooseLossChunk(gpu: Gpu, N: number, V: number, requested?: number): number {
+  const fit = Math.floor(gpu.limits.maxStorageBufferBindingSize / (V * 4) / 64) * 64;
+  if (fit < 64) {
+    throw new DeviceLimitError(`forward: 64 tokens of logits (64 × ${V} f32) exceed this device's maxStorageBufferBindingSize of ${gpu.limits.maxStorageBufferBindingSize}`);
+  }
+  if (requested !== undefined) {
+    if (requested % 64 !== 0 || requested < 64) throw new ConfigError(`forward: lossChunkTokens ${requested} must be a positive multiple of 64`);
+    if (requested > fit) throw new DeviceLimitError(`forward: lossChunkTokens ${requested} × ${V} logits exceed one binding; at most ${fit}`);
+    return requested;
+  }
+  return Math.min(fit, 1024, Math.ceil(N / 64) * 64);
+}

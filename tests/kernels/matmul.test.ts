@@ -1,0 +1,126 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  accumulateRef,
+  loraEpilogueRef,
+  Matmul,
+  MATMUL_TILES,
+  matmulRef,
+  tileName,
+  type LinearWeight,
+  type MatmulTile,
+  type StoredFormat,
+} from '../../src/kernels/matmul.js';
+import { nf4DequantizeRef, nf4DoubleDequantizeRef, nf4DoubleQuantizeRef, nf4QuantizeRef } from '../../src/kernels/nf4.js';
+import { submitDispatches } from '../../src/kernels/dispatch.js';
+import { ShapeError } from '../../src/errors.js';
+import { f32ToBf16Array, roundToBf16 } from '../../src/model/bf16.js';
+import type { Gpu } from '../../src/kernels/gpu.js';
+import { expectRelNorm, NAN_WORD } from '../helpers/compare.js';
+import { testGpu } from '../helpers/gpu.js';
+import { Rng } from '../helpers/random.js';
+
+// Two tiles that fit lavapipe's 32 KiB of workgroup memory: the 128 × 128 (8 × 8 per thread) and
+// the 64 × 64 (4 × 4 per thread) code paths; the H100's 128 × 128 × 16 differs only in BK.
+const TILES: readonly MatmulTile[] = [MATMUL_TILES.largeNarrowK, MATMUL_TILES.small];
+
+/** A weight of `format` on the GPU and its dense float64 values (what the GPU must multiply by). */
+function makeWeight(gpu: Gpu, rng: Rng, format: StoredFormat, n: number, k: number): { w: LinearWeight; dense: ArrayLike<number> } {
+  const values = roundToBf16(rng.f32(n * k, 0.05));
+  if (format === 'f32') {
+    const v = rng.f32(n * k, 0.05);
+    return { w: { format, nOut: n, k, data: gpu.tensorFrom('w', [n, k], 'f32', v) }, dense: v };
+  }
+  if (format === 'bf16') {
+    return { w: { format, nOut: n, k, data: gpu.tensorFrom('w', [n, k], 'bf16x2', f32ToBf16Array(values)) }, dense: values };
+  }
+  const q = nf4QuantizeRef(values);
+  const data = gpu.tensorFrom('w', [n, k], 'nf4x8', q.packed);
+  if (format === 'nf4') {
+    return { w: { format: 'nf4', nOut: n, k, data, absmax: gpu.tensorFrom('absmax', [q.absmax.length], 'f32', q.absmax) }, dense: nf4DequantizeRef(q.packed, q.absmax, n * k) };
+  }
+  const dq = nf4DoubleQuantizeRef(q.absmax);
+  const doubleQuant = {
+    codes: gpu.tensorFrom('codes', [q.absmax.length], 'u8x4', dq.codes),
+    absmax2: gpu.tensorFrom('absmax2', [dq.absmax2.length], 'f32', dq.absmax2),
+    offset: dq.offset,
+  };
+  return { w: { format: 'nf4', nOut: n, k, data, doubleQuant }, dense: nf4DequantizeRef(q.packed, nf4DoubleDequantizeRef(dq), n * k) };
+}
+
+const SIZES: Record<'f32' | 'nf4', readonly (readonly [string, number, number, number])[]> = {
+  // [name, M, N, K]: tiny, realistic, awkward (edges in M, N and K; K not a multiple of the tile),
+  // and K % 4 != 0 (the per-element load path)
+  f32: [['tiny', 1, 3, 64], ['realistic', 64, 256, 320], ['awkward', 137, 97, 96], ['odd K', 5, 13, 33]],
+  // NF4 needs N·K % 64 == 0; K = 32 and 33 make blocks of 64 span rows (as in the fixture's K < 64)
+  nf4: [['tiny', 1, 3, 64], ['realistic', 64, 256, 320], ['awkward', 137, 98, 32], ['odd K', 5, 64, 33]],
+};
+
+describe('matmul forward', () => {
+  let gpu: Gpu;
+  let mm: Matmul;
+  beforeAll(async () => {
+    gpu = await testGpu();
+    mm = await Matmul.create(gpu, { tiles: TILES });
+  });
+
+  for (const format of ['f32', 'bf16', 'nf4', 'nf4dq'] as const) {
+    for (const [name, M, N, K] of SIZES[format === 'f32' || format === 'bf16' ? 'f32' : 'nf4']) {
+      it(`${format}: plain, accumulate and LoRA epilogues match float64 at ${name} M=${M} N=${N} K=${K}`, async () => {
+        const rng = new Rng(M * 1_000_003 + N * 1009 + K + format.length);
+        const { w, dense } = makeWeight(gpu, rng, format, N, K);
+        const xv = rng.f32(M * K);
+        const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
+        const R = 5;
+        const uv = rng.f32(M * R);
+        const bv = rng.f32(N * R, 0.1);
+        const lora = { u: gpu.tensorFrom('u', [M, R], 'f32', uv), b: gpu.tensorFrom('b', [N, R], 'f32', bv), scale: 2 };
+        const y0 = rng.f32(M * N);
+        const plain = matmulRef(xv, dense, M, N, K);
+        for (const tile of TILES) {
+          for (const epilogue of ['plain', 'accumulate', 'lora'] as const) {
+            const y = gpu.tensor('y', [M, N], 'f32');
+            if (epilogue === 'accumulate') gpu.write(y, y0);
+            else gpu.fill32(y, NAN_WORD);
+            submitDispatches(gpu, [
+              mm.forward(`${format} ${epilogue}`, { y, x, w, tile, accumulate: epilogue === 'accumulate', lora: epilogue === 'lora' ? lora : undefined }),
+            ]);
+            const ref = Float64Array.from(plain);
+            if (epilogue === 'accumulate') accumulateRef(ref, y0);
+            if (epilogue === 'lora') loraEpilogueRef(ref, uv, bv, M, N, R, 2);
+            // f32 products and sums of K ≤ 320 terms: a few ulp·√K of the norm; NaN anywhere fails
+            expectRelNorm(`${format} ${epilogue} tile ${tileName(tile)}`, await gpu.readF32(y), ref, 1e-5);
+            y.buffer.destroy();
+          }
+        }
+      });
+    }
+  }
+
+  it('uses the largest LoRA rank and picks a tile by output size', async () => {
+    const [M, N, K, R] = [70, 130, 40, 128];
+    const rng = new Rng(99);
+    const { w, dense } = makeWeight(gpu, rng, 'nf4', N, K);
+    const xv = rng.f32(M * K);
+    const uv = rng.f32(M * R);
+    const bv = rng.f32(N * R, 0.1);
+    const y = gpu.tensor('y', [M, N], 'f32');
+    gpu.fill32(y, NAN_WORD);
+    const lora = { u: gpu.tensorFrom('u', [M, R], 'f32', uv), b: gpu.tensorFrom('b', [N, R], 'f32', bv), scale: 0.25 };
+    submitDispatches(gpu, [mm.forward('rank 128', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w, lora })]);
+    // as above, with K + R = 168 terms
+    expectRelNorm('rank 128', await gpu.readF32(y), loraEpilogueRef(matmulRef(xv, dense, M, N, K), uv, bv, M, N, R, 0.25), 1e-5);
+    expect(mm.pickTile(2048, 4096)).toBe(MATMUL_TILES.largeNarrowK);
+    expect(mm.pickTile(64, 64)).toBe(MATMUL_TILES.small);
+  });
+
+  it('refuses mismatched shapes, ranks past 128 and variants not compiled', async () => {
+    const rng = new Rng(5);
+    const { w } = makeWeight(gpu, rng, 'f32', 8, 16);
+    const x = gpu.tensor('x', [4, 16], 'f32');
+    expect(() => mm.forward('bad y', { y: gpu.tensor('y', [4, 9], 'f32'), x, w })).toThrow(ShapeError);
+    expect(() => mm.forward('bad x', { y: gpu.tensor('y', [4, 8], 'f32'), x: gpu.tensor('x', [4, 15], 'f32'), w })).toThrow(/\(…, 16\)/);
+    const lora = { u: gpu.tensor('u', [4, 129], 'f32'), b: gpu.tensor('b', [8, 129], 'f32'), scale: 1 };
+    expect(() => mm.forward('rank', { y: gpu.tensor('y', [4, 8], 'f32'), x, w, lora })).toThrow(/rank 129/);
+    expect(() => mm.forward('tile', { y: gpu.tensor('y', [4, 8], 'f32'), x, w, tile: MATMUL_TILES.large })).toThrow(/not compiled/);
+  });
+});
