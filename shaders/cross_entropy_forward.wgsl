@@ -16,7 +16,7 @@
 //
 // Dispatch: grid (gx, gy) with gx·gy ≥ Tc; workgroup g = wg.y · gx + wg.x handles row g.
 // The row is read once: each invocation keeps an online (running max m, Σ exp(x − m)) pair over
-// chunks of 4·WG consecutive logits (4 coalesced loads in flight; the sum is rescaled only when the
+// chunks of 8·WG consecutive logits (8 coalesced loads in flight; the sum is rescaled only when the
 // chunk's max exceeds m), then a tail loop, then the WG pairs are merged by a tree in workgroup
 // memory in a fixed order (deterministic).
 
@@ -56,22 +56,27 @@ fn main(
   var m = LOWEST;
   var s = 0.0;
 
-  // 1. Full chunks of 4·WG: four coalesced loads, one rescale test, four exps.
-  let step = 4u * WG;
+  // 1. Full chunks of 8·WG: eight coalesced loads, one rescale test, eight exps.
+  let step = 8u * WG;
   let full = (V / step) * step;
   for (var j = lid; j < full; j += step) {
-    let x0 = logits[base + j];
-    let x1 = logits[base + j + WG];
-    let x2 = logits[base + j + 2u * WG];
-    let x3 = logits[base + j + 3u * WG];
-    let cm = max(max(x0, x1), max(x2, x3));
+    let p = base + j;
+    let x0 = logits[p];
+    let x1 = logits[p + WG];
+    let x2 = logits[p + 2u * WG];
+    let x3 = logits[p + 3u * WG];
+    let x4 = logits[p + 4u * WG];
+    let x5 = logits[p + 5u * WG];
+    let x6 = logits[p + 6u * WG];
+    let x7 = logits[p + 7u * WG];
+    let cm = max(max(max(x0, x1), max(x2, x3)), max(max(x4, x5), max(x6, x7)));
     if (cm > m) {
       s *= exp(m - cm);
       m = cm;
     }
-    s += (exp(x0 - m) + exp(x1 - m)) + (exp(x2 - m) + exp(x3 - m));
+    s += ((exp(x0 - m) + exp(x1 - m)) + (exp(x2 - m) + exp(x3 - m))) + ((exp(x4 - m) + exp(x5 - m)) + (exp(x6 - m) + exp(x7 - m)));
   }
-  // 2. The tail (< 4·WG logits), one at a time.
+  // 2. The tail (< 8·WG logits), one at a time.
   for (var j = full + lid; j < V; j += WG) {
     let x0 = logits[base + j];
     if (x0 > m) {

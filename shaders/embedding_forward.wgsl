@@ -9,10 +9,10 @@
 //                                         the low (e even) or high (e odd) half of word e / 2
 //   3 ids     read       (N) i32          token ids
 //
-// Dispatch: grid (gx, gy) with gx·gy ≥ ceil(N · ceil(D / 2) / WG); item i = (wg.y · gx + wg.x) · WG
-// + local index writes x[n, 2k] and x[n, 2k + 1] for n = i / ceil(D / 2), k = i mod ceil(D / 2).
-// For even D that is one aligned u32 word read and two adjacent f32 writes per invocation
-// (coalesced); for odd D a row starts mid-word and a pair may span two words.
+// Dispatch: grid (gx, gy) with gx·gy ≥ N; workgroup n = wg.y · gx + wg.x copies row n. Its WG
+// invocations stride over the D columns, four at a time (columns j, j + WG, j + 2·WG, j + 3·WG):
+// one f32 store each, coalesced; two neighbouring invocations read the same bf16x2 word. Any D works
+// (for odd D a table row starts mid-word).
 // Saves nothing: the base embedding is frozen.
 
 override WG: u32 = 256u;
@@ -28,12 +28,10 @@ struct EmbeddingParams {
 @group(0) @binding(2) var<storage, read> table: array<u32>;
 @group(0) @binding(3) var<storage, read> ids: array<i32>;
 
-fn lo(w: u32) -> f32 {
-  return bitcast<f32>(w << 16u);
-}
-
-fn hi(w: u32) -> f32 {
-  return bitcast<f32>(w & 0xffff0000u);
+// Element e of the flattened table.
+fn tableAt(e: u32) -> f32 {
+  let w = table[e >> 1u];
+  return select(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u), (e & 1u) == 1u);
 }
 
 @compute @workgroup_size(WG)
@@ -42,38 +40,34 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let D = params.hidden;
-  let pairs = (D + 1u) / 2u;
-  let i = (wg.y * nwg.x + wg.x) * WG + lid;
-  if (i >= params.tokens * pairs) {
+  let n = wg.y * nwg.x + wg.x;
+  if (n >= params.tokens) {
     return;
   }
-  let n = i / pairs;
-  let d = 2u * (i - n * pairs);
-  let out = n * D + d;
-  let second = d + 1u < D;
+  let D = params.hidden;
+  let out = n * D;
   let id = ids[n];
   if (id < 0 || u32(id) >= params.vocab) {
     // A run-time bitcast: WGSL rejects NaN in a constant expression.
     let nanBits = 0x7fc00000u;
-    let nan = bitcast<f32>(nanBits);
-    x[out] = nan;
-    if (second) {
-      x[out + 1u] = nan;
+    for (var j = lid; j < D; j += WG) {
+      x[out + j] = bitcast<f32>(nanBits);
     }
     return;
   }
-  let e = u32(id) * D + d;
-  let w = table[e >> 1u];
-  if ((e & 1u) == 0u) {
-    x[out] = lo(w);
-    if (second) {
-      x[out + 1u] = hi(w);
-    }
-  } else {
-    x[out] = hi(w);
-    if (second) {
-      x[out + 1u] = lo(table[(e >> 1u) + 1u]);
-    }
+  let src = u32(id) * D;
+  let full = (D / (4u * WG)) * (4u * WG);
+  for (var j = lid; j < full; j += 4u * WG) {
+    let a = tableAt(src + j);
+    let b = tableAt(src + j + WG);
+    let c = tableAt(src + j + 2u * WG);
+    let d = tableAt(src + j + 3u * WG);
+    x[out + j] = a;
+    x[out + j + WG] = b;
+    x[out + j + 2u * WG] = c;
+    x[out + j + 3u * WG] = d;
+  }
+  for (var j = full + lid; j < D; j += WG) {
+    x[out + j] = tableAt(src + j);
   }
 }

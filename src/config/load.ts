@@ -4,6 +4,7 @@
  * warning per key that cannot act here.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
@@ -38,8 +39,23 @@ export function loadConfig(configPath?: string, overrides: ConfigOverrides = {})
       throw new ConfigError(`--config ${configPath}: cannot read the file (${(e as Error).message}).`, { cause: e });
     }
     raw = parseConfigYaml(text, configPath);
+    raw = relativeToFile(raw as Record<string, unknown>, dirname(resolve(configPath)));
   }
   return { ...resolveConfig(raw, configPath ?? 'defaults', overrides), configPath };
+}
+
+/**
+ * `model_id` / `dataset_id` written as `./…` or `../…` in a config file are relative to that
+ * file's folder (so shipped configs find the bundled data from any working directory); other
+ * values, and command-line overrides, are left for resolution against the working directory.
+ */
+function relativeToFile(raw: Record<string, unknown>, dir: string): Record<string, unknown> {
+  const out = { ...raw };
+  for (const key of ['model_id', 'dataset_id']) {
+    const v = out[key];
+    if (typeof v === 'string' && (v.startsWith('./') || v.startsWith('../'))) out[key] = resolve(dir, v);
+  }
+  return out;
 }
 
 /** Parses YAML text; the top level must be a mapping (an empty file is `{}`). */

@@ -6,7 +6,7 @@
  * max_seq_length (examples left with no trained token are dropped and counted).
  */
 import type { TrainConfig, DatasetFormatName } from '../config/schema.js';
-import { DataError, TrainerError } from '../errors.js';
+import { CheckpointError, DataError } from '../errors.js';
 import { QwenTokenizer } from '../model/tokenizer.js';
 import { convertRows, resolveFormat, type BadRow, type FormatOptions, type SourcedExample } from './formats.js';
 import { TOKENIZER_FILES, DATASET_FILES, resolveRepo, type HubOptions, type ResolvedRepo } from './hub.js';
@@ -88,6 +88,8 @@ export interface TokenizedSplit {
   truncated: number;
   /** Examples with no trained token left after truncation (dropped). */
   noLoss: number;
+  /** Token count before truncation of every input example, dropped ones included. */
+  fullLengths: number[];
 }
 
 export function tokenizeSplit(examples: readonly SourcedExample[], tok: QwenTokenizer, config: TrainConfig): TokenizedSplit {
@@ -95,13 +97,15 @@ export function tokenizeSplit(examples: readonly SourcedExample[], tok: QwenToke
   const out: TokenizedExample[] = [];
   let truncated = 0;
   let noLoss = 0;
+  const fullLengths: number[] = [];
   for (const se of examples) {
     const t = tokenizeExample(se, tok, opts);
+    fullLengths.push(t.fullLength);
     if (t.truncated) truncated++;
     if (lossTokenCount(t) === 0) noLoss++;
     else out.push(t);
   }
-  return { examples: out, truncated, noLoss };
+  return { examples: out, truncated, noLoss, fullLengths };
 }
 
 export interface PreparedDataset {
@@ -138,14 +142,15 @@ export async function prepareDataset(config: TrainConfig, tok: QwenTokenizer, hu
  * be resolved (offline, not cached), falls back to the bundled Qwen3 tokenizer and says so.
  */
 export async function resolveTokenizer(config: TrainConfig, hub: HubOptions): Promise<{ tokenizer: QwenTokenizer; note?: string }> {
+  let model: ResolvedRepo;
   try {
-    const model = await resolveRepo(config.model_id, 'model', hub, { revision: config.model_revision, include: TOKENIZER_FILES });
-    return { tokenizer: await QwenTokenizer.load(model.path) };
+    model = await resolveRepo(config.model_id, 'model', hub, { revision: config.model_revision, include: TOKENIZER_FILES });
   } catch (e) {
-    if (!(e instanceof TrainerError) || e instanceof DataError) throw e;
+    if (!(e instanceof CheckpointError)) throw e;
     return {
       tokenizer: await QwenTokenizer.load(),
       note: `model_id "${config.model_id}" could not be read (${e.message.split('\n')[0]}); using the bundled Qwen3 tokenizer.`,
     };
   }
+  return { tokenizer: await QwenTokenizer.load(model.path) };
 }

@@ -75,21 +75,30 @@ export function columnsOf(rows: readonly RawRow[], sample = 200): Set<string> {
   return cols;
 }
 
-/** Resolves `auto` against the train rows; a DataError names the columns found when nothing fits. */
-export function resolveFormat(rows: readonly RawRow[], opts: FormatOptions, where: string): DatasetFormatName {
+/**
+ * Resolves `auto` against the train rows: each of the first rows votes for the format its own
+ * columns fit, and the most common wins (a few malformed rows do not decide the format). A
+ * DataError names the columns found when nothing fits.
+ */
+export function resolveFormat(rows: readonly RawRow[], opts: FormatOptions, where: string, sample = 200): DatasetFormatName {
   if (opts.format !== 'auto') return opts.format;
-  const cols = columnsOf(rows);
+  const cols = columnsOf(rows, sample);
   if (cols.has('chosen') && cols.has('rejected')) {
     throw new DataError(`${where}: chosen/rejected columns are preference (DPO) data; this trainer does supervised fine-tuning only.`);
   }
-  const f = detectFormat(cols, opts.textField);
-  if (f === undefined) {
+  const votes = new Map<DatasetFormatName, number>();
+  for (const r of rows.slice(0, sample)) {
+    const f = detectFormat(columnsOf([r]), opts.textField);
+    if (f !== undefined) votes.set(f, (votes.get(f) ?? 0) + 1);
+  }
+  const best = [...votes.entries()].sort((a, b) => b[1] - a[1])[0];
+  if (best === undefined) {
     throw new DataError(
       `${where}: no known format in columns [${[...cols].join(', ')}]; expected messages, prompt+completion, instruction+response, ` +
         `instruction+output, prompt_text (video style) or the text column "${opts.textField}" (dataset_text_field); set dataset_format to override.`,
     );
   }
-  return f;
+  return best[0];
 }
 
 /** Thrown inside conversion for a bad row; caught per row. */
@@ -187,7 +196,8 @@ function convertRow(v: Record<string, unknown>, format: DatasetFormatName, opts:
       return instructionExample(opts, { instruction: prompt, context: [] }, completion, []);
     }
     case 'instruction_response': {
-      const instruction = nonEmpty(str(v, v.instruction !== undefined ? 'instruction' : 'prompt', true)!, 'instruction');
+      const key = v.instruction === undefined && v.prompt !== undefined ? 'prompt' : 'instruction';
+      const instruction = nonEmpty(str(v, key, true)!, key);
       const response = nonEmpty(str(v, 'response', true)!, 'response');
       return instructionExample(
         opts,

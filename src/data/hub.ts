@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSy
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { HubApiError, datasetInfo, downloadFileToCacheDir, listFiles, modelInfo } from '@huggingface/hub';
-import { CheckpointError, ConfigError, DataError } from '../errors.js';
+import { CheckpointError, ConfigError, DataError, TrainerError } from '../errors.js';
 
 export type RepoKind = 'model' | 'dataset';
 
@@ -101,6 +101,7 @@ export async function resolveRepo(id: string, kind: RepoKind, hub: HubOptions, o
   try {
     return await download(id, kind, hub, revision, storage, opts.include ?? (() => true));
   } catch (e) {
+    if (e instanceof TrainerError) throw e;
     if (e instanceof HubApiError) {
       if (e.statusCode === 401 || e.statusCode === 403) {
         throw failure(kind, `${where}: the Hub refused access (HTTP ${e.statusCode}); ${hub.token === undefined ? 'set HF_TOKEN to a token that can read it' : 'the token in HF_TOKEN cannot read it (gated repository: accept its terms on the Hub)'}.`, e);

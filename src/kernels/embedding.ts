@@ -1,6 +1,6 @@
 import { ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
-import { groups, Kernel, type KernelSpec } from './kernel.js';
+import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
@@ -27,6 +27,7 @@ export const embeddingForwardSpec: KernelSpec<typeof EmbeddingParams> = {
   params: EmbeddingParams,
 };
 
+/** One token row per workgroup of 256 (on an H100 256 beat 512 and 1024, and a row per workgroup beat a column pair per invocation). */
 export const EMBEDDING_WORKGROUP = 256;
 
 export interface EmbeddingForwardTensors {
@@ -71,8 +72,7 @@ export class Embedding {
     if (t.x.buffer === t.table.buffer || t.x.buffer === t.ids.buffer) {
       throw new ShapeError(`${label} (embeddingForward): output ${t.x.label} shares a GPU buffer with an input; WebGPU forbids writing a buffer the same dispatch reads`);
     }
-    const items = tokens * Math.ceil(hidden / 2);
-    return this.forwardKernel.bind(label, { x: t.x, table: t.table, ids: t.ids }, { tokens, hidden, vocab }, foldGrid(groups(items, EMBEDDING_WORKGROUP), this.gridWidth));
+    return this.forwardKernel.bind(label, { x: t.x, table: t.table, ids: t.ids }, { tokens, hidden, vocab }, foldGrid(tokens, this.gridWidth));
   }
 }
 

@@ -84,6 +84,27 @@ export class Kernel<L extends ParamsLayout = ParamsLayout> {
    * binding is given, fits the binding-size limit and is aligned.
    */
   bind(label: string, tensors: Record<string, Tensor>, params: Record<FieldsOf<L>, number>, workgroups: readonly [number, number?, number?]): Dispatch {
+    return this.bindWithParams(label, tensors, params, workgroups).dispatch;
+  }
+
+  /**
+   * `bind` for params that change between replays (learning rate, step number, token counts):
+   * also returns `write(values)`, which rewrites this dispatch's own params buffer in place
+   * (queue.writeBuffer, no allocation); the next submitted command buffer sees the new values.
+   */
+  bindWritable(label: string, tensors: Record<string, Tensor>, params: Record<FieldsOf<L>, number>, workgroups: readonly [number, number?, number?]): WritableDispatch<L> {
+    const { dispatch, uniform } = this.bindWithParams(label, tensors, params, workgroups);
+    const spec = this.spec;
+    const queue = this.gpu.device.queue;
+    return { dispatch, write: (values) => queue.writeBuffer(uniform, 0, packParams(spec.params, values as Record<string, number>)) };
+  }
+
+  private bindWithParams(
+    label: string,
+    tensors: Record<string, Tensor>,
+    params: Record<FieldsOf<L>, number>,
+    workgroups: readonly [number, number?, number?],
+  ): { dispatch: Dispatch; uniform: GPUBuffer } {
     const { device, limits } = this.gpu;
     const [x, y = 1, z = 1] = workgroups;
     for (const w of [x, y, z]) {
@@ -110,8 +131,14 @@ export class Kernel<L extends ParamsLayout = ParamsLayout> {
     const extra = Object.keys(tensors).filter((k) => !this.spec.bindings.some((b) => b.name === k));
     if (extra.length > 0) throw new ShapeError(`${label} (${this.spec.file}): unknown bindings ${extra.join(', ')}`);
     const bindGroup = device.createBindGroup({ label, layout: this.layout, entries });
-    return { label: `${label} [${this.name}]`, pipeline: this.pipeline, bindGroup, workgroups: [x, y, z] };
+    return { dispatch: { label: `${label} [${this.name}]`, pipeline: this.pipeline, bindGroup, workgroups: [x, y, z] }, uniform };
   }
+}
+
+/** A Dispatch whose params can be rewritten between replays (see Kernel.bindWritable). */
+export interface WritableDispatch<L extends ParamsLayout = ParamsLayout> {
+  readonly dispatch: Dispatch;
+  write(params: Record<FieldsOf<L>, number>): void;
 }
 
 /** Workgroups needed to cover `n` items with `perGroup` items each. */

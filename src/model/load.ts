@@ -5,6 +5,7 @@ import { submitDispatches } from '../kernels/dispatch.js';
 import { tensorView, type DType, type Tensor } from '../kernels/tensor.js';
 import { f32ToBf16Array } from './bf16.js';
 import { Checkpoint, PROJECTIONS, projectionPath, type Projection } from './checkpoint.js';
+import type { TensorSource } from './tensor-source.js';
 import { bytesToF32, DEFAULT_CHUNK_BYTES } from './safetensors.js';
 import type { BaseFormat, LayerWeights, ModelWeights } from './weights.js';
 
@@ -20,17 +21,17 @@ export interface LoadOptions {
 }
 
 /**
- * Loads a Hugging Face Qwen3 folder onto the GPU, one tensor at a time through one reusable host
+ * Loads a Hugging Face Qwen3 folder (or any TensorSource, e.g. random weights) onto the GPU, one tensor at a time through one reusable host
  * chunk (peak host memory ≈ chunkBytes plus a converted copy of one chunk for non-bf16 files):
  * norms and embedding as bf16 pairs; projections quantised to NF4 on the GPU (bf16 upload into a
  * staging buffer → nf4Quantize → packed codes + absmax), or kept full-precision (bf16 when the
  * file is bf16, else f32).
  */
-export async function loadModelWeights(gpu: Gpu, dir: string, options: LoadOptions = {}): Promise<ModelWeights> {
+export async function loadModelWeights(gpu: Gpu, from: string | TensorSource, options: LoadOptions = {}): Promise<ModelWeights> {
   const base = options.base ?? 'nf4';
   const doubleQuant = options.doubleQuant ?? false;
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
-  const ckpt = await Checkpoint.open(dir);
+  const ckpt: TensorSource = typeof from === 'string' ? await Checkpoint.open(from) : from;
   try {
     const c = ckpt.config;
     const nf4 = base === 'nf4' ? await Nf4.create(gpu) : undefined;

@@ -5,6 +5,7 @@ import { loadModelWeights, type LoadOptions } from './load.js';
 import type { LoraAdapter } from './lora.js';
 import type { ModelWeights } from './weights.js';
 import type { Qwen3Config } from './config.js';
+import type { TensorSource } from './tensor-source.js';
 
 /** Options of a one-off forward call. */
 export interface ForwardOptions {
@@ -24,8 +25,9 @@ export class Qwen3Model {
     readonly kernels: ModelKernels,
   ) {}
 
-  static async load(gpu: Gpu, dir: string, options: LoadOptions = {}): Promise<Qwen3Model> {
-    const weights = await loadModelWeights(gpu, dir, options);
+  /** Loads a checkpoint folder, or any TensorSource (e.g. RandomQwen3Source). */
+  static async load(gpu: Gpu, from: string | TensorSource, options: LoadOptions = {}): Promise<Qwen3Model> {
+    const weights = await loadModelWeights(gpu, from, options);
     return new Qwen3Model(gpu, weights, await createModelKernels(gpu, weights.config));
   }
 

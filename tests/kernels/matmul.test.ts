@@ -97,7 +97,7 @@ describe('matmul forward', () => {
   }
 
   it('uses the largest LoRA rank and picks a tile by output size', async () => {
-    const [M, N, K, R] = [70, 130, 40, 128];
+    const [M, N, K, R] = [70, 130, 64, 128];
     const rng = new Rng(99);
     const { w, dense } = makeWeight(gpu, rng, 'nf4', N, K);
     const xv = rng.f32(M * K);

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   dynamicMap,
@@ -16,25 +14,9 @@ import { ShapeError } from '../../src/errors.js';
 import { f32ToBf16Array, roundToBf16 } from '../../src/model/bf16.js';
 import type { Gpu } from '../../src/kernels/gpu.js';
 import { expectClose, NAN_WORD } from '../helpers/compare.js';
+import { readReference } from '../helpers/fixtures.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
-
-const FIXTURE = join(import.meta.dirname, '../../../shared/fixtures/qwen3-tiny/reference.safetensors');
-
-/** The F32 / U8 tensors of a safetensors file (enough for the fixture). */
-function readSafetensors(path: string): Map<string, { shape: number[]; data: Float32Array | Uint8Array }> {
-  const buf = readFileSync(path);
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  const out = new Map<string, { shape: number[]; data: Float32Array | Uint8Array }>();
-  for (const [name, h] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const bytes = buf.buffer.slice(buf.byteOffset + 8 + n + h.data_offsets[0], buf.byteOffset + 8 + n + h.data_offsets[1]);
-    if (h.dtype === 'F32') out.set(name, { shape: h.shape, data: new Float32Array(bytes) });
-    if (h.dtype === 'U8') out.set(name, { shape: h.shape, data: new Uint8Array(bytes) });
-  }
-  return out;
-}
 
 /** Packed codes and absmax computed on the GPU from bf16 (or f32) weights. */
 async function quantizeOnGpu(gpu: Gpu, nf4: Nf4, w: Float32Array, shape: number[], asF32 = false) {
@@ -76,11 +58,11 @@ function randomWeight(rng: Rng, count: number): Float32Array {
 
 describe('nf4 quantize', () => {
   it('reproduces the bitsandbytes fixture byte for byte (reference and GPU, bf16 and f32 input)', async () => {
-    const fx = readSafetensors(FIXTURE);
-    const w = fx.get('nf4.weight')!.data as Float32Array;
-    const packed = fx.get('nf4.packed')!.data as Uint8Array;
-    const absmax = fx.get('nf4.absmax')!.data as Float32Array;
-    const dequant = fx.get('nf4.dequant')!.data as Float32Array;
+    const fx = await readReference();
+    const w = fx.get('nf4.weight')!.data;
+    const packed = Uint8Array.from(fx.get('nf4.packed')!.data);
+    const absmax = fx.get('nf4.absmax')!.data;
+    const dequant = fx.get('nf4.dequant')!.data;
 
     const ref = nf4QuantizeRef(w);
     expectIdentical('reference packed', ref.packed, packed);

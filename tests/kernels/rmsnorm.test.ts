@@ -33,8 +33,9 @@ async function check(gpu: Gpu, rows: number, width: number, gridWidth?: number, 
 }
 
 describe('rmsnorm forward', () => {
-  // tiny, narrow (q/k norm Dh), awkward odd widths and row counts, realistic decoder width D
-  for (const [rows, width] of [[1, 16], [3, 32], [7, 37], [4099, 128], [65536, 128], [5, 255], [11, 257], [33, 2560], [3, 3001]] as const) {
+  // tiny, narrow (q/k norm Dh, N·H = 65536 rows), awkward odd widths and row counts, widths that are
+  // exact multiples of the 4-column unroll (64 narrow, 1024 wide), realistic decoder width D
+  for (const [rows, width] of [[1, 16], [3, 32], [7, 37], [5, 64], [4099, 128], [65536, 128], [5, 255], [11, 257], [2, 1024], [33, 2560], [3, 3001]] as const) {
     it(`matches the float64 reference at rows=${rows}, W=${width}`, async () => {
       await check(await testGpu(), rows, width);
     });

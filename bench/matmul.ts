@@ -1,0 +1,248 @@
+/**
+ * Dequant-matmul benchmark.
+ *
+ *   npx tsc -p . && node dist/bench/matmul.js [--small] [--reps N] [--json FILE]
+ *       [--no-subgroup-matrix] [--tile 128x128x16,64x64x16,128x64x16/8x4] [--formats nf4,bf16,nf4dq,f32]
+ *
+ * Times Matmul.forward (timestamp queries through timeDispatches, median of --reps) at Qwen3-4B's
+ * projection shapes with M = 2048 tokens — K→Nout 2560→4096 (q_proj), 2560→1024 (k/v_proj),
+ * 2560→9728 (gate/up_proj), 9728→2560 (down_proj) — for each weight format asked, plus the bf16
+ * lm_head 2560→151936 at M = 256 (one logits chunk). Every compiled tile is timed (`*` marks the one
+ * `pickTile` chooses). Prints ms and TFLOP/s (2·M·N·K / time) and the largest error at 64 sampled
+ * outputs against a float64 dot product, relative to Σ_k |x_k·w_k| (the size of the terms summed).
+ * Weights are random codes / bf16 values made directly (no quantiser in the loop).
+ * `--small` runs tiny shapes in seconds (lavapipe smoke test). `--no-subgroup-matrix` opens the
+ * device without chromium-experimental-subgroup-matrix (it switches Dawn to the Vulkan memory model).
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
+import { Gpu } from '../src/kernels/gpu.js';
+import { Matmul, MATMUL_TILES, parseTile, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from '../src/kernels/matmul.js';
+import { dynamicMap, NF4_CODEBOOK } from '../src/kernels/nf4.js';
+import type { Tensor } from '../src/kernels/tensor.js';
+
+interface Shape {
+  readonly name: string;
+  readonly m: number;
+  readonly k: number;
+  readonly n: number;
+  /** Formats this shape runs in (lm_head: bf16 only). */
+  readonly only?: StoredFormat;
+}
+
+const FULL: readonly Shape[] = [
+  { name: 'q_proj', m: 2048, k: 2560, n: 4096 },
+  { name: 'k/v_proj', m: 2048, k: 2560, n: 1024 },
+  { name: 'gate/up', m: 2048, k: 2560, n: 9728 },
+  { name: 'down_proj', m: 2048, k: 9728, n: 2560 },
+  { name: 'lm_head', m: 256, k: 2560, n: 151936, only: 'bf16' },
+];
+const SMALL: readonly Shape[] = [
+  { name: 'q_proj', m: 64, k: 256, n: 512 },
+  { name: 'k/v_proj', m: 37, k: 256, n: 128 },
+  { name: 'down_proj', m: 64, k: 384, n: 96 },
+  { name: 'lm_head', m: 16, k: 256, n: 1000, only: 'bf16' },
+];
+
+interface Result {
+  shape: string;
+  format: StoredFormat;
+  m: number;
+  n: number;
+  k: number;
+  tile: string;
+  picked: boolean;
+  ms: number;
+  tflops: number;
+  maxRelErr: number;
+}
+
+/** xorshift32 words: fast enough for the 195 M words of the lm_head. */
+class Words {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 1;
+  }
+  next(): number {
+    let s = this.s;
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    this.s = s >>> 0;
+    return this.s;
+  }
+}
+
+/** A random bf16 in ±[2^-8, 2^-4): sign, exponent 119..122, random mantissa. */
+function bf16Bits(r: number): number {
+  return ((r & 0x8000) | ((119 + ((r >>> 7) & 3)) << 7) | (r & 0x7f)) & 0xffff;
+}
+
+function bf16Value(bits: number): number {
+  const f = new Float32Array(new Uint32Array([bits << 16]).buffer);
+  return f[0];
+}
+
+interface BenchWeight {
+  readonly w: LinearWeight;
+  /** Dense row j of W as float64 (for the sampled reference). */
+  row(j: number): Float64Array;
+}
+
+function makeWeight(gpu: Gpu, format: StoredFormat, n: number, k: number, seed: number): BenchWeight {
+  const rnd = new Words(seed);
+  const shape = [n, k];
+  if (format === 'f32') {
+    const v = new Float32Array(n * k);
+    for (let i = 0; i < v.length; i++) v[i] = ((rnd.next() / 4294967296) * 2 - 1) * 0.05;
+    const data = gpu.tensorFrom('w f32', shape, 'f32', v);
+    return { w: { format, nOut: n, k, data }, row: (j) => Float64Array.from(v.subarray(j * k, (j + 1) * k)) };
+  }
+  if (format === 'bf16') {
+    const words = new Uint32Array(Math.ceil((n * k) / 2));
+    for (let i = 0; i < words.length; i++) {
+      words[i] = (bf16Bits(rnd.next()) | (bf16Bits(rnd.next()) << 16)) >>> 0;
+    }
+    const data = gpu.tensorFrom('w bf16', shape, 'bf16x2', words);
+    const halves = new Uint16Array(words.buffer);
+    return { w: { format, nOut: n, k, data }, row: (j) => Float64Array.from(halves.subarray(j * k, (j + 1) * k), bf16Value) };
+  }
+  const blocks = (n * k) / 64;
+  const packed = new Uint32Array((n * k) / 8);
+  for (let i = 0; i < packed.length; i++) packed[i] = rnd.next();
+  const bytes = new Uint8Array(packed.buffer);
+  const absmax = new Float32Array(blocks);
+  for (let i = 0; i < blocks; i++) absmax[i] = 0.02 + (rnd.next() / 4294967296) * 0.04;
+  const data = gpu.tensorFrom('w nf4', shape, 'nf4x8', packed);
+  let scale = (b: number) => absmax[b];
+  let w: LinearWeight;
+  if (format === 'nf4') {
+    w = { format: 'nf4', nOut: n, k, data, absmax: gpu.tensorFrom('absmax', [blocks], 'f32', absmax) };
+  } else {
+    // random double-quantised scales: codes, chunk scales and an offset
+    const codes = new Uint8Array(Math.ceil(blocks / 4) * 4);
+    for (let i = 0; i < blocks; i++) codes[i] = rnd.next() & 0xff;
+    const absmax2 = new Float32Array(Math.ceil(blocks / 256)).fill(0.02);
+    const map = dynamicMap();
+    scale = (b) => Math.fround(Math.fround(map[codes[b]] * absmax2[b >> 8]) + 0.03);
+    w = {
+      format: 'nf4',
+      nOut: n,
+      k,
+      data,
+      doubleQuant: {
+        codes: gpu.tensorFrom('codes', [blocks], 'u8x4', codes.subarray(0, Math.ceil(blocks / 4) * 4)),
+        absmax2: gpu.tensorFrom('absmax2', [absmax2.length], 'f32', absmax2),
+        offset: 0.03,
+      },
+    };
+  }
+  return {
+    w,
+    row: (j) => {
+      const out = new Float64Array(k);
+      for (let c = 0; c < k; c++) {
+        const e = j * k + c;
+        const byte = bytes[e >> 1];
+        out[c] = NF4_CODEBOOK[(e & 1) === 0 ? byte >> 4 : byte & 15] * scale(e >> 6);
+      }
+      return out;
+    },
+  };
+}
+
+/** Largest |y − ref| / Σ|x·w| over 64 sampled outputs (ref a float64 dot product). */
+async function sampledError(gpu: Gpu, y: Tensor, x: Float32Array, bw: BenchWeight, m: number, n: number, k: number): Promise<number> {
+  const out = await gpu.readF32(y);
+  const rnd = new Words(7);
+  let worst = 0;
+  for (let s = 0; s < 64; s++) {
+    const i = s === 0 ? m - 1 : rnd.next() % m;
+    const j = s === 0 ? n - 1 : rnd.next() % n;
+    const w = bw.row(j);
+    let ref = 0;
+    let mag = 0;
+    for (let c = 0; c < k; c++) {
+      ref += x[i * k + c] * w[c];
+      mag += Math.abs(x[i * k + c] * w[c]);
+    }
+    const err = Math.abs(out[i * n + j] - ref) / Math.max(mag, 1e-30);
+    worst = Number.isFinite(err) ? Math.max(worst, err) : Infinity;
+  }
+  return worst;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      small: { type: 'boolean', default: false },
+      reps: { type: 'string', default: '20' },
+      json: { type: 'string' },
+      'no-subgroup-matrix': { type: 'boolean', default: false },
+      tile: { type: 'string' },
+      formats: { type: 'string', default: 'nf4,bf16' },
+    },
+  });
+  const gpu = await Gpu.open(values['no-subgroup-matrix'] ? { disable: ['chromium-experimental-subgroup-matrix'] } : {});
+  console.log(`device: ${gpu.describe()}`);
+  const reps = Number(values.reps);
+  const formats = values.formats.split(',').map((f) => f.trim()) as StoredFormat[];
+  const tiles: MatmulTile[] | undefined = values.tile?.split(',').map(parseTile);
+  const matmul = await Matmul.create(gpu, { tiles, formats });
+  console.log(`tiles: ${matmul.tiles.map(tileName).join(', ')} (large default ${tileName(MATMUL_TILES.large)})`);
+
+  const results: Result[] = [];
+  const header = `${'shape'.padEnd(10)} ${'format'.padEnd(6)} ${'M'.padStart(5)} ${'K'.padStart(6)} ${'N'.padStart(7)}  ${'tile'.padEnd(17)} ${'ms'.padStart(9)} ${'TFLOP/s'.padStart(8)}  max rel err`;
+  console.log(header);
+  console.log('-'.repeat(header.length));
+  let seed = 1;
+  for (const shape of values.small ? SMALL : FULL) {
+    const { m, k, n } = shape;
+    const xv = new Float32Array(m * k);
+    const rnd = new Words(seed++);
+    for (let i = 0; i < xv.length; i++) xv[i] = (rnd.next() / 4294967296) * 2 - 1;
+    const x = gpu.tensorFrom('x', [m, k], 'f32', xv);
+    const y = gpu.tensor('y', [m, n], 'f32');
+    for (const format of shape.only ? formats.filter((f) => f === shape.only) : formats) {
+      const bw = makeWeight(gpu, format, n, k, seed++);
+      const picked = matmul.pickTile(m, n);
+      for (const tile of matmul.tiles) {
+        const d = matmul.forward(`${shape.name} ${format}`, { y, x, w: bw.w, tile });
+        submitDispatches(gpu, [d]);
+        const maxRelErr = await sampledError(gpu, y, xv, bw, m, n, k);
+        const seconds = await timeDispatches(gpu, [d], reps);
+        const r: Result = {
+          shape: shape.name,
+          format,
+          m,
+          n,
+          k,
+          tile: tileName(tile),
+          picked: tile === picked,
+          ms: seconds * 1e3,
+          tflops: (2 * m * n * k) / seconds / 1e12,
+          maxRelErr,
+        };
+        results.push(r);
+        console.log(
+          `${r.shape.padEnd(10)} ${format.padEnd(6)} ${String(m).padStart(5)} ${String(k).padStart(6)} ${String(n).padStart(7)}  ` +
+            `${(r.tile + (r.picked ? ' *' : '')).padEnd(17)} ${r.ms.toFixed(3).padStart(9)} ${r.tflops.toFixed(2).padStart(8)}  ${r.maxRelErr.toExponential(2)}`,
+        );
+      }
+      for (const t of [bw.w.data, bw.w.absmax, bw.w.doubleQuant?.codes, bw.w.doubleQuant?.absmax2]) t?.buffer.destroy();
+    }
+    x.buffer.destroy();
+    y.buffer.destroy();
+  }
+  if (values.json) {
+    writeFileSync(values.json, JSON.stringify({ device: gpu.describe(), date: new Date().toISOString(), reps, results }, null, 2));
+    console.log(`wrote ${values.json}`);
+  }
+  gpu.destroy();
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});
