@@ -59,6 +59,10 @@ override OY: u32 = BR / RO;
 override WG: u32 = OX * OY;
 override SYN: u32 = BR / RS;
 override NSB: u32 = SYN * BC4;        // phase-B blocks
+// Staging loops run a fixed number of rounds (known when the pipeline is created) so that the
+// compiler can unroll them and issue every global load of a round before the first store.
+override Q_ROUNDS: u32 = (BR * DH4 + WG - 1u) / WG;
+override KV_ROUNDS: u32 = (BC * DH4 + WG - 1u) / WG;
 
 struct AttentionParams {
   tokens: u32,
@@ -104,14 +108,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
   // Stage the Q tile, scaled so that q·k is a base-2 exponent; rows past T are zero.
   let qScale = params.scale * LOG2E;
-  for (var e = lid; e < BR * DH4; e += WG) {
+  for (var n = 0u; n < Q_ROUNDS; n++) {
+    let e = lid + n * WG;
     let r = e / DH4;
     let d4 = e % DH4;
     var val = vec4<f32>(0.0);
     if (q0 + r < T) {
       val = q[((row0 + q0 + r) * H + h) * DH4 + d4] * qScale;
     }
-    qs[r * ROW4 + d4] = val;
+    if (e < BR * DH4) {
+      qs[r * ROW4 + d4] = val;
+    }
   }
   for (var r = lid; r < BR; r += WG) {
     var sg = 0;
@@ -122,11 +129,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     rowM[r] = MASKED;
     rowL[r] = 0.0;
   }
-  // Segment range of the query tile (read-only storage at uniform indices: uniform values).
+  // Segment range of the query tile (read-only storage at uniform indices: uniform values; a
+  // fixed count of loads, rows past T repeat the last one).
   var qMin = segIds[row0 + q0];
   var qMax = qMin;
-  for (var i = q0 + 1u; i < qEnd; i++) {
-    let sg = segIds[row0 + i];
+  for (var r = 1u; r < BR; r++) {
+    let sg = segIds[row0 + min(q0 + r, qEnd - 1u)];
     qMin = min(qMin, sg);
     qMax = max(qMax, sg);
   }
@@ -144,8 +152,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let kEnd = min(k0 + BC, T);
     var kMin = segIds[row0 + k0];
     var kMax = kMin;
-    for (var j = k0 + 1u; j < kEnd; j++) {
-      let sg = segIds[row0 + j];
+    for (var c = 1u; c < BC; c++) {
+      let sg = segIds[row0 + min(k0 + c, kEnd - 1u)];
       kMin = min(kMin, sg);
       kMax = max(kMax, sg);
     }
@@ -155,14 +163,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     workgroupBarrier();  // the previous tile's phase D is done with kvs, ss and rowA
     // Phase A: stage K and the key segment ids; keys past T are zero and never visible.
-    for (var e = lid; e < BC * DH4; e += WG) {
+    for (var n = 0u; n < KV_ROUNDS; n++) {
+      let e = lid + n * WG;
       let c = e / DH4;
       let d4 = e % DH4;
       var val = vec4<f32>(0.0);
       if (k0 + c < T) {
         val = k[((row0 + k0 + c) * Hkv + g) * DH4 + d4];
       }
-      kvs[slotOf(c) * ROW4 + d4] = val;
+      if (e < BC * DH4) {
+        kvs[slotOf(c) * ROW4 + d4] = val;
+      }
     }
     for (var c = lid; c < BC; c += WG) {
       var sg = 0;
@@ -231,14 +242,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       rowL[r] = rowL[r] * alpha + l;
       rowA[r] = alpha;
     }
-    for (var e = lid; e < BC * DH4; e += WG) {
+    for (var n = 0u; n < KV_ROUNDS; n++) {
+      let e = lid + n * WG;
       let c = e / DH4;
       let d4 = e % DH4;
       var val = vec4<f32>(0.0);
       if (k0 + c < T) {
         val = v[((row0 + k0 + c) * Hkv + g) * DH4 + d4];
       }
-      kvs[slotOf(c) * ROW4 + d4] = val;
+      if (e < BC * DH4) {
+        kvs[slotOf(c) * ROW4 + d4] = val;
+      }
     }
     workgroupBarrier();
 

@@ -19,14 +19,14 @@
 // BN = WG_N·TN. Saves nothing (the backward pass needs X, which its caller keeps).
 //
 // Tiling: each workgroup owns a BM × BN tile of Y; the reduction walks K (then R) in steps of BK.
-// Every step, each thread loads QA quads (4 consecutive k of one row) of the X tile and QB quads of
-// the W tile from global memory into registers (the next step's, while this step computes),
-// dequantises the W quads, and stores both tiles k-major into workgroup memory (double-buffered:
-// one barrier per step). Thread (tx, ty) accumulates TM × TN outputs in registers: rows
-// g·4·WG_M + 4·ty + i and columns g·4·WG_N + 4·tx + j, so its operands are whole vec4s of the
-// k-major tiles and 16 neighbouring threads read 16 consecutive vec4s. The vec4 slot index of a
-// tile row is XOR-swizzled by (k / 4)·(32 / BK) mod 8 so that the transposing stores hit 32
-// different banks; reads apply the same swizzle.
+// Tiles live k-major in workgroup memory as vec4 "slots" (4 consecutive rows at one k), double
+// buffered (one barrier per step). Each step, every thread loads 4 consecutive rows × KA
+// consecutive k of the X tile and 4 rows × KB k of the W tile into registers (the next step's,
+// issued before this step's arithmetic), dequantises W, and stores KA + KB whole slots. Thread
+// (tx, ty) accumulates TM × TN outputs: rows g·4·WG_M + 4·ty + i and columns g·4·WG_N + 4·tx + j,
+// so each operand is one slot read, and 16 neighbouring threads read 16 different slots. Slot s
+// at reduction index k is stored at s ^ ((k / KA) mod 8) (KB for W): the 8 threads of a store
+// phase hold 8 different k and so hit 8 different 16-byte bank groups; reads apply the same XOR.
 
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
@@ -40,11 +40,10 @@ override LORA: bool = false;
 override BM: u32 = WG_M * TM;
 override BN: u32 = WG_N * TN;
 override THREADS: u32 = WG_M * WG_N;
-override QA: u32 = BM * BK / (4u * THREADS); // ≤ 4
-override QB: u32 = BN * BK / (4u * THREADS); // ≤ 4
-override SWIZZLE: u32 = 32u / BK;
-override TILE_A: u32 = 2u * BK * BM;
-override TILE_B: u32 = 2u * BK * BN;
+override KA: u32 = BM * BK / (4u * THREADS); // k per thread per step in the X tile: 1, 2 or 4
+override KB: u32 = BN * BK / (4u * THREADS); // the same for the W tile
+override SLOTS_A: u32 = 2u * BK * BM / 4u;
+override SLOTS_B: u32 = 2u * BK * BN / 4u;
 
 struct MatmulParams {
   m: u32,
@@ -65,9 +64,9 @@ struct MatmulParams {
 @group(0) @binding(7) var<storage, read> u: array<f32>;
 @group(0) @binding(8) var<storage, read> lora_b: array<f32>;
 
-// [buffer][k][slot ^ swizzle][4]: k-major tiles, a slot is 4 consecutive rows (or columns)
-var<workgroup> tileA: array<f32, TILE_A>;
-var<workgroup> tileB: array<f32, TILE_B>;
+// [buffer][k][slot ^ swizzle], a slot = 4 consecutive rows (X tile) or columns (W tile)
+var<workgroup> tileA: array<vec4<f32>, SLOTS_A>;
+var<workgroup> tileB: array<vec4<f32>, SLOTS_B>;
 var<workgroup> nf4lut: array<f32, 16>;
 
 // bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code).
@@ -76,52 +75,40 @@ const NF4_CODEBOOK = array<u32, 16>(
   0x3da2faffu, 0x3e24cae3u, 0x3e7c04ddu, 0x3ead033au, 0x3ee1a4b8u, 0x3f1007abu, 0x3f3913b3u, 0x3f800000u,
 );
 
-// Quad q of a tile: row q / (BK / 4), reduction offset 4·(q % (BK / 4)).
-fn quadRow(q: u32) -> u32 {
-  return q / (BK / 4u);
-}
-fn quadK(q: u32) -> u32 {
-  return 4u * (q % (BK / 4u));
-}
-
-// X[row, k..k+3] (zeros past the edges).
+// X[row, k .. k+KA-1] in the first KA lanes (zeros past the edges).
 fn loadX(row: u32, k: u32) -> vec4<f32> {
   var v = vec4<f32>(0.0);
-  if (row >= params.m) {
-    return v;
-  }
-  let base = row * params.k + k;
-  if (k + 3u < params.k) {
-    return vec4<f32>(x[base], x[base + 1u], x[base + 2u], x[base + 3u]);
-  }
-  for (var i = 0u; i < 4u; i++) {
-    if (k + i < params.k) {
-      v[i] = x[base + i];
-    }
-  }
-  return v;
-}
-
-// scale · U[row, r..r+3] (zeros past the edges).
-fn loadU(row: u32, r: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
   if (row < params.m) {
-    for (var i = 0u; i < 4u; i++) {
-      if (r + i < params.r) {
-        v[i] = params.scale * u[row * params.r + r + i];
+    let base = row * params.k + k;
+    for (var j = 0u; j < KA; j++) {
+      if (k + j < params.k) {
+        v[j] = x[base + j];
       }
     }
   }
   return v;
 }
 
-// L[row, r..r+3] as f32 bits (zeros past the edges).
+// scale · U[row, r .. r+KA-1] (zeros past the edges).
+fn loadU(row: u32, r: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  if (row < params.m) {
+    for (var j = 0u; j < KA; j++) {
+      if (r + j < params.r) {
+        v[j] = params.scale * u[row * params.r + r + j];
+      }
+    }
+  }
+  return v;
+}
+
+// L[row, r .. r+KB-1] as f32 bits (zeros past the edges).
 fn loadL(row: u32, r: u32) -> vec4<u32> {
   var v = vec4<u32>(0u);
   if (row < params.n) {
-    for (var i = 0u; i < 4u; i++) {
-      if (r + i < params.r) {
-        v[i] = bitcast<u32>(lora_b[row * params.r + r + i]);
+    for (var j = 0u; j < KB; j++) {
+      if (r + j < params.r) {
+        v[j] = bitcast<u32>(lora_b[row * params.r + r + j]);
       }
     }
   }
@@ -137,6 +124,11 @@ fn blockScale(b: u32) -> f32 {
   return bitcast<f32>(absmax[b]);
 }
 
+// NF4 code of element e (flattened) within its word: byte (e & 7) / 2, high nibble when e is even.
+fn nf4Nibble(word: u32, e: u32) -> u32 {
+  return (word >> (8u * ((e & 7u) >> 1u) + 4u * (1u - (e & 1u)))) & 15u;
+}
+
 // One element W[e] (flattened index) decoded to f32: the general path for K % 4 != 0.
 fn weightAt(e: u32) -> f32 {
   if (FORMAT == 0u) {
@@ -146,14 +138,13 @@ fn weightAt(e: u32) -> f32 {
     let word = w[e >> 1u];
     return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (e & 1u) == 1u));
   }
-  let code = (w[e >> 3u] >> (8u * ((e >> 1u) & 3u) + 4u * (1u - (e & 1u)))) & 15u;
-  return nf4lut[code] * blockScale(e >> 6u);
+  return nf4lut[nf4Nibble(w[e >> 3u], e)] * blockScale(e >> 6u);
 }
 
-// W[row, k..k+3], still encoded when K % 4 == 0 (decoded in decodeW after this step's compute):
-//   f32: the 4 words; bf16: the 2 words in .xy; nf4: .x the word, .y the block index, .z = 1 if
-//   the quad is inside W, .w which half of the word (elements 4h..4h+3) it is.
-// When K % 4 != 0 it is decoded here, as f32 bits.
+// W[row, k .. k+KB-1], still encoded when K % 4 == 0 (decodeW runs after this step's arithmetic):
+//   f32: the KB words; bf16: .x (and .y when KB = 4) the words, .w = e & 1;
+//   nf4: .x the word, .y the block, .z = 1 inside W, .w = e (the first element).
+// When K % 4 != 0 the elements are decoded here, as f32 bits.
 fn loadW(row: u32, k: u32) -> vec4<u32> {
   var v = vec4<u32>(0u);
   if (row >= params.n || k >= params.k) {
@@ -161,27 +152,40 @@ fn loadW(row: u32, k: u32) -> vec4<u32> {
   }
   let e = row * params.k + k;
   if (params.k % 4u == 0u) {
+    // k is a multiple of KB, so the KB elements share one NF4 word and block (and bf16 words)
     if (FORMAT == 0u) {
-      return vec4<u32>(w[e], w[e + 1u], w[e + 2u], w[e + 3u]);
+      for (var j = 0u; j < KB; j++) {
+        v[j] = w[e + j];
+      }
+      return v;
     }
     if (FORMAT == 1u) {
-      return vec4<u32>(w[e >> 1u], w[(e >> 1u) + 1u], 0u, 0u);
+      v.x = w[e >> 1u];
+      if (KB == 4u) {
+        v.y = w[(e >> 1u) + 1u];
+      }
+      v.w = e & 1u;
+      return v;
     }
-    return vec4<u32>(w[e >> 3u], e >> 6u, 1u, (e >> 2u) & 1u);
+    return vec4<u32>(w[e >> 3u], e >> 6u, 1u, e);
   }
-  for (var i = 0u; i < 4u; i++) {
-    if (k + i < params.k) {
-      v[i] = bitcast<u32>(weightAt(e + i));
+  for (var j = 0u; j < KB; j++) {
+    if (k + j < params.k) {
+      v[j] = bitcast<u32>(weightAt(e + j));
     }
   }
   return v;
 }
 
+// The KB values loadW fetched, as f32 (`plain`: already f32 bits, as for the LoRA B rows).
 fn decodeW(raw: vec4<u32>, plain: bool) -> vec4<f32> {
   if (plain || FORMAT == 0u || params.k % 4u != 0u) {
     return bitcast<vec4<f32>>(raw);
   }
   if (FORMAT == 1u) {
+    if (KB == 1u) {
+      return vec4<f32>(bitcast<f32>(select(raw.x << 16u, raw.x & 0xffff0000u, raw.w == 1u)), 0.0, 0.0, 0.0);
+    }
     return vec4<f32>(
       bitcast<f32>(raw.x << 16u),
       bitcast<f32>(raw.x & 0xffff0000u),
@@ -189,23 +193,14 @@ fn decodeW(raw: vec4<u32>, plain: bool) -> vec4<f32> {
       bitcast<f32>(raw.y & 0xffff0000u),
     );
   }
-  if (raw.z == 0u) {
-    return vec4<f32>(0.0);
+  var v = vec4<f32>(0.0);
+  if (raw.z == 1u) {
+    let a = blockScale(raw.y);
+    for (var j = 0u; j < KB; j++) {
+      v[j] = a * nf4lut[nf4Nibble(raw.x, raw.w + j)];
+    }
   }
-  let bytes = raw.x >> (16u * raw.w); // byte 0: elements 4h (high), 4h+1 (low); byte 1: 4h+2, 4h+3
-  let a = blockScale(raw.y);
-  return a * vec4<f32>(
-    nf4lut[(bytes >> 4u) & 15u],
-    nf4lut[bytes & 15u],
-    nf4lut[(bytes >> 12u) & 15u],
-    nf4lut[(bytes >> 8u) & 15u],
-  );
-}
-
-// Workgroup-memory index of element (row, kk) of a k-major tile of `rows` rows in buffer `buf`.
-fn tileIndex(buf: u32, rows: u32, row: u32, kk: u32) -> u32 {
-  let slot = (row >> 2u) ^ (((kk >> 2u) * SWIZZLE) & 7u);
-  return ((buf * BK + kk) * (rows >> 2u) + slot) * 4u + (row & 3u);
+  return v;
 }
 
 @compute @workgroup_size(WG_N, WG_M)
@@ -224,78 +219,71 @@ fn main(
   }
   workgroupBarrier();
 
+  // this thread's share of the tile loads: slot rg (rows 4·rg .. 4·rg+3) at k = kg·KA .. kg·KA+KA-1
+  let rgA = li / (BK / KA);
+  let kgA = li % (BK / KA);
+  let rgB = li / (BK / KB);
+  let kgB = li % (BK / KB);
+
   let kTiles = (params.k + BK - 1u) / BK;
   var steps = kTiles;
   if (LORA) {
     steps += (params.r + BK - 1u) / BK;
   }
 
-  var acc: array<vec4<f32>, 16>; // [i][g]: row i of the thread, column group g (TM × TN / 4 used)
-  var ra: array<vec4<f32>, 4>;   // X quads of the step being loaded
-  var rb: array<vec4<u32>, 4>;   // W quads of the step being loaded, still encoded
+  var acc: array<vec4<f32>, 16>; // [row i of the thread][column group h]: TM × TN / 4 used
+  var ra: array<vec4<f32>, 4>;   // X rows 4·rgA + i of the step being loaded
+  var rb: array<vec4<u32>, 4>;   // W rows 4·rgB + i, still encoded
 
-  // step 0: load and store into buffer 0
-  for (var p = 0u; p < QA; p++) {
-    let q = li + p * THREADS;
-    ra[p] = loadX(m0 + quadRow(q), quadK(q));
+  // step 0's global loads; each step then stores what the previous one loaded, and issues the
+  // next step's loads before its arithmetic so that they are in flight meanwhile
+  for (var i = 0u; i < 4u; i++) {
+    ra[i] = loadX(m0 + 4u * rgA + i, kgA * KA);
+    rb[i] = loadW(n0 + 4u * rgB + i, kgB * KB);
   }
-  for (var p = 0u; p < QB; p++) {
-    let q = li + p * THREADS;
-    rb[p] = loadW(n0 + quadRow(q), quadK(q));
-  }
-  for (var p = 0u; p < QA; p++) {
-    let q = li + p * THREADS;
-    for (var i = 0u; i < 4u; i++) {
-      tileA[tileIndex(0u, BM, quadRow(q), quadK(q) + i)] = ra[p][i];
-    }
-  }
-  for (var p = 0u; p < QB; p++) {
-    let q = li + p * THREADS;
-    let v = decodeW(rb[p], false);
-    for (var i = 0u; i < 4u; i++) {
-      tileB[tileIndex(0u, BN, quadRow(q), quadK(q) + i)] = v[i];
-    }
-  }
-  workgroupBarrier();
-
+  var vb: array<vec4<f32>, 4>;
   for (var t = 0u; t < steps; t++) {
     let buf = t & 1u;
+    for (var j = 0u; j < KA; j++) {
+      let k = kgA * KA + j;
+      tileA[(buf * BK + k) * (BM / 4u) + (rgA ^ ((k / KA) & 7u))] = vec4<f32>(ra[0][j], ra[1][j], ra[2][j], ra[3][j]);
+    }
+    for (var i = 0u; i < 4u; i++) {
+      vb[i] = decodeW(rb[i], t >= kTiles);
+    }
+    for (var j = 0u; j < KB; j++) {
+      let k = kgB * KB + j;
+      tileB[(buf * BK + k) * (BN / 4u) + (rgB ^ ((k / KB) & 7u))] = vec4<f32>(vb[0][j], vb[1][j], vb[2][j], vb[3][j]);
+    }
+    // one barrier a step: the other buffer, written next step, was last read before this barrier
+    workgroupBarrier();
+
     let next = t + 1u;
-    let more = next < steps;
-    let nextLora = next >= kTiles;
-    // issue the next step's global loads before computing this one
-    if (more) {
+    if (next < steps) {
+      let nextLora = next >= kTiles;
       let k0 = select(next * BK, (next - kTiles) * BK, nextLora);
-      for (var p = 0u; p < QA; p++) {
-        let q = li + p * THREADS;
+      for (var i = 0u; i < 4u; i++) {
         if (LORA && nextLora) {
-          ra[p] = loadU(m0 + quadRow(q), k0 + quadK(q));
+          ra[i] = loadU(m0 + 4u * rgA + i, k0 + kgA * KA);
+          rb[i] = loadL(n0 + 4u * rgB + i, k0 + kgB * KB);
         } else {
-          ra[p] = loadX(m0 + quadRow(q), k0 + quadK(q));
-        }
-      }
-      for (var p = 0u; p < QB; p++) {
-        let q = li + p * THREADS;
-        if (LORA && nextLora) {
-          rb[p] = loadL(n0 + quadRow(q), k0 + quadK(q));
-        } else {
-          rb[p] = loadW(n0 + quadRow(q), k0 + quadK(q));
+          ra[i] = loadX(m0 + 4u * rgA + i, k0 + kgA * KA);
+          rb[i] = loadW(n0 + 4u * rgB + i, k0 + kgB * KB);
         }
       }
     }
 
     for (var kk = 0u; kk < BK; kk++) {
-      let sw = ((kk >> 2u) * SWIZZLE) & 7u;
-      let rowA = ((buf * BK + kk) * (BM >> 2u)) * 4u;
-      let rowB = ((buf * BK + kk) * (BN >> 2u)) * 4u;
+      let baseA = (buf * BK + kk) * (BM / 4u);
+      let baseB = (buf * BK + kk) * (BN / 4u);
+      let swA = (kk / KA) & 7u;
+      let swB = (kk / KB) & 7u;
       var b: array<vec4<f32>, 2>;
-      for (var g = 0u; g < TN / 4u; g++) {
-        let o = rowB + (((g * WG_N + tx) ^ sw) * 4u);
-        b[g] = vec4<f32>(tileB[o], tileB[o + 1u], tileB[o + 2u], tileB[o + 3u]);
+      for (var h = 0u; h < TN / 4u; h++) {
+        b[h] = tileB[baseB + ((h * WG_N + tx) ^ swB)];
       }
       for (var g = 0u; g < TM / 4u; g++) {
-        let o = rowA + (((g * WG_M + ty) ^ sw) * 4u);
-        let a = vec4<f32>(tileA[o], tileA[o + 1u], tileA[o + 2u], tileA[o + 3u]);
+        let a = tileA[baseA + ((g * WG_M + ty) ^ swA)];
         for (var i = 0u; i < 4u; i++) {
           for (var h = 0u; h < TN / 4u; h++) {
             acc[(g * 4u + i) * 2u + h] += a[i] * b[h];
@@ -303,24 +291,6 @@ fn main(
         }
       }
     }
-
-    if (more) {
-      let nb = buf ^ 1u;
-      for (var p = 0u; p < QA; p++) {
-        let q = li + p * THREADS;
-        for (var i = 0u; i < 4u; i++) {
-          tileA[tileIndex(nb, BM, quadRow(q), quadK(q) + i)] = ra[p][i];
-        }
-      }
-      for (var p = 0u; p < QB; p++) {
-        let q = li + p * THREADS;
-        let v = decodeW(rb[p], nextLora);
-        for (var i = 0u; i < 4u; i++) {
-          tileB[tileIndex(nb, BN, quadRow(q), quadK(q) + i)] = v[i];
-        }
-      }
-    }
-    workgroupBarrier();
   }
 
   for (var g = 0u; g < TM / 4u; g++) {

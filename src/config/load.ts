@@ -144,7 +144,7 @@ function describeIssue(issue: z.core.$ZodIssue, input: Record<string, unknown>):
     const hint = typeof found === 'string' ? `; did you mean ${JSON.stringify(nearest(found, (issue.values as unknown[]).map(String)))}?` : '';
     return `${path}: must be one of ${allowed}, found ${JSON.stringify(found)}${hint}`;
   }
-  if (issue.code === 'invalid_type') return `${path}: expected ${issue.expected}, found ${JSON.stringify(found)}`;
+  if (issue.code === 'invalid_type' && issue.expected !== 'int') return `${path}: expected ${issue.expected}, found ${JSON.stringify(found)}`;
   if (issue.code === 'invalid_union') return `${path}: found ${JSON.stringify(found)}, which is not an accepted form (${issue.message})`;
   return `${path}: ${issue.message}, found ${JSON.stringify(found)}`;
 }

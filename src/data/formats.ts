@@ -132,7 +132,8 @@ function toMessages(value: unknown, key: string): ChatMessage[] {
     const content = o.content ?? o.value;
     const role = typeof roleRaw === 'string' ? ROLE_ALIASES[roleRaw] : undefined;
     if (role === undefined) throw new RowProblem(`"${key}"[${i}] has role ${JSON.stringify(roleRaw)}; expected system, user, assistant or tool`);
-    if (typeof content !== 'string') throw new RowProblem(`"${key}"[${i}].content is ${content === undefined ? 'missing' : typeof content}, not a string`);
+    if (content === undefined || content === null) throw new RowProblem(`"${key}"[${i}].content is missing`);
+    if (typeof content !== 'string') throw new RowProblem(`"${key}"[${i}].content is ${typeof content}, not a string`);
     return { role, content: content.normalize('NFC') };
   });
 }

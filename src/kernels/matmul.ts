@@ -93,8 +93,9 @@ function checkTile(gpu: Gpu, t: MatmulTile): void {
     problems.push(`(bm/tm)·(bn/tn) = ${threads} threads must be an integer ≤ 256`);
   }
   for (const [name, rows] of [['bm', t.bm], ['bn', t.bn]] as const) {
-    const quads = (rows * t.bk) / (4 * threads);
-    if (!Number.isInteger(quads) || quads < 1 || quads > 4) problems.push(`${name}·bk / (4·threads) = ${quads} must be 1, 2, 3 or 4`);
+    // each thread loads 4 rows × (rows·bk / (4·threads)) reduction indices of that operand per step
+    const perThread = (rows * t.bk) / (4 * threads);
+    if (![1, 2, 4].includes(perThread)) problems.push(`${name}·bk / (4·threads) = ${perThread} must be 1, 2 or 4`);
   }
   if (problems.length > 0) throw new ShapeError(`${where}: ${problems.join('; ')}`);
   const bytes = tileWorkgroupBytes(t);

@@ -181,3 +181,26 @@ export function moveLoraToArena(gpu: Gpu, label: string, source: LoraAdapter, op
   const adapter: LoraAdapter = Object.freeze({ config: source.config, scale: source.scale, layers });
   return Object.freeze({ arena, adapter, grads });
 }
+
+/** Chunks of flat buffers start at multiples of this many elements (see chunkElements). */
+export const CHUNK_UNIT = 16384;
+
+/**
+ * Elements per chunk so that a chunk fits one storage binding and starts at a 256-byte aligned
+ * offset: the largest multiple of 16384 elements (64 KiB) within maxStorageBufferBindingSize.
+ * The 16384 also keeps an 8-bit optimiser's per-block absmax (one f32 per 256 elements) aligned.
+ */
+export function chunkElements(gpu: Gpu, requested?: number): number {
+  const unit = CHUNK_UNIT;
+  if (requested !== undefined) {
+    if (!Number.isInteger(requested) || requested < 1 || requested % unit !== 0) {
+      throw new ShapeError(`chunkElements: ${requested} must be a positive multiple of ${unit}`);
+    }
+    return Math.min(requested, maxChunk(gpu, unit));
+  }
+  return maxChunk(gpu, unit);
+}
+
+function maxChunk(gpu: Gpu, unit: number): number {
+  return Math.max(unit, Math.floor(gpu.limits.maxStorageBufferBindingSize / 4 / unit) * unit);
+}

@@ -1,0 +1,188 @@
+// 8-bit AdamW step as bitsandbytes' kOptimizerStatic8bit2StateBlockwise (adamw_8bit,
+// paged_adamw_8bit): the moments are stored as one byte per element, blockwise quantised in blocks
+// of 256 consecutive elements with one f32 absmax per block and moment; m uses bitsandbytes' signed
+// dynamic map, v the unsigned one (create_dynamic_map). For each block, per element, with
+// g = grad · gradScale · clipCoef:
+//   1. m = qmap1[code1]·absmax1,  v = qmap2[code2]·absmax2                        (dequantise)
+//   2. v ← v·β2 + ((1 − β2)·g)·g,  m ← m·β1 + (1 − β1)·g                          (update)
+//      (a non-finite gradient element instead sets m = v = 0 and leaves p alone, as bitsandbytes)
+//   3. absmax1 = max |m|, absmax2 = max |v| over the block                         (new scales)
+//   4. p ← p + stepSize · m / (√v + epsTerm), then p ← p · decay                   (weight decay after)
+//      stepSize = −lr·√(1 − β2^t)/(1 − β1^t), epsTerm = eps·√(1 − β2^t), decay = 1 − lr·wd
+//   5. code1 = quantize(m / absmax1) in the signed map, moved one code towards the sign of m when the
+//      chosen code has the other sign; code2 = quantize(v / absmax2) in the unsigned map. quantize is
+//      bitsandbytes' quantize_2D: a 7-step binary search from code 127, then the nearer of the
+//      bracketing codes by midpoint. A block whose absmax is 0 quantises x = 0.
+// When gradNorm.nonFinite ≠ 0 the whole step is skipped: nothing is written.
+//
+// Bindings (group 0):
+//   0 params    uniform    Adamw8bitParams { count, blockBase, gradScale, beta1, oneMinusBeta1, beta2,
+//                                            oneMinusBeta2, stepSize, epsTerm, decay }
+//   1 param     read_write (count / 4) vec4<f32> — parameters (count a multiple of 4)
+//   2 codes1    read_write (count) u8x4 — m codes, byte j of word i is element 4i + j
+//   3 codes2    read_write (count) u8x4 — v codes
+//   4 absmax    read_write (blocks, 2) f32 — [absmax1, absmax2] of every block of the whole state;
+//                          this dispatch's block b is absmax[blockBase + b]
+//   5 grad      read       (count / 4) vec4<f32> — gradients
+//   6 qmaps     read       (512) f32 — the signed dynamic map (0…255), then the unsigned one (256…511)
+//   7 gradNorm  read       GradNormState { totalNorm, clipCoef, nonFinite, skippedSteps }
+// Dispatch: ceil(ceil(count / 256) / (WG / 64)) workgroups (2-D past 65535) of WG invocations; each
+// run of 64 invocations owns one 256-element block, invocation l of it elements 4l … 4l + 3 (one
+// vec4 of p and g, one u32 of each code array: coalesced). Both maps sit in workgroup memory; the
+// block maxima are reduced by a tree over the 64 invocations in workgroup memory.
+// Saves nothing.
+
+override WG: u32 = 256u;
+const LANES: u32 = 64u;
+
+struct Adamw8bitParams {
+  count: u32,
+  blockBase: u32,
+  gradScale: f32,
+  beta1: f32,
+  oneMinusBeta1: f32,
+  beta2: f32,
+  oneMinusBeta2: f32,
+  stepSize: f32,
+  epsTerm: f32,
+  decay: f32,
+}
+
+struct GradNormState {
+  totalNorm: f32,
+  clipCoef: f32,
+  nonFinite: u32,
+  skippedSteps: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Adamw8bitParams;
+@group(0) @binding(1) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> codes1: array<u32>;
+@group(0) @binding(3) var<storage, read_write> codes2: array<u32>;
+@group(0) @binding(4) var<storage, read_write> absmax: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> qmaps: array<f32, 512>;
+@group(0) @binding(7) var<storage, read> gradNorm: GradNormState;
+
+var<workgroup> code: array<f32, 512>;
+var<workgroup> max1: array<f32, WG>;
+var<workgroup> max2: array<f32, WG>;
+var<workgroup> skipFlag: u32;
+
+const EXP_MASK: u32 = 0x7f800000u;
+
+// bitsandbytes' quantize_2D over the map at code[base … base + 255] (sorted ascending).
+fn quantize(base: u32, lowest: f32, x: f32) -> u32 {
+  var pivot = 127u;
+  var upperPivot = 255u;
+  var lowerPivot = 0u;
+  var lower = lowest;
+  var upper = 1.0;
+  var val = code[base + 127u];
+  for (var i = 64u; i > 0u; i >>= 1u) {
+    if (x > val) {
+      lowerPivot = pivot;
+      lower = val;
+      pivot += i;
+    } else {
+      upperPivot = pivot;
+      upper = val;
+      pivot -= i;
+    }
+    val = code[base + pivot];
+  }
+  if (x > val) {
+    if (x > (upper + val) * 0.5) {
+      return upperPivot;
+    }
+    return pivot;
+  }
+  if (x < (lower + val) * 0.5) {
+    return lowerPivot;
+  }
+  return pivot;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  for (var k = lid; k < 512u; k += WG) {
+    code[k] = qmaps[k];
+  }
+  if (lid == 0u) {
+    skipFlag = gradNorm.nonFinite;
+  }
+  // Also the barrier that makes code[] visible.
+  if (workgroupUniformLoad(&skipFlag) != 0u) {
+    return;
+  }
+  let lane = lid % LANES;
+  let block = (wg.y * 65535u + wg.x) * (WG / LANES) + lid / LANES;
+  let e4 = block * LANES + lane;
+  let valid = e4 * 4u < params.count;
+  let scale = params.gradScale * gradNorm.clipCoef;
+
+  var s1 = vec4<f32>(0.0);
+  var s2 = vec4<f32>(0.0);
+  var finite = vec4<bool>(false);
+  if (valid) {
+    let g4 = grad[e4];
+    let w1 = codes1[e4];
+    let w2 = codes2[e4];
+    let am = absmax[params.blockBase + block];
+    for (var j = 0u; j < 4u; j++) {
+      let gj = g4[j];
+      finite[j] = (bitcast<u32>(gj) & EXP_MASK) != EXP_MASK;
+      if (finite[j]) {
+        let gv = gj * scale;
+        let v = code[256u + ((w2 >> (8u * j)) & 255u)] * am.y;
+        s2[j] = v * params.beta2 + (params.oneMinusBeta2 * gv) * gv;
+        let m = code[(w1 >> (8u * j)) & 255u] * am.x;
+        s1[j] = m * params.beta1 + params.oneMinusBeta1 * gv;
+      }
+    }
+  }
+  let a1 = abs(s1);
+  let a2 = abs(s2);
+  max1[lid] = max(max(a1.x, a1.y), max(a1.z, a1.w));
+  max2[lid] = max(max(a2.x, a2.y), max(a2.z, a2.w));
+  workgroupBarrier();
+  for (var h = LANES / 2u; h > 0u; h >>= 1u) {
+    if (lane < h) {
+      max1[lid] = max(max1[lid], max1[lid + h]);
+      max2[lid] = max(max2[lid], max2[lid + h]);
+    }
+    workgroupBarrier();
+  }
+  if (!valid) {
+    return;
+  }
+  let first = lid - lane;
+  let b1 = max1[first];
+  let b2 = max2[first];
+  if (lane == 0u) {
+    absmax[params.blockBase + block] = vec2<f32>(b1, b2);
+  }
+
+  var p = param[e4];
+  var c1 = 0u;
+  var c2 = 0u;
+  for (var j = 0u; j < 4u; j++) {
+    if (finite[j]) {
+      p[j] = p[j] + params.stepSize * (s1[j] / (sqrt(s2[j]) + params.epsTerm));
+      p[j] = p[j] * params.decay;
+    }
+    let x1 = select(s1[j] / b1, 0.0, b1 == 0.0);
+    let x2 = select(s2[j] / b2, 0.0, b2 == 0.0);
+    var q1 = quantize(0u, -1.0, x1);
+    // Keep the sign of m: bitsandbytes compares sign bits (signbit), so −0 counts as negative.
+    if ((bitcast<u32>(code[q1]) >> 31u) != (bitcast<u32>(s1[j]) >> 31u)) {
+      q1 = select((q1 + 255u) & 255u, (q1 + 1u) & 255u, s1[j] > 0.0);
+    }
+    let q2 = quantize(256u, 0.0, x2);
+    c1 |= q1 << (8u * j);
+    c2 |= q2 << (8u * j);
+  }
+  param[e4] = p;
+  codes1[e4] = c1;
+  codes2[e4] = c2;
+}
