@@ -1,0 +1,241 @@
+import { DeviceLimitError } from '../errors.js';
+import { byteLength, numel, type DType } from '../kernels/tensor.js';
+import { PROJECTIONS, projectionShape, type Projection } from '../model/checkpoint.js';
+import type { Qwen3Config } from '../model/config.js';
+import type { BaseFormat } from '../model/weights.js';
+import { ARENA_ALIGN_ELEMENTS } from './param-arena.js';
+
+/**
+ * The memory plan of a training step: every GPU buffer the run allocates, known before anything
+ * is allocated. Pure: the same inputs give the same plan on any machine. The step builder
+ * allocates from it, so the printed plan is what the GPU holds.
+ *
+ * Categories: weights (frozen base), lora (trainable A/B), grads, optimizer, saved (activations kept
+ * from the forward for the backward), scratch (reused buffers), inputs (token ids, labels …).
+ * Lifetimes: run (whole run), step (rewritten every step), layer (reused by every layer).
+ */
+export type PlanCategory = 'weights' | 'lora' | 'grads' | 'optimizer' | 'saved' | 'scratch' | 'inputs';
+export type PlanLifetime = 'run' | 'step' | 'layer';
+
+export interface PlanBuffer {
+  readonly name: string;
+  readonly category: PlanCategory;
+  readonly lifetime: PlanLifetime;
+  readonly shape: readonly number[];
+  readonly dtype: DType | 'u8';
+  /** How many buffers of this shape (e.g. one per layer). */
+  readonly count: number;
+  /** Bytes of one buffer. */
+  readonly bytes: number;
+  /** Bound whole to one shader binding (so it must fit maxStorageBufferBindingSize). */
+  readonly bound: boolean;
+}
+
+export interface StepSettings {
+  /** per_device_train_batch_size */
+  readonly batch: number;
+  /** max_seq_length (tokens per row) */
+  readonly seq: number;
+  readonly r: number;
+  readonly targets: readonly Projection[];
+  readonly gradientCheckpointing: boolean;
+  readonly optimizer: 'adamw' | 'adamw_8bit';
+  readonly base: BaseFormat;
+  readonly doubleQuant: boolean;
+  /** Tokens per logits chunk. */
+  readonly lossChunkTokens: number;
+  /** lora_dropout > 0 needs a dropped copy of each LoRA input. */
+  readonly loraDropout: number;
+}
+
+export interface StepPlan {
+  readonly settings: StepSettings;
+  readonly buffers: readonly PlanBuffer[];
+  readonly totals: Readonly<Record<PlanCategory, number>>;
+  readonly total: number;
+  /** Trainable parameters (LoRA A and B elements). */
+  readonly trainable: number;
+}
+
+const roundArena = (n: number): number => Math.ceil(n / ARENA_ALIGN_ELEMENTS) * ARENA_ALIGN_ELEMENTS;
+
+export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
+  const buffers: PlanBuffer[] = [];
+  const add = (name: string, category: PlanCategory, lifetime: PlanLifetime, shape: readonly number[], dtype: DType | 'u8', count = 1, bound = true): void => {
+    const bytes = dtype === 'u8' ? Math.ceil(numel(shape) / 4) * 4 : byteLength(dtype, numel(shape));
+    buffers.push(Object.freeze({ name, category, lifetime, shape: Object.freeze([...shape]), dtype, count, bytes, bound }));
+  };
+  const L = c.numHiddenLayers;
+  const D = c.hiddenSize;
+  const H = c.numAttentionHeads;
+  const Hkv = c.numKeyValueHeads;
+  const Dh = c.headDim;
+  const F = c.intermediateSize;
+  const V = c.vocabSize;
+  const N = s.batch * s.seq;
+  const R = s.r;
+
+  // Frozen base.
+  add('embed_tokens (V, D) bf16', 'weights', 'run', [V, D], 'bf16x2');
+  if (!c.tieWordEmbeddings) add('lm_head (V, D) bf16', 'weights', 'run', [V, D], 'bf16x2');
+  add('norms (D) bf16: input, post-attention', 'weights', 'run', [D], 'bf16x2', 2 * L + 1);
+  add('q_norm, k_norm (Dh) bf16', 'weights', 'run', [Dh], 'bf16x2', 2 * L);
+  for (const p of PROJECTIONS) {
+    const [o, k] = projectionShape(c, p);
+    if (s.base === 'full') {
+      add(`${p} (${o}, ${k}) bf16`, 'weights', 'run', [o, k], 'bf16x2', L);
+    } else {
+      add(`${p} (${o}, ${k}) nf4`, 'weights', 'run', [o, k], 'nf4x8', L);
+      const blocks = (o * k) / 64;
+      if (s.doubleQuant) {
+        add(`${p} absmax codes (${blocks}) u8`, 'weights', 'run', [blocks], 'u8x4', L);
+        add(`${p} absmax2 (${Math.ceil(blocks / 256)}) f32`, 'weights', 'run', [Math.ceil(blocks / 256)], 'f32', L);
+      } else {
+        add(`${p} absmax (${blocks}) f32`, 'weights', 'run', [blocks], 'f32', L);
+      }
+    }
+  }
+
+  // Trainable adapter: one arena of every A and B (each padded to 256 elements), gradients alike.
+  let arena = 0;
+  let trainable = 0;
+  for (const p of s.targets) {
+    const [o, k] = projectionShape(c, p);
+    arena += L * (roundArena(R * k) + roundArena(o * R));
+    trainable += L * (R * k + o * R);
+  }
+  add('lora params arena f32', 'lora', 'run', [arena], 'f32');
+  add('lora grads arena f32', 'grads', 'run', [arena], 'f32');
+  if (s.optimizer === 'adamw') {
+    add('adamw exp_avg f32', 'optimizer', 'run', [arena], 'f32');
+    add('adamw exp_avg_sq f32', 'optimizer', 'run', [arena], 'f32');
+  } else {
+    add('adamw8bit state1 u8', 'optimizer', 'run', [arena], 'u8');
+    add('adamw8bit state2 u8', 'optimizer', 'run', [arena], 'u8');
+    add('adamw8bit absmax1, absmax2 f32', 'optimizer', 'run', [arena / 256], 'f32', 2);
+  }
+  add('grad norm state + partials f32', 'optimizer', 'run', [4 + 1024], 'f32');
+
+  // Inputs of a micro-batch.
+  add('input_ids, position_ids, segment_ids, targets (N) i32', 'inputs', 'step', [N], 'i32', 4);
+
+  // One layer's activations. Without checkpointing each layer keeps its own (saved × L); with it,
+  // only each layer's input is kept and the rest is recomputed into one set (layer scratch).
+  const targeted = s.targets.length;
+  const layerActs: [string, number[], number][] = [
+    ['hn1, hn2 (N, D): normed block inputs', [N, D], 2],
+    ['x_mid (N, D): residual after attention', [N, D], 1],
+    ['rstd1, rstd2 (N)', [N], 2],
+    ['q, qn (N, H·Dh): before/after q_norm+rope', [N, H * Dh], 2],
+    ['k, kn, v (N, Hkv·Dh)', [N, Hkv * Dh], 3],
+    ['q rstd (N·H)', [N * H], 1],
+    ['k rstd (N·Hkv)', [N * Hkv], 1],
+    ['attn (N, H·Dh): attention output', [N, H * Dh], 1],
+    ['attn lse (N, H)', [N, H], 1],
+    ['gate, up, act (N, F)', [N, F], 3],
+  ];
+  if (targeted > 0) layerActs.push([`lora u (N, R) × ${targeted} targets`, [N, R], targeted]);
+  if (s.loraDropout > 0 && targeted > 0) layerActs.push(['lora dropout masks (N, D|F) u8 × 2', [N, F], 1]);
+  const actLifetime: PlanLifetime = s.gradientCheckpointing ? 'layer' : 'run';
+  const actCategory: PlanCategory = s.gradientCheckpointing ? 'scratch' : 'saved';
+  const actCopies = s.gradientCheckpointing ? 1 : L;
+  add('x_l (N, D): input of each layer', 'saved', 'step', [N, D], 'f32', L + 1);
+  for (const [name, shape, n] of layerActs) {
+    add(name.includes('dropout') ? name : name, actCategory, actLifetime, shape, name.includes('dropout') ? 'u8' : 'f32', n * actCopies);
+  }
+
+  // Gradient scratch of one layer's backward (reused by every layer).
+  add('dx (N, D): residual-stream gradient', 'scratch', 'step', [N, D], 'f32');
+  add('dhn (N, D): gradient of a normed block input', 'scratch', 'layer', [N, D], 'f32');
+  add('d_attn, dq (N, H·Dh)', 'scratch', 'layer', [N, H * Dh], 'f32', 2);
+  add('dk, dv (N, Hkv·Dh)', 'scratch', 'layer', [N, Hkv * Dh], 'f32', 2);
+  add('attention delta (N, H): rowsum(dO ⊙ O)', 'scratch', 'layer', [N, H], 'f32');
+  add('d_act, dgate, dup (N, F)', 'scratch', 'layer', [N, F], 'f32', 3);
+  if (targeted > 0) add('dU (N, R): LoRA down-projection gradient', 'scratch', 'layer', [N, R], 'f32');
+
+  // The fused lm_head + cross-entropy: a chunk of logits at a time, turned into its gradient in place.
+  add(`logits / dlogits chunk (${s.lossChunkTokens}, V) f32`, 'scratch', 'step', [s.lossChunkTokens, V], 'f32');
+  add('xf (N, D): final norm output', 'scratch', 'step', [N, D], 'f32');
+  add('token loss, token lse (N) f32', 'scratch', 'step', [N], 'f32', 2);
+  add('rope cos, sin (T, Dh/2) f32', 'scratch', 'run', [s.seq, Dh / 2], 'f32', 2);
+
+  const totals: Record<PlanCategory, number> = { weights: 0, lora: 0, grads: 0, optimizer: 0, saved: 0, scratch: 0, inputs: 0 };
+  let total = 0;
+  for (const b of buffers) {
+    totals[b.category] += b.bytes * b.count;
+    total += b.bytes * b.count;
+  }
+  return Object.freeze({ settings: s, buffers: Object.freeze(buffers), totals: Object.freeze(totals), total, trainable });
+}
+
+export interface DeviceBudget {
+  readonly maxBufferSize: number;
+  readonly maxStorageBufferBindingSize: number;
+  /** Device memory in bytes when known (WebGPU does not report it; see guessDeviceMemory). */
+  readonly memoryBytes?: number;
+}
+
+const WHAT_TO_LOWER =
+  'lower per_device_train_batch_size (and raise gradient_accumulation_steps to keep the effective batch), ' +
+  'max_seq_length or lora_r, turn gradient_checkpointing on, or use optim: paged_adamw_8bit';
+
+/** Refuses a plan that breaks a device limit or the device's memory, saying what to lower. */
+export function checkPlan(plan: StepPlan, device: DeviceBudget): void {
+  for (const b of plan.buffers) {
+    if (b.bytes > device.maxBufferSize) {
+      throw new DeviceLimitError(`memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)}, over this device's maxBufferSize ${fmtBytes(device.maxBufferSize)}; ${WHAT_TO_LOWER}`);
+    }
+    if (b.bound && b.bytes > device.maxStorageBufferBindingSize) {
+      throw new DeviceLimitError(
+        `memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)} in one shader binding, over this device's maxStorageBufferBindingSize ${fmtBytes(device.maxStorageBufferBindingSize)}; ${WHAT_TO_LOWER}`,
+      );
+    }
+  }
+  if (device.memoryBytes !== undefined && plan.total > device.memoryBytes * 0.95) {
+    throw new DeviceLimitError(
+      `memory plan: the step needs ${fmtBytes(plan.total)} but the device has ${fmtBytes(device.memoryBytes)} (95% usable); ${WHAT_TO_LOWER}.\n${formatPlan(plan)}`,
+    );
+  }
+}
+
+/**
+ * Device memory from the adapter's description where it says so (NVIDIA's Vulkan driver reports
+ * e.g. "NVIDIA H100 80GB HBM3"), or from a table of common cards; undefined when unknown.
+ */
+export function guessDeviceMemory(description: string): number | undefined {
+  const m = /(\d+)\s*GB\b/i.exec(description);
+  if (m) return Number(m[1]) * 2 ** 30;
+  const known: [RegExp, number][] = [
+    [/RTX\s*4090/i, 24],
+    [/RTX\s*3090/i, 24],
+    [/RTX\s*5090/i, 32],
+    [/RTX\s*4080/i, 16],
+    [/A100/i, 40],
+    [/H100/i, 80],
+    [/L4\b/i, 24],
+  ];
+  for (const [re, gib] of known) if (re.test(description)) return gib * 2 ** 30;
+  return undefined;
+}
+
+export function fmtBytes(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+/** The plan as a table: per category, then the buffers over 1% of the total. */
+export function formatPlan(plan: StepPlan): string {
+  const s = plan.settings;
+  const lines = [
+    `memory plan: batch ${s.batch} × ${s.seq}, LoRA r=${s.r} on ${s.targets.join(',')}, ${s.base}${s.doubleQuant ? '+double-quant' : ''} base, ` +
+      `checkpointing ${s.gradientCheckpointing ? 'on' : 'off'}, ${s.optimizer}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
+  ];
+  for (const [cat, bytes] of Object.entries(plan.totals)) lines.push(`  ${cat.padEnd(10)} ${fmtBytes(bytes).padStart(11)}`);
+  lines.push(`  ${'total'.padEnd(10)} ${fmtBytes(plan.total).padStart(11)}`);
+  const big = plan.buffers.filter((b) => b.bytes * b.count > plan.total * 0.01).sort((a, b) => b.bytes * b.count - a.bytes * a.count);
+  lines.push('  largest buffers:');
+  for (const b of big) lines.push(`    ${fmtBytes(b.bytes * b.count).padStart(11)}  ${b.count > 1 ? `${b.count} × ` : ''}${b.name} [${b.category}, ${b.lifetime}]`);
+  return lines.join('\n');
+}
