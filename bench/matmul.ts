@@ -2,7 +2,7 @@
  * Dequant-matmul benchmark.
  *
  *   npx tsc -p . && node dist/bench/matmul.js [--small] [--reps N] [--json FILE]
- *       [--no-subgroup-matrix] [--tile 128x128x16,64x64x16,128x64x16/8x4] [--formats nf4,bf16,nf4dq,f32]
+ *       [--no-subgroup-matrix] [--no-robustness] [--tile 128x128x16,64x64x16,128x64x16/8x4] [--formats nf4,bf16,nf4dq,f32]
  *
  * Times Matmul.forward (timestamp queries through timeDispatches, median of --reps) at Qwen3-4B's
  * projection shapes with M = 2048 tokens — K→Nout 2560→4096 (q_proj), 2560→1024 (k/v_proj),
@@ -13,11 +13,12 @@
  * Weights are random codes / bf16 values made directly (no quantiser in the loop).
  * `--small` runs tiny shapes in seconds (lavapipe smoke test). `--no-subgroup-matrix` opens the
  * device without chromium-experimental-subgroup-matrix (it switches Dawn to the Vulkan memory model).
+ * `--no-robustness` turns off Dawn's bounds clamping (unsafe; only to measure what it costs).
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
-import { Gpu } from '../src/kernels/gpu.js';
+import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
 import { Matmul, MATMUL_TILES, parseTile, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from '../src/kernels/matmul.js';
 import { dynamicMap, NF4_CODEBOOK } from '../src/kernels/nf4.js';
 import type { Tensor } from '../src/kernels/tensor.js';
@@ -180,11 +181,16 @@ async function main(): Promise<void> {
       reps: { type: 'string', default: '20' },
       json: { type: 'string' },
       'no-subgroup-matrix': { type: 'boolean', default: false },
+      'no-robustness': { type: 'boolean', default: false },
       tile: { type: 'string' },
       formats: { type: 'string', default: 'nf4,bf16' },
     },
   });
-  const gpu = await Gpu.open(values['no-subgroup-matrix'] ? { disable: ['chromium-experimental-subgroup-matrix'] } : {});
+  const gpu = await Gpu.open({
+    disable: values['no-subgroup-matrix'] ? ['chromium-experimental-subgroup-matrix'] : [],
+    // Dawn's bounds clamping of every buffer and workgroup-array access, off: to measure its cost
+    toggles: values['no-robustness'] ? [`${DEFAULT_TOGGLES[0]},disable_robustness`, ...DEFAULT_TOGGLES.slice(1)] : DEFAULT_TOGGLES,
+  });
   console.log(`device: ${gpu.describe()}`);
   const reps = Number(values.reps);
   const formats = values.formats.split(',').map((f) => f.trim()) as StoredFormat[];

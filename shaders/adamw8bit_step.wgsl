@@ -28,8 +28,9 @@
 //   7 gradNorm  read       GradNormState { totalNorm, clipCoef, nonFinite, skippedSteps }
 // Dispatch: ceil(ceil(count / 256) / (WG / 64)) workgroups (2-D past 65535) of WG invocations; each
 // run of 64 invocations owns one 256-element block, invocation l of it elements 4l … 4l + 3 (one
-// vec4 of p and g, one u32 of each code array: coalesced). Both maps sit in workgroup memory; the
-// block maxima are reduced by a tree over the 64 invocations in workgroup memory.
+// vec4 of p and g, one u32 of each code array: coalesced). Both maps sit in workgroup memory, as
+// given (for dequantising) and in search-tree order (for quantising, four values per search step);
+// the block maxima are reduced by a tree over the 64 invocations in workgroup memory.
 // Saves nothing.
 
 override WG: u32 = 256u;
@@ -65,48 +66,61 @@ struct GradNormState {
 @group(0) @binding(7) var<storage, read> gradNorm: GradNormState;
 
 var<workgroup> code: array<f32, 512>;
+// The same maps in search-tree order for quantize4: tree[t·256 + e], e = 1 … 255, is the code the
+// binary search compares with at node e (root e = 1 is code 127; node e has children 2e and 2e + 1).
+// Each level of the search then reads a contiguous range, so the invocations of a subgroup hit
+// different banks (in the maps' own order every level falls in one bank).
+var<workgroup> tree: array<f32, 512>;
 var<workgroup> max1: array<f32, WG>;
 var<workgroup> max2: array<f32, WG>;
 var<workgroup> skipFlag: u32;
 
 const EXP_MASK: u32 = 0x7f800000u;
 
-// bitsandbytes' quantize_2D over the map at code[base … base + 255] (sorted ascending).
-fn quantize(base: u32, lowest: f32, x: f32) -> u32 {
+// Code index at search-tree node e: from 127, ± 64, ± 32, … for the bits of e after its leading 1.
+fn treePivot(e: u32) -> u32 {
+  let level = firstLeadingBit(e);
   var pivot = 127u;
-  var upperPivot = 255u;
-  var lowerPivot = 0u;
-  var lower = lowest;
-  var upper = 1.0;
-  var val = code[base + 127u];
-  for (var i = 64u; i > 0u; i >>= 1u) {
-    if (x > val) {
-      lowerPivot = pivot;
-      lower = val;
-      pivot += i;
-    } else {
-      upperPivot = pivot;
-      upper = val;
-      pivot -= i;
-    }
-    val = code[base + pivot];
-  }
-  if (x > val) {
-    if (x > (upper + val) * 0.5) {
-      return upperPivot;
-    }
-    return pivot;
-  }
-  if (x < (lower + val) * 0.5) {
-    return lowerPivot;
+  for (var j = 0u; j < level; j++) {
+    let step = 64u >> j;
+    pivot = select(pivot - step, pivot + step, ((e >> (level - 1u - j)) & 1u) == 1u);
   }
   return pivot;
+}
+
+// bitsandbytes' quantize_2D for four values at once, over the map t (0 signed, 1 unsigned):
+// seven halving steps from code 127, then the nearer of the final code and the last bracketing
+// code, compared at the f32 midpoint. `lowest` is the search's initial lower bound (−1 or 0).
+fn quantize4(t: u32, lowest: f32, x: vec4<f32>) -> vec4<u32> {
+  let base = t * 256u;
+  var e = vec4<u32>(1u);
+  var pivot = vec4<u32>(127u);
+  var lowerPivot = vec4<u32>(0u);
+  var upperPivot = vec4<u32>(255u);
+  var lower = vec4<f32>(lowest);
+  var upper = vec4<f32>(1.0);
+  var val = vec4<f32>(tree[base + 1u]);
+  for (var i = 64u; i > 0u; i >>= 1u) {
+    let gt = x > val;
+    lowerPivot = select(lowerPivot, pivot, gt);
+    lower = select(lower, val, gt);
+    upperPivot = select(pivot, upperPivot, gt);
+    upper = select(val, upper, gt);
+    pivot = select(pivot - vec4<u32>(i), pivot + vec4<u32>(i), gt);
+    e = 2u * e + select(vec4<u32>(0u), vec4<u32>(1u), gt);
+    val = vec4<f32>(tree[base + e.x], tree[base + e.y], tree[base + e.z], tree[base + e.w]);
+  }
+  let above = select(pivot, upperPivot, x > (upper + val) * 0.5);
+  let below = select(pivot, lowerPivot, x < (lower + val) * 0.5);
+  return select(below, above, x > val);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   for (var k = lid; k < 512u; k += WG) {
     code[k] = qmaps[k];
+    let e = k % 256u;
+    tree[k] = select(qmaps[k - e + treePivot(e)], 0.0, e == 0u);
   }
   if (lid == 0u) {
     skipFlag = gradNorm.nonFinite;
@@ -164,6 +178,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
 
   var p = param[e4];
+  let x1 = select(s1 / b1, vec4<f32>(0.0), b1 == 0.0);
+  let x2 = select(s2 / b2, vec4<f32>(0.0), b2 == 0.0);
+  var q1 = quantize4(0u, -1.0, x1);
+  let q2 = quantize4(1u, 0.0, x2);
   var c1 = 0u;
   var c2 = 0u;
   for (var j = 0u; j < 4u; j++) {
@@ -171,16 +189,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       p[j] = p[j] + params.stepSize * (s1[j] / (sqrt(s2[j]) + params.epsTerm));
       p[j] = p[j] * params.decay;
     }
-    let x1 = select(s1[j] / b1, 0.0, b1 == 0.0);
-    let x2 = select(s2[j] / b2, 0.0, b2 == 0.0);
-    var q1 = quantize(0u, -1.0, x1);
     // Keep the sign of m: bitsandbytes compares sign bits (signbit), so −0 counts as negative.
-    if ((bitcast<u32>(code[q1]) >> 31u) != (bitcast<u32>(s1[j]) >> 31u)) {
-      q1 = select((q1 + 255u) & 255u, (q1 + 1u) & 255u, s1[j] > 0.0);
+    var c = q1[j];
+    if ((bitcast<u32>(code[c]) >> 31u) != (bitcast<u32>(s1[j]) >> 31u)) {
+      c = select((c + 255u) & 255u, (c + 1u) & 255u, s1[j] > 0.0);
     }
-    let q2 = quantize(256u, 0.0, x2);
-    c1 |= q1 << (8u * j);
-    c2 |= q2 << (8u * j);
+    c1 |= c << (8u * j);
+    c2 |= q2[j] << (8u * j);
   }
   param[e4] = p;
   codes1[e4] = c1;

@@ -6,6 +6,7 @@ export const PLACES = [
   { kind: 'harbor', s: 'on a foggy pier at dawn', pp: 'at the end of a fog-bound pier', time: 'dawn', el: ['fog', 'water', 'birds'] },
   { kind: 'harbor', s: 'in a busy fishing harbor at midday', pp: 'among bobbing trawlers in a crowded harbor', time: 'day', el: ['water', 'birds', 'crowd'] },
   { kind: 'harbor', s: 'by a lighthouse during a storm at night', pp: 'beneath a lighthouse lashed by a night storm', time: 'night', el: ['rain', 'wind', 'water'] },
+  { kind: 'harbor', s: 'on a rocky headland in a gale', pp: 'out on a rocky headland battered by a gale', time: 'dusk', el: ['wind', 'water', 'birds'] },
   { kind: 'harbor', s: 'on a quiet dock at sunset', pp: 'on a weathered dock as the sun drops', time: 'dusk', el: ['water', 'birds', 'wind'] },
   // beach
   { kind: 'beach', s: 'on a black sand beach under heavy clouds', pp: 'across a black volcanic beach under a bruised sky', time: 'day', el: ['wind', 'water', 'sand'] },
@@ -107,7 +108,7 @@ export const PLACES = [
   { kind: 'ruins', s: 'among ancient temple ruins in the jungle', pp: 'among vine-choked temple ruins', time: 'day', el: ['leaves', 'insects', 'fog'] },
   { kind: 'ruins', s: 'in a bombed-out city at dusk', pp: 'through the broken shell of a bombed-out city', time: 'dusk', el: ['dust', 'smoke'] },
   { kind: 'ruins', s: 'in an overgrown amusement park', pp: 'through a rusting amusement park swallowed by weeds', time: 'day', el: ['wind', 'leaves', 'birds'] },
-  { kind: 'ruins', s: 'in a sunken shipwreck', pp: 'inside the hull of a sunken wreck', time: 'day', el: ['water'] },
+  { kind: 'underwater', s: 'in a sunken shipwreck', pp: 'inside the hull of a sunken wreck', time: 'day', el: ['water'] },
   // road
   { kind: 'road', s: 'on a lonely highway at night', pp: 'along an empty highway slicing through the dark', time: 'night', el: ['wind', 'nightbugs'] },
   { kind: 'road', s: 'at a roadside motel', pp: 'outside a flickering roadside motel', time: 'night', el: ['neon', 'nightbugs'] },
@@ -120,7 +121,7 @@ export const PLACES = [
   { kind: 'park', s: 'in a city park in the snow', pp: 'across a city park hushed by fresh snow', time: 'day', el: ['snow', 'birds'] },
   // sea
   { kind: 'sea', s: 'on the deck of a ship in a storm', pp: 'on the heaving deck of a ship in a storm', time: 'night', el: ['rain', 'wind', 'water'] },
-  { kind: 'sea', s: 'underwater near a coral reef', pp: 'over a sunlit coral reef', time: 'day', el: ['water'] },
+  { kind: 'underwater', s: 'underwater near a coral reef', pp: 'over a sunlit coral reef', time: 'day', el: ['water'] },
   { kind: 'sea', s: 'on a small sailboat on a calm sea', pp: 'on a small sailboat adrift on a glassy sea', time: 'dawn', el: ['water', 'birds'] },
-  { kind: 'sea', s: 'in the deep ocean', pp: 'in the blue-black depths of the open ocean', time: 'night', el: ['water'] },
+  { kind: 'underwater', s: 'in the deep ocean', pp: 'in the blue-black depths of the open ocean', time: 'night', el: ['water'] },
 ];

@@ -137,7 +137,7 @@ export const ATMOSPHERE = {
   embers: ['embers spiralling upward', 'sparks drifting like fireflies', 'glowing cinders raining softly'],
   smoke: ['smoke coiling in lazy ribbons', 'a grey veil of smoke hovering low', 'smoke drifting through the beams of light'],
   leaves: ['leaves spinning down in slow spirals', 'foliage trembling in the breeze', 'petals drifting past like snow', 'branches swaying overhead'],
-  dust: ['dust motes drifting in the light', 'a fine powder sifting down', 'dust kicked up and slowly settling'],
+  dust: ['dust motes drifting in the light', 'a fine powder sifting down', 'dust kicked up and slowly settling', 'grit swirling in small eddies', 'a dry haze softening the far side of the frame'],
   insects: ['bees drifting lazily between blooms', 'gnats glinting in a shaft of sun', 'a dragonfly hovering and darting away'],
   nightbugs: ['fireflies blinking in the dark', 'moths battering softly against the light', 'crickets pulsing somewhere out of frame'],
   snow: ['snow falling in heavy silent flakes', 'powder whipping off the drifts', 'breath clouding in the frozen air', 'ice crystals sparkling on the wind'],
@@ -221,4 +221,4 @@ export const STYLE_WORDS = {
 };
 
 /** Ways to end the opening on the subject's detail. */
-export const DETAIL_TAILS = ['lingering on', 'settling on', 'catching', 'ending close on', 'holding on', 'finding', 'drifting down to', 'coming to rest on'];
+export const DETAIL_TAILS = ['lingering on', 'settling on', 'catching', 'ending close on', 'holding on', 'finding', 'drifting down to', 'coming to rest on', 'pausing on', 'picking out'];

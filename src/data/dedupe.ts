@@ -3,8 +3,8 @@
  * (thefuzz / rapidfuzz `token_sort_ratio` with default processing): lowercase, everything but
  * letters and digits → space, words sorted and joined by one space; then
  *   ratio = 100 · 2·LCS(a, b) / (|a| + |b|)            (Indel similarity)
- * LCS is computed bit-parallel (Hyyrö 2004): one pass over b with |a|/32 machine words per
- * character. Two strict upper bounds skip most pairs first: 2·min(|a|,|b|)/(|a|+|b|) and the
+ * LCS is computed bit-parallel (Hyyrö 2004): one pass over b with |a|/30 words per character
+ * (30-bit words keep every sum a small integer, which V8 computes fastest). Two strict upper bounds skip most pairs first: 2·min(|a|,|b|)/(|a|+|b|) and the
  * shared character counts Σ_c min(count_a(c), count_b(c)).
  */
 
@@ -20,28 +20,50 @@ export function tokenSortKey(s: string): string {
     .join(' ');
 }
 
-/** A string prepared for repeated LCS queries as the first argument. */
+/**
+ * A string prepared for repeated LCS queries: its characters as small alphabet indices, one bit
+ * mask (words × u32) per alphabet letter of the positions holding it, and letter counts.
+ */
 export interface LcsPattern {
   text: string;
   words: number;
-  /** char code → bit mask (words × u32) of the positions holding that character. */
-  masks: Map<number, Uint32Array>;
-  /** Character counts over `alphabet` slots (for the count bound). */
-  counts: Map<number, number>;
+  /** Alphabet index of each character. */
+  codes: Int32Array;
+  /** masks[letter·words + w]: bit i of word w set where text[30w + i] is that letter. */
+  masks: Int32Array;
+  counts: Int32Array;
 }
 
-export function lcsPattern(text: string): LcsPattern {
-  const words = Math.max(1, Math.ceil(text.length / 32));
-  const masks = new Map<number, Uint32Array>();
-  const counts = new Map<number, number>();
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    let m = masks.get(c);
-    if (m === undefined) masks.set(c, (m = new Uint32Array(words)));
-    m[i >>> 5] |= 1 << (i & 31);
-    counts.set(c, (counts.get(c) ?? 0) + 1);
+/** Character → small index, shared by the patterns compared with each other. */
+export class Alphabet {
+  private readonly index = new Map<number, number>();
+  get size(): number {
+    return this.index.size;
   }
-  return { text, words, masks, counts };
+  codesOf(text: string): Int32Array {
+    const out = new Int32Array(text.length);
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      let k = this.index.get(c);
+      if (k === undefined) this.index.set(c, (k = this.index.size));
+      out[i] = k;
+    }
+    return out;
+  }
+}
+
+/** Prepares `text`; every pattern later compared must come from the same alphabet, finished first. */
+export function lcsPattern(text: string, alphabet: Alphabet = new Alphabet(), alphabetSize?: number): LcsPattern {
+  const codes = alphabet.codesOf(text);
+  const size = alphabetSize ?? alphabet.size;
+  const words = Math.max(1, Math.ceil(text.length / BITS));
+  const masks = new Int32Array(size * words);
+  const counts = new Int32Array(size);
+  for (let i = 0; i < codes.length; i++) {
+    masks[codes[i] * words + Math.floor(i / BITS)] |= 1 << i % BITS;
+    counts[codes[i]]++;
+  }
+  return { text, words, codes, masks, counts };
 }
 
 function popcount(x: number): number {
@@ -50,51 +72,85 @@ function popcount(x: number): number {
   return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 0xff;
 }
 
-/** Length of the longest common subsequence of p.text and b. */
-export function lcsLength(p: LcsPattern, b: string): number {
-  const m = p.text.length;
-  if (m === 0 || b.length === 0) return 0;
-  const W = p.words;
-  const V = new Uint32Array(W).fill(0xffffffff);
-  for (let j = 0; j < b.length; j++) {
-    const M = p.masks.get(b.charCodeAt(j));
-    if (M === undefined) continue; // U = 0: V unchanged
-    let carry = 0;
-    for (let w = 0; w < W; w++) {
-      const v = V[w];
-      const u = v & M[w];
-      const sum = v + (u >>> 0) + carry; // < 2^33, exact in a double
-      carry = sum > 0xffffffff ? 1 : 0;
-      V[w] = (sum >>> 0) | (v & ~M[w]);
-    }
-  }
+/** Bits used per word of the bit vectors. */
+const BITS = 30;
+const FULL = (1 << BITS) - 1;
+
+function zeroBits(V: Int32Array, W: number, m: number): number {
   let ones = 0;
   for (let w = 0; w < W; w++) {
-    const bits = Math.min(32, m - w * 32);
-    const mask = bits === 32 ? 0xffffffff : (1 << bits) - 1;
-    ones += popcount(V[w] & mask);
+    const bits = Math.min(BITS, m - w * BITS);
+    ones += popcount(V[w] & ((1 << bits) - 1));
   }
   return m - ones;
 }
 
-/** token_sort_ratio of two already-keyed strings, 0–100. */
+
+/**
+ * LCS length of p.text and the characters `b` (alphabet indices of the same alphabet); stops
+ * early, returning an upper bound below `needed`, once `needed` can no longer be reached.
+ * Hyyrö's recurrence per character of b: U = V & M[c]; V = (V + U) | (V − U), the sum carried
+ * across words; the LCS is the number of zero bits of V.
+ */
+function lcsCodes(p: LcsPattern, b: Int32Array, needed = 0, scratch?: Int32Array): number {
+  const m = p.text.length;
+  if (m === 0 || b.length === 0) return 0;
+  const W = p.words;
+  const V = scratch !== undefined && scratch.length >= W ? scratch : new Int32Array(W);
+  V.fill(FULL, 0, W);
+  const masks = p.masks;
+  const letters = masks.length / W;
+  for (let j = 0; j < b.length; j++) {
+    const c = b[j];
+    if (c < letters) {
+      const base = c * W;
+      let carry = 0;
+      for (let w = 0; w < W; w++) {
+        const v = V[w];
+        const M = masks[base + w];
+        const sum = v + (v & M) + carry; // < 2^31: stays a small integer
+        carry = sum >>> BITS;
+        V[w] = (sum & FULL) | (v & ~M);
+      }
+    }
+    if (needed > 0 && (j & 31) === 31) {
+      const bound = zeroBits(V, W, m) + (b.length - 1 - j);
+      if (bound < needed) return bound;
+    }
+  }
+  return zeroBits(V, W, m);
+}
+
+/** Length of the longest common subsequence of p.text and b. */
+export function lcsLength(p: LcsPattern, b: string): number {
+  const alphabet = new Alphabet();
+  alphabet.codesOf(p.text);
+  const q = lcsPattern(p.text, alphabet);
+  return lcsCodes(q, alphabet.codesOf(b));
+}
+
+/** token_sort_ratio of two already-keyed patterns (same alphabet), 0–100. */
 export function ratioOfKeys(a: LcsPattern, b: LcsPattern): number {
   const total = a.text.length + b.text.length;
   if (total === 0) return 100;
-  return (200 * lcsLength(a, b.text)) / total;
+  return (200 * lcsCodes(a, b.codes)) / total;
 }
 
 export function tokenSortRatio(a: string, b: string): number {
-  return ratioOfKeys(lcsPattern(tokenSortKey(a)), lcsPattern(tokenSortKey(b)));
+  const alphabet = new Alphabet();
+  const ka = tokenSortKey(a);
+  const kb = tokenSortKey(b);
+  alphabet.codesOf(ka + kb);
+  return ratioOfKeys(lcsPattern(ka, alphabet), lcsPattern(kb, alphabet));
 }
 
-/** Upper bound on the ratio from lengths and shared character counts. */
+/** Upper bound on the ratio from shared letter counts. */
 function ratioBound(a: LcsPattern, b: LcsPattern): number {
   const total = a.text.length + b.text.length;
   if (total === 0) return 100;
   let shared = 0;
-  const [small, large] = a.counts.size <= b.counts.size ? [a.counts, b.counts] : [b.counts, a.counts];
-  for (const [c, n] of small) shared += Math.min(n, large.get(c) ?? 0);
+  const n = Math.min(a.counts.length, b.counts.length);
+  for (let c = 0; c < n; c++) shared += Math.min(a.counts[c], b.counts[c]);
   return (200 * shared) / total;
 }
 
@@ -109,8 +165,13 @@ export interface NearPair {
  * texts, b in others). Exact duplicates (equal keys) are included with ratio 100.
  */
 export function nearDuplicatePairs(texts: readonly string[], threshold: number, others?: readonly string[]): NearPair[] {
-  const A = texts.map((t) => lcsPattern(tokenSortKey(t)));
-  const B = others === undefined ? A : others.map((t) => lcsPattern(tokenSortKey(t)));
+  const alphabet = new Alphabet();
+  const keysA = texts.map(tokenSortKey);
+  const keysB = others === undefined ? keysA : others.map(tokenSortKey);
+  for (const k of [...keysA, ...keysB]) alphabet.codesOf(k);
+  const A = keysA.map((k) => lcsPattern(k, alphabet));
+  const B = others === undefined ? A : keysB.map((k) => lcsPattern(k, alphabet));
+  const scratch = new Int32Array(Math.max(1, ...A.map((p) => p.words)));
   const lenOrder = B.map((_, i) => i).sort((x, y) => B[x].text.length - B[y].text.length);
   const lens = lenOrder.map((i) => B[i].text.length);
   const pairs: NearPair[] = [];
@@ -124,7 +185,8 @@ export function nearDuplicatePairs(texts: readonly string[], threshold: number, 
       const j = lenOrder[k];
       if (others === undefined && j <= i) continue;
       if (ratioBound(A[i], B[j]) < threshold) continue;
-      const r = A[i].text === B[j].text ? 100 : ratioOfKeys(A[i], B[j]);
+      const total = la + B[j].text.length;
+      const r = A[i].text === B[j].text ? 100 : (200 * lcsCodes(A[i], B[j].codes, Math.ceil((threshold * total) / 200 - 1e-9), scratch)) / total;
       if (r >= threshold) pairs.push({ a: i, b: j, ratio: r });
     }
   }

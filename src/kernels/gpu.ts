@@ -52,6 +52,8 @@ export class Gpu {
   /** Label of the last dispatch recorded (for error messages). */
   lastKernel = '(none)';
   private failure: Error | undefined;
+  /** Tail of the chain that runs error-scoped work (pipeline creation) one at a time. */
+  private scoped: Promise<unknown> = Promise.resolve();
   private destroyed = false;
 
   private constructor(
@@ -128,6 +130,16 @@ export class Gpu {
       new Set(wanted),
       configs,
     );
+  }
+
+  /**
+   * Runs `fn` after every earlier call has finished. Error scopes are per device, not per call, so
+   * pipelines created concurrently (Promise.all) could catch each other's validation errors.
+   */
+  oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.scoped.then(fn, fn);
+    this.scoped = run.catch(() => undefined);
+    return run;
   }
 
   has(feature: OptionalFeature): boolean {

@@ -45,7 +45,11 @@ export class Kernel<L extends ParamsLayout = ParamsLayout> {
   ) {}
 
   /** Compiles shaders/<spec.file> with `constants`; compile or validation errors name the file. */
-  static async create<L extends ParamsLayout>(gpu: Gpu, spec: KernelSpec<L>, constants: OverrideConstants = {}): Promise<Kernel<L>> {
+  static create<L extends ParamsLayout>(gpu: Gpu, spec: KernelSpec<L>, constants: OverrideConstants = {}): Promise<Kernel<L>> {
+    return gpu.oneAtATime(() => Kernel.compile(gpu, spec, constants));
+  }
+
+  private static async compile<L extends ParamsLayout>(gpu: Gpu, spec: KernelSpec<L>, constants: OverrideConstants): Promise<Kernel<L>> {
     const code = readShader(spec.file);
     const device = gpu.device;
     device.pushErrorScope('validation');

@@ -197,12 +197,14 @@ export class Matmul {
 
   /**
    * The compiled tile for an (m × n) output: the first (largest) tile when it gives at least
-   * 256 workgroups (about two per SM on an H100), else the one giving the most workgroups.
+   * 256 workgroups (about two per SM on an H100), else the one giving the most workgroups (on a
+   * tie, the smaller tile: less work wasted past the edges).
    */
   pickTile(m: number, n: number): MatmulTile {
     const count = (t: MatmulTile) => Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
     if (count(this.tiles[0]) >= 256) return this.tiles[0];
-    return this.tiles.reduce((best, t) => (count(t) > count(best) ? t : best));
+    const better = (t: MatmulTile, best: MatmulTile) => count(t) > count(best) || (count(t) === count(best) && t.bm * t.bn < best.bm * best.bn);
+    return this.tiles.reduce((best, t) => (better(t, best) ? t : best));
   }
 
   /** Records Y (M, nOut) [+]= X · dequant(W)ᵀ [+ scale · U · Bᵀ]. */

@@ -23,6 +23,20 @@ import { Rng } from '../helpers/random.js';
 // the 64 × 64 (4 × 4 per thread) code paths; the H100's 128 × 128 × 16 differs only in BK.
 const TILES: readonly MatmulTile[] = [MATMUL_TILES.largeNarrowK, MATMUL_TILES.small];
 
+type Epilogue = 'plain' | 'accumulate' | 'lora' | 'accumulate+lora';
+
+// lavapipe compiles each variant in seconds, so the test covers every format on the 128 × 128 tile
+// with the plain epilogue, the epilogues on nf4 (QLoRA's base) and bf16 (the full base), and the
+// 64 × 64 tile on f32 and nf4.
+const CASES: readonly { format: StoredFormat; tile: MatmulTile; epilogues: readonly Epilogue[] }[] = [
+  { format: 'f32', tile: TILES[0], epilogues: ['plain'] },
+  { format: 'nf4dq', tile: TILES[0], epilogues: ['plain'] },
+  { format: 'nf4', tile: TILES[0], epilogues: ['plain', 'accumulate', 'lora', 'accumulate+lora'] },
+  { format: 'bf16', tile: TILES[0], epilogues: ['plain', 'accumulate', 'lora', 'accumulate+lora'] },
+  { format: 'f32', tile: TILES[1], epilogues: ['plain'] },
+  { format: 'nf4', tile: TILES[1], epilogues: ['plain', 'accumulate+lora'] },
+];
+
 /** A weight of `format` on the GPU and its dense float64 values (what the GPU must multiply by). */
 function makeWeight(gpu: Gpu, rng: Rng, format: StoredFormat, n: number, k: number): { w: LinearWeight; dense: ArrayLike<number> } {
   const values = roundToBf16(rng.f32(n * k, 0.05));
@@ -63,9 +77,9 @@ describe('matmul forward', () => {
     mm = await Matmul.create(gpu, { tiles: TILES });
   });
 
-  for (const format of ['f32', 'bf16', 'nf4', 'nf4dq'] as const) {
+  for (const { format, tile, epilogues } of CASES) {
     for (const [name, M, N, K] of SIZES[format === 'f32' || format === 'bf16' ? 'f32' : 'nf4']) {
-      it(`${format}: plain, accumulate and LoRA epilogues match float64 at ${name} M=${M} N=${N} K=${K}`, async () => {
+      it(`${format}, tile ${tileName(tile)}: ${epilogues.join(', ')} match float64 at ${name} M=${M} N=${N} K=${K}`, async () => {
         const rng = new Rng(M * 1_000_003 + N * 1009 + K + format.length);
         const { w, dense } = makeWeight(gpu, rng, format, N, K);
         const xv = rng.f32(M * K);
@@ -76,27 +90,25 @@ describe('matmul forward', () => {
         const lora = { u: gpu.tensorFrom('u', [M, R], 'f32', uv), b: gpu.tensorFrom('b', [N, R], 'f32', bv), scale: 2 };
         const y0 = rng.f32(M * N);
         const plain = matmulRef(xv, dense, M, N, K);
-        for (const tile of TILES) {
-          for (const epilogue of ['plain', 'accumulate', 'lora'] as const) {
-            const y = gpu.tensor('y', [M, N], 'f32');
-            if (epilogue === 'accumulate') gpu.write(y, y0);
-            else gpu.fill32(y, NAN_WORD);
-            submitDispatches(gpu, [
-              mm.forward(`${format} ${epilogue}`, { y, x, w, tile, accumulate: epilogue === 'accumulate', lora: epilogue === 'lora' ? lora : undefined }),
-            ]);
-            const ref = Float64Array.from(plain);
-            if (epilogue === 'accumulate') accumulateRef(ref, y0);
-            if (epilogue === 'lora') loraEpilogueRef(ref, uv, bv, M, N, R, 2);
-            // f32 products and sums of K ≤ 320 terms: a few ulp·√K of the norm; NaN anywhere fails
-            expectRelNorm(`${format} ${epilogue} tile ${tileName(tile)}`, await gpu.readF32(y), ref, 1e-5);
-            y.buffer.destroy();
-          }
+        for (const epilogue of epilogues) {
+          const accumulate = epilogue.startsWith('accumulate');
+          const withLora = epilogue.endsWith('lora');
+          const y = gpu.tensor('y', [M, N], 'f32');
+          if (accumulate) gpu.write(y, y0);
+          else gpu.fill32(y, NAN_WORD);
+          submitDispatches(gpu, [mm.forward(`${format} ${epilogue}`, { y, x, w, tile, accumulate, lora: withLora ? lora : undefined })]);
+          const ref = Float64Array.from(plain);
+          if (accumulate) accumulateRef(ref, y0);
+          if (withLora) loraEpilogueRef(ref, uv, bv, M, N, R, 2);
+          // f32 products and sums of K ≤ 320 terms: a few ulp·√K of the norm; NaN anywhere fails
+          expectRelNorm(`${format} ${epilogue} tile ${tileName(tile)}`, await gpu.readF32(y), ref, 1e-5);
+          y.buffer.destroy();
         }
       });
     }
   }
 
-  it('uses the largest LoRA rank and picks a tile by output size', async () => {
+  it('takes the largest LoRA rank, and picks a tile by output size', async () => {
     const [M, N, K, R] = [70, 130, 64, 128];
     const rng = new Rng(99);
     const { w, dense } = makeWeight(gpu, rng, 'nf4', N, K);
@@ -106,7 +118,7 @@ describe('matmul forward', () => {
     const y = gpu.tensor('y', [M, N], 'f32');
     gpu.fill32(y, NAN_WORD);
     const lora = { u: gpu.tensorFrom('u', [M, R], 'f32', uv), b: gpu.tensorFrom('b', [N, R], 'f32', bv), scale: 0.25 };
-    submitDispatches(gpu, [mm.forward('rank 128', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w, lora })]);
+    submitDispatches(gpu, [mm.forward('rank 128', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w, lora, tile: TILES[0] })]);
     // as above, with K + R = 168 terms
     expectRelNorm('rank 128', await gpu.readF32(y), loraEpilogueRef(matmulRef(xv, dense, M, N, K), uv, bv, M, N, R, 0.25), 1e-5);
     expect(mm.pickTile(2048, 4096)).toBe(MATMUL_TILES.largeNarrowK);
