@@ -16,7 +16,7 @@
 //   7 u        read       LORA: (M, R) f32; else unused
 //   8 lora_b   read       LORA: (N, R) f32; else unused
 // Dispatch: (ceil(M / BM), ceil(N / BN)) workgroups of (WG_N, WG_M) threads, BM = WG_M·TM and
-// BN = WG_N·TN. Saves nothing (the backward pass needs X, which its caller keeps).
+// BN = WG_N·TN; WG_N·WG_M a multiple of 32. Saves nothing (the backward needs X, which its caller keeps).
 //
 // Tiling: each workgroup owns a BM × BN tile of Y; the reduction walks K (then R) in steps of BK.
 // Tiles live k-major in workgroup memory as vec4 "slots" (4 consecutive rows at one k), double
@@ -36,6 +36,9 @@ override BK: u32 = 16u; // 8, 16 or 32
 override FORMAT: u32 = 0u;
 override ACCUMULATE: bool = false;
 override LORA: bool = false;
+// threads along N within each group of 32 consecutive invocations (a warp on NVIDIA): 16 gives
+// warps of 16 × 2 threads, 8 gives 8 × 4 (fewer distinct tile slots read per warp)
+override WARP_N: u32 = 16u;
 
 override BM: u32 = WG_M * TM;
 override BN: u32 = WG_N * TN;
@@ -141,10 +144,12 @@ fn weightAt(e: u32) -> f32 {
   return nf4lut[nf4Nibble(w[e >> 3u], e)] * blockScale(e >> 6u);
 }
 
-// W[row, k .. k+KB-1], still encoded when K % 4 == 0 (decodeW runs after this step's arithmetic):
-//   f32: the KB words; bf16: .x (and .y when KB = 4) the words, .w = e & 1;
-//   nf4: .x the word, .y the block, .z = 1 inside W, .w = e (the first element).
-// When K % 4 != 0 the elements are decoded here, as f32 bits.
+// W[row, k .. k+KB-1], still encoded when K % 4 == 0 (decodeW runs after this step's arithmetic,
+// so only what it cannot recompute from (row, k) is held in registers):
+//   f32: the KB words; bf16: .x (and .y when KB = 4) the words holding them;
+//   nf4: .x the word holding them, .y the block scale's f32 bits;
+//   nf4 double-quantised: .x the word, .y the scale's code, .z the chunk scale's f32 bits.
+// When K % 4 != 0 the elements are decoded here, as f32 bits. Zeros past the edges.
 fn loadW(row: u32, k: u32) -> vec4<u32> {
   var v = vec4<u32>(0u);
   if (row >= params.n || k >= params.k) {
@@ -157,17 +162,18 @@ fn loadW(row: u32, k: u32) -> vec4<u32> {
       for (var j = 0u; j < KB; j++) {
         v[j] = w[e + j];
       }
-      return v;
-    }
-    if (FORMAT == 1u) {
+    } else if (FORMAT == 1u) {
       v.x = w[e >> 1u];
       if (KB == 4u) {
         v.y = w[(e >> 1u) + 1u];
       }
-      v.w = e & 1u;
-      return v;
+    } else if (FORMAT == 2u) {
+      v = vec4<u32>(w[e >> 3u], absmax[e >> 6u], 0u, 0u);
+    } else {
+      let b = e >> 6u;
+      v = vec4<u32>(w[e >> 3u], (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu, bitcast<u32>(absmax2[b >> 8u]), 0u);
     }
-    return vec4<u32>(w[e >> 3u], e >> 6u, 1u, e);
+    return v;
   }
   for (var j = 0u; j < KB; j++) {
     if (k + j < params.k) {
@@ -177,14 +183,16 @@ fn loadW(row: u32, k: u32) -> vec4<u32> {
   return v;
 }
 
-// The KB values loadW fetched, as f32 (`plain`: already f32 bits, as for the LoRA B rows).
-fn decodeW(raw: vec4<u32>, plain: bool) -> vec4<f32> {
+// The KB values that loadW fetched for W[row, k ..], as f32 (`plain`: already f32 bits, as for
+// the LoRA B rows and when K % 4 != 0).
+fn decodeW(raw: vec4<u32>, row: u32, k: u32, plain: bool) -> vec4<f32> {
   if (plain || FORMAT == 0u || params.k % 4u != 0u) {
     return bitcast<vec4<f32>>(raw);
   }
   if (FORMAT == 1u) {
     if (KB == 1u) {
-      return vec4<f32>(bitcast<f32>(select(raw.x << 16u, raw.x & 0xffff0000u, raw.w == 1u)), 0.0, 0.0, 0.0);
+      // row·K is even, so element e is in the high half exactly when k is odd
+      return vec4<f32>(bitcast<f32>(select(raw.x << 16u, raw.x & 0xffff0000u, (k & 1u) == 1u)), 0.0, 0.0, 0.0);
     }
     return vec4<f32>(
       bitcast<f32>(raw.x << 16u),
@@ -194,25 +202,28 @@ fn decodeW(raw: vec4<u32>, plain: bool) -> vec4<f32> {
     );
   }
   var v = vec4<f32>(0.0);
-  if (raw.z == 1u) {
-    let a = blockScale(raw.y);
+  if (row < params.n && k < params.k) {
+    var a = bitcast<f32>(raw.y);
+    if (FORMAT == 3u) {
+      a = qmap[raw.y] * bitcast<f32>(raw.z) + params.offset;
+    }
+    let e = row * params.k + k;
     for (var j = 0u; j < KB; j++) {
-      v[j] = a * nf4lut[nf4Nibble(raw.x, raw.w + j)];
+      v[j] = a * nf4lut[nf4Nibble(raw.x, e + j)];
     }
   }
   return v;
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn main(
-  @builtin(workgroup_id) wg: vec3<u32>,
-  @builtin(local_invocation_id) lid: vec3<u32>,
-  @builtin(local_invocation_index) li: u32,
-) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let m0 = wg.x * BM;
   let n0 = wg.y * BN;
-  let tx = lid.x;
-  let ty = lid.y;
+  // (tx, ty): this thread's column and row group; each run of 32 invocations covers WARP_N × (32 / WARP_N)
+  let lane = li % 32u;
+  let warp = li / 32u;
+  let tx = (warp % (WG_N / WARP_N)) * WARP_N + lane % WARP_N;
+  let ty = (warp / (WG_N / WARP_N)) * (32u / WARP_N) + lane / WARP_N;
   if (FORMAT >= 2u && li < 16u) {
     let codebook = NF4_CODEBOOK;
     nf4lut[li] = bitcast<f32>(codebook[li]);
@@ -249,7 +260,7 @@ fn main(
       tileA[(buf * BK + k) * (BM / 4u) + (rgA ^ ((k / KA) & 7u))] = vec4<f32>(ra[0][j], ra[1][j], ra[2][j], ra[3][j]);
     }
     for (var i = 0u; i < 4u; i++) {
-      vb[i] = decodeW(rb[i], t >= kTiles);
+      vb[i] = decodeW(rb[i], n0 + 4u * rgB + i, t * BK + kgB * KB, t >= kTiles);
     }
     for (var j = 0u; j < KB; j++) {
       let k = kgB * KB + j;

@@ -6,8 +6,7 @@
  */
 import type { TrainConfig } from '../config/schema.js';
 import { planBatches, stepsPerEpoch } from '../data/batching.js';
-import { prepareDataset, resolveTokenizer } from '../data/dataset.js';
-import { formatBadRows } from '../data/dataset.js';
+import { formatBadRows, prepareDataset, resolveTokenizer } from '../data/dataset.js';
 import { hubOptionsFromEnv } from '../data/hub.js';
 import { lossTokenCount, showLossMask } from '../data/render.js';
 

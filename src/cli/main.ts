@@ -14,6 +14,10 @@ const COMMANDS: Record<string, Command> = {
     summary: 'run the forward pass on a batch and write loss, logits_last and layer outputs (safetensors)',
     run: async (argv) => (await import('./inspect.js')).runInspect(argv),
   },
+  validate: {
+    summary: 'check a dataset as a run would read it: format, splits, token lengths, duplicates, quality (exit 1 if it cannot train)',
+    run: async (argv) => (await import('./validate.js')).runValidate(argv),
+  },
 };
 
 export function usage(): string {

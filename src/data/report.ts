@@ -137,15 +137,17 @@ export async function buildDataReport(config: TrainConfig, tok: QwenTokenizer, h
     report.notes.push('text format: the loss covers the whole text (no turn boundaries to mask); use messages or instruction/response columns for completion-only loss');
   }
 
-  if ((loaded.examples.train ?? []).length > 0) try {
-    report.evalSplit = chooseEvalSplit(loaded.examples.train ?? [], loaded.examples.validation, {
-      testSize: config.test_size,
-      seed: config.seed,
-      evalStrategy: config.eval_strategy,
-    }).description;
-  } catch (e) {
-    if (!(e instanceof TrainerError)) throw e;
-    report.errors.push(e.message);
+  if ((loaded.examples.train ?? []).length > 0) {
+    try {
+      report.evalSplit = chooseEvalSplit(loaded.examples.train ?? [], loaded.examples.validation, {
+        testSize: config.test_size,
+        seed: config.seed,
+        evalStrategy: config.eval_strategy,
+      }).description;
+    } catch (e) {
+      if (!(e instanceof TrainerError)) throw e;
+      report.errors.push(e.message);
+    }
   }
 
   const train = loaded.examples.train ?? [];

@@ -44,13 +44,17 @@ export interface LoraEpilogue {
   readonly scale: number;
 }
 
-/** Output tile of one workgroup: bm × bn outputs, tm × tn per thread, reduction steps of bk. */
+/**
+ * Output tile of one workgroup: bm × bn outputs, tm × tn per thread, reduction steps of bk;
+ * wn threads along N in each group of 32 invocations (default 16, or bn/tn when smaller).
+ */
 export interface MatmulTile {
   readonly bm: number;
   readonly bn: number;
   readonly bk: number;
   readonly tm: number;
   readonly tn: number;
+  readonly wn?: number;
 }
 
 /** The largest LoRA rank the LORA epilogue takes. */
@@ -65,16 +69,24 @@ export const MATMUL_TILES = {
   small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
 } as const satisfies Record<string, MatmulTile>;
 
-export function tileName(t: MatmulTile): string {
-  return `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}`;
+function warpN(t: MatmulTile): number {
+  return t.wn ?? Math.min(16, t.bn / t.tn);
 }
 
-/** Parses "128x128x16" (per-thread 8×8 when the tile is ≥ 128 wide, else 4×4) or "128x64x16/8x4". */
+export function tileName(t: MatmulTile): string {
+  return `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}` + (t.wn === undefined ? '' : `/${t.wn}`);
+}
+
+/**
+ * Parses "128x128x16" (per-thread 8×8 when the tile is ≥ 128 wide, else 4×4), "128x64x16/8x4" or
+ * "128x128x8/8x8/8" (the last number: threads along N per 32 invocations).
+ */
 export function parseTile(s: string): MatmulTile {
-  const m = /^(\d+)x(\d+)x(\d+)(?:\/(\d+)x(\d+))?$/.exec(s.trim());
-  if (!m) throw new ShapeError(`matmul tile "${s}": expected BMxBNxBK or BMxBNxBK/TMxTN, e.g. 128x128x16 or 128x64x16/8x4`);
+  const m = /^(\d+)x(\d+)x(\d+)(?:\/(\d+)x(\d+)(?:\/(\d+))?)?$/.exec(s.trim());
+  if (!m) throw new ShapeError(`matmul tile "${s}": expected BMxBNxBK[/TMxTN[/WN]], e.g. 128x128x8, 128x64x16/8x4 or 128x128x8/8x8/8`);
   const [bm, bn, bk] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  return { bm, bn, bk, tm: m[4] ? Number(m[4]) : bm >= 128 ? 8 : 4, tn: m[5] ? Number(m[5]) : bn >= 128 ? 8 : 4 };
+  const tile = { bm, bn, bk, tm: m[4] ? Number(m[4]) : bm >= 128 ? 8 : 4, tn: m[5] ? Number(m[5]) : bn >= 128 ? 8 : 4 };
+  return m[6] ? { ...tile, wn: Number(m[6]) } : tile;
 }
 
 /** Bytes of workgroup memory a tile needs (two buffers of each operand, plus the NF4 table). */
@@ -89,8 +101,12 @@ function checkTile(gpu: Gpu, t: MatmulTile): void {
   if (![4, 8].includes(t.tm) || ![4, 8].includes(t.tn)) problems.push('tm and tn must be 4 or 8');
   if (![8, 16, 32].includes(t.bk)) problems.push('bk must be 8, 16 or 32');
   if (t.bm % 32 !== 0 || t.bn % 32 !== 0) problems.push('bm and bn must be multiples of 32');
-  if (!Number.isInteger(threads) || threads > 256 || threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
-    problems.push(`(bm/tm)·(bn/tn) = ${threads} threads must be an integer ≤ 256`);
+  if (!Number.isInteger(threads) || threads % 32 !== 0 || threads > 256 || threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
+    problems.push(`(bm/tm)·(bn/tn) = ${threads} threads must be a multiple of 32, ≤ 256`);
+  }
+  const wn = warpN(t);
+  if (![4, 8, 16, 32].includes(wn) || (t.bn / t.tn) % wn !== 0 || (t.bm / t.tm) % (32 / wn) !== 0) {
+    problems.push(`wn = ${wn} must be 4, 8, 16 or 32, divide bn/tn and have 32/wn divide bm/tm`);
   }
   for (const [name, rows] of [['bm', t.bm], ['bn', t.bn]] as const) {
     // each thread loads 4 rows × (rows·bk / (4·threads)) reduction indices of that operand per step
@@ -183,6 +199,7 @@ export class Matmul {
               TM: tile.tm,
               TN: tile.tn,
               BK: tile.bk,
+              WARP_N: warpN(tile),
               FORMAT: FORMAT_CODE[format],
               ACCUMULATE: accumulate,
               LORA: lora,

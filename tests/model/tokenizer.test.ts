@@ -99,6 +99,22 @@ describe('QwenTokenizer', () => {
     );
   });
 
+  it('reads chat_template.jinja (transformers ≥ 4.43) and tolerates extra_special_tokens written as a list', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tok-'));
+    const src = bundledQwen3TokenizerDir();
+    copyFileSync(join(src, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+    const cfg = JSON.parse(readFileSync(join(src, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'chat_template.jinja'), cfg.chat_template as string);
+    delete cfg.chat_template;
+    cfg.extra_special_tokens = ['<|im_start|>', '<|im_end|>'];
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(cfg));
+    const t = await QwenTokenizer.load(dir);
+    expect(t.encode('Hello world')).toEqual([9707, 1879]);
+    expect(t.renderChat([{ role: 'user', content: 'x' }], { addGenerationPrompt: true, enableThinking: false })).toBe(
+      '<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n',
+    );
+  });
+
   it('names the missing or corrupt file in a CheckpointError', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tok-'));
     writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');
