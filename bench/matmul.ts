@@ -1,19 +1,20 @@
 /**
  * Dequant-matmul benchmark.
  *
- *   npx tsc -p . && node dist/bench/matmul.js [--small] [--reps N] [--json FILE]
- *       [--no-subgroup-matrix] [--no-robustness] [--tile 128x128x16,64x64x16,128x64x16/8x4] [--formats nf4,bf16,nf4dq,f32]
+ *   npx tsc -p . && node dist/bench/matmul.js [--small] [--reps N] [--json FILE] [--formats nf4,bf16,nf4dq,f32]
+ *       [--tile 128x128x8,64x128x8/8x8,64x64x16] [--no-subgroup-matrix] [--no-robustness]
  *
- * Times Matmul.forward (timestamp queries through timeDispatches, median of --reps) at Qwen3-4B's
- * projection shapes with M = 2048 tokens — K→Nout 2560→4096 (q_proj), 2560→1024 (k/v_proj),
- * 2560→9728 (gate/up_proj), 9728→2560 (down_proj) — for each weight format asked, plus the bf16
- * lm_head 2560→151936 at M = 256 (one logits chunk). Every compiled tile is timed (`*` marks the one
- * `pickTile` chooses). Prints ms and TFLOP/s (2·M·N·K / time) and the largest error at 64 sampled
- * outputs against a float64 dot product, relative to Σ_k |x_k·w_k| (the size of the terms summed).
+ * Times Matmul.forward at Qwen3-4B's projection shapes with M = 2048 tokens — K→Nout 2560→4096
+ * (q_proj), 2560→1024 (k/v_proj), 2560→9728 (gate/up_proj), 9728→2560 (down_proj) — in each
+ * weight format asked (default nf4 and bf16), plus the bf16 lm_head 2560→151936 at M = 256 (one
+ * logits chunk) and an f32 LoRA A (2560→32). Every compiled tile is timed (`*` marks the one
+ * `pickTile` chooses) with timestamp queries (timeDispatches; the better of two medians of --reps,
+ * as a whole run now and then comes out slow). Prints ms and TFLOP/s (2·M·N·K / time) and the
+ * largest error at 64 sampled outputs against a float64 dot product, relative to Σ_k |x_k·w_k|.
  * Weights are random codes / bf16 values made directly (no quantiser in the loop).
  * `--small` runs tiny shapes in seconds (lavapipe smoke test). `--no-subgroup-matrix` opens the
- * device without chromium-experimental-subgroup-matrix (it switches Dawn to the Vulkan memory model).
- * `--no-robustness` turns off Dawn's bounds clamping (unsafe; only to measure what it costs).
+ * device without chromium-experimental-subgroup-matrix (it switches Dawn to the Vulkan memory
+ * model); `--no-robustness` turns off Dawn's bounds clamping (unsafe; only to measure its cost).
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -38,12 +39,14 @@ const FULL: readonly Shape[] = [
   { name: 'gate/up', m: 2048, k: 2560, n: 9728 },
   { name: 'down_proj', m: 2048, k: 9728, n: 2560 },
   { name: 'lm_head', m: 256, k: 2560, n: 151936, only: 'bf16' },
+  { name: 'lora_A', m: 2048, k: 2560, n: 32, only: 'f32' },
 ];
 const SMALL: readonly Shape[] = [
   { name: 'q_proj', m: 64, k: 256, n: 512 },
   { name: 'k/v_proj', m: 37, k: 256, n: 128 },
   { name: 'down_proj', m: 64, k: 384, n: 96 },
   { name: 'lm_head', m: 16, k: 256, n: 1000, only: 'bf16' },
+  { name: 'lora_A', m: 64, k: 256, n: 8, only: 'f32' },
 ];
 
 interface Result {
@@ -195,7 +198,7 @@ async function main(): Promise<void> {
   const reps = Number(values.reps);
   const formats = values.formats.split(',').map((f) => f.trim()) as StoredFormat[];
   const tiles: MatmulTile[] | undefined = values.tile?.split(',').map(parseTile);
-  const matmul = await Matmul.create(gpu, { tiles, formats });
+  const matmul = await Matmul.create(gpu, { tiles, formats: [...new Set([...formats, 'bf16', 'f32'] as const)] });
   console.log(`tiles: ${matmul.tiles.map(tileName).join(', ')} (large default ${tileName(MATMUL_TILES.large)})`);
 
   const results: Result[] = [];
@@ -210,14 +213,15 @@ async function main(): Promise<void> {
     for (let i = 0; i < xv.length; i++) xv[i] = (rnd.next() / 4294967296) * 2 - 1;
     const x = gpu.tensorFrom('x', [m, k], 'f32', xv);
     const y = gpu.tensor('y', [m, n], 'f32');
-    for (const format of shape.only ? formats.filter((f) => f === shape.only) : formats) {
+    for (const format of shape.only ? [shape.only] : formats) {
       const bw = makeWeight(gpu, format, n, k, seed++);
       const picked = matmul.pickTile(m, n);
       for (const tile of matmul.tiles) {
         const d = matmul.forward(`${shape.name} ${format}`, { y, x, w: bw.w, tile });
         submitDispatches(gpu, [d]);
         const maxRelErr = await sampledError(gpu, y, xv, bw, m, n, k);
-        const seconds = await timeDispatches(gpu, [d], reps);
+        // the better of two medians: a run now and then comes out slow as a whole (clocks, paging)
+        const seconds = Math.min(await timeDispatches(gpu, [d], reps, 5), await timeDispatches(gpu, [d], reps, 2));
         const r: Result = {
           shape: shape.name,
           format,

@@ -12,7 +12,9 @@
 //   5. code1 = quantize(m / absmax1) in the signed map, moved one code towards the sign of m when the
 //      chosen code has the other sign; code2 = quantize(v / absmax2) in the unsigned map. quantize is
 //      bitsandbytes' quantize_2D: a 7-step binary search from code 127, then the nearer of the
-//      bracketing codes by midpoint. A block whose absmax is 0 quantises x = 0.
+//      bracketing codes by midpoint. A block whose absmax is 0 quantises x = 0 (bitsandbytes divides
+//      0 by 0 there: other codes, which decode to 0 all the same). Elements past count take no part
+//      (bitsandbytes pads a partial last block with code 128 of m, a ~5e-7·absmax contribution).
 // When gradNorm.nonFinite ≠ 0 the whole step is skipped: nothing is written.
 //
 // Bindings (group 0):
@@ -26,11 +28,12 @@
 //   5 grad      read       (count / 4) vec4<f32> — gradients
 //   6 qmaps     read       (512) f32 — the signed dynamic map (0…255), then the unsigned one (256…511)
 //   7 gradNorm  read       GradNormState { totalNorm, clipCoef, nonFinite, skippedSteps }
-// Dispatch: ceil(ceil(count / 256) / (WG / 64)) workgroups (2-D past 65535) of WG invocations; each
-// run of 64 invocations owns one 256-element block, invocation l of it elements 4l … 4l + 3 (one
-// vec4 of p and g, one u32 of each code array: coalesced). Both maps sit in workgroup memory, as
-// given (for dequantising) and in search-tree order (for quantising, four values per search step);
-// the block maxima are reduced by a tree over the 64 invocations in workgroup memory.
+// Dispatch: any number of workgroups of WG invocations (x, y; the host caps it), which walk the
+// groups of WG / 64 blocks grid-stride, so that each sets up the maps once. Within a group each run
+// of 64 invocations owns one 256-element block, invocation l of it elements 4l … 4l + 3 (one vec4 of
+// p and g, one u32 of each code array: coalesced). Both maps sit in workgroup memory, as given (for
+// dequantising) and in search-tree order (for quantising, four values per search step); the block
+// maxima are reduced by a tree over the 64 invocations in workgroup memory.
 // Saves nothing.
 
 override WG: u32 = 256u;
@@ -115,22 +118,10 @@ fn quantize4(t: u32, lowest: f32, x: vec4<f32>) -> vec4<u32> {
   return select(below, above, x > val);
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  for (var k = lid; k < 512u; k += WG) {
-    code[k] = qmaps[k];
-    let e = k % 256u;
-    tree[k] = select(qmaps[k - e + treePivot(e)], 0.0, e == 0u);
-  }
-  if (lid == 0u) {
-    skipFlag = gradNorm.nonFinite;
-  }
-  // Also the barrier that makes code[] visible.
-  if (workgroupUniformLoad(&skipFlag) != 0u) {
-    return;
-  }
+// One group of WG / 64 blocks: block b = group · (WG / 64) + lid / 64 of this dispatch.
+fn updateGroup(group: u32, lid: u32) {
   let lane = lid % LANES;
-  let block = (wg.y * 65535u + wg.x) * (WG / LANES) + lid / LANES;
+  let block = group * (WG / LANES) + lid / LANES;
   let e4 = block * LANES + lane;
   let valid = e4 * 4u < params.count;
   let scale = params.gradScale * gradNorm.clipCoef;
@@ -167,12 +158,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     workgroupBarrier();
   }
-  if (!valid) {
-    return;
-  }
   let first = lid - lane;
   let b1 = max1[first];
   let b2 = max2[first];
+  // The next group overwrites max1 / max2: everyone has read the maxima first.
+  workgroupBarrier();
+  if (!valid) {
+    return;
+  }
   if (lane == 0u) {
     absmax[params.blockBase + block] = vec2<f32>(b1, b2);
   }
@@ -180,7 +173,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var p = param[e4];
   let x1 = select(s1 / b1, vec4<f32>(0.0), b1 == 0.0);
   let x2 = select(s2 / b2, vec4<f32>(0.0), b2 == 0.0);
-  var q1 = quantize4(0u, -1.0, x1);
+  let q1 = quantize4(0u, -1.0, x1);
   let q2 = quantize4(1u, 0.0, x2);
   var c1 = 0u;
   var c2 = 0u;
@@ -200,4 +193,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   param[e4] = p;
   codes1[e4] = c1;
   codes2[e4] = c2;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  for (var k = lid; k < 512u; k += WG) {
+    code[k] = qmaps[k];
+    let e = k % 256u;
+    // e = 0 is no node (firstLeadingBit(0) is all ones): give it the root's code, never read.
+    tree[k] = qmaps[k - e + treePivot(max(e, 1u))];
+  }
+  if (lid == 0u) {
+    skipFlag = gradNorm.nonFinite;
+  }
+  // Also the barrier that makes code[] and tree[] visible.
+  if (workgroupUniformLoad(&skipFlag) != 0u) {
+    return;
+  }
+  // Grid-stride over groups of blocks, so that the maps are set up once per workgroup.
+  let groupCount = (params.count + WG * 4u - 1u) / (WG * 4u);
+  for (var group = wg.y * ng.x + wg.x; group < groupCount; group += ng.x * ng.y) {
+    updateGroup(group, lid);
+  }
 }

@@ -8,8 +8,9 @@
 // Flash style: key tiles of BC keys are staged in workgroup memory and folded into a running
 // (max m, sum l, accumulator O) per query row, so no T×T score matrix is ever stored. Scores are
 // kept in base-2 units (q is pre-multiplied by scale·log2 e) so that exp2 does the exponentials;
-// lse = (m + log2 l)·ln 2. Key tiles above the causal diagonal are never visited, and a key tile
-// whose segment ids all lie outside the query tile's [min, max] segment range is skipped whole.
+// lse = (m + log2 l)·ln 2. Key tiles above the causal diagonal are never visited, and the work
+// of a key tile none of whose segment ids lies in the query tile's [min, max] segment range is
+// skipped (its K rows are still staged; only its scores, softmax, V and P·V are not computed).
 // A row with no visible key (impossible: a token sees itself) gets o = 0, lse = 0.
 //
 // Bindings (group 0):
@@ -21,13 +22,15 @@
 //   5 v       read       (B·T, Hkv·Dh) f32
 //   6 segIds  read       (B·T) i32           example id of each token inside its batch row
 // Override constants: DH head dim (multiple of 4, ≤ 256), BR queries per workgroup, BC keys per
-// tile (both multiples of 4). Workgroup size WG = (BR/RO)·OX threads, OX = ceil(DH/4 / DV).
+// tile (both multiples of 4), RS rows per thread block in phase B (1, 2 or 4, dividing BR).
+// Workgroup size WG = (BR/RO)·OX threads, OX = ceil(DH/4 / DV).
 // Dispatch: (B·H, ceil(T/BR)) workgroups; workgroup (x, y) handles batch row x / H, head x % H
 // and query tile ceil(T/BR) − 1 − y (the longest tiles are dispatched first).
 // Saves for backward: lse (the backward recomputes the scores and P = exp(s − lse)).
 //
 // Work split inside a workgroup, for each key tile:
-//   A  all threads stage K (BC × DH) and the key segment ids;
+//   A  all threads stage K (BC × DH) and the key segment ids, flagging the tile live when a key's
+//      segment lies in the query tile's range;
 //   B  S = Q·Kᵀ in blocks of RS rows × CS keys per thread (rows strided by BR/RS, keys
 //      contiguous), masked, written to workgroup memory;
 //   C  one thread per query row: new row max, P = exp2(S − m), rescale factor alpha and row sum;
@@ -41,8 +44,8 @@
 override DH: u32 = 128u;
 override BR: u32 = 32u;
 override BC: u32 = 32u;
+override RS: u32 = 4u;  // rows per thread block in phase B (≤ 4)
 
-const RS: u32 = 4u;  // rows per thread block in phase B
 const RO: u32 = 4u;  // rows per thread in phase D
 const DV: u32 = 4u;  // vec4 columns per row per thread in phase D (at most)
 const MASKED: f32 = -1.0e30;      // score of an invisible key (finite: no inf arithmetic)
@@ -87,6 +90,7 @@ var<workgroup> rowL: array<f32, BR>;              // running sum of exp2(s − m
 var<workgroup> rowA: array<f32, BR>;              // this tile's rescale factor exp2(m_old − m_new)
 var<workgroup> qseg: array<i32, BR>;
 var<workgroup> kseg: array<i32, BC>;
+var<workgroup> live: atomic<u32>;                 // this key tile has work (set in phase A)
 
 /** Workgroup-memory slot of key c of the tile. */
 fn slotOf(c: u32) -> u32 {
@@ -129,14 +133,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     rowM[r] = MASKED;
     rowL[r] = 0.0;
   }
-  // Segment range of the query tile (read-only storage at uniform indices: uniform values; a
-  // fixed count of loads, rows past T repeat the last one).
-  var qMin = segIds[row0 + q0];
+  if (lid == 0u) {
+    atomicStore(&live, 0u);
+  }
+  workgroupBarrier();
+  // Segment range of the query tile (rows past T excluded).
+  var qMin = qseg[0];
   var qMax = qMin;
-  for (var r = 1u; r < BR; r++) {
-    let sg = segIds[row0 + min(q0 + r, qEnd - 1u)];
-    qMin = min(qMin, sg);
-    qMax = max(qMax, sg);
+  for (var r = 1u; r < qEnd - q0; r++) {
+    qMin = min(qMin, qseg[r]);
+    qMax = max(qMax, qseg[r]);
   }
 
   let oy = lid / OX;
@@ -149,19 +155,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let kTiles = (qEnd + BC - 1u) / BC;  // tiles at or below the causal diagonal
   for (var kt = 0u; kt < kTiles; kt++) {
     let k0 = kt * BC;
-    let kEnd = min(k0 + BC, T);
-    var kMin = segIds[row0 + k0];
-    var kMax = kMin;
-    for (var c = 1u; c < BC; c++) {
-      let sg = segIds[row0 + min(k0 + c, kEnd - 1u)];
-      kMin = min(kMin, sg);
-      kMax = max(kMax, sg);
-    }
-    if (kMax < qMin || kMin > qMax) {
-      continue;  // no key of this tile shares a segment with any query of this tile
-    }
-
-    workgroupBarrier();  // the previous tile's phase D is done with kvs, ss and rowA
+    workgroupBarrier();  // the previous tile's phase D is done with kvs, ss, rowA and live
     // Phase A: stage K and the key segment ids; keys past T are zero and never visible.
     for (var n = 0u; n < KV_ROUNDS; n++) {
       let e = lid + n * WG;
@@ -179,16 +173,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       var sg = 0;
       if (k0 + c < T) {
         sg = segIds[row0 + k0 + c];
+        if (sg >= qMin && sg <= qMax) {
+          atomicStore(&live, 1u);
+        }
       }
       kseg[c] = sg;
     }
     workgroupBarrier();
+    // The same value in every thread; not a uniform value to the compiler, so the tile's work is
+    // skipped under `if (isLive)` around each phase while every thread still meets each barrier.
+    let isLive = atomicLoad(&live) != 0u;
 
     // Phase B: S block of rows sy + SYN·i (i < RS) × keys 4·sx .. 4·sx + 3.
-    for (var blk = lid; blk < NSB; blk += WG) {
+    for (var blk = lid; blk < NSB && isLive; blk += WG) {
       let sy = blk / BC4;
       let sx = blk % BC4;
-      var s: array<vec4<f32>, RS>;
+      var s: array<vec4<f32>, 4>;
       for (var i = 0u; i < RS; i++) {
         s[i] = vec4<f32>(0.0);
       }
@@ -223,7 +223,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
 
     // Phase C: online softmax, one thread per query row; all threads stage V over K.
-    for (var r = lid; r < BR; r += WG) {
+    for (var r = lid; r < BR && isLive; r += WG) {
       let mOld = rowM[r];
       var mNew = mOld;
       for (var c4 = 0u; c4 < BC4; c4++) {
@@ -242,7 +242,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       rowL[r] = rowL[r] * alpha + l;
       rowA[r] = alpha;
     }
-    for (var n = 0u; n < KV_ROUNDS; n++) {
+    for (var n = 0u; n < KV_ROUNDS && isLive; n++) {
       let e = lid + n * WG;
       let c = e / DH4;
       let d4 = e % DH4;
@@ -257,25 +257,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
 
     // Phase D: O ← alpha·O + P·V for rows oy + OY·i, columns ox + OX·j.
-    for (var i = 0u; i < RO; i++) {
-      let alpha = rowA[oy + OY * i];
-      for (var j = 0u; j < DV; j++) {
-        acc[i * DV + j] *= alpha;
-      }
+    if (lid == 0u) {
+      atomicStore(&live, 0u);  // for the next tile (every thread read it before barrier B)
     }
-    for (var c4 = 0u; c4 < BC4; c4++) {
-      var p: array<vec4<f32>, RO>;
+    if (isLive) {
       for (var i = 0u; i < RO; i++) {
-        p[i] = ss[(oy + OY * i) * SROW4 + c4];
-      }
-      for (var cc = 0u; cc < 4u; cc++) {
-        let slot = cc * BC4 + c4;
+        let alpha = rowA[oy + OY * i];
         for (var j = 0u; j < DV; j++) {
-          let d4 = ox + OX * j;
-          if (d4 < DH4) {
-            let vv = kvs[slot * ROW4 + d4];
-            for (var i = 0u; i < RO; i++) {
-              acc[i * DV + j] = fma(vec4<f32>(p[i][cc]), vv, acc[i * DV + j]);
+          acc[i * DV + j] *= alpha;
+        }
+      }
+      for (var c4 = 0u; c4 < BC4; c4++) {
+        var p: array<vec4<f32>, RO>;
+        for (var i = 0u; i < RO; i++) {
+          p[i] = ss[(oy + OY * i) * SROW4 + c4];
+        }
+        for (var cc = 0u; cc < 4u; cc++) {
+          let slot = cc * BC4 + c4;
+          for (var j = 0u; j < DV; j++) {
+            let d4 = ox + OX * j;
+            if (d4 < DH4) {
+              let vv = kvs[slot * ROW4 + d4];
+              for (var i = 0u; i < RO; i++) {
+                acc[i * DV + j] = fma(vec4<f32>(p[i][cc]), vv, acc[i * DV + j]);
+              }
             }
           }
         }

@@ -71,6 +71,9 @@ struct MatmulParams {
 var<workgroup> tileA: array<vec4<f32>, SLOTS_A>;
 var<workgroup> tileB: array<vec4<f32>, SLOTS_B>;
 var<workgroup> nf4lut: array<f32, 16>;
+// the dynamic map of double-quantised scales, copied from qmap (FORMAT 3 only)
+override QMAP_SIZE: u32 = select(1u, 256u, FORMAT == 3u);
+var<workgroup> qlut: array<f32, QMAP_SIZE>;
 
 // bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code).
 const NF4_CODEBOOK = array<u32, 16>(
@@ -148,7 +151,8 @@ fn weightAt(e: u32) -> f32 {
 // so only what it cannot recompute from (row, k) is held in registers):
 //   f32: the KB words; bf16: .x (and .y when KB = 4) the words holding them;
 //   nf4: .x the word holding them, .y the block scale's f32 bits;
-//   nf4 double-quantised: .x the word, .y the scale's code, .z the chunk scale's f32 bits.
+//   nf4 double-quantised: .x the word, .y the scale's code (the chunk scale is read in decodeW:
+//   one f32 per 16384 elements, always in cache).
 // When K % 4 != 0 the elements are decoded here, as f32 bits. Zeros past the edges.
 fn loadW(row: u32, k: u32) -> vec4<u32> {
   var v = vec4<u32>(0u);
@@ -171,7 +175,7 @@ fn loadW(row: u32, k: u32) -> vec4<u32> {
       v = vec4<u32>(w[e >> 3u], absmax[e >> 6u], 0u, 0u);
     } else {
       let b = e >> 6u;
-      v = vec4<u32>(w[e >> 3u], (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu, bitcast<u32>(absmax2[b >> 8u]), 0u);
+      v = vec4<u32>(w[e >> 3u], (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu, 0u, 0u);
     }
     return v;
   }
@@ -203,11 +207,11 @@ fn decodeW(raw: vec4<u32>, row: u32, k: u32, plain: bool) -> vec4<f32> {
   }
   var v = vec4<f32>(0.0);
   if (row < params.n && k < params.k) {
+    let e = row * params.k + k;
     var a = bitcast<f32>(raw.y);
     if (FORMAT == 3u) {
-      a = qmap[raw.y] * bitcast<f32>(raw.z) + params.offset;
+      a = qlut[raw.y] * absmax2[e >> 14u] + params.offset;
     }
-    let e = row * params.k + k;
     for (var j = 0u; j < KB; j++) {
       v[j] = a * nf4lut[nf4Nibble(raw.x, e + j)];
     }
@@ -227,6 +231,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (FORMAT >= 2u && li < 16u) {
     let codebook = NF4_CODEBOOK;
     nf4lut[li] = bitcast<f32>(codebook[li]);
+  }
+  if (FORMAT == 3u) {
+    for (var i = li; i < 256u; i += THREADS) {
+      qlut[i] = qmap[i];
+    }
   }
   workgroupBarrier();
 

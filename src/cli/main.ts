@@ -10,6 +10,10 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
+  train: {
+    summary: 'fine-tune (the same as `node train.js`); with no --config, the embedded default run',
+    run: async (argv) => (await import('./train.js')).runTrain(argv),
+  },
   inspect: {
     summary: 'run the forward pass on a batch and write loss, logits_last and layer outputs (safetensors)',
     run: async (argv) => (await import('./inspect.js')).runInspect(argv),

@@ -30,14 +30,18 @@ export const attentionForwardSpec: KernelSpec<typeof AttentionParams> = {
   params: AttentionParams,
 };
 
-/** Query rows per workgroup (BR) and keys per staged tile (BC): override constants of the shader. */
+/**
+ * Work split of the shader (its override constants): query rows per workgroup (BR), keys per
+ * staged tile (BC) and rows per thread block of the score phase (RS: 1, 2 or 4; by default the
+ * largest that still gives every thread a block).
+ */
 export interface AttentionTiles {
   readonly br: number;
   readonly bc: number;
+  readonly rs?: number;
 }
 
 /** Constants of the shader's work split (must match the `const`s in attention_forward.wgsl). */
-const RS = 4;
 const RO = 4;
 const DV = 4;
 
@@ -60,15 +64,24 @@ export function attentionWorkgroupSize(dh: number, br: number): number {
 export function attentionWorkgroupBytes(dh: number, tiles: AttentionTiles): number {
   const row4 = dh / 4 + 1;
   const srow4 = tiles.bc / 4 + 1;
-  return 16 * (tiles.br * row4 + tiles.bc * row4 + tiles.br * srow4) + 4 * (4 * tiles.br + tiles.bc);
+  return 16 * (tiles.br * row4 + tiles.bc * row4 + tiles.br * srow4) + 4 * (4 * tiles.br + tiles.bc + 1);
+}
+
+/** RS for `tiles`: as given, else the largest of 4, 2, 1 with at least one score block per thread. */
+export function attentionRowsPerBlock(dh: number, tiles: AttentionTiles): number {
+  if (tiles.rs !== undefined) return tiles.rs;
+  const ox = Math.ceil(dh / 4 / DV);
+  return [4, 2, 1].find((rs) => tiles.br % rs === 0 && tiles.bc / rs >= ox) ?? 1;
 }
 
 /** Why `tiles` cannot run on `gpu` for head dim `dh`, or undefined when they can. */
 function tilesProblem(gpu: Gpu, dh: number, tiles: AttentionTiles): string | undefined {
   const { br, bc } = tiles;
-  if (!Number.isInteger(br) || !Number.isInteger(bc) || br < 4 || bc < 4 || br % RS !== 0 || br % RO !== 0 || bc % 4 !== 0) {
+  if (!Number.isInteger(br) || !Number.isInteger(bc) || br < 4 || bc < 4 || br % RO !== 0 || bc % 4 !== 0) {
     return `tile sizes br=${br}, bc=${bc} must be multiples of 4`;
   }
+  const rs = attentionRowsPerBlock(dh, tiles);
+  if (![1, 2, 4].includes(rs) || br % rs !== 0) return `rs=${rs} must be 1, 2 or 4 and divide br=${br}`;
   const bytes = attentionWorkgroupBytes(dh, tiles);
   if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
     return `br=${br}, bc=${bc} need ${bytes} bytes of workgroup memory, the device allows ${gpu.limits.maxComputeWorkgroupStorageSize}`;
@@ -135,7 +148,8 @@ export class Attention {
         );
       }
     }
-    const kernel = await Kernel.create(gpu, attentionForwardSpec, { DH: dh, BR: tiles.br, BC: tiles.bc });
+    tiles = { br: tiles.br, bc: tiles.bc, rs: attentionRowsPerBlock(dh, tiles) };
+    const kernel = await Kernel.create(gpu, attentionForwardSpec, { DH: dh, BR: tiles.br, BC: tiles.bc, RS: tiles.rs! });
     return new Attention(dh, tiles, kernel);
   }
 

@@ -61,11 +61,17 @@ export interface MatmulTile {
 export const MAX_LORA_RANK = 128;
 
 export const MATMUL_TILES = {
-  /** 128 × 128 outputs, 8 × 8 per thread, 16-wide steps: 32 KiB of workgroup memory. */
-  large: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8 },
-  /** 128 × 128 in 8-wide steps: 16 KiB, for devices with 32 KiB of workgroup memory (lavapipe). */
-  largeNarrowK: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
-  /** 64 × 64 outputs, 4 × 4 per thread: more workgroups for small outputs. */
+  /**
+   * 128 × 128 outputs, 8 × 8 per thread, 8-wide reduction steps, 256 threads: 17 KiB of workgroup
+   * memory (fits lavapipe's 32 KiB). 23–27 TFLOP/s on an H100 at Qwen3-4B's larger shapes.
+   */
+  large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+  /**
+   * 64 × 128, 8 × 8 per thread, 128 threads: twice the workgroups of `large` in smaller units,
+   * better where `large` leaves the GPU's SMs unevenly loaded (k/v_proj, down_proj at 2048 tokens).
+   */
+  medium: { bm: 64, bn: 128, bk: 8, tm: 8, tn: 8 },
+  /** 64 × 64 outputs, 4 × 4 per thread: the most workgroups, for small or narrow outputs. */
   small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
 } as const satisfies Record<string, MatmulTile>;
 
@@ -89,9 +95,9 @@ export function parseTile(s: string): MatmulTile {
   return m[6] ? { ...tile, wn: Number(m[6]) } : tile;
 }
 
-/** Bytes of workgroup memory a tile needs (two buffers of each operand, plus the NF4 table). */
+/** Bytes of workgroup memory a tile needs (two buffers of each operand, plus the NF4 and dynamic-map tables). */
 export function tileWorkgroupBytes(t: MatmulTile): number {
-  return 2 * t.bk * (t.bm + t.bn) * 4 + 16 * 4;
+  return 2 * t.bk * (t.bm + t.bn) * 4 + (16 + 256) * 4;
 }
 
 function checkTile(gpu: Gpu, t: MatmulTile): void {
@@ -153,7 +159,7 @@ const FORMAT_CODE: Record<StoredFormat, number> = { f32: 0, bf16: 1, nf4: 2, nf4
 export const STORED_FORMATS: readonly StoredFormat[] = ['f32', 'bf16', 'nf4', 'nf4dq'];
 
 export interface MatmulOptions {
-  /** Tiles to compile (default: `large` if it fits the device's workgroup memory, else `largeNarrowK`, and `small`). */
+  /** Tiles to compile, largest first (default: `large`, `medium`, `small`). */
   readonly tiles?: readonly MatmulTile[];
   /** Weight formats to compile (default: all four). */
   readonly formats?: readonly StoredFormat[];
@@ -184,8 +190,7 @@ export class Matmul {
   ) {}
 
   static async create(gpu: Gpu, options: MatmulOptions = {}): Promise<Matmul> {
-    const large = tileWorkgroupBytes(MATMUL_TILES.large) <= gpu.limits.maxComputeWorkgroupStorageSize ? MATMUL_TILES.large : MATMUL_TILES.largeNarrowK;
-    const tiles = options.tiles ?? [large, MATMUL_TILES.small];
+    const tiles = options.tiles ?? [MATMUL_TILES.large, MATMUL_TILES.medium, MATMUL_TILES.small];
     const formats = options.formats ?? STORED_FORMATS;
     const kernels = new Map<string, Kernel<typeof MatmulParams>>();
     for (const tile of tiles) {
@@ -213,13 +218,16 @@ export class Matmul {
   }
 
   /**
-   * The compiled tile for an (m × n) output: the first (largest) tile when it gives at least
-   * 256 workgroups (about two per SM on an H100), else the one giving the most workgroups (on a
-   * tie, the smaller tile: less work wasted past the edges).
+   * The compiled tile for an (m × n) output. Measured on an H100 (bench/matmul.ts): the first
+   * (largest) tile wins once it makes about three workgroups per SM (≥ 400); below that the
+   * next one, while it still makes ≥ 200 workgroups; else whichever makes the most workgroups
+   * (on a tie the smaller: less work past the edges).
    */
   pickTile(m: number, n: number): MatmulTile {
     const count = (t: MatmulTile) => Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
-    if (count(this.tiles[0]) >= 256) return this.tiles[0];
+    const [first, second] = this.tiles;
+    if (count(first) >= 400) return first;
+    if (second && count(second) >= 200) return second;
     const better = (t: MatmulTile, best: MatmulTile) => count(t) > count(best) || (count(t) === count(best) && t.bm * t.bn < best.bm * best.bn);
     return this.tiles.reduce((best, t) => (better(t, best) ? t : best));
   }

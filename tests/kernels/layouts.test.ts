@@ -5,19 +5,19 @@ import type { KernelSpec } from '../../src/kernels/kernel.js';
 import { readShader } from '../../src/kernels/shader.js';
 
 /**
- * Every exported KernelSpec in src/kernels/*.ts against its WGSL file: the binding list (names,
+ * Every exported KernelSpec in src/kernels/*.ts and src/train/*.ts against its WGSL file: the binding list (names,
  * order, access) must equal the file's `@group(0) @binding(i) var<...> name` declarations, and the
  * params layout must equal the WGSL struct of the same name field by field.
  */
-const dir = join(import.meta.dirname, '../../src/kernels');
-const modules = readdirSync(dir).filter((f) => f.endsWith('.ts'));
+const dirs = ['src/kernels', 'src/train'].map((d) => join(import.meta.dirname, '../..', d));
+const modules = dirs.flatMap((dir) => readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f)));
 
 async function allSpecs(): Promise<[string, KernelSpec][]> {
   const specs: [string, KernelSpec][] = [];
   for (const f of modules) {
-    const mod = (await import(join(dir, f))) as Record<string, unknown>;
+    const mod = (await import(f)) as Record<string, unknown>;
     for (const [name, v] of Object.entries(mod)) {
-      if (v && typeof v === 'object' && 'file' in v && 'bindings' in v && 'params' in v) specs.push([`${f}:${name}`, v as KernelSpec]);
+      if (v && typeof v === 'object' && 'file' in v && 'bindings' in v && 'params' in v) specs.push([`${f.split('/src/')[1]}:${name}`, v as KernelSpec]);
     }
   }
   return specs;

@@ -5,6 +5,7 @@ import {
   Matmul,
   MATMUL_TILES,
   matmulRef,
+  parseTile,
   tileName,
   type LinearWeight,
   type MatmulTile,
@@ -19,9 +20,9 @@ import { expectRelNorm, NAN_WORD } from '../helpers/compare.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
 
-// Two tiles that fit lavapipe's 32 KiB of workgroup memory: the 128 × 128 (8 × 8 per thread) and
-// the 64 × 64 (4 × 4 per thread) code paths; the H100's 128 × 128 × 16 differs only in BK.
-const TILES: readonly MatmulTile[] = [MATMUL_TILES.largeNarrowK, MATMUL_TILES.small];
+// The default tiles: 128 × 128 (8 × 8 per thread, 1 reduction index per thread and step) and
+// 64 × 64 (4 × 4 per thread), here with 8 × 4-thread warps (wn = 8) to cover that mapping too.
+const TILES: readonly MatmulTile[] = [MATMUL_TILES.large, { ...MATMUL_TILES.small, wn: 8 }];
 
 type Epilogue = 'plain' | 'accumulate' | 'lora' | 'accumulate+lora';
 
@@ -121,8 +122,8 @@ describe('matmul forward', () => {
     submitDispatches(gpu, [mm.forward('rank 128', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w, lora, tile: TILES[0] })]);
     // as above, with K + R = 168 terms
     expectRelNorm('rank 128', await gpu.readF32(y), loraEpilogueRef(matmulRef(xv, dense, M, N, K), uv, bv, M, N, R, 0.25), 1e-5);
-    expect(mm.pickTile(2048, 4096)).toBe(MATMUL_TILES.largeNarrowK);
-    expect(mm.pickTile(64, 64)).toBe(MATMUL_TILES.small);
+    expect(mm.pickTile(2048, 4096)).toBe(TILES[0]);
+    expect(mm.pickTile(64, 64)).toBe(TILES[1]);
   });
 
   it('refuses mismatched shapes, ranks past 128 and variants not compiled', async () => {
@@ -133,6 +134,6 @@ describe('matmul forward', () => {
     expect(() => mm.forward('bad x', { y: gpu.tensor('y', [4, 8], 'f32'), x: gpu.tensor('x', [4, 15], 'f32'), w })).toThrow(/\(…, 16\)/);
     const lora = { u: gpu.tensor('u', [4, 129], 'f32'), b: gpu.tensor('b', [8, 129], 'f32'), scale: 1 };
     expect(() => mm.forward('rank', { y: gpu.tensor('y', [4, 8], 'f32'), x, w, lora })).toThrow(/rank 129/);
-    expect(() => mm.forward('tile', { y: gpu.tensor('y', [4, 8], 'f32'), x, w, tile: MATMUL_TILES.large })).toThrow(/not compiled/);
+    expect(() => mm.forward('tile', { y: gpu.tensor('y', [4, 8], 'f32'), x, w, tile: parseTile('128x128x16') })).toThrow(/not compiled/);
   });
 });

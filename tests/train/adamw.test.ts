@@ -8,7 +8,7 @@ import { readShader } from '../../src/kernels/shader.js';
 import { tensorView, type Tensor } from '../../src/kernels/tensor.js';
 import { peftKey, type LoraAdapter } from '../../src/model/lora.js';
 import { Adamw, AdamwOptimizer, adamwStepRef, type AdamwHyper, type AdamwVariant } from '../../src/train/adamw.js';
-import { createGradNormState } from '../../src/train/grad-norm.js';
+import { createGradNormState, GradNorm, readGradNormState } from '../../src/train/grad-norm.js';
 import { ARENA_ALIGN_ELEMENTS, moveLoraToArena, ParamArena, planArena } from '../../src/train/param-arena.js';
 import { expectClose, NAN_WORD } from '../helpers/compare.js';
 import { testGpu } from '../helpers/gpu.js';
@@ -161,6 +161,53 @@ describe('AdamW', () => {
       });
     }
   }
+
+  it('agrees with torch.optim.AdamW after clip_grad_norm_ (values from torch 2.11 on an H100)', async () => {
+    // torch: p = Parameter(p0); AdamW(lr, betas (0.9, 0.999), eps 1e-8, weight_decay 0.1); each step
+    // p.grad = g·0.5, clip_grad_norm_([p], 0.03), step() with lr 1e-2, 2e-2, 5e-3 (torch.cuda, foreach).
+    const gpu = await testGpu();
+    const n = 16;
+    const p0 = Float32Array.from({ length: n }, (_, i) => (((i * 37) % 17) - 8) / 16);
+    const grads = [0, 1, 2].map((s) => Float32Array.from({ length: n }, (_, i) => (((i * 13 + s * 7) % 23) - 11) / 256));
+    const target = { params: gpu.tensorFrom('p', [n], 'f32', p0), grads: gpu.tensor('g', [n], 'f32') };
+    const clip = createGradNormState(gpu, 'clip');
+    const norm = (await GradNorm.create(gpu)).bind('norm', { state: clip, grads: target.grads }, { maxNorm: 0.03 });
+    const opt = await AdamwOptimizer.create(gpu, 'adamw', target, clip, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 });
+    const norms: number[] = [];
+    for (const [s, lr] of [1e-2, 2e-2, 5e-3].entries()) {
+      gpu.write(target.grads, grads[s]);
+      norm.setGradScale(0.5);
+      opt.setStep({ lr, step: s + 1, gradScale: 0.5 });
+      submitDispatches(gpu, [...norm.dispatches, ...opt.dispatches]);
+      norms.push((await readGradNormState(gpu, clip)).totalNorm);
+    }
+    const torch = {
+      norms: [0.05240784212946892, 0.052005965262651443, 0.051748599857091904],
+      param: [
+        -0.46807119250297546, -0.33952853083610535, -0.09902376681566238, 0.06284990161657333, 0.26388421654701233, 0.4276256561279297,
+        -0.4327618479728699, -0.26674821972846985, -0.08865655213594437, 0.1520879566669464, 0.28086376190185547, 0.517662525177002,
+        -0.37882599234580994, -0.18403516709804535, -0.014736659824848175, 0.17273582518100739,
+      ],
+      expAvg: [
+        -0.0010620674584060907, 0.00030112755484879017, -0.00014651771925855428, -0.0011154924286529422, 0.0007690319907851517,
+        -0.0001999427768168971, -0.0009196052560582757, 0.0007156069041229784, -4.055785211676266e-6, -0.00045170087832957506,
+        0.0009114939020946622, 0.0004638487007468939, -0.0005051260231994092, 0.0013793983962386847, 0.00041042364318855107,
+        -0.00030923885060474277,
+      ],
+      expAvgSq: [
+        1.8276912783221633e-7, 1.7052201428668923e-7, 1.2725716658223973e-7, 2.0513549259248975e-7, 1.4010079496529215e-7,
+        1.6227586741024425e-7, 1.9181392474365566e-7, 1.877717892284636e-7, 1.6445240191842458e-7, 1.3816610078265512e-7,
+        2.0544642609365837e-7, 1.2822451367355825e-7, 1.689673183591367e-7, 1.8663850198663567e-7, 1.7167808152862563e-7,
+        1.6597786611782794e-7,
+      ],
+    };
+    // f32 rounding differences only (summation order of the norm, fused multiply-adds): a few ulp;
+    // exp_avg's terms are ~1e-3 (ulp 1e-10) and cancel in some elements
+    expectClose('grad norms', norms, torch.norms, 1e-6, 0);
+    expectClose('param', await gpu.readF32(target.params), torch.param, 4e-7, 1e-9);
+    expectClose('exp_avg', await gpu.readF32(opt.m), torch.expAvg, 1e-6, 3e-10);
+    expectClose('exp_avg_sq', await gpu.readF32(opt.v), torch.expAvgSq, 1e-6, 0);
+  });
 
   it('skips the whole step when the grad-norm state flags a non-finite gradient', async () => {
     const gpu = await testGpu();

@@ -15,6 +15,7 @@ import {
   dynamicMaps,
   optimizerStateBytes,
   quantizeDynamic,
+  resolveOptim,
   type Adamw8bitRefState,
 } from '../../src/train/adamw8bit.js';
 import { createGradNormState } from '../../src/train/grad-norm.js';
@@ -118,14 +119,15 @@ function expectCodes(what: string, got: Uint8Array, want: Uint8Array, maxFractio
 describe('8-bit AdamW', () => {
   // tiny (one partial block), realistic (q_proj's LoRA A of Qwen3-4B at r = 32: 32 × 2560) and
   // awkward (333 blocks and a partial one of 100 elements)
-  for (const n of [4, 81_920, 333 * 256 + 100]) {
-    it(`matches the reference update at n=${n}`, async () => {
+  // (the awkward size also runs with 5 workgroups, each looping over many groups of blocks)
+  for (const [n, maxWorkgroups] of [[4, undefined], [81_920, undefined], [333 * 256 + 100, undefined], [333 * 256 + 100, 5]] as const) {
+    it(`matches the reference update at n=${n}${maxWorkgroups ? `, ${maxWorkgroups} workgroups` : ''}`, async () => {
       const gpu = await testGpu();
       const rng = new Rng(n);
       const ref = randomState(rng, n);
       const t = upload(gpu, ref);
       const kernel = await Adamw8bit.create(gpu);
-      const prog = kernel.bind('adamw8bit', t, HYPER);
+      const prog = kernel.bind('adamw8bit', t, HYPER, { maxWorkgroups });
       const g = rng.f32(n, 0.02);
       gpu.write(t.grads, g);
       const step = { lr: 2e-3, step: 7, gradScale: 0.5 };
@@ -299,6 +301,13 @@ describe('8-bit AdamW', () => {
     expect(loss(p8) / loss0).toBeLessThan(0.01);
     expect(rel, `‖p8 − p32‖ / ‖p32 − p0‖ = ${rel}`).toBeLessThan(0.05);
     expect(worstGap, `largest |loss8 − loss32| / loss0 = ${worstGap}`).toBeLessThan(5e-3);
+  });
+
+  it('maps the config optim names to an optimiser', () => {
+    expect(resolveOptim('paged_adamw_8bit')).toEqual({ kind: 'adamw_8bit', variant: 'bnb' });
+    expect(resolveOptim('adamw_torch_fused')).toEqual({ kind: 'adamw', variant: 'torch' });
+    expect(resolveOptim('paged_adamw_32bit')).toEqual({ kind: 'adamw', variant: 'bnb' });
+    expect(() => resolveOptim('adafactor')).toThrow(/not supported/);
   });
 
   it('counts optimiser state bytes for the memory plan', () => {

@@ -1,0 +1,574 @@
+import { DeviceLimitError, ShapeError } from '../errors.js';
+import type { Gpu } from './gpu.js';
+import { Kernel, type KernelSpec } from './kernel.js';
+import { defineParams } from './params.js';
+import { expectTensor, numel, tensorView, type Tensor } from './tensor.js';
+import type { Dispatch } from './dispatch.js';
+import { dynamicMapTensor, expectDoubleQuant, NF4_BLOCK } from './nf4.js';
+import { matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from './matmul.js';
+
+/**
+ * Backward of the dequant-matmul Y (M, Nout) = X (M, K) · Wᵀ:
+ *   1. dX (M, K)    (+)= scale · dY (M, Nout) · W (Nout, K)   — `input`, W read in place from the
+ *      forward's packed f32 / bf16 / NF4 data (no transposed or dequantised copy);
+ *   2. dW (Nout, K) (+)= scale · dYᵀ (Nout, M) · X (M, K)     — `weightGrad`, a reduction over the
+ *      M tokens (used for the LoRA matrices: the frozen base has no gradient).
+ * For y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with U = x·Aᵀ saved, the LoRA backward is, in order:
+ *   dB += s·dYᵀ·U   (weightGrad: dw = dB (Nout, R), dy, x = U)
+ *   dU  = s·dY·B    (input: dx = dU (M, R), w = { format 'f32', nOut: Nout, k: R, data: B }, scale s)
+ *   dA += dUᵀ·x     (weightGrad: dw = dA (R, K), dy = dU, x)
+ *   dX (+)= dY·W + dU·A  (input twice, the second with w = A (R, K) and accumulate).
+ *
+ * Long reductions run split into S slices: one dispatch writes each slice's partial sum into a
+ * (S, rows, cols) f32 scratch buffer, a second adds the slices in a fixed order into the output, so
+ * results are bit-for-bit repeatable. `weightGrad` and `inputSplit` plan S from the shape
+ * (`planBackward`); `input` is always one dispatch. Scratch buffers are allocated when a call is
+ * bound, one per distinct byte size, and shared by every call of that size: record each returned
+ * dispatch list consecutively, as returned.
+ */
+export const MatmulInputGradParams = defineParams('MatmulInputGradParams', [
+  ['m', 'u32'],
+  ['n', 'u32'],
+  ['k', 'u32'],
+  ['slice', 'u32'],
+  ['scale', 'f32'],
+  ['accumulate', 'u32'],
+  ['offset', 'f32'],
+] as const);
+
+export const matmulInputGradSpec: KernelSpec<typeof MatmulInputGradParams> = {
+  file: 'matmul_backward_input.wgsl',
+  bindings: [
+    { name: 'params', access: 'uniform' },
+    { name: 'dx', access: 'read_write' },
+    { name: 'dy', access: 'read' },
+    { name: 'w', access: 'read' },
+    { name: 'absmax', access: 'read' },
+    { name: 'absmax2', access: 'read' },
+    { name: 'qmap', access: 'read' },
+  ],
+  params: MatmulInputGradParams,
+};
+
+export const MatmulWeightGradParams = defineParams('MatmulWeightGradParams', [
+  ['m', 'u32'],
+  ['n', 'u32'],
+  ['k', 'u32'],
+  ['slice', 'u32'],
+  ['scale', 'f32'],
+  ['accumulate', 'u32'],
+] as const);
+
+export const matmulWeightGradSpec: KernelSpec<typeof MatmulWeightGradParams> = {
+  file: 'matmul_weight_grad.wgsl',
+  bindings: [
+    { name: 'params', access: 'uniform' },
+    { name: 'dw', access: 'read_write' },
+    { name: 'dy', access: 'read' },
+    { name: 'x', access: 'read' },
+  ],
+  params: MatmulWeightGradParams,
+};
+
+export const MatmulSliceSumParams = defineParams('MatmulSliceSumParams', [
+  ['count', 'u32'],
+  ['slices', 'u32'],
+  ['scale', 'f32'],
+  ['accumulate', 'u32'],
+] as const);
+
+export const matmulSliceSumSpec: KernelSpec<typeof MatmulSliceSumParams> = {
+  file: 'matmul_backward_reduce.wgsl',
+  bindings: [
+    { name: 'params', access: 'uniform' },
+    { name: 'out', access: 'read_write' },
+    { name: 'partial', access: 'read' },
+  ],
+  params: MatmulSliceSumParams,
+};
+
+const SLICE_SUM_WORKGROUP = 256;
+
+/**
+ * Output tiles (bm rows × bn columns of the output, bk reduction steps, tm × tn per thread; the
+ * MatmulTile of the forward with the same meaning). All use 256 threads.
+ */
+export const BACKWARD_TILES = {
+  /** 128 × 128, 8 × 8 per thread, 8-wide steps: 16 KiB of workgroup memory. Large outputs. */
+  large: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+  /** 64 × 64, 4 × 4 per thread: 4× the workgroups of `large` for mid-sized outputs. */
+  small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
+  /** 128 × 32: outputs 32 columns wide, dU (M, R) and dB (Nout, R) at R = 32. */
+  tall: { bm: 128, bn: 32, bk: 16, tm: 4, tn: 4 },
+  /** 32 × 128: outputs 32 rows high, dA (R, K) at R = 32 (weightGrad only). */
+  wide: { bm: 32, bn: 128, bk: 16, tm: 4, tn: 4 },
+} as const satisfies Record<string, MatmulTile>;
+
+export const INPUT_GRAD_TILES: readonly MatmulTile[] = [BACKWARD_TILES.large, BACKWARD_TILES.small, BACKWARD_TILES.tall];
+export const WEIGHT_GRAD_TILES: readonly MatmulTile[] = [BACKWARD_TILES.large, BACKWARD_TILES.small, BACKWARD_TILES.tall, BACKWARD_TILES.wide];
+
+function warpJ(t: MatmulTile): number {
+  return t.wn ?? Math.min(16, t.bn / t.tn);
+}
+
+function tileConstants(t: MatmulTile): Record<string, number> {
+  return { WG_I: t.bm / t.tm, WG_J: t.bn / t.tn, TI: t.tm, TJ: t.tn, BL: t.bk, WARP_J: warpJ(t) };
+}
+
+/** Workgroup bytes of a tile: both operand tiles, double buffered (plus the NF4 table for `input`). */
+export function backwardTileBytes(t: MatmulTile): number {
+  return 2 * t.bk * (t.bm + t.bn) * 4 + 16 * 4;
+}
+
+function checkTile(gpu: Gpu, t: MatmulTile, kind: 'input' | 'weightGrad'): void {
+  const where = `matmul backward (${kind}) tile ${tileName(t)}`;
+  const threads = (t.bm / t.tm) * (t.bn / t.tn);
+  const problems: string[] = [];
+  if (![4, 8].includes(t.tm) || ![4, 8].includes(t.tn)) problems.push('tm and tn must be 4 or 8');
+  if (![8, 16, 32].includes(t.bk)) problems.push('bk must be 8, 16 or 32');
+  if (t.bm % 32 !== 0 || t.bn % 32 !== 0) problems.push('bm and bn must be multiples of 32');
+  if (!Number.isInteger(threads) || threads % 32 !== 0 || threads > 256 || threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
+    problems.push(`(bm/tm)·(bn/tn) = ${threads} threads must be a multiple of 32, ≤ 256`);
+  }
+  const wn = warpJ(t);
+  if (![4, 8, 16, 32].includes(wn) || (t.bn / t.tn) % wn !== 0 || (t.bm / t.tm) % (32 / wn) !== 0) {
+    problems.push(`wn = ${wn} must be 4, 8, 16 or 32, divide bn/tn and have 32/wn divide bm/tm`);
+  }
+  // slots (4 floats) each thread loads per step: at most 4 of each operand
+  const perThread = (rows: number) => Math.ceil((rows * t.bk) / 4 / threads);
+  if (perThread(t.bn) > 4 || perThread(t.bm) > 4) problems.push('bk·bm and bk·bn must be at most 16·threads');
+  if (kind === 'input') {
+    // the dY tile: one load of 4 rows × KA reduction indices per thread
+    const ka = (t.bm * t.bk) / (4 * threads);
+    if (![1, 2, 4].includes(ka)) problems.push(`bm·bk / (4·threads) = ${ka} must be 1, 2 or 4`);
+  }
+  if (problems.length > 0) throw new ShapeError(`${where}: ${problems.join('; ')}`);
+  const bytes = backwardTileBytes(t);
+  if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new DeviceLimitError(
+      `${where}: needs ${bytes} bytes of workgroup memory, this device allows ${gpu.limits.maxComputeWorkgroupStorageSize}; use a smaller bk or tile`,
+    );
+  }
+}
+
+/** How one backward matmul runs: its tile and the split of its reduction. */
+export interface BackwardPlan {
+  readonly tile: MatmulTile;
+  /** Slices of the reduction; 1: one dispatch straight into the output. */
+  readonly slices: number;
+  /** Reduction indices per slice (a multiple of tile.bk; the whole reduction when slices = 1). */
+  readonly slice: number;
+  /** Bytes of the (slices, rows, cols) f32 scratch, 0 when slices = 1. */
+  readonly scratchBytes: number;
+  /** The cost model's estimate in seconds (for comparing plans, not a measurement). */
+  readonly estimate: number;
+}
+
+export interface PlanOptions {
+  /** May the reduction be split (false: one dispatch, slices = 1). */
+  readonly split: boolean;
+  /** Fewest reduction indices per slice (default 256). */
+  readonly minSlice?: number;
+  /** Largest scratch buffer allowed (default: no limit). */
+  readonly maxScratchBytes?: number;
+  /** Force this many slices (clamped to what the reduction and maxScratchBytes allow). */
+  readonly slices?: number;
+  /** Force this tile. */
+  readonly tile?: MatmulTile;
+}
+
+/**
+ * A rough H100 model, only to rank plans: the main pass at 20 TFLOP/s for 8 × 8 per-thread tiles
+ * (14 for 4 × 4), scaled down while the grid fills fewer than 264 workgroup slots (two per SM),
+ * or at 2.5 TB/s for its operand reads if slower; a split adds the slice sum (S + 2 floats per
+ * output at 2.5 TB/s) and 5 µs for the extra dispatch. A split aims at 528 workgroups (four per SM).
+ */
+const MODEL = { flops: 20e12, smallTileRate: 0.7, bandwidth: 2.5e12, slots: 264, targetWorkgroups: 528, dispatch: 5e-6 } as const;
+
+/**
+ * Tile and reduction split for an output of rows × cols summed over `reduction` terms, chosen among
+ * `tiles` by the model above (the first tile wins ties).
+ */
+export function planBackward(rows: number, cols: number, reduction: number, tiles: readonly MatmulTile[], options: PlanOptions): BackwardPlan {
+  const minSlice = options.minSlice ?? 256;
+  const maxScratch = options.maxScratchBytes ?? Infinity;
+  let best: BackwardPlan | undefined;
+  for (const tile of options.tile ? [options.tile] : tiles) {
+    const rowTiles = Math.ceil(rows / tile.bm);
+    const colTiles = Math.ceil(cols / tile.bn);
+    const groups = rowTiles * colTiles;
+    const maxSlices = Math.max(1, Math.floor(reduction / minSlice));
+    let slices = 1;
+    if (options.split) {
+      slices = options.slices ?? Math.ceil(MODEL.targetWorkgroups / groups);
+      slices = Math.max(1, Math.min(slices, options.slices ? Math.ceil(reduction / tile.bk) : maxSlices, Math.floor(maxScratch / (rows * cols * 4))));
+    }
+    let slice = Math.ceil(Math.ceil(reduction / slices) / tile.bk) * tile.bk;
+    slices = Math.max(1, Math.ceil(reduction / slice));
+    if (slices === 1) slice = Math.max(reduction, 1);
+    const rate = tile.tm * tile.tn >= 64 ? 1 : MODEL.smallTileRate;
+    const padded = rowTiles * tile.bm * colTiles * tile.bn;
+    const compute = (2 * padded * reduction) / (MODEL.flops * rate * Math.min(1, (groups * slices) / MODEL.slots));
+    const reads = (4 * reduction * (rows * colTiles + cols * rowTiles)) / MODEL.bandwidth;
+    const sum = slices > 1 ? (4 * (slices + 2) * rows * cols) / MODEL.bandwidth + MODEL.dispatch : 0;
+    const estimate = Math.max(compute, reads) + sum;
+    const plan = { tile, slices, slice, scratchBytes: slices > 1 ? slices * rows * cols * 4 : 0, estimate };
+    if (!best || plan.estimate < best.estimate) best = plan;
+  }
+  if (!best) throw new ShapeError('planBackward: no tiles to choose from');
+  return best;
+}
+
+export interface MatmulBackwardOptions {
+  /** Tiles compiled for `input` / `inputSplit` (default INPUT_GRAD_TILES). */
+  readonly inputTiles?: readonly MatmulTile[];
+  /** Tiles compiled for `weightGrad` (default WEIGHT_GRAD_TILES). */
+  readonly weightGradTiles?: readonly MatmulTile[];
+  /** Weight formats compiled for `input` (default: all four). */
+  readonly formats?: readonly StoredFormat[];
+}
+
+export interface MatmulBackwardCallOptions {
+  /** Add into the output instead of overwriting it. */
+  readonly accumulate?: boolean;
+  /** Multiplies the product (default 1). */
+  readonly scale?: number;
+  /** Force a tile (one of those compiled); default: planned. */
+  readonly tile?: MatmulTile;
+}
+
+export interface MatmulBackwardSplitOptions extends MatmulBackwardCallOptions {
+  /** Force the number of reduction slices (1: one pass); default: planned. */
+  readonly slices?: number;
+}
+
+export interface InputGradTensors {
+  /** (M, K) f32 — gradient of the matmul's input; read too when accumulating. */
+  dx: Tensor;
+  /** (M, Nout) f32 — gradient of its output. */
+  dy: Tensor;
+  /** The forward's (Nout, K) weight, as the forward holds it. */
+  w: LinearWeight;
+}
+
+export interface WeightGradTensors {
+  /** (Nout, K) f32 — gradient of the weight; read too when accumulating. */
+  dw: Tensor;
+  /** (M, Nout) f32 — gradient of the matmul's output. */
+  dy: Tensor;
+  /** (M, K) f32 — the matmul's input. */
+  x: Tensor;
+}
+
+const FORMAT_CODE: Record<StoredFormat, number> = { f32: 0, bf16: 1, nf4: 2, nf4dq: 3 };
+
+export class MatmulBackward {
+  /** Scratch buffers of split reductions, one per byte size (a model has a handful of shapes). */
+  private readonly scratch = new Map<number, GPUBuffer>();
+
+  private constructor(
+    private readonly gpu: Gpu,
+    private readonly inputKernels: ReadonlyMap<string, Kernel<typeof MatmulInputGradParams>>,
+    private readonly weightGradKernels: ReadonlyMap<string, Kernel<typeof MatmulWeightGradParams>>,
+    private readonly sliceSum: Kernel<typeof MatmulSliceSumParams>,
+    /** Tiles compiled for input and weightGrad. */
+    readonly inputTiles: readonly MatmulTile[],
+    readonly weightGradTiles: readonly MatmulTile[],
+    /** (256) f32 dynamic map for double-quantised scales; (4) f32 stand-in for unused bindings. */
+    private readonly qmap: Tensor,
+    private readonly unused: Tensor,
+  ) {}
+
+  static async create(gpu: Gpu, options: MatmulBackwardOptions = {}): Promise<MatmulBackward> {
+    const inputTiles = options.inputTiles ?? INPUT_GRAD_TILES;
+    const weightGradTiles = options.weightGradTiles ?? WEIGHT_GRAD_TILES;
+    const formats = options.formats ?? STORED_FORMATS;
+    const inputKernels = new Map<string, Kernel<typeof MatmulInputGradParams>>();
+    for (const tile of inputTiles) {
+      checkTile(gpu, tile, 'input');
+      for (const format of formats) {
+        inputKernels.set(inputKey(format, tile), await Kernel.create(gpu, matmulInputGradSpec, { ...tileConstants(tile), FORMAT: FORMAT_CODE[format] }));
+      }
+    }
+    const weightGradKernels = new Map<string, Kernel<typeof MatmulWeightGradParams>>();
+    for (const tile of weightGradTiles) {
+      checkTile(gpu, tile, 'weightGrad');
+      weightGradKernels.set(tileName(tile), await Kernel.create(gpu, matmulWeightGradSpec, tileConstants(tile)));
+    }
+    const sliceSum = await Kernel.create(gpu, matmulSliceSumSpec, { WG: SLICE_SUM_WORKGROUP });
+    return new MatmulBackward(
+      gpu,
+      inputKernels,
+      weightGradKernels,
+      sliceSum,
+      inputTiles,
+      weightGradTiles,
+      dynamicMapTensor(gpu),
+      gpu.tensor('matmul backward unused binding', [4], 'f32'),
+    );
+  }
+
+  /** The plan `input` (split false) or `inputSplit` (split true) uses for dX (m, k) from dY (m, nOut). */
+  planInput(m: number, nOut: number, k: number, split: boolean, options: MatmulBackwardSplitOptions = {}): BackwardPlan {
+    return planBackward(m, k, nOut, this.inputTiles, { split, slices: options.slices, tile: options.tile, maxScratchBytes: this.gpu.limits.maxStorageBufferBindingSize });
+  }
+
+  /** The plan `weightGrad` uses for dW (nOut, k) summed over m tokens. */
+  planWeightGrad(m: number, nOut: number, k: number, options: MatmulBackwardSplitOptions = {}): BackwardPlan {
+    return planBackward(nOut, k, m, this.weightGradTiles, {
+      split: true,
+      minSlice: 128,
+      slices: options.slices,
+      tile: options.tile,
+      maxScratchBytes: this.gpu.limits.maxStorageBufferBindingSize,
+    });
+  }
+
+  /** dX (M, K) f32 (+)= scale · dY (M, Nout) · W (Nout, K), one dispatch (the reduction over Nout unsplit). */
+  input(label: string, t: InputGradTensors, opts: MatmulBackwardCallOptions = {}): Dispatch {
+    const list = this.inputDispatches(label, t, { ...opts, slices: 1 }, false);
+    return list[0];
+  }
+
+  /**
+   * The same as `input`, with the reduction over Nout split into slices when the output alone gives
+   * too few workgroups: the lm_head's dX (Tc, D) = dlogits (Tc, V) · E (V, D), or dU (M, R) = s·dY·B.
+   * Returns 1 or 2 dispatches, to be recorded consecutively in order.
+   */
+  inputSplit(label: string, t: InputGradTensors, opts: MatmulBackwardSplitOptions = {}): Dispatch[] {
+    return this.inputDispatches(label, t, opts, true);
+  }
+
+  /**
+   * dW (Nout, K) f32 (+)= scale · dYᵀ (Nout, M) · X (M, K), the reduction over the M tokens split
+   * into slices as planned (`planWeightGrad`). Returns 1 or 2 dispatches, to be recorded
+   * consecutively in order.
+   */
+  weightGrad(label: string, t: WeightGradTensors, opts: MatmulBackwardSplitOptions = {}): Dispatch[] {
+    const { dw, dy, x } = t;
+    const nOut = dw.shape[0] ?? 0;
+    const k = dw.shape[1] ?? 0;
+    const where = `${label} (matmul weight gradient ${nOut}×${k})`;
+    if (dw.shape.length !== 2 || dw.dtype !== 'f32') throw new ShapeError(`${where}: dw ${dw.label} is ${dw.dtype} [${dw.shape.join(', ')}], expected f32 (Nout, K)`);
+    const m = rowsOf(where, dy, nOut, 'dy');
+    const mx = rowsOf(where, x, k, 'x');
+    if (mx !== m) throw new ShapeError(`${where}: dy ${dy.label} has ${m} rows but x ${x.label} has ${mx}; both must have the M tokens as rows`);
+    expectNoAlias(where, dw, [dy, x]);
+    const scale = checkScale(where, opts.scale);
+    const plan = this.planWeightGrad(m, nOut, k, opts);
+    const kernel = this.weightGradKernels.get(tileName(plan.tile));
+    if (!kernel) throw new ShapeError(`${where}: tile ${tileName(plan.tile)} was not compiled; pass it to MatmulBackward.create as a weightGradTile`);
+    const grid: [number, number, number] = [Math.ceil(nOut / plan.tile.bm), Math.ceil(k / plan.tile.bn), plan.slices];
+    const accumulate = opts.accumulate ? 1 : 0;
+    if (plan.slices === 1) {
+      return [kernel.bind(where, { dw, dy, x }, { m, n: nOut, k, slice: plan.slice, scale, accumulate }, grid)];
+    }
+    const partial = this.scratchTensor(plan, nOut, k);
+    return [
+      kernel.bind(`${where} slices`, { dw: partial, dy, x }, { m, n: nOut, k, slice: plan.slice, scale: 1, accumulate: 0 }, grid),
+      this.sumSlices(`${where} slice sum`, dw, partial, plan.slices, nOut * k, scale, accumulate),
+    ];
+  }
+
+  /** Bytes of all scratch buffers allocated so far. */
+  get scratchBytes(): number {
+    let total = 0;
+    for (const b of this.scratch.values()) total += b.size;
+    return total;
+  }
+
+  /** Frees the scratch buffers (dispatches bound with them become invalid). */
+  destroy(): void {
+    for (const b of this.scratch.values()) b.destroy();
+    this.scratch.clear();
+  }
+
+  private inputDispatches(label: string, t: InputGradTensors, opts: MatmulBackwardSplitOptions, split: boolean): Dispatch[] {
+    const { dx, dy, w } = t;
+    const where = `${label} (matmul input gradient ${w.nOut}×${w.k} ${w.format})`;
+    const stored = storedFormat(where, w);
+    const m = rowsOf(where, dx, w.k, 'dx');
+    const my = rowsOf(where, dy, w.nOut, 'dy');
+    if (my !== m) throw new ShapeError(`${where}: dx ${dx.label} has ${m} rows but dy ${dy.label} has ${my}`);
+    const weightTensors = [w.data, w.absmax, w.doubleQuant?.codes, w.doubleQuant?.absmax2].filter((x): x is Tensor => x !== undefined);
+    expectNoAlias(where, dx, [dy, ...weightTensors]);
+    const scale = checkScale(where, opts.scale);
+    const plan = this.planInput(m, w.nOut, w.k, split, opts);
+    const kernel = this.inputKernels.get(inputKey(stored, plan.tile));
+    if (!kernel) {
+      throw new ShapeError(`${where}: format ${stored} with tile ${tileName(plan.tile)} was not compiled; pass both to MatmulBackward.create`);
+    }
+    const scales = stored === 'nf4dq' ? w.doubleQuant! : undefined;
+    const unused = this.unused;
+    const bound = (out: Tensor) => ({
+      dx: out,
+      dy,
+      w: w.data,
+      absmax: stored === 'nf4' ? w.absmax! : scales ? scales.codes : unused,
+      absmax2: scales ? scales.absmax2 : unused,
+      qmap: scales ? this.qmap : unused,
+    });
+    const grid: [number, number, number] = [Math.ceil(m / plan.tile.bm), Math.ceil(w.k / plan.tile.bn), plan.slices];
+    const base = { m, n: w.nOut, k: w.k, slice: plan.slice, offset: scales?.offset ?? 0 };
+    const accumulate = opts.accumulate ? 1 : 0;
+    if (plan.slices === 1) return [kernel.bind(where, bound(dx), { ...base, scale, accumulate }, grid)];
+    const partial = this.scratchTensor(plan, m, w.k);
+    return [
+      kernel.bind(`${where} slices`, bound(partial), { ...base, scale: 1, accumulate: 0 }, grid),
+      this.sumSlices(`${where} slice sum`, dx, partial, plan.slices, m * w.k, scale, accumulate),
+    ];
+  }
+
+  private sumSlices(label: string, out: Tensor, partial: Tensor, slices: number, count: number, scale: number, accumulate: number): Dispatch {
+    const g = Math.ceil(count / SLICE_SUM_WORKGROUP);
+    const grid: [number, number] = g > 65535 ? [65535, Math.ceil(g / 65535)] : [g, 1];
+    return this.sliceSum.bind(label, { out, partial }, { count, slices, scale, accumulate }, grid);
+  }
+
+  /** A (slices, rows, cols) f32 view of the shared scratch buffer of that byte size. */
+  private scratchTensor(plan: BackwardPlan, rows: number, cols: number): Tensor {
+    let buffer = this.scratch.get(plan.scratchBytes);
+    if (!buffer) {
+      buffer = this.gpu.buffer(`matmul backward scratch (${plan.slices}, ${rows}, ${cols}) f32`, plan.scratchBytes);
+      this.scratch.set(plan.scratchBytes, buffer);
+    }
+    return tensorView(buffer, `matmul backward partial sums (${plan.slices}, ${rows}, ${cols}) f32`, [plan.slices, rows, cols], 'f32');
+  }
+}
+
+function inputKey(format: StoredFormat, tile: MatmulTile): string {
+  return `${format}|${tileName(tile)}`;
+}
+
+/** Rows of an f32 tensor (…, width): the product of its leading dimensions. */
+function rowsOf(where: string, t: Tensor, width: number, name: string): number {
+  if (t.dtype !== 'f32' || t.shape[t.shape.length - 1] !== width || width < 1) {
+    throw new ShapeError(`${where}: ${name} ${t.label} is ${t.dtype} [${t.shape.join(', ')}], expected f32 (…, ${width})`);
+  }
+  return numel(t.shape) / width;
+}
+
+function checkScale(where: string, scale: number | undefined): number {
+  const s = scale ?? 1;
+  if (!Number.isFinite(s)) throw new ShapeError(`${where}: scale ${s} is not finite`);
+  return s;
+}
+
+/** WebGPU forbids a dispatch to write a buffer it also reads: the output needs its own buffer. */
+function expectNoAlias(where: string, out: Tensor, inputs: readonly Tensor[]): void {
+  for (const t of inputs) {
+    if (t.buffer === out.buffer) {
+      throw new ShapeError(`${where}: output ${out.label} shares a GPU buffer with input ${t.label}, which the same dispatch reads; give the gradient its own buffer`);
+    }
+  }
+}
+
+/** The stored format of a LinearWeight, after checking its tensors (as the forward does). */
+function storedFormat(where: string, w: LinearWeight): StoredFormat {
+  const shape = [w.nOut, w.k];
+  if (w.format === 'f32' || w.format === 'bf16') {
+    expectTensor(where, w.data, shape, w.format === 'f32' ? 'f32' : 'bf16x2');
+    return w.format;
+  }
+  expectTensor(where, w.data, shape, 'nf4x8');
+  const count = w.nOut * w.k;
+  if (count % NF4_BLOCK !== 0) throw new ShapeError(`${where}: NF4 weight of ${count} elements is not a multiple of ${NF4_BLOCK}`);
+  if (w.doubleQuant) {
+    expectDoubleQuant(where, w.doubleQuant, count / NF4_BLOCK);
+    return 'nf4dq';
+  }
+  if (!w.absmax) throw new ShapeError(`${where}: NF4 weight needs absmax or doubleQuant`);
+  expectTensor(where, w.absmax, [count / NF4_BLOCK], 'f32');
+  return 'nf4';
+}
+
+/** float64 reference: dx (m, k) = dx0 + scale · dy (m, n) · w (n, k), w the dense weight. */
+export function matmulInputGradRef(
+  dy: ArrayLike<number>,
+  w: ArrayLike<number>,
+  m: number,
+  n: number,
+  k: number,
+  scale = 1,
+  dx0?: ArrayLike<number>,
+): Float64Array {
+  const dx = new Float64Array(m * k);
+  for (let i = 0; i < m; i++) {
+    for (let c = 0; c < k; c++) {
+      let s = 0;
+      for (let j = 0; j < n; j++) s += dy[i * n + j] * w[j * k + c];
+      dx[i * k + c] = (dx0 ? dx0[i * k + c] : 0) + scale * s;
+    }
+  }
+  return dx;
+}
+
+/** float64 reference: dw (n, k) = dw0 + scale · dyᵀ (n, m) · x (m, k). */
+export function matmulWeightGradRef(
+  dy: ArrayLike<number>,
+  x: ArrayLike<number>,
+  m: number,
+  n: number,
+  k: number,
+  scale = 1,
+  dw0?: ArrayLike<number>,
+): Float64Array {
+  const dw = new Float64Array(n * k);
+  for (let j = 0; j < n; j++) {
+    for (let c = 0; c < k; c++) {
+      let s = 0;
+      for (let i = 0; i < m; i++) s += dy[i * n + j] * x[i * k + c];
+      dw[j * k + c] = (dw0 ? dw0[j * k + c] : 0) + scale * s;
+    }
+  }
+  return dw;
+}
+
+/** Sizes of a LoRA linear layer: M tokens, K in, Nout out, rank R. */
+export interface LoraDims {
+  m: number;
+  k: number;
+  nOut: number;
+  r: number;
+}
+
+/** float64 reference: y (M, Nout) = x · Wᵀ + s · (x · Aᵀ) · Bᵀ, W (Nout, K), A (R, K), B (Nout, R). */
+export function loraLinearForwardRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  d: LoraDims,
+  s: number,
+): Float64Array {
+  const y = matmulRef(x, w, d.m, d.nOut, d.k);
+  const u = matmulRef(x, a, d.m, d.r, d.k);
+  const ub = matmulRef(u, b, d.m, d.nOut, d.r);
+  for (let i = 0; i < y.length; i++) y[i] += s * ub[i];
+  return y;
+}
+
+/**
+ * float64 reference of the LoRA linear backward, given dy (M, Nout):
+ *   1. U  = x · Aᵀ                (M, R)
+ *   2. dB = s · dyᵀ · U           (Nout, R)
+ *   3. dU = s · dy · B            (M, R)
+ *   4. dA = dUᵀ · x               (R, K)
+ *   5. dx = dy · W + dU · A       (M, K)
+ */
+export function loraLinearBackwardRef(
+  dy: ArrayLike<number>,
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  d: LoraDims,
+  s: number,
+): { dx: Float64Array; dA: Float64Array; dB: Float64Array } {
+  const u = matmulRef(x, a, d.m, d.r, d.k);
+  const dB = matmulWeightGradRef(dy, u, d.m, d.nOut, d.r, s);
+  const dU = matmulInputGradRef(dy, b, d.m, d.nOut, d.r, s);
+  const dA = matmulWeightGradRef(dU, x, d.m, d.r, d.k);
+  const dx = matmulInputGradRef(dU, a, d.m, d.r, d.k, 1, matmulInputGradRef(dy, w, d.m, d.nOut, d.k));
+  return { dx, dA, dB };
+}
