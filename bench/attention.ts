@@ -2,7 +2,7 @@
  * Flash attention forward benchmark.
  *
  *   npx tsc -p . && node dist/bench/attention.js [--small] [--json FILE] [--no-subgroup-matrix]
- *       [--br 32 --bc 32 [--rs 4]] [--tiles 32x32,64x16x2,...] [--reps 20]
+ *       [--br 32 --bc 32 [--rs 4]] [--tiles BRxBC[xRS[xDV]],...] [--reps 20]
  *
  * Times Attention.forward with timestamp queries (timeDispatches) at Qwen3-4B's heads (H=32,
  * Hkv=8, Dh=128) for B=4, T=512 (one example per row, and four packed examples per row) and
@@ -34,6 +34,7 @@ interface Result {
   br: number;
   bc: number;
   rs: number;
+  dv: number;
   ms: number;
   tflops: number;
   /** max |o − ref| / max |ref| over the checked rows, and the same for lse */
@@ -54,8 +55,8 @@ const SMALL: readonly Case[] = [
 function parseTiles(values: { br?: string; bc?: string; rs?: string; tiles?: string }): (AttentionTiles | undefined)[] {
   if (values.tiles) {
     return values.tiles.split(',').map((s) => {
-      const [br, bc, rs] = s.split('x').map(Number);
-      return { br, bc, rs };
+      const [br, bc, rs, dv] = s.split('x').map(Number);
+      return { br, bc, rs, dv };
     });
   }
   if (values.br || values.bc) return [{ br: Number(values.br ?? 32), bc: Number(values.bc ?? 32), rs: values.rs ? Number(values.rs) : undefined }];
@@ -140,7 +141,8 @@ async function main(): Promise<void> {
         examples: c.examples,
         br: att.tiles.br,
         bc: att.tiles.bc,
-        rs: att.tiles.rs ?? 4,
+        rs: att.tiles.rs,
+        dv: att.tiles.dv,
         ms: sec * 1e3,
         tflops: flops / sec / 1e12,
         oErr: oErr / Math.max(oMax, 1e-30),
@@ -148,7 +150,7 @@ async function main(): Promise<void> {
       };
       results.push(r);
       console.log(
-        `B=${r.B} T=${r.T} H=${r.H} Hkv=${r.Hkv} Dh=${r.Dh} examples/row=${r.examples} tiles ${r.br}x${r.bc}x${r.rs}: ` +
+        `B=${r.B} T=${r.T} H=${r.H} Hkv=${r.Hkv} Dh=${r.Dh} examples/row=${r.examples} tiles ${r.br}x${r.bc}x${r.rs}x${r.dv}: ` +
           `${r.ms.toFixed(3)} ms, ${r.tflops.toPrecision(3)} TFLOP/s, max err o ${r.oErr.toExponential(2)}, lse ${r.lseErr.toExponential(2)}`,
       );
     }

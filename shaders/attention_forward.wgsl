@@ -10,7 +10,7 @@
 // kept in base-2 units (q is pre-multiplied by scale·log2 e) so that exp2 does the exponentials;
 // lse = (m + log2 l)·ln 2. Key tiles above the causal diagonal are never visited, and the work
 // of a key tile none of whose segment ids lies in the query tile's [min, max] segment range is
-// skipped (its K rows are still staged; only its scores, softmax, V and P·V are not computed).
+// skipped (its K rows are still staged; its scores, softmax, V and P·V are not computed).
 // A row with no visible key (impossible: a token sees itself) gets o = 0, lse = 0.
 //
 // Bindings (group 0):
@@ -21,17 +21,18 @@
 //   4 k       read       (B·T, Hkv·Dh) f32   keys after k_norm and rope
 //   5 v       read       (B·T, Hkv·Dh) f32
 //   6 segIds  read       (B·T) i32           example id of each token inside its batch row
-// Override constants: DH head dim (multiple of 4, ≤ 256), BR queries per workgroup, BC keys per
-// tile (both multiples of 4), RS rows per thread block in phase B (1, 2 or 4, dividing BR).
-// Workgroup size WG = (BR/RO)·OX threads, OX = ceil(DH/4 / DV).
+// Override constants: DH head dim (multiple of 4, ≤ 256); BR queries per workgroup and BC keys
+// per tile (multiples of 4); RS rows per thread block in phase B (1, 2 or 4, dividing BR); DV
+// vec4 columns per row per thread in phase D (1 to 4). Workgroup size WG = (BR/RO)·OX threads
+// with OX = ceil(DH/4 / DV).
 // Dispatch: (B·H, ceil(T/BR)) workgroups; workgroup (x, y) handles batch row x / H, head x % H
 // and query tile ceil(T/BR) − 1 − y (the longest tiles are dispatched first).
 // Saves for backward: lse (the backward recomputes the scores and P = exp(s − lse)).
 //
 // Work split inside a workgroup, for each key tile:
 //   A  all threads stage K (BC × DH) and the key segment ids, flagging the tile live when a key's
-//      segment lies in the query tile's range;
-//   B  S = Q·Kᵀ in blocks of RS rows × CS keys per thread (rows strided by BR/RS, keys
+//      segment lies in the query tile's segment range;
+//   B  S = Q·Kᵀ in blocks of RS rows × 4 keys per thread (rows strided by BR/RS, keys
 //      contiguous), masked, written to workgroup memory;
 //   C  one thread per query row: new row max, P = exp2(S − m), rescale factor alpha and row sum;
 //      meanwhile all threads stage V over K;
@@ -39,31 +40,31 @@
 //      (strided by OX) in registers.
 // K/V rows are stored in workgroup memory permuted (key c at slot (c % 4)·BC/4 + c / 4) and
 // padded by one vec4 per row, so that the threads of phase B, which read keys 4·sx .. 4·sx+3,
-// hit distinct banks.
+// hit distinct banks. Staging loops run a fixed number of rounds (known when the pipeline is
+// created) so that the compiler unrolls them and issues all global loads before the stores.
 
 override DH: u32 = 128u;
 override BR: u32 = 32u;
 override BC: u32 = 32u;
-override RS: u32 = 4u;  // rows per thread block in phase B (≤ 4)
+override RS: u32 = 4u;
+override DV: u32 = 4u;
 
-const RO: u32 = 4u;  // rows per thread in phase D
-const DV: u32 = 4u;  // vec4 columns per row per thread in phase D (at most)
-const MASKED: f32 = -1.0e30;      // score of an invisible key (finite: no inf arithmetic)
-const VISIBLE_MIN: f32 = -1.0e29; // a score above this is a real one
+const RO: u32 = 4u;    // rows per thread in phase D
+const MAXV: u32 = 4u;  // stride of the per-row accumulators (DV ≤ MAXV)
+const MASKED: f32 = -1.0e30;       // score of an invisible key (finite: no inf arithmetic)
+const VISIBLE_MIN: f32 = -1.0e29;  // a score above this is a real one
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
 
 override DH4: u32 = DH / 4u;
-override ROW4: u32 = DH4 + 1u;        // vec4 per staged Q/K/V row (one of padding)
+override ROW4: u32 = DH4 + 1u;    // vec4 per staged Q/K/V row (one of padding)
 override BC4: u32 = BC / 4u;
-override SROW4: u32 = BC4 + 1u;       // vec4 per score row (one of padding)
+override SROW4: u32 = BC4 + 1u;   // vec4 per score row (one of padding)
 override OX: u32 = (DH4 + DV - 1u) / DV;
 override OY: u32 = BR / RO;
 override WG: u32 = OX * OY;
 override SYN: u32 = BR / RS;
-override NSB: u32 = SYN * BC4;        // phase-B blocks
-// Staging loops run a fixed number of rounds (known when the pipeline is created) so that the
-// compiler can unroll them and issue every global load of a round before the first store.
+override NSB: u32 = SYN * BC4;    // phase-B blocks
 override Q_ROUNDS: u32 = (BR * DH4 + WG - 1u) / WG;
 override KV_ROUNDS: u32 = (BC * DH4 + WG - 1u) / WG;
 
@@ -147,8 +148,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
   let oy = lid / OX;
   let ox = lid % OX;
-  var acc: array<vec4<f32>, RO * DV>;
-  for (var n = 0u; n < RO * DV; n++) {
+  var acc: array<vec4<f32>, RO * MAXV>;  // O rows oy + OY·i, columns ox + OX·j at acc[i·MAXV + j]
+  for (var n = 0u; n < RO * MAXV; n++) {
     acc[n] = vec4<f32>(0.0);
   }
 
@@ -156,6 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   for (var kt = 0u; kt < kTiles; kt++) {
     let k0 = kt * BC;
     workgroupBarrier();  // the previous tile's phase D is done with kvs, ss, rowA and live
+
     // Phase A: stage K and the key segment ids; keys past T are zero and never visible.
     for (var n = 0u; n < KV_ROUNDS; n++) {
       let e = lid + n * WG;
@@ -180,78 +182,82 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       kseg[c] = sg;
     }
     workgroupBarrier();
-    // The same value in every thread; not a uniform value to the compiler, so the tile's work is
-    // skipped under `if (isLive)` around each phase while every thread still meets each barrier.
+    // The same value in every thread, but not uniform to the compiler: the tile's work is skipped
+    // under `if (isLive)` in each phase while every thread still meets every barrier.
     let isLive = atomicLoad(&live) != 0u;
 
     // Phase B: S block of rows sy + SYN·i (i < RS) × keys 4·sx .. 4·sx + 3.
-    for (var blk = lid; blk < NSB && isLive; blk += WG) {
-      let sy = blk / BC4;
-      let sx = blk % BC4;
-      var s: array<vec4<f32>, 4>;
-      for (var i = 0u; i < RS; i++) {
-        s[i] = vec4<f32>(0.0);
-      }
-      for (var d4 = 0u; d4 < DH4; d4++) {
-        let ka = kvs[(0u * BC4 + sx) * ROW4 + d4];
-        let kb = kvs[(1u * BC4 + sx) * ROW4 + d4];
-        let kc = kvs[(2u * BC4 + sx) * ROW4 + d4];
-        let kd = kvs[(3u * BC4 + sx) * ROW4 + d4];
-        let kx = vec4<f32>(ka.x, kb.x, kc.x, kd.x);
-        let ky = vec4<f32>(ka.y, kb.y, kc.y, kd.y);
-        let kz = vec4<f32>(ka.z, kb.z, kc.z, kd.z);
-        let kw = vec4<f32>(ka.w, kb.w, kc.w, kd.w);
+    if (isLive) {
+      for (var blk = lid; blk < NSB; blk += WG) {
+        let sy = blk / BC4;
+        let sx = blk % BC4;
+        var s: array<vec4<f32>, 4>;
         for (var i = 0u; i < RS; i++) {
-          let qv = qs[(sy + SYN * i) * ROW4 + d4];
-          var a = s[i];
-          a = fma(vec4<f32>(qv.x), kx, a);
-          a = fma(vec4<f32>(qv.y), ky, a);
-          a = fma(vec4<f32>(qv.z), kz, a);
-          a = fma(vec4<f32>(qv.w), kw, a);
-          s[i] = a;
+          s[i] = vec4<f32>(0.0);
         }
-      }
-      let kIdx = vec4<u32>(k0 + 4u * sx) + vec4<u32>(0u, 1u, 2u, 3u);
-      let kSg = vec4<i32>(kseg[4u * sx], kseg[4u * sx + 1u], kseg[4u * sx + 2u], kseg[4u * sx + 3u]);
-      for (var i = 0u; i < RS; i++) {
-        let r = sy + SYN * i;
-        let qi = q0 + r;
-        let visible = (kIdx <= vec4<u32>(qi)) & (kSg == vec4<i32>(qseg[r])) & vec4<bool>(qi < T);
-        ss[r * SROW4 + sx] = select(vec4<f32>(MASKED), s[i], visible);
+        for (var d4 = 0u; d4 < DH4; d4++) {
+          let ka = kvs[(0u * BC4 + sx) * ROW4 + d4];
+          let kb = kvs[(1u * BC4 + sx) * ROW4 + d4];
+          let kc = kvs[(2u * BC4 + sx) * ROW4 + d4];
+          let kd = kvs[(3u * BC4 + sx) * ROW4 + d4];
+          let kx = vec4<f32>(ka.x, kb.x, kc.x, kd.x);
+          let ky = vec4<f32>(ka.y, kb.y, kc.y, kd.y);
+          let kz = vec4<f32>(ka.z, kb.z, kc.z, kd.z);
+          let kw = vec4<f32>(ka.w, kb.w, kc.w, kd.w);
+          for (var i = 0u; i < RS; i++) {
+            let qv = qs[(sy + SYN * i) * ROW4 + d4];
+            var a = s[i];
+            a = fma(vec4<f32>(qv.x), kx, a);
+            a = fma(vec4<f32>(qv.y), ky, a);
+            a = fma(vec4<f32>(qv.z), kz, a);
+            a = fma(vec4<f32>(qv.w), kw, a);
+            s[i] = a;
+          }
+        }
+        let kIdx = vec4<u32>(k0 + 4u * sx) + vec4<u32>(0u, 1u, 2u, 3u);
+        let kSg = vec4<i32>(kseg[4u * sx], kseg[4u * sx + 1u], kseg[4u * sx + 2u], kseg[4u * sx + 3u]);
+        for (var i = 0u; i < RS; i++) {
+          let r = sy + SYN * i;
+          let qi = q0 + r;
+          let visible = (kIdx <= vec4<u32>(qi)) & (kSg == vec4<i32>(qseg[r])) & vec4<bool>(qi < T);
+          ss[r * SROW4 + sx] = select(vec4<f32>(MASKED), s[i], visible);
+        }
       }
     }
     workgroupBarrier();
 
     // Phase C: online softmax, one thread per query row; all threads stage V over K.
-    for (var r = lid; r < BR && isLive; r += WG) {
-      let mOld = rowM[r];
-      var mNew = mOld;
-      for (var c4 = 0u; c4 < BC4; c4++) {
-        let sv = ss[r * SROW4 + c4];
-        mNew = max(mNew, max(max(sv.x, sv.y), max(sv.z, sv.w)));
+    if (isLive) {
+      for (var r = lid; r < BR; r += WG) {
+        let mOld = rowM[r];
+        var mNew = mOld;
+        for (var c4 = 0u; c4 < BC4; c4++) {
+          let sv = ss[r * SROW4 + c4];
+          mNew = max(mNew, max(max(sv.x, sv.y), max(sv.z, sv.w)));
+        }
+        let alpha = exp2(mOld - mNew);  // 0 when the row saw its first visible key, 1 when m stays
+        var l = 0.0;
+        for (var c4 = 0u; c4 < BC4; c4++) {
+          let sv = ss[r * SROW4 + c4];
+          let p = select(vec4<f32>(0.0), exp2(sv - mNew), sv > vec4<f32>(VISIBLE_MIN));
+          ss[r * SROW4 + c4] = p;
+          l += (p.x + p.y) + (p.z + p.w);
+        }
+        rowM[r] = mNew;
+        rowL[r] = rowL[r] * alpha + l;
+        rowA[r] = alpha;
       }
-      let alpha = exp2(mOld - mNew);  // 0 when the row saw its first visible key, 1 when m stays
-      var l = 0.0;
-      for (var c4 = 0u; c4 < BC4; c4++) {
-        let sv = ss[r * SROW4 + c4];
-        let p = select(vec4<f32>(0.0), exp2(sv - mNew), sv > vec4<f32>(VISIBLE_MIN));
-        ss[r * SROW4 + c4] = p;
-        l += (p.x + p.y) + (p.z + p.w);
-      }
-      rowM[r] = mNew;
-      rowL[r] = rowL[r] * alpha + l;
-      rowA[r] = alpha;
-    }
-    for (var n = 0u; n < KV_ROUNDS && isLive; n++) {
-      let e = lid + n * WG;
-      let c = e / DH4;
-      let d4 = e % DH4;
-      var val = vec4<f32>(0.0);
-      if (k0 + c < T) {
-        val = v[((row0 + k0 + c) * Hkv + g) * DH4 + d4];
-      }
-      if (e < BC * DH4) {
-        kvs[slotOf(c) * ROW4 + d4] = val;
+      for (var n = 0u; n < KV_ROUNDS; n++) {
+        let e = lid + n * WG;
+        let c = e / DH4;
+        let d4 = e % DH4;
+        var val = vec4<f32>(0.0);
+        if (k0 + c < T) {
+          val = v[((row0 + k0 + c) * Hkv + g) * DH4 + d4];
+        }
+        if (e < BC * DH4) {
+          kvs[slotOf(c) * ROW4 + d4] = val;
+        }
       }
     }
     workgroupBarrier();
@@ -264,7 +270,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       for (var i = 0u; i < RO; i++) {
         let alpha = rowA[oy + OY * i];
         for (var j = 0u; j < DV; j++) {
-          acc[i * DV + j] *= alpha;
+          acc[i * MAXV + j] *= alpha;
         }
       }
       for (var c4 = 0u; c4 < BC4; c4++) {
@@ -279,7 +285,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             if (d4 < DH4) {
               let vv = kvs[slot * ROW4 + d4];
               for (var i = 0u; i < RO; i++) {
-                acc[i * DV + j] = fma(vec4<f32>(p[i][cc]), vv, acc[i * DV + j]);
+                acc[i * MAXV + j] = fma(vec4<f32>(p[i][cc]), vv, acc[i * MAXV + j]);
               }
             }
           }
@@ -297,7 +303,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       for (var j = 0u; j < DV; j++) {
         let d4 = ox + OX * j;
         if (d4 < DH4) {
-          o[((row0 + q0 + r) * H + h) * DH4 + d4] = acc[i * DV + j] * inv;
+          o[((row0 + q0 + r) * H + h) * DH4 + d4] = acc[i * MAXV + j] * inv;
         }
       }
     }

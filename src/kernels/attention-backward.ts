@@ -349,11 +349,9 @@ function expectDisjoint(where: string, a: Tensor, b: Tensor): void {
 
 /**
  * float64 reference of `AttentionBackward.backward`: plain loops, max-subtracted softmax recomputed
- * from q and k (independent of the forward's saved lse). For each (batch row b, query i, head h):
- *   1. s_j = scale·q_i·k_j over the visible keys j;  P_j = exp(s_j − m) / Σ exp(s − m)
- *   2. dP_j = dO_i·v_j;  delta = Σ_j P_j·dP_j  (= dO_i·o_i)
- *   3. dS_j = P_j·(dP_j − delta)
- *   4. dq_i += scale·dS_j·k_j;  dk_j += scale·dS_j·q_i;  dv_j += P_j·dO_i   (k, v of KV head h / (H/Hkv))
+ * from q and k (independent of the forward's saved lse). For each (batch row b, query i, head h),
+ * with k, v of KV head h / (H/Hkv) and `attentionBackwardRowRef` giving P and dS of the row:
+ *   dq_i += scale·dS_j·k_j;  dk_j += scale·dS_j·q_i;  dv_j += P_j·dO_i.
  * dO (B·T, H·Dh), q (B·T, H·Dh), k, v (B·T, Hkv·Dh), segIds (B·T) → dq, dk, dv.
  */
 export function attentionBackwardRef(
@@ -366,46 +364,21 @@ export function attentionBackwardRef(
 ): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
   const { B, T, H, Hkv, Dh } = dims;
   const scale = dims.scale ?? 1 / Math.sqrt(Dh);
-  const group = H / Hkv;
   const dq = new Float64Array(B * T * H * Dh);
   const dk = new Float64Array(B * T * Hkv * Dh);
   const dv = new Float64Array(B * T * Hkv * Dh);
-  const p = new Float64Array(T);
-  const dp = new Float64Array(T);
   for (let b = 0; b < B; b++) {
     for (let i = 0; i < T; i++) {
       for (let h = 0; h < H; h++) {
-        const g = Math.floor(h / group);
+        const g = Math.floor(h / (H / Hkv));
         const qi = ((b * T + i) * H + h) * Dh;
-        const visible = (j: number) => segIds[b * T + j] === segIds[b * T + i];
-        let m = -Infinity;
+        const { p, ds } = attentionBackwardRowRef(dO, q, k, v, segIds, dims, b, i, h);
         for (let j = 0; j <= i; j++) {
-          if (!visible(j)) continue;
-          const kj = ((b * T + j) * Hkv + g) * Dh;
-          let dot = 0;
-          for (let d = 0; d < Dh; d++) dot += q[qi + d] * k[kj + d];
-          p[j] = dot * scale;
-          m = Math.max(m, p[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j <= i; j++) if (visible(j)) sum += Math.exp(p[j] - m);
-        let delta = 0;
-        for (let j = 0; j <= i; j++) {
-          if (!visible(j)) continue;
-          p[j] = Math.exp(p[j] - m) / sum;
-          const vj = ((b * T + j) * Hkv + g) * Dh;
-          let dot = 0;
-          for (let d = 0; d < Dh; d++) dot += dO[qi + d] * v[vj + d];
-          dp[j] = dot;
-          delta += p[j] * dot;
-        }
-        for (let j = 0; j <= i; j++) {
-          if (!visible(j)) continue;
-          const ds = p[j] * (dp[j] - delta) * scale;
+          if (p[j] === 0 && ds[j] === 0) continue;
           const kj = ((b * T + j) * Hkv + g) * Dh;
           for (let d = 0; d < Dh; d++) {
-            dq[qi + d] += ds * k[kj + d];
-            dk[kj + d] += ds * q[qi + d];
+            dq[qi + d] += scale * ds[j] * k[kj + d];
+            dk[kj + d] += scale * ds[j] * q[qi + d];
             dv[kj + d] += p[j] * dO[qi + d];
           }
         }
@@ -413,4 +386,54 @@ export function attentionBackwardRef(
     }
   }
   return { dq, dk, dv };
+}
+
+/**
+ * float64 P and dS of one query: batch row b, token i, head h → p, ds (T each, zero at keys the
+ * query does not see):
+ *   1. s_j = scale·q_i·k_j over the visible keys j;  P_j = exp(s_j − m) / Σ exp(s − m)
+ *   2. dP_j = dO_i·v_j;  delta = Σ_j P_j·dP_j  (= dO_i·o_i)
+ *   3. dS_j = P_j·(dP_j − delta)
+ */
+export function attentionBackwardRowRef(
+  dO: ArrayLike<number>,
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  segIds: ArrayLike<number>,
+  dims: AttentionDims,
+  b: number,
+  i: number,
+  h: number,
+): { p: Float64Array; ds: Float64Array } {
+  const { T, H, Hkv, Dh } = dims;
+  const scale = dims.scale ?? 1 / Math.sqrt(Dh);
+  const g = Math.floor(h / (H / Hkv));
+  const qi = ((b * T + i) * H + h) * Dh;
+  const visible = (j: number) => j <= i && segIds[b * T + j] === segIds[b * T + i];
+  const p = new Float64Array(T);
+  const ds = new Float64Array(T);
+  let m = -Infinity;
+  for (let j = 0; j <= i; j++) {
+    if (!visible(j)) continue;
+    const kj = ((b * T + j) * Hkv + g) * Dh;
+    let dot = 0;
+    for (let d = 0; d < Dh; d++) dot += q[qi + d] * k[kj + d];
+    p[j] = dot * scale;
+    m = Math.max(m, p[j]);
+  }
+  let sum = 0;
+  for (let j = 0; j <= i; j++) if (visible(j)) sum += Math.exp(p[j] - m);
+  let delta = 0;
+  for (let j = 0; j <= i; j++) {
+    if (!visible(j)) continue;
+    p[j] = Math.exp(p[j] - m) / sum;
+    const vj = ((b * T + j) * Hkv + g) * Dh;
+    let dot = 0;
+    for (let d = 0; d < Dh; d++) dot += dO[qi + d] * v[vj + d];
+    ds[j] = dot;
+    delta += p[j] * dot;
+  }
+  for (let j = 0; j <= i; j++) if (visible(j)) ds[j] = p[j] * (ds[j] - delta);
+  return { p, ds };
 }

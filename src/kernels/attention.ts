@@ -32,21 +32,22 @@ export const attentionForwardSpec: KernelSpec<typeof AttentionParams> = {
 
 /**
  * Work split of the shader (its override constants): query rows per workgroup (BR), keys per
- * staged tile (BC) and rows per thread block of the score phase (RS: 1, 2 or 4; by default the
- * largest that still gives every thread a block).
+ * staged tile (BC), rows per thread block of the score phase (RS: 1, 2 or 4) and vec4 columns per
+ * thread of the P·V phase (DV: 1 to 4). RS and DV have defaults (see `resolveTiles`).
  */
 export interface AttentionTiles {
   readonly br: number;
   readonly bc: number;
   readonly rs?: number;
+  readonly dv?: number;
 }
 
-/** Constants of the shader's work split (must match the `const`s in attention_forward.wgsl). */
+/** Rows per thread in the P·V phase (the shader's `const RO`). */
 const RO = 4;
-const DV = 4;
 
 /** Tile sizes tried in order by `Attention.create` when none are given: the first that fits. */
 export const ATTENTION_TILE_PREFERENCE: readonly AttentionTiles[] = [
+  { br: 64, bc: 16 },
   { br: 32, bc: 32 },
   { br: 32, bc: 16 },
   { br: 16, bc: 16 },
@@ -55,9 +56,21 @@ export const ATTENTION_TILE_PREFERENCE: readonly AttentionTiles[] = [
   { br: 4, bc: 4 },
 ];
 
-/** Threads per workgroup for head dim `dh` and `br` query rows (WG in the shader). */
-export function attentionWorkgroupSize(dh: number, br: number): number {
-  return Math.ceil(dh / 4 / DV) * (br / RO);
+/**
+ * `tiles` with RS and DV filled in. DV defaults to 4 for head dims of 64 and more (fewer threads,
+ * more reuse of each P value), else to 1 (more threads for tiny heads, fewer staging rounds).
+ * RS defaults to the largest of 4, 2, 1 that still gives every thread a score block.
+ */
+export function resolveTiles(dh: number, tiles: AttentionTiles): Required<AttentionTiles> {
+  const dv = tiles.dv ?? (dh >= 64 ? 4 : 1);
+  const ox = Math.ceil(dh / 4 / dv);
+  const rs = tiles.rs ?? [4, 2, 1].find((r) => tiles.br % r === 0 && tiles.bc / r >= ox) ?? 1;
+  return { br: tiles.br, bc: tiles.bc, rs, dv };
+}
+
+/** Threads per workgroup (the shader's WG). */
+export function attentionWorkgroupSize(dh: number, tiles: Required<AttentionTiles>): number {
+  return Math.ceil(dh / 4 / tiles.dv) * (tiles.br / RO);
 }
 
 /** Bytes of workgroup memory the shader declares for these sizes (mirrors its `var<workgroup>`s). */
@@ -67,28 +80,21 @@ export function attentionWorkgroupBytes(dh: number, tiles: AttentionTiles): numb
   return 16 * (tiles.br * row4 + tiles.bc * row4 + tiles.br * srow4) + 4 * (4 * tiles.br + tiles.bc + 1);
 }
 
-/** RS for `tiles`: as given, else the largest of 4, 2, 1 with at least one score block per thread. */
-export function attentionRowsPerBlock(dh: number, tiles: AttentionTiles): number {
-  if (tiles.rs !== undefined) return tiles.rs;
-  const ox = Math.ceil(dh / 4 / DV);
-  return [4, 2, 1].find((rs) => tiles.br % rs === 0 && tiles.bc / rs >= ox) ?? 1;
-}
-
 /** Why `tiles` cannot run on `gpu` for head dim `dh`, or undefined when they can. */
-function tilesProblem(gpu: Gpu, dh: number, tiles: AttentionTiles): string | undefined {
-  const { br, bc } = tiles;
+function tilesProblem(gpu: Gpu, dh: number, tiles: Required<AttentionTiles>): string | undefined {
+  const { br, bc, rs, dv } = tiles;
   if (!Number.isInteger(br) || !Number.isInteger(bc) || br < 4 || bc < 4 || br % RO !== 0 || bc % 4 !== 0) {
     return `tile sizes br=${br}, bc=${bc} must be multiples of 4`;
   }
-  const rs = attentionRowsPerBlock(dh, tiles);
   if (![1, 2, 4].includes(rs) || br % rs !== 0) return `rs=${rs} must be 1, 2 or 4 and divide br=${br}`;
+  if (![1, 2, 3, 4].includes(dv)) return `dv=${dv} must be 1 to 4`;
   const bytes = attentionWorkgroupBytes(dh, tiles);
   if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
     return `br=${br}, bc=${bc} need ${bytes} bytes of workgroup memory, the device allows ${gpu.limits.maxComputeWorkgroupStorageSize}`;
   }
-  const wg = attentionWorkgroupSize(dh, br);
+  const wg = attentionWorkgroupSize(dh, tiles);
   if (wg > Math.min(256, gpu.limits.maxComputeInvocationsPerWorkgroup)) {
-    return `br=${br} with head_dim ${dh} needs ${wg} threads per workgroup, more than 256`;
+    return `br=${br}, dv=${dv} with head_dim ${dh} need ${wg} threads per workgroup, more than 256`;
   }
   return undefined;
 }
@@ -122,7 +128,7 @@ export interface AttentionDims {
 export class Attention {
   private constructor(
     readonly headDim: number,
-    readonly tiles: AttentionTiles,
+    readonly tiles: Required<AttentionTiles>,
     private readonly forwardKernel: Kernel<typeof AttentionParams>,
   ) {}
 
@@ -136,20 +142,20 @@ export class Attention {
     if (!Number.isInteger(dh) || dh < 4 || dh > 256 || dh % 4 !== 0) {
       throw new ConfigError(`Attention: head_dim must be a multiple of 4 between 4 and 256, got ${dh}`);
     }
-    let tiles = options.tiles;
-    if (tiles) {
+    let tiles: Required<AttentionTiles> | undefined;
+    if (options.tiles) {
+      tiles = resolveTiles(dh, options.tiles);
       const problem = tilesProblem(gpu, dh, tiles);
       if (problem) throw new DeviceLimitError(`Attention (attention_forward.wgsl, head_dim ${dh}): ${problem}; choose smaller tiles`);
     } else {
-      tiles = ATTENTION_TILE_PREFERENCE.find((t) => tilesProblem(gpu, dh, t) === undefined);
+      tiles = ATTENTION_TILE_PREFERENCE.map((t) => resolveTiles(dh, t)).find((t) => tilesProblem(gpu, dh, t) === undefined);
       if (!tiles) {
         throw new DeviceLimitError(
           `Attention (attention_forward.wgsl): no tile size fits head_dim ${dh} in ${gpu.limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory`,
         );
       }
     }
-    tiles = { br: tiles.br, bc: tiles.bc, rs: attentionRowsPerBlock(dh, tiles) };
-    const kernel = await Kernel.create(gpu, attentionForwardSpec, { DH: dh, BR: tiles.br, BC: tiles.bc, RS: tiles.rs! });
+    const kernel = await Kernel.create(gpu, attentionForwardSpec, { DH: dh, BR: tiles.br, BC: tiles.bc, RS: tiles.rs, DV: tiles.dv });
     return new Attention(dh, tiles, kernel);
   }
 

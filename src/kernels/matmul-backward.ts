@@ -179,9 +179,10 @@ export interface PlanOptions {
 
 /**
  * A rough H100 model, only to rank plans: the main pass at 20 TFLOP/s for 8 × 8 per-thread tiles
- * (14 for 4 × 4), scaled down while the grid fills fewer than 264 workgroup slots (two per SM),
- * or at 2.5 TB/s for its operand reads if slower; a split adds the slice sum (S + 2 floats per
- * output at 2.5 TB/s) and 5 µs for the extra dispatch. A split aims at 528 workgroups (four per SM).
+ * (14 for 4 × 4) times the fraction of the last wave of workgroups that is busy (264 slots, two
+ * 256-thread workgroups per SM), or at 2.5 TB/s for its operand reads if slower; a split adds the
+ * slice sum (S + 2 floats per output at 2.5 TB/s) and 5 µs for the extra dispatch. A split is tried
+ * at the slice count that gives about 528 workgroups (four per SM) and kept when the model prefers it.
  */
 const MODEL = { flops: 20e12, smallTileRate: 0.7, bandwidth: 2.5e12, slots: 264, targetWorkgroups: 528, dispatch: 5e-6 } as const;
 
@@ -192,31 +193,39 @@ const MODEL = { flops: 20e12, smallTileRate: 0.7, bandwidth: 2.5e12, slots: 264,
 export function planBackward(rows: number, cols: number, reduction: number, tiles: readonly MatmulTile[], options: PlanOptions): BackwardPlan {
   const minSlice = options.minSlice ?? 256;
   const maxScratch = options.maxScratchBytes ?? Infinity;
+  const scratchSlices = Math.floor(maxScratch / (rows * cols * 4));
   let best: BackwardPlan | undefined;
   for (const tile of options.tile ? [options.tile] : tiles) {
-    const rowTiles = Math.ceil(rows / tile.bm);
-    const colTiles = Math.ceil(cols / tile.bn);
-    const groups = rowTiles * colTiles;
-    const maxSlices = Math.max(1, Math.floor(reduction / minSlice));
-    let slices = 1;
-    if (options.split) {
-      slices = options.slices ?? Math.ceil(MODEL.targetWorkgroups / groups);
-      slices = Math.max(1, Math.min(slices, options.slices ? Math.ceil(reduction / tile.bk) : maxSlices, Math.floor(maxScratch / (rows * cols * 4))));
+    const groups = Math.ceil(rows / tile.bm) * Math.ceil(cols / tile.bn);
+    let candidates = [1];
+    if (options.split && options.slices !== undefined) {
+      candidates = [Math.min(options.slices, Math.ceil(reduction / tile.bk), scratchSlices)];
+    } else if (options.split) {
+      candidates.push(Math.min(Math.ceil(MODEL.targetWorkgroups / groups), Math.floor(reduction / minSlice), scratchSlices));
     }
-    let slice = Math.ceil(Math.ceil(reduction / slices) / tile.bk) * tile.bk;
-    slices = Math.max(1, Math.ceil(reduction / slice));
-    if (slices === 1) slice = Math.max(reduction, 1);
-    const rate = tile.tm * tile.tn >= 64 ? 1 : MODEL.smallTileRate;
-    const padded = rowTiles * tile.bm * colTiles * tile.bn;
-    const compute = (2 * padded * reduction) / (MODEL.flops * rate * Math.min(1, (groups * slices) / MODEL.slots));
-    const reads = (4 * reduction * (rows * colTiles + cols * rowTiles)) / MODEL.bandwidth;
-    const sum = slices > 1 ? (4 * (slices + 2) * rows * cols) / MODEL.bandwidth + MODEL.dispatch : 0;
-    const estimate = Math.max(compute, reads) + sum;
-    const plan = { tile, slices, slice, scratchBytes: slices > 1 ? slices * rows * cols * 4 : 0, estimate };
-    if (!best || plan.estimate < best.estimate) best = plan;
+    for (const wanted of candidates) {
+      const plan = planSlices(rows, cols, reduction, tile, Math.max(1, wanted));
+      if (!best || plan.estimate < best.estimate) best = plan;
+    }
   }
   if (!best) throw new ShapeError('planBackward: no tiles to choose from');
   return best;
+}
+
+/** A plan of `tile` with the reduction cut into about `wanted` slices of whole bk steps. */
+function planSlices(rows: number, cols: number, reduction: number, tile: MatmulTile, wanted: number): BackwardPlan {
+  let slice = Math.ceil(Math.ceil(reduction / wanted) / tile.bk) * tile.bk;
+  const slices = Math.max(1, Math.ceil(reduction / slice));
+  if (slices === 1) slice = Math.max(reduction, 1);
+  const rowTiles = Math.ceil(rows / tile.bm);
+  const colTiles = Math.ceil(cols / tile.bn);
+  const waves = (rowTiles * colTiles * slices) / MODEL.slots;
+  const busy = waves < 1 ? waves : waves / Math.ceil(waves);
+  const rate = tile.tm * tile.tn >= 64 ? 1 : MODEL.smallTileRate;
+  const compute = (2 * rowTiles * tile.bm * colTiles * tile.bn * reduction) / (MODEL.flops * rate * busy);
+  const reads = (4 * reduction * (rows * colTiles + cols * rowTiles)) / MODEL.bandwidth;
+  const sum = slices > 1 ? (4 * (slices + 2) * rows * cols) / MODEL.bandwidth + MODEL.dispatch : 0;
+  return { tile, slices, slice, scratchBytes: slices > 1 ? slices * rows * cols * 4 : 0, estimate: Math.max(compute, reads) + sum };
 }
 
 export interface MatmulBackwardOptions {

@@ -34,9 +34,17 @@ function randomInputs(seed: number, d: AttentionDims, seg: Int32Array): Inputs {
   return { q: rng.f32(N * d.H * d.Dh, 1.6), k: rng.f32(N * d.Hkv * d.Dh, 1.6), v: rng.f32(N * d.Hkv * d.Dh), seg };
 }
 
+/** One kernel per (head dim, tiles): each distinct pipeline costs seconds to compile on lavapipe. */
+const kernels = new Map<string, Promise<Attention>>();
+function attentionFor(gpu: Gpu, headDim: number, tiles?: AttentionTiles): Promise<Attention> {
+  const key = `${headDim} ${JSON.stringify(tiles ?? null)}`;
+  if (!kernels.has(key)) kernels.set(key, Attention.create(gpu, { headDim, tiles }));
+  return kernels.get(key)!;
+}
+
 async function runAttention(gpu: Gpu, d: AttentionDims, x: Inputs, tiles?: AttentionTiles): Promise<{ o: Float32Array; lse: Float32Array }> {
   const N = d.B * d.T;
-  const att = await Attention.create(gpu, { headDim: d.Dh, tiles });
+  const att = await attentionFor(gpu, d.Dh, tiles);
   const o = gpu.tensor('o', [N, d.H * d.Dh], 'f32');
   const lse = gpu.tensor('lse', [N, d.H], 'f32');
   gpu.fill32(o, NAN_WORD);
@@ -54,13 +62,18 @@ async function runAttention(gpu: Gpu, d: AttentionDims, x: Inputs, tiles?: Atten
 }
 
 describe('attention forward', () => {
+  // Small tiles for the small heads, so that T=24 and T=37 span several query and key tiles.
+  const small = { br: 8, bc: 8 };
   const cases: { name: string; d: AttentionDims; lens: number[][]; tiles?: AttentionTiles }[] = [
-    { name: 'tiny', d: { B: 1, T: 1, H: 2, Hkv: 1, Dh: 16 }, lens: [[1]] },
-    { name: 'fixture-like', d: { B: 2, T: 24, H: 4, Hkv: 2, Dh: 16 }, lens: [[10, 14], [7, 9, 8]] },
-    { name: 'awkward', d: { B: 3, T: 37, H: 6, Hkv: 3, Dh: 16 }, lens: [[37], [12, 25], [5, 20, 12]] },
-    { name: 'awkward small tiles', d: { B: 3, T: 37, H: 6, Hkv: 3, Dh: 16 }, lens: [[37], [12, 25], [5, 20, 12]], tiles: { br: 8, bc: 4 } },
+    { name: 'tiny', d: { B: 1, T: 1, H: 2, Hkv: 1, Dh: 16 }, lens: [[1]], tiles: small },
+    { name: 'fixture-like', d: { B: 2, T: 24, H: 4, Hkv: 2, Dh: 16 }, lens: [[10, 14], [7, 9, 8]], tiles: small },
+    { name: 'awkward', d: { B: 3, T: 37, H: 6, Hkv: 3, Dh: 16 }, lens: [[37], [12, 25], [5, 20, 12]], tiles: small },
+    // RS=4 score blocks, two vec4 columns per thread
+    { name: 'awkward, other work split', d: { B: 3, T: 37, H: 6, Hkv: 3, Dh: 16 }, lens: [[37], [12, 25], [5, 20, 12]], tiles: { br: 16, bc: 8, rs: 4, dv: 2 } },
+    // the device's default tiles for Qwen3-4B heads
     { name: 'Qwen3-4B heads', d: { B: 1, T: 70, H: 4, Hkv: 1, Dh: 128 }, lens: [[30, 23, 17]] },
-    { name: 'odd head dim', d: { B: 2, T: 19, H: 3, Hkv: 3, Dh: 20 }, lens: [[19], [6, 13]] },
+    // DH/4 = 5 columns over 2 threads of 3 (one slot unused), RS=1, tiles of 12
+    { name: 'odd head dim', d: { B: 2, T: 19, H: 3, Hkv: 3, Dh: 20 }, lens: [[19], [6, 13]], tiles: { br: 12, bc: 12, rs: 1, dv: 3 } },
   ];
   for (const c of cases) {
     it(`matches the float64 reference: ${c.name} (B=${c.d.B}, T=${c.d.T}, H=${c.d.H}, Hkv=${c.d.Hkv}, Dh=${c.d.Dh})`, async () => {
@@ -111,7 +124,7 @@ describe('attention forward', () => {
 
   it('declares workgroup memory within lavapipe’s 32 KiB for Qwen3-4B heads', async () => {
     const gpu = await testGpu();
-    const att = await Attention.create(gpu, { headDim: 128 });
+    const att = await attentionFor(gpu, 128);
     expect(attentionWorkgroupBytes(128, att.tiles)).toBeLessThanOrEqual(gpu.limits.maxComputeWorkgroupStorageSize);
   });
 });

@@ -98,8 +98,8 @@ describe('float64 references', () => {
 describe('planBackward (Qwen3-4B shapes)', () => {
   const wide = { split: true, maxScratchBytes: 2 ** 31 };
   it('keeps large projections in one 128 × 128 pass and splits the lm_head and LoRA reductions', () => {
-    // dX (2048, 2560) of q_proj from dY (2048, 4096): 320 workgroups, no split needed
-    const q = planBackward(2048, 2560, 4096, INPUT_GRAD_TILES, wide);
+    // dX (2048, 2560) of q_proj from dY (2048, 4096) in one pass (as `input` runs it): 128 × 128
+    const q = planBackward(2048, 2560, 4096, INPUT_GRAD_TILES, { split: false });
     expect([tileName(q.tile), q.slices]).toEqual([tileName(BACKWARD_TILES.large), 1]);
     // lm_head dX (1024, 2560) over V = 151936: 160 large tiles, split
     const lm = planBackward(1024, 2560, 151936, INPUT_GRAD_TILES, wide);
@@ -281,11 +281,12 @@ describe('matmul backward on the GPU', () => {
   it('refuses mismatched shapes, outputs sharing a buffer with inputs and tiles not compiled', async () => {
     const rng = new Rng(5);
     const { w } = makeWeight(gpu, rng, 'f32', 8, 16);
-    const dy = gpu.tensor('dy', [4, 8], 'f32');
+    const big = gpu.tensor('big', [1024], 'f32');
+    const dy = tensorView(big.buffer, 'dy', [4, 8], 'f32');
     const x = gpu.tensor('x', [4, 16], 'f32');
     expect(() => mb.input('layer 3 q_proj', { dx: gpu.tensor('dx', [4, 15], 'f32'), dy, w })).toThrow(/layer 3 q_proj.*dx dx is f32 \[4, 15\], expected f32 \(…, 16\)/);
     expect(() => mb.input('q', { dx: gpu.tensor('dx', [5, 16], 'f32'), dy, w })).toThrow(/5 rows but dy dy has 4/);
-    expect(() => mb.input('q', { dx: tensorView(dy.buffer, 'dx in dy', [2, 16], 'f32'), dy, w })).toThrow(/shares a GPU buffer with input dy/);
+    expect(() => mb.input('q', { dx: tensorView(big.buffer, 'dx in dy', [4, 16], 'f32', 256), dy, w })).toThrow(/shares a GPU buffer with input dy/);
     expect(() => mb.weightGrad('dA', { dw: gpu.tensor('dw', [8, 16], 'f32'), dy, x: gpu.tensor('x', [3, 16], 'f32') })).toThrow(/4 rows but x x has 3/);
     expect(() => mb.weightGrad('dA', { dw: gpu.tensor('dw', [8, 15], 'f32'), dy, x })).toThrow(ShapeError);
     expect(() => mb.weightGrad('dA', { dw: gpu.tensor('dw', [8, 16], 'f32'), dy, x }, { scale: NaN })).toThrow(/scale NaN/);

@@ -20,22 +20,25 @@ import { expectRelNorm, NAN_WORD } from '../helpers/compare.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
 
-// The default tiles: 128 × 128 (8 × 8 per thread, 1 reduction index per thread and step) and
-// 64 × 64 (4 × 4 per thread), here with 8 × 4-thread warps (wn = 8) to cover that mapping too.
-const TILES: readonly MatmulTile[] = [MATMUL_TILES.large, { ...MATMUL_TILES.small, wn: 8 }];
+// The default tiles: 128 × 128 and 64 × 128 (8 × 8 per thread; 256 and 128 threads; 1 and 2
+// reduction indices of W per thread and step) and 64 × 64 (4 × 4 per thread), the last here with
+// 8 × 4-thread warps (wn = 8) to cover that mapping too.
+const TILES: readonly MatmulTile[] = [MATMUL_TILES.large, MATMUL_TILES.medium, { ...MATMUL_TILES.small, wn: 8 }];
 
 type Epilogue = 'plain' | 'accumulate' | 'lora' | 'accumulate+lora';
 
 // lavapipe compiles each variant in seconds, so the test covers every format on the 128 × 128 tile
 // with the plain epilogue, the epilogues on nf4 (QLoRA's base) and bf16 (the full base), and the
-// 64 × 64 tile on f32 and nf4.
+// other two tiles on a few.
 const CASES: readonly { format: StoredFormat; tile: MatmulTile; epilogues: readonly Epilogue[] }[] = [
   { format: 'f32', tile: TILES[0], epilogues: ['plain'] },
   { format: 'nf4dq', tile: TILES[0], epilogues: ['plain'] },
   { format: 'nf4', tile: TILES[0], epilogues: ['plain', 'accumulate', 'lora', 'accumulate+lora'] },
   { format: 'bf16', tile: TILES[0], epilogues: ['plain', 'accumulate', 'lora', 'accumulate+lora'] },
-  { format: 'f32', tile: TILES[1], epilogues: ['plain'] },
-  { format: 'nf4', tile: TILES[1], epilogues: ['plain', 'accumulate+lora'] },
+  { format: 'nf4', tile: TILES[1], epilogues: ['accumulate+lora'] },
+  { format: 'nf4dq', tile: TILES[1], epilogues: ['plain'] },
+  { format: 'f32', tile: TILES[2], epilogues: ['plain'] },
+  { format: 'nf4', tile: TILES[2], epilogues: ['plain', 'accumulate+lora'] },
 ];
 
 /** A weight of `format` on the GPU and its dense float64 values (what the GPU must multiply by). */
@@ -123,7 +126,8 @@ describe('matmul forward', () => {
     // as above, with K + R = 168 terms
     expectRelNorm('rank 128', await gpu.readF32(y), loraEpilogueRef(matmulRef(xv, dense, M, N, K), uv, bv, M, N, R, 0.25), 1e-5);
     expect(mm.pickTile(2048, 4096)).toBe(TILES[0]);
-    expect(mm.pickTile(64, 64)).toBe(TILES[1]);
+    expect(mm.pickTile(2048, 1024)).toBe(TILES[1]);
+    expect(mm.pickTile(64, 64)).toBe(TILES[2]);
   });
 
   it('refuses mismatched shapes, ranks past 128 and variants not compiled', async () => {
