@@ -157,7 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
 
   let qTiles = (T + BR - 1u) / BR;
-  for (var hh = 0u; hh < 1u; hh++) {
+  for (var hh = 0u; hh < R; hh++) {
     let h = g * R + hh;
     for (var qt = k0 / BR; qt < qTiles; qt++) {
       let q0 = qt * BR;

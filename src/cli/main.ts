@@ -14,6 +14,10 @@ const COMMANDS: Record<string, Command> = {
     summary: 'fine-tune (the same as `node train.js`); with no --config, the embedded default run',
     run: async (argv) => (await import('./train.js')).runTrain(argv),
   },
+  export: {
+    summary: 'write the adapter, a merged model (Hugging Face folder, GGUF), a LoRA GGUF and an Ollama Modelfile',
+    run: async (argv) => (await import('./export.js')).runExport(argv),
+  },
   inspect: {
     summary: 'run the forward pass on a batch and write loss, logits_last and layer outputs (safetensors)',
     run: async (argv) => (await import('./inspect.js')).runInspect(argv),

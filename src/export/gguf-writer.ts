@@ -65,6 +65,8 @@ const MAX_NAME_BYTES = 63;
 
 export type GgufWriterState = 'open' | 'finished' | 'aborted' | 'failed';
 
+const ENCODER = new TextEncoder();
+
 /** Appends little-endian values to a list of byte chunks. */
 class ByteSink {
   readonly parts: Uint8Array[] = [];
@@ -98,9 +100,12 @@ class ByteSink {
   i64(v: number | bigint): void { this.room(8); this.view.setBigInt64(this.used, BigInt(v), true); this.used += 8; this.length += 8; }
   bytes(b: Uint8Array): void { this.room(b.length); this.buf.set(b, this.used); this.used += b.length; this.length += b.length; }
   str(s: string): void {
-    const b = new TextEncoder().encode(s);
-    this.u64(b.length);
-    this.bytes(b);
+    // UTF-8 needs at most 3 bytes per UTF-16 code unit: encode in place after the length.
+    this.room(8 + 3 * s.length);
+    const { written } = ENCODER.encodeInto(s, this.buf.subarray(this.used + 8));
+    this.view.setBigUint64(this.used, BigInt(written), true);
+    this.used += 8 + written;
+    this.length += 8 + written;
   }
 }
 

@@ -22,9 +22,9 @@ import { matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile
  * Long reductions run split into S slices: one dispatch writes each slice's partial sum into a
  * (S, rows, cols) f32 scratch buffer, a second adds the slices in a fixed order into the output, so
  * results are bit-for-bit repeatable. `weightGrad` and `inputSplit` plan S from the shape
- * (`planBackward`); `input` is always one dispatch. Scratch buffers are allocated when a call is
- * bound, one per distinct byte size, and shared by every call of that size: record each returned
- * dispatch list consecutively, as returned.
+ * (`planBackward`); `input` is always one dispatch. All split calls share one scratch buffer of
+ * `maxScratchBytes` (64 MiB by default), allocated when the first one is bound: record each
+ * returned dispatch list consecutively, as returned (never interleave two calls' lists).
  */
 export const MatmulInputGradParams = defineParams('MatmulInputGradParams', [
   ['m', 'u32'],
@@ -178,13 +178,16 @@ export interface PlanOptions {
 }
 
 /**
- * A rough H100 model, only to rank plans: the main pass at 20 TFLOP/s for 8 × 8 per-thread tiles
- * (14 for 4 × 4) times the fraction of the last wave of workgroups that is busy (264 slots, two
- * 256-thread workgroups per SM), or at 2.5 TB/s for its operand reads if slower; a split adds the
- * slice sum (S + 2 floats per output at 2.5 TB/s) and 5 µs for the extra dispatch. A split is tried
- * at the slice count that gives about 528 workgroups (four per SM) and kept when the model prefers it.
+ * A rough H100 model, only to rank plans. 132 SMs each run two 256-thread workgroups at full speed
+ * (the main pass then at 20 TFLOP/s with 8 × 8 per-thread tiles, 0.77 of that with 4 × 4), and a
+ * lone workgroup at 2/3 of it (the forward's bench: 128 workgroups of 128 × 128 ran at 0.67 of the
+ * rate of 512); so the busiest SM, with c = ceil(G / 132) of the G workgroups, takes
+ * 2·floor(c / 2) + 1.5·(c mod 2) workgroup times. Operand reads at 2.5 TB/s bound it from below; a
+ * split adds the slice sum (S + 2 floats per output at 2.5 TB/s) and 5 µs for the extra dispatch.
+ * Splits are tried at the slice count giving about 528 workgroups (four per SM) and at 2, 4, 8 and
+ * 16 slices, and kept when the model prefers them.
  */
-const MODEL = { flops: 20e12, smallTileRate: 0.7, bandwidth: 2.5e12, slots: 264, targetWorkgroups: 528, dispatch: 5e-6 } as const;
+const MODEL = { flops: 20e12, smallTileRate: 0.77, sms: 132, loneRate: 2 / 3, bandwidth: 2.5e12, targetWorkgroups: 528, dispatch: 5e-6 } as const;
 
 /**
  * Tile and reduction split for an output of rows × cols summed over `reduction` terms, chosen among
@@ -201,7 +204,10 @@ export function planBackward(rows: number, cols: number, reduction: number, tile
     if (options.split && options.slices !== undefined) {
       candidates = [Math.min(options.slices, Math.ceil(reduction / tile.bk), scratchSlices)];
     } else if (options.split) {
-      candidates.push(Math.min(Math.ceil(MODEL.targetWorkgroups / groups), Math.floor(reduction / minSlice), scratchSlices));
+      // about 528 workgroups, and powers of two up to 16 slices, as far as minSlice and the scratch allow
+      const most = Math.min(Math.floor(reduction / minSlice), scratchSlices);
+      candidates.push(Math.min(Math.ceil(MODEL.targetWorkgroups / groups), most));
+      for (let s = 2; s <= Math.min(16, most); s *= 2) candidates.push(s);
     }
     for (const wanted of candidates) {
       const plan = planSlices(rows, cols, reduction, tile, Math.max(1, wanted));
@@ -219,10 +225,13 @@ function planSlices(rows: number, cols: number, reduction: number, tile: MatmulT
   if (slices === 1) slice = Math.max(reduction, 1);
   const rowTiles = Math.ceil(rows / tile.bm);
   const colTiles = Math.ceil(cols / tile.bn);
-  const waves = (rowTiles * colTiles * slices) / MODEL.slots;
-  const busy = waves < 1 ? waves : waves / Math.ceil(waves);
+  const groups = rowTiles * colTiles * slices;
+  const busiest = Math.ceil(groups / MODEL.sms);
+  const turns = 2 * Math.floor(busiest / 2) + (busiest % 2) / MODEL.loneRate;
   const rate = tile.tm * tile.tn >= 64 ? 1 : MODEL.smallTileRate;
-  const compute = (2 * rowTiles * tile.bm * colTiles * tile.bn * reduction) / (MODEL.flops * rate * busy);
+  // one workgroup's work at an SM's full rate, times the busiest SM's turns
+  const perGroup = (2 * tile.bm * tile.bn * Math.min(slice, reduction)) / ((MODEL.flops * rate) / MODEL.sms);
+  const compute = perGroup * turns;
   const reads = (4 * reduction * (rows * colTiles + cols * rowTiles)) / MODEL.bandwidth;
   const sum = slices > 1 ? (4 * (slices + 2) * rows * cols) / MODEL.bandwidth + MODEL.dispatch : 0;
   return { tile, slices, slice, scratchBytes: slices > 1 ? slices * rows * cols * 4 : 0, estimate: Math.max(compute, reads) + sum };
@@ -235,7 +244,15 @@ export interface MatmulBackwardOptions {
   readonly weightGradTiles?: readonly MatmulTile[];
   /** Weight formats compiled for `input` (default: all four). */
   readonly formats?: readonly StoredFormat[];
+  /**
+   * Largest scratch buffer one split call may use (default DEFAULT_MAX_SCRATCH_BYTES, and never past
+   * the device's maxStorageBufferBindingSize); calls needing more split into fewer slices.
+   */
+  readonly maxScratchBytes?: number;
 }
+
+/** 64 MiB: the lm_head's dX (1024, 2560) in 6 slices, a LoRA dA or dB (R = 32) in 16. */
+export const DEFAULT_MAX_SCRATCH_BYTES = 64 * 2 ** 20;
 
 export interface MatmulBackwardCallOptions {
   /** Add into the output instead of overwriting it. */
@@ -272,8 +289,8 @@ export interface WeightGradTensors {
 const FORMAT_CODE: Record<StoredFormat, number> = { f32: 0, bf16: 1, nf4: 2, nf4dq: 3 };
 
 export class MatmulBackward {
-  /** Scratch buffers of split reductions, one per byte size (a model has a handful of shapes). */
-  private readonly scratch = new Map<number, GPUBuffer>();
+  /** (maxScratchBytes) f32 partial sums of split reductions, shared by every call; made on first use. */
+  private scratch: GPUBuffer | undefined;
 
   private constructor(
     private readonly gpu: Gpu,
@@ -283,6 +300,8 @@ export class MatmulBackward {
     /** Tiles compiled for input and weightGrad. */
     readonly inputTiles: readonly MatmulTile[],
     readonly weightGradTiles: readonly MatmulTile[],
+    /** Largest scratch buffer of one call, in bytes. */
+    readonly maxScratchBytes: number,
     /** (256) f32 dynamic map for double-quantised scales; (4) f32 stand-in for unused bindings. */
     private readonly qmap: Tensor,
     private readonly unused: Tensor,
@@ -312,6 +331,7 @@ export class MatmulBackward {
       sliceSum,
       inputTiles,
       weightGradTiles,
+      Math.min(options.maxScratchBytes ?? DEFAULT_MAX_SCRATCH_BYTES, gpu.limits.maxStorageBufferBindingSize),
       dynamicMapTensor(gpu),
       gpu.tensor('matmul backward unused binding', [4], 'f32'),
     );
@@ -319,7 +339,7 @@ export class MatmulBackward {
 
   /** The plan `input` (split false) or `inputSplit` (split true) uses for dX (m, k) from dY (m, nOut). */
   planInput(m: number, nOut: number, k: number, split: boolean, options: MatmulBackwardSplitOptions = {}): BackwardPlan {
-    return planBackward(m, k, nOut, this.inputTiles, { split, slices: options.slices, tile: options.tile, maxScratchBytes: this.gpu.limits.maxStorageBufferBindingSize });
+    return planBackward(m, k, nOut, this.inputTiles, { split, slices: options.slices, tile: options.tile, maxScratchBytes: this.maxScratchBytes });
   }
 
   /** The plan `weightGrad` uses for dW (nOut, k) summed over m tokens. */
@@ -329,7 +349,7 @@ export class MatmulBackward {
       minSlice: 128,
       slices: options.slices,
       tile: options.tile,
-      maxScratchBytes: this.gpu.limits.maxStorageBufferBindingSize,
+      maxScratchBytes: this.maxScratchBytes,
     });
   }
 
@@ -379,17 +399,15 @@ export class MatmulBackward {
     ];
   }
 
-  /** Bytes of all scratch buffers allocated so far. */
+  /** Bytes of GPU memory this object holds: the scratch buffer once a split call was bound, else 0. */
   get scratchBytes(): number {
-    let total = 0;
-    for (const b of this.scratch.values()) total += b.size;
-    return total;
+    return this.scratch?.size ?? 0;
   }
 
-  /** Frees the scratch buffers (dispatches bound with them become invalid). */
+  /** Frees the scratch buffer (dispatches bound with it become invalid). */
   destroy(): void {
-    for (const b of this.scratch.values()) b.destroy();
-    this.scratch.clear();
+    this.scratch?.destroy();
+    this.scratch = undefined;
   }
 
   private inputDispatches(label: string, t: InputGradTensors, opts: MatmulBackwardSplitOptions, split: boolean): Dispatch[] {
@@ -434,14 +452,10 @@ export class MatmulBackward {
     return this.sliceSum.bind(label, { out, partial }, { count, slices, scale, accumulate }, grid);
   }
 
-  /** A (slices, rows, cols) f32 view of the shared scratch buffer of that byte size. */
+  /** A (slices, rows, cols) f32 view of the scratch buffer (maxScratchBytes, made on first use). */
   private scratchTensor(plan: BackwardPlan, rows: number, cols: number): Tensor {
-    let buffer = this.scratch.get(plan.scratchBytes);
-    if (!buffer) {
-      buffer = this.gpu.buffer(`matmul backward scratch (${plan.slices}, ${rows}, ${cols}) f32`, plan.scratchBytes);
-      this.scratch.set(plan.scratchBytes, buffer);
-    }
-    return tensorView(buffer, `matmul backward partial sums (${plan.slices}, ${rows}, ${cols}) f32`, [plan.slices, rows, cols], 'f32');
+    this.scratch ??= this.gpu.buffer(`matmul backward scratch (${this.maxScratchBytes} bytes) f32`, this.maxScratchBytes);
+    return tensorView(this.scratch, `matmul backward partial sums (${plan.slices}, ${rows}, ${cols}) f32`, [plan.slices, rows, cols], 'f32');
   }
 }
 

@@ -1,4 +1,5 @@
 import { AttentionBackward } from '../kernels/attention-backward.js';
+import { Dropout } from '../kernels/dropout.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { MatmulBackward } from '../kernels/matmul-backward.js';
 import type { Qwen3Config } from '../model/config.js';
@@ -8,6 +9,7 @@ import { createModelKernels, type ModelKernels } from '../model/kernels.js';
 export interface TrainKernels extends ModelKernels {
   readonly matmulBackward: MatmulBackward;
   readonly attentionBackward: AttentionBackward;
+  readonly dropout: Dropout;
 }
 
 export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?: ModelKernels): Promise<TrainKernels> {
@@ -16,5 +18,6 @@ export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?
     ...base,
     matmulBackward: await MatmulBackward.create(gpu),
     attentionBackward: await AttentionBackward.create(gpu, { headDim: config.headDim }),
+    dropout: await Dropout.create(gpu),
   });
 }

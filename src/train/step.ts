@@ -5,7 +5,7 @@ import type { LinearWeight } from '../kernels/matmul.js';
 import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
 import { tensorView, type DType, type Tensor } from '../kernels/tensor.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
-import type { Projection } from '../model/checkpoint.js';
+import { PROJECTIONS, type Projection } from '../model/checkpoint.js';
 import { chooseLossChunk, shiftTargets, type Batch } from '../model/forward.js';
 import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
@@ -82,7 +82,7 @@ export class TrainStep {
   private constructor(
     private readonly gpu: Gpu,
     readonly shape: Required<StepShape>,
-    private readonly inputs: { ids: Tensor; pos: Tensor; seg: Tensor; targets: Tensor },
+    private readonly inputs: { ids: Tensor; pos: Tensor; seg: Tensor; targets: Tensor; seed: Tensor },
     private readonly lossSum: Tensor,
     private readonly dispatches: readonly Dispatch[],
     private readonly allocated: readonly GPUBuffer[],
@@ -135,7 +135,21 @@ export class TrainStep {
       u: Object.fromEntries(adapter.config.targetModules.map((p) => [p, t(`${tag} lora u ${p} (N, R)`, [N, R])])),
     });
 
-    const inputs = { ids: t('input_ids (N) i32', [N], 'i32'), pos: t('position_ids (N) i32', [N], 'i32'), seg: t('segment_ids (N) i32', [N], 'i32'), targets: t('targets (N) i32', [N], 'i32') };
+    const inputs = {
+      ids: t('input_ids (N) i32', [N], 'i32'),
+      pos: t('position_ids (N) i32', [N], 'i32'),
+      seg: t('segment_ids (N) i32', [N], 'i32'),
+      targets: t('targets (N) i32', [N], 'i32'),
+      seed: t('dropout seed (1) u32', [1], 'u32'),
+    };
+    // LoRA dropout: the dropped input of a projection, regenerated in the backward pass from the
+    // micro-batch's seed, and the gradient dU·A before its mask is applied on the way into dX.
+    const dropP = adapter.config.dropout;
+    const maxK = Math.max(D, H * Dh, F);
+    const xDrop = dropP > 0 ? t('lora dropped input (N, max K)', [N, maxK]) : undefined;
+    const dDrop = dropP > 0 ? t('lora dU·A before the mask (N, max K)', [N, maxK]) : undefined;
+    const view = (x: Tensor, K: number): Tensor => tensorView(x.buffer, x.label, [N, K], 'f32');
+    const salt = (l: number, proj: Projection): number => l * 8 + PROJECTIONS.indexOf(proj);
     const identity = t('identity index (N) i32', [N], 'i32');
     gpu.write(identity, Int32Array.from({ length: N }, (_, i) => i));
     /** x_0 … x_L: every layer's input and the last layer's output (N, D) f32. */
@@ -175,7 +189,9 @@ export class TrainStep {
       const pair = adapter.layers[l][p];
       const u = a.u[p];
       if (pair && u) {
-        list.push(m.forward(`L${l} ${p} lora_A`, { y: u, x, w: { format: 'f32', nOut: R, k: w.k, data: pair.a } }));
+        const xa = xDrop ? view(xDrop, w.k) : x;
+        if (xDrop) list.push(k.dropout.forward(`L${l} ${p} lora dropout`, { out: xa, x, seed: inputs.seed }, { p: dropP, salt: salt(l, p), accumulate: false }));
+        list.push(m.forward(`L${l} ${p} lora_A`, { y: u, x: xa, w: { format: 'f32', nOut: R, k: w.k, data: pair.a } }));
         list.push(m.forward(`L${l} ${p}`, { y, x, w, accumulate, lora: { u, b: pair.b, scale: s } }));
       } else {
         list.push(m.forward(`L${l} ${p}`, { y, x, w, accumulate }));
@@ -194,8 +210,18 @@ export class TrainStep {
       if (pair && g && u) {
         list.push(...mb.weightGrad(`L${l} ${p} dB`, { dw: g.b, dy, x: u }, { accumulate: true, scale: s }));
         list.push(mb.input(`L${l} ${p} dU`, { dx: dU, dy, w: { format: 'f32', nOut: w.nOut, k: R, data: pair.b } }, { scale: s }));
-        list.push(...mb.weightGrad(`L${l} ${p} dA`, { dw: g.a, dy: dU, x }, { accumulate: true }));
-        list.push(mb.input(`L${l} ${p} dX lora`, { dx: dX, dy: dU, w: { format: 'f32', nOut: R, k: w.k, data: pair.a } }, { accumulate: true }));
+        const aw: LinearWeight = { format: 'f32', nOut: R, k: w.k, data: pair.a };
+        if (xDrop && dDrop) {
+          const xa = view(xDrop, w.k);
+          const dd = view(dDrop, w.k);
+          list.push(k.dropout.forward(`L${l} ${p} lora dropout (again)`, { out: xa, x, seed: inputs.seed }, { p: dropP, salt: salt(l, p), accumulate: false }));
+          list.push(...mb.weightGrad(`L${l} ${p} dA`, { dw: g.a, dy: dU, x: xa }, { accumulate: true }));
+          list.push(mb.input(`L${l} ${p} dU·A`, { dx: dd, dy: dU, w: aw }));
+          list.push(k.dropout.forward(`L${l} ${p} dX lora (masked)`, { out: dX, x: dd, seed: inputs.seed }, { p: dropP, salt: salt(l, p), accumulate: true }));
+        } else {
+          list.push(...mb.weightGrad(`L${l} ${p} dA`, { dw: g.a, dy: dU, x }, { accumulate: true }));
+          list.push(mb.input(`L${l} ${p} dX lora`, { dx: dX, dy: dU, w: aw }, { accumulate: true }));
+        }
       }
     };
 
@@ -277,8 +303,11 @@ export class TrainStep {
     return this.dispatches.length;
   }
 
-  /** Uploads a micro-batch (B·T ids, labels, positions, segments); returns its target count. */
-  upload(batch: Batch): number {
+  /**
+   * Uploads a micro-batch (B·T ids, labels, positions, segments) and its LoRA-dropout seed;
+   * returns its target count.
+   */
+  upload(batch: Batch, dropoutSeed = 0): number {
     const { B, T } = this.shape;
     const N = B * T;
     for (const [name, a] of [['input_ids', batch.inputIds], ['labels', batch.labels], ['position_ids', batch.positionIds], ['segment_ids', batch.segmentIds]] as const) {
@@ -289,6 +318,7 @@ export class TrainStep {
     this.gpu.write(this.inputs.pos, batch.positionIds!);
     this.gpu.write(this.inputs.seg, batch.segmentIds!);
     this.gpu.write(this.inputs.targets, targets);
+    this.gpu.write(this.inputs.seed, new Uint32Array([dropoutSeed >>> 0]));
     return targets.reduce((n, v) => n + (v === IGNORE_INDEX ? 0 : 1), 0);
   }
 

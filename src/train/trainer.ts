@@ -20,6 +20,8 @@ export interface TrainerOptions {
   /** max_grad_norm (0 = no clipping). */
   readonly maxGradNorm: number;
   readonly lossChunkTokens?: number;
+  /** Seed of the LoRA-dropout masks (each micro-batch derives its own from it and its index). */
+  readonly seed?: number;
 }
 
 type Optimizer = AdamwOptimizer | Adamw8bitOptimizer;
@@ -34,6 +36,7 @@ export class Trainer {
   private targets = 0;
   private steps = 0;
   private cleared = false;
+  private microBatches = 0;
 
   private constructor(
     private readonly gpu: Gpu,
@@ -42,12 +45,10 @@ export class Trainer {
     private readonly norm: GradNormProgram,
     readonly normState: ReturnType<typeof createGradNormState>,
     private readonly optimizer: Optimizer,
+    private readonly seed: number,
   ) {}
 
   static async create(gpu: Gpu, model: Qwen3Model, adapter: LoraAdapter, options: TrainerOptions, kernels?: TrainKernels): Promise<Trainer> {
-    if (adapter.config.dropout > 0) {
-      throw new ConfigError(`lora_dropout ${adapter.config.dropout}: LoRA dropout is not implemented yet; set lora_dropout: 0`);
-    }
     const k = kernels ?? (await createTrainKernels(gpu, model.config, model.kernels));
     const arena = moveLoraToArena(gpu, 'lora', adapter, { destroySource: true });
     const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, lossChunkTokens: options.lossChunkTokens });
@@ -58,7 +59,7 @@ export class Trainer {
       options.optimizer.kind === 'adamw'
         ? await AdamwOptimizer.create(gpu, 'adamw', target, normState, options.hyper, { variant: options.optimizer.variant })
         : await Adamw8bitOptimizer.create(gpu, 'adamw8bit', target, normState, options.hyper);
-    return new Trainer(gpu, arena, program, norm, normState, optimizer);
+    return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0);
   }
 
   /** The adapter whose tensors are the live (trained) parameters. */
@@ -68,7 +69,9 @@ export class Trainer {
 
   /** Forward + backward of one micro-batch, gradients added; returns its target tokens. */
   accumulate(batch: Batch): number {
-    const n = this.program.upload(batch);
+    // The dropout seed of micro-batch i: a fixed function of (seed, i), so a resumed run that
+    // restores the counter draws the same masks.
+    const n = this.program.upload(batch, (Math.imul(this.seed + 1, 0x9e3779b1) ^ this.microBatches++) >>> 0);
     const enc = this.gpu.device.createCommandEncoder({ label: 'micro-batch' });
     if (!this.cleared) {
       this.adapter.arena.encodeClearGrads(enc);
@@ -78,6 +81,11 @@ export class Trainer {
     this.gpu.device.queue.submit([enc.finish()]);
     this.targets += n;
     return n;
+  }
+
+  /** Micro-batches run so far (part of the state a checkpoint saves). */
+  get microBatchCount(): number {
+    return this.microBatches;
   }
 
   /** Target tokens accumulated since the last optimiser step. */
