@@ -2,7 +2,7 @@
  * Flash attention forward benchmark.
  *
  *   npx tsc -p . && node dist/bench/attention.js [--small] [--json FILE] [--no-subgroup-matrix]
- *       [--br 32 --bc 32 [--rs 4]] [--tiles BRxBC[xRS[xDV]],...] [--reps 20]
+ *       [--br 64 --bc 16 [--rs 2]] [--tiles BRxBC[xRS[xDV]],...] [--reps 20]
  *
  * Times Attention.forward with timestamp queries (timeDispatches) at Qwen3-4B's heads (H=32,
  * Hkv=8, Dh=128) for B=4, T=512 (one example per row, and four packed examples per row) and
@@ -11,6 +11,15 @@
  * `--small` runs small shapes in seconds (for lavapipe); `--tiles` times several tile variants in
  * one run; `--no-subgroup-matrix` opens the device without chromium-experimental-subgroup-matrix
  * (which switches Dawn to the Vulkan memory model and can change the speed of plain f32 kernels).
+ *
+ * Measured on one NVIDIA H100 80GB HBM3 (driver 580.159.04, Dawn from npm webgpu 0.6.2,
+ * subgroup-matrix feature on), 2026-11-25, `node dist/bench/attention.js --tiles 64x16,32x32,...`;
+ * tiles written BR×BC×RS×DV, 64x16x2x4 being the default where 48 KiB of workgroup memory exist:
+ *   B=4 T=512, one example per row   64x16x2x4 0.592 ms 14.5 TFLOP/s   32x32x4x4 0.918 ms  9.4
+ *   B=4 T=512, four examples per row 64x16x2x4 0.298 ms 28.8 (effective: skipped tiles count)
+ *   B=1 T=2048                       64x16x2x4 1.968 ms 17.5           32x32x4x4 3.291 ms 10.4
+ * Errors against float64 on the checked rows: o ≤ 7e-8 of max |o|, lse ≤ 3e-7 relative.
+ * (The f32 FMA peak of the card is 67 TFLOP/s; a plain 64×64-tile WGSL matmul reaches 28.6.)
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

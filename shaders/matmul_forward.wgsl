@@ -20,13 +20,17 @@
 //
 // Tiling: each workgroup owns a BM × BN tile of Y; the reduction walks K (then R) in steps of BK.
 // Tiles live k-major in workgroup memory as vec4 "slots" (4 consecutive rows at one k), double
-// buffered (one barrier per step). Each step, every thread loads 4 consecutive rows × KA
-// consecutive k of the X tile and 4 rows × KB k of the W tile into registers (the next step's,
-// issued before this step's arithmetic), dequantises W, and stores KA + KB whole slots. Thread
-// (tx, ty) accumulates TM × TN outputs: rows g·4·WG_M + 4·ty + i and columns g·4·WG_N + 4·tx + j,
-// so each operand is one slot read, and 16 neighbouring threads read 16 different slots. Slot s
-// at reduction index k is stored at s ^ ((k / KA) mod 8) (KB for W): the 8 threads of a store
-// phase hold 8 different k and so hit 8 different 16-byte bank groups; reads apply the same XOR.
+// buffered. Every thread holds in registers 4 consecutive rows × KA consecutive k of the X tile and
+// 4 rows × KB k of the W tile (W still encoded). Each step it stores what it loaded during the
+// previous one (dequantising W: NF4 codebook and dynamic map from tables in workgroup memory) as
+// KA + KB whole slots, passes the step's one barrier, issues the global loads of the next step,
+// then runs this step's arithmetic while those loads are in flight. Thread (tx, ty) accumulates
+// TM × TN outputs: rows g·4·WG_M + 4·ty + i and columns g·4·WG_N + 4·tx + j, so each operand is
+// one slot read, and 16 neighbouring threads read 16 different slots. Slot s at reduction index k
+// is stored at s ^ ((k / KA) mod 8) (KB for W): the 8 threads of a store phase hold 8 different k
+// and so hit 8 different 16-byte bank groups; reads apply the same XOR.
+// On an H100 the 128 × 128 tile with BK = 8 (8 × 8 per thread) is the fastest: wider steps or more
+// k per thread cost registers, and below ~128 registers two 256-thread workgroups fit an SM.
 
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;

@@ -17,7 +17,7 @@
  */
 import { ExportError } from '../errors.js';
 import { f32ToBf16Bits } from '../model/bf16.js';
-import { bitsF32, f32Bits, fp16ToFp32, fp32ToFp16 } from './half.js';
+import { bitsF32, fp16ToFp32, fp32ToFp16 } from './half.js';
 
 export type GgmlType = 'F32' | 'F16' | 'BF16' | 'Q4_0' | 'Q5_0' | 'Q8_0' | 'Q4_K' | 'Q6_K';
 
@@ -54,10 +54,12 @@ const fr = Math.fround;
 const GROUP_MAX_EPS = fr(1e-15);
 const MAGIC = 12582912; // 1.5 · 2^23
 
-/** ggml's nearest_int: f32(x + 1.5·2^23), low mantissa bits → round half to even for |x| < 2^22. */
+/**
+ * ggml's nearest_int: it adds 1.5·2^23 in f32 and reads the low mantissa bits, i.e. rounds half to
+ * even for |x| < 2^22 (its assert). f32(x + 1.5·2^23) − 1.5·2^23 is the same integer, exactly.
+ */
 function nearestInt(x: number): number {
-  const bits = f32Bits(fr(x + MAGIC));
-  return (bits & 0x007fffff) - 0x00400000;
+  return fr(x + MAGIC) - MAGIC;
 }
 
 /** C's roundf: half away from zero. */

@@ -169,19 +169,22 @@ export class GgufWriter {
   }
 
   /** Total bytes the finished file will have for these declarations (for disk-space checks). */
-  static plannedBytes(metadata: Iterable<readonly [string, GgufValue]>, tensors: readonly GgufTensorDecl[], alignment = GGUF_DEFAULT_ALIGNMENT): number {
-    const { header } = encodeHeader('plannedBytes', metadata, tensors, alignment);
-    return header.length + tensors.reduce((a, t) => a + padTo(tensorBytes(t), alignment), 0);
+  static plannedBytes(metadata: Iterable<readonly [string, GgufValue]>, tensors: readonly GgufTensorDecl[], alignment?: number): number {
+    const { header, align } = encodeHeader('plannedBytes', metadata, tensors, alignment);
+    return header.length + tensors.reduce((a, t) => a + padTo(tensorBytes(t), align), 0);
   }
 
-  /** Validates the declarations, creates the temporary file and writes the header. */
+  /**
+   * Validates the declarations, creates the temporary file and writes the header. The alignment is
+   * `general.alignment` of the metadata when given (U32), else `alignment`, else 32.
+   */
   static async create(
     path: string,
     metadata: Iterable<readonly [string, GgufValue]>,
     tensors: readonly GgufTensorDecl[],
-    alignment = GGUF_DEFAULT_ALIGNMENT,
+    alignment?: number,
   ): Promise<GgufWriter> {
-    const { header, sizes } = encodeHeader(path, metadata, tensors, alignment);
+    const { header, sizes, align } = encodeHeader(path, metadata, tensors, alignment);
     const tempPath = `${path}.tmp-${process.pid}`;
     let handle: FileHandle;
     try {
@@ -189,7 +192,7 @@ export class GgufWriter {
     } catch (e) {
       throw new ExportError(`${path}: cannot create the temporary file ${tempPath} (${(e as Error).message})`, { cause: e });
     }
-    const w = new GgufWriter(path, tempPath, handle, tensors.map((t) => ({ ...t, ne: [...t.ne] })), sizes, alignment, header.length);
+    const w = new GgufWriter(path, tempPath, handle, tensors.map((t) => ({ ...t, ne: [...t.ne] })), sizes, align, header.length);
     try {
       let at = 0;
       for (const part of header.parts) {
@@ -298,9 +301,8 @@ function encodeHeader(
   where: string,
   metadata: Iterable<readonly [string, GgufValue]>,
   tensors: readonly GgufTensorDecl[],
-  alignment: number,
-): { header: ByteSink; sizes: number[] } {
-  if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0) throw new ExportError(`${where}: alignment ${alignment} must be a positive multiple of 8`);
+  requested: number | undefined,
+): { header: ByteSink; sizes: number[]; align: number } {
   const kvs = [...metadata];
   const keys = new Set<string>();
   for (const [key, value] of kvs) {
@@ -311,9 +313,11 @@ function encodeHeader(
     else checkScalar(value.type, value.value, `${where}: metadata "${key}"`);
   }
   const declared = kvs.find(([k]) => k === 'general.alignment')?.[1];
-  if ((declared && (declared.type !== 'U32' || declared.value !== alignment)) || (!declared && alignment !== GGUF_DEFAULT_ALIGNMENT)) {
-    throw new ExportError(`${where}: general.alignment must be given as U32 ${alignment} when the alignment is not ${GGUF_DEFAULT_ALIGNMENT}`);
-  }
+  if (declared && declared.type !== 'U32') throw new ExportError(`${where}: general.alignment must be a U32, found ${declared.type}`);
+  const alignment = declared ? (declared.value as number) : (requested ?? GGUF_DEFAULT_ALIGNMENT);
+  if (requested !== undefined && requested !== alignment) throw new ExportError(`${where}: alignment ${requested} disagrees with general.alignment ${alignment}`);
+  if (!declared && alignment !== GGUF_DEFAULT_ALIGNMENT) throw new ExportError(`${where}: an alignment of ${alignment} must be declared as general.alignment (U32); readers assume ${GGUF_DEFAULT_ALIGNMENT}`);
+  if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0) throw new ExportError(`${where}: alignment ${alignment} must be a positive multiple of 8`);
   const names = new Set<string>();
   const sizes: number[] = [];
   for (const t of tensors) {
@@ -355,7 +359,7 @@ function encodeHeader(
   const pad = padTo(s.length, alignment) - s.length;
   if (pad > 0) s.bytes(new Uint8Array(pad));
   s.flush();
-  return { header: s, sizes };
+  return { header: s, sizes, align: alignment };
 }
 
 async function writeFully(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {

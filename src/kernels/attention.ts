@@ -179,7 +179,7 @@ export class Attention {
     expectTensor(label, t.lse, [N, H], 'f32');
     const scale = dims.scale ?? 1 / Math.sqrt(Dh);
     const qTiles = Math.ceil(T / this.tiles.br);
-    return this.forwardKernel.bind(label, { ...t }, { tokens: T, qHeads: H, kvHeads: Hkv, scale }, [B * H, qTiles]);
+    return this.forwardKernel.bind(label, { o: t.o, lse: t.lse, q: t.q, k: t.k, v: t.v, segIds: t.segIds }, { tokens: T, qHeads: H, kvHeads: Hkv, scale }, [B * H, qTiles]);
   }
 }
 

@@ -11,13 +11,16 @@ import { dynamicMapTensor, expectDoubleQuant, NF4_BLOCK, type DoubleQuant } from
  * f32, bf16 or NF4, with two epilogues: ACCUMULATE (Y += …, for the residual add of o_proj and
  * down_proj) and LORA (Y += scale · U · Bᵀ, U = X · Aᵀ (M, R) computed before, B (Nout, R)).
  *
- * Shape of the design (shaders/matmul_forward.wgsl has the tiling): one pipeline per variant
- * (weight format × accumulate × lora × tile), all compiled in `Matmul.create`, so `forward` only
- * binds. A tensor-core variant (chromium-experimental-subgroup-matrix, f16 operands staged in
- * workgroup memory, f32 accumulation) slots in as another member of `MatmulVariant.impl`: `create`
- * would compile it when `gpu.has('chromium-experimental-subgroup-matrix')` and a 16×16×16
- * f16→f32 config is offered, and `pickVariant` would prefer it for shapes it supports; callers
- * keep calling `forward` with the same arguments.
+ * Shape of the design (shaders/matmul_forward.wgsl has the tiling): one pipeline per variant —
+ * weight format × accumulate × lora × tile, a finite key — all compiled in `Matmul.create`, so
+ * `forward` only checks shapes, picks a tile and binds. The f32 path runs 18–27 TFLOP/s on an H100
+ * at Qwen3-4B's shapes (bench/matmul.ts). A tensor-core path would be one more part of that key:
+ * `create` would also compile shaders/matmul_forward_subgroup_matrix.wgsl (same bindings and
+ * params; X and dequantised W staged in workgroup memory as f16, 16×16×16 f16→f32 fragments, f32
+ * accumulation and the same epilogues) when `gpu.has('chromium-experimental-subgroup-matrix')` and
+ * `gpu.subgroupMatrixConfigs` offers f16→f32 16×16×16, and `forward` would choose it for calls that
+ * accept f16 inputs (a per-call precision setting; the fixtures allow about 1e-2 relative on f16
+ * matrix paths against 1e-4 for f32). Callers keep calling `forward` with the same arguments.
  */
 export type WeightFormat = 'f32' | 'bf16' | 'nf4';
 

@@ -32,7 +32,7 @@ describe('PEFT adapter save and load', () => {
     expect(Buffer.compare(readFileSync(join(out, 'adapter_model.safetensors')), readFileSync(join(TINY_ADAPTER, 'adapter_model.safetensors')))).toBe(0);
     const ours = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
     const theirs = JSON.parse(readFileSync(join(TINY_ADAPTER, 'adapter_config.json'), 'utf8'));
-    expect(ours).toEqual({ ...theirs, target_modules: [...theirs.target_modules].sort() });
+    expect(ours).toEqual(theirs);
     expect(Object.keys(ours)).toEqual(Object.keys(ours).sort());
     // And it reads back to the same numbers.
     const again = await readPeftAdapter(out, config);
@@ -66,7 +66,7 @@ describe('PEFT adapter save and load', () => {
   it('refuses an adapter made for another model shape, missing and extra tensors', async () => {
     const wide = { ...config, hiddenSize: 64 };
     await expect(readPeftAdapter(TINY_ADAPTER, wide)).rejects.toThrow(ShapeError);
-    await expect(readPeftAdapter(TINY_ADAPTER, wide)).rejects.toThrow(/lora_A\.weight has shape \[4, 96\], expected \[4, 64\].*another shape/);
+    await expect(readPeftAdapter(TINY_ADAPTER, wide)).rejects.toThrow(/q_proj\.lora_A\.weight has shape \[4, 32\], expected \[4, 64\].*another shape/);
     await expect(readPeftAdapter(TINY_ADAPTER, { ...config, numHiddenLayers: 1 })).rejects.toThrow(/not expected for a 1-layer model/);
     await expect(readPeftAdapter(TINY_ADAPTER, { ...config, numHiddenLayers: 3 })).rejects.toThrow(/missing tensor base_model\.model\.model\.layers\.2\./);
     await expect(readPeftAdapter(join(dir, 'nowhere'), config)).rejects.toThrow(CheckpointError);

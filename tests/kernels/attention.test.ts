@@ -122,7 +122,7 @@ describe('attention forward', () => {
     }
   });
 
-  it('declares workgroup memory within lavapipe’s 32 KiB for Qwen3-4B heads', async () => {
+  it('picks default tiles for Qwen3-4B heads that fit this device’s workgroup memory', async () => {
     const gpu = await testGpu();
     const att = await attentionFor(gpu, 128);
     expect(attentionWorkgroupBytes(128, att.tiles)).toBeLessThanOrEqual(gpu.limits.maxComputeWorkgroupStorageSize);
