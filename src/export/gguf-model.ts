@@ -5,6 +5,10 @@ import { GGML_TYPES, quantizeRows, type GgmlType } from './gguf-quants.js';
 import { tokenizerMetadata, type GgufTokenizer } from './gguf-tokenizer.js';
 import { gguf, GgufWriter, type GgufTensorDecl, type GgufValue } from './gguf-writer.js';
 import type { MergedWeights } from './merge.js';
+import { encodeInOrder, QuantizePool, type NamedJob } from './quantize-pool.js';
+
+/** Values per quantisation job: small enough that a projection spreads over every worker. */
+const QUANTIZE_CHUNK_ELEMENTS = 1 << 20;
 
 /**
  * A Qwen3 model as a GGUF file for llama.cpp / Ollama (architecture "qwen3"): metadata, tokenizer,
@@ -131,6 +135,8 @@ export function planQwen3Tensors(config: Qwen3Config, fileType: GgufFileType, sh
 
 export interface Qwen3GgufOptions {
   readonly fileType: GgufFileType;
+  /** Encodes the chunks (default: a pool of its own, closed at the end). */
+  readonly pool?: QuantizePool;
   /** general.name */
   readonly name: string;
   readonly tokenizer: GgufTokenizer;
@@ -156,15 +162,27 @@ export async function writeQwen3Gguf(path: string, weights: MergedWeights, optio
   }
   const tensors = planQwen3Tensors(config, options.fileType, (s) => weights.info(s).shape);
   const writer = await GgufWriter.create(path, qwen3Metadata(config, options.name, options.fileType, options.tokenizer), tensors);
+  const pool = options.pool ?? QuantizePool.create();
   try {
-    let done = 0;
-    for (const t of tensors) {
-      for await (const chunk of weights.chunks(t.source)) await writer.write(t.name, quantizeRows(t.type, chunk.values, t.ne[0], `${path}: ${t.name}`));
-      options.onTensor?.(t, ++done, tensors.length);
+    async function* jobs(): AsyncGenerator<NamedJob> {
+      for (const t of tensors) {
+        for await (const c of weights.chunks(t.source, QUANTIZE_CHUNK_ELEMENTS, { deferDelta: true })) {
+          yield { name: t.name, job: { type: t.type, values: c.values, nPerRow: t.ne[0], delta: c.delta, where: `${path}: ${t.name}` } };
+        }
+      }
     }
+    let done = 0;
+    await encodeInOrder(pool, jobs(), async (name, bytes) => {
+      await writer.write(name, bytes);
+      if (writer.completed > done) {
+        done = writer.completed;
+        options.onTensor?.(tensors[done - 1], done, tensors.length);
+      }
+    });
     await writer.finish();
     return tensors;
   } finally {
+    if (!options.pool) await pool.close();
     await writer.abort();
   }
 }

@@ -125,8 +125,15 @@ function quantizeQ8_0(x: Float32Array, o: number, out: DataView, p: number): voi
 /**
  * make_qkx2_quants: scale and min of an asymmetric nmax-level quantisation of x[o..o+n) minimising
  * the weighted squared error over a grid of nstep+1 candidate scales. Writes levels to L[lo..];
- * returns [scale, −min].
+ * returns the scale and sets `qkx2Min` to −min.
+ *
+ * Two shortcuts keep the arithmetic of the C code unchanged: x − min is computed once per value of
+ * min, and a candidate whose levels equal the previous candidate's is skipped (its sums, error and
+ * the comparison with the best error would repeat the previous candidate's exactly).
  */
+let qkx2Min = 0;
+const qkx2 = { xm: new Float32Array(32) };
+
 function makeQkx2Quants(
   n: number,
   nmax: number,
@@ -139,7 +146,8 @@ function makeQkx2Quants(
   rmin: number,
   rdelta: number,
   nstep: number,
-): [number, number] {
+): number {
+  const xm = qkx2.xm;
   let min = x[o];
   let max = x[o];
   let sumW = weights[0];
@@ -155,33 +163,46 @@ function makeQkx2Quants(
   if (min > 0) min = 0;
   if (max === min) {
     for (let i = 0; i < n; i++) L[lo + i] = 0;
-    return [0, -min];
+    qkx2Min = -min;
+    return 0;
   }
+  for (let i = 0; i < n; i++) xm[i] = fr(x[o + i] - min);
   let iscale = fr(nmax / fr(max - min));
   let scale = fr(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
-    const l = nearestInt(fr(iscale * fr(x[o + i] - min)));
-    L[lo + i] = Math.max(0, Math.min(nmax, l));
-    const diff = fr(fr(fr(scale * L[lo + i]) + min) - x[o + i]);
+    const l = nearestInt(fr(iscale * xm[i]));
+    const q = l < 0 ? 0 : l > nmax ? nmax : l;
+    L[lo + i] = q;
+    const diff = fr(fr(fr(scale * q) + min) - x[o + i]);
     bestError = fr(bestError + fr(weights[i] * fr(diff * diff)));
   }
-  if (nstep < 1) return [scale, -min];
+  if (nstep < 1) {
+    qkx2Min = -min;
+    return scale;
+  }
   for (let is = 0; is <= nstep; is++) {
     // `min` is the best candidate's so far (C updates it in the loop), so the grid moves with it.
     iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min));
+    let same = is > 0;
+    for (let i = 0; i < n; i++) {
+      const l = nearestInt(fr(iscale * xm[i]));
+      const q = l < 0 ? 0 : l > nmax ? nmax : l;
+      if (q !== Laux[i]) {
+        Laux[i] = q;
+        same = false;
+      }
+    }
+    if (same) continue;
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const xi = x[o + i];
-      const l = Math.max(0, Math.min(nmax, nearestInt(fr(iscale * fr(xi - min)))));
-      Laux[i] = l;
-      const w = weights[i];
-      const wl = fr(w * l);
+      const l = Laux[i];
+      const wl = fr(weights[i] * l);
       sumL = fr(sumL + wl);
       sumL2 = fr(sumL2 + fr(wl * l));
-      sumXL = fr(sumXL + fr(wl * xi));
+      sumXL = fr(sumXL + fr(wl * x[o + i]));
     }
     const D = fr(fr(sumW * sumL2) - fr(sumL * sumL));
     if (D > 0) {
@@ -200,11 +221,15 @@ function makeQkx2Quants(
         for (let i = 0; i < n; i++) L[lo + i] = Laux[i];
         bestError = curError;
         scale = thisScale;
-        min = thisMin;
+        if (thisMin !== min) {
+          min = thisMin;
+          for (let i = 0; i < n; i++) xm[i] = fr(x[o + i] - min);
+        }
       }
     }
   }
-  return [scale, -min];
+  qkx2Min = -min;
+  return scale;
 }
 
 /** get_scale_min_k4: the j-th 6-bit scale and min of a Q4_K block's 12 packed bytes at q[p..]. */
@@ -228,7 +253,8 @@ function quantizeQ4_K(x: Float32Array, o: number, out: DataView, p: number): voi
     for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(x[s + l] * x[s + l]));
     const avX = fr(Math.sqrt(fr(sumX2 / 32)));
     for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(x[s + l]));
-    const [scale, min] = makeQkx2Quants(32, 15, x, s, weights, L, 32 * j, Laux, -1, fr(0.1), 20);
+    const scale = makeQkx2Quants(32, 15, x, s, weights, L, 32 * j, Laux, -1, fr(0.1), 20);
+    const min = qkx2Min;
     scales[j] = scale;
     mins[j] = min;
     if (scale > maxScale) maxScale = scale;
@@ -274,8 +300,13 @@ function quantizeQ4_K(x: Float32Array, o: number, out: DataView, p: number): voi
 /**
  * make_qx_quants with rmse_type 1 and no importance weights (w = x²): a symmetric quantisation to
  * levels −nmax..nmax−1 of x[o..o+n), the scale searched over 19 candidates. Levels + nmax go to L[lo..].
+ * w and w·x are computed once; a candidate with the previous candidate's levels is skipped (same
+ * sums, same outcome).
  */
+const qx = { w: new Float32Array(16), wx: new Float32Array(16), prev: new Int8Array(16) };
+
 function makeQxQuants(n: number, nmax: number, x: Float32Array, o: number, L: Int8Array, lo: number): number {
+  const { w, wx, prev } = qx;
   let max = 0;
   let amax = 0;
   for (let i = 0; i < n; i++) {
@@ -289,33 +320,47 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, o: number, L: In
     for (let i = 0; i < n; i++) L[lo + i] = 0;
     return 0;
   }
+  for (let i = 0; i < n; i++) {
+    const xi = x[o + i];
+    w[i] = fr(xi * xi);
+    wx[i] = fr(w[i] * xi);
+  }
   let iscale = fr(-nmax / max);
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
-    const xi = x[o + i];
-    const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * xi))));
+    const r = nearestInt(fr(iscale * x[o + i]));
+    const l = r < -nmax ? -nmax : r > nmax - 1 ? nmax - 1 : r;
     L[lo + i] = l + nmax;
-    const w = fr(xi * xi);
-    sumlx = fr(sumlx + fr(fr(w * xi) * l));
-    suml2 = fr(suml2 + fr(fr(w * l) * l));
+    sumlx = fr(sumlx + fr(wx[i] * l));
+    suml2 = fr(suml2 + fr(fr(w[i] * l) * l));
   }
   let scale = suml2 ? fr(sumlx / suml2) : 0;
   let best = fr(scale * sumlx);
+  let first = true;
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = fr(-fr(nmax + fr(fr(0.1) * is)) / max);
+    let same = !first;
+    first = false;
+    for (let i = 0; i < n; i++) {
+      const r = nearestInt(fr(iscale * x[o + i]));
+      const l = r < -nmax ? -nmax : r > nmax - 1 ? nmax - 1 : r;
+      if (l !== prev[i]) {
+        prev[i] = l;
+        same = false;
+      }
+    }
+    if (same) continue;
     sumlx = 0;
     suml2 = 0;
     for (let i = 0; i < n; i++) {
-      const xi = x[o + i];
-      const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * xi))));
-      const w = fr(xi * xi);
-      sumlx = fr(sumlx + fr(fr(w * xi) * l));
-      suml2 = fr(suml2 + fr(fr(w * l) * l));
+      const l = prev[i];
+      sumlx = fr(sumlx + fr(wx[i] * l));
+      suml2 = fr(suml2 + fr(fr(w[i] * l) * l));
     }
     if (suml2 > 0 && fr(sumlx * sumlx) > fr(best * suml2)) {
-      for (let i = 0; i < n; i++) L[lo + i] = nmax + Math.max(-nmax, Math.min(nmax - 1, nearestInt(fr(iscale * x[o + i]))));
+      for (let i = 0; i < n; i++) L[lo + i] = nmax + prev[i];
       scale = fr(sumlx / suml2);
       best = fr(scale * sumlx);
     }

@@ -168,6 +168,11 @@ export class GgufWriter {
     return this.stateNow;
   }
 
+  /** Tensors completely written so far. */
+  get completed(): number {
+    return this.current;
+  }
+
   /** Total bytes the finished file will have for these declarations (for disk-space checks). */
   static plannedBytes(metadata: Iterable<readonly [string, GgufValue]>, tensors: readonly GgufTensorDecl[], alignment?: number): number {
     const { header, align } = encodeHeader('plannedBytes', metadata, tensors, alignment);

@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { f32ToBf16Array } from '../model/bf16.js';
 import { DTYPE_BYTES, type SafetensorsDtype } from '../model/safetensors.js';
 import { SafetensorsWriter, type SafetensorsEntry } from '../model/safetensors-writer.js';
-import { fp32ToFp16 } from './half.js';
+import type { GgmlType } from './gguf-quants.js';
+import { encodeInOrder, QuantizePool, type NamedJob } from './quantize-pool.js';
 import type { MergedWeights } from './merge.js';
 import { replaceDir } from './peft.js';
 import { copyTokenizerFiles } from './tokenizer-files.js';
@@ -31,30 +31,22 @@ export interface HfFolderOptions {
   readonly tokenizerDir: string;
   /** Replace an existing outDir. */
   readonly overwrite?: boolean;
+  /** Encodes the chunks (default: a pool of its own, closed at the end). */
+  readonly pool?: QuantizePool;
 }
 
-/** f32 values → the bytes of `dtype` (bf16/f16 round to nearest even). */
-export function encodeValues(values: Float32Array, dtype: SafetensorsDtype): ArrayBufferView {
-  switch (dtype) {
-    case 'F32':
-      return values;
-    case 'BF16':
-      return f32ToBf16Array(values);
-    case 'F16': {
-      const h = new Uint16Array(values.length);
-      for (let i = 0; i < values.length; i++) h[i] = fp32ToFp16(values[i]);
-      return h;
-    }
-    default:
-      throw new RangeError(`encodeValues: ${dtype} is not a float dtype`);
-  }
-}
+/** Values per encoding job. */
+const CHUNK_ELEMENTS = 1 << 20;
+
+/** The ggml encoding with the same bytes as each safetensors float dtype (bf16/f16 round to nearest even). */
+const AS_GGML: Partial<Record<SafetensorsDtype, GgmlType>> = { BF16: 'BF16', F16: 'F16', F32: 'F32' };
 
 /** Writes the folder; returns the files written (relative names). */
 export async function writeHfFolder(outDir: string, weights: MergedWeights, options: HfFolderOptions): Promise<string[]> {
   const temp = `${outDir}.tmp-${process.pid}`;
   await rm(temp, { recursive: true, force: true });
   await mkdir(temp, { recursive: true });
+  const pool = options.pool ?? QuantizePool.create();
   try {
     const outDtype = (name: string): SafetensorsDtype => {
       const d = options.dtype ?? 'source';
@@ -73,8 +65,16 @@ export async function writeHfFolder(outDir: string, weights: MergedWeights, opti
       const entries: SafetensorsEntry[] = names.map((name) => ({ name, dtype: outDtype(name), shape: weights.info(name).shape }));
       const writer = await SafetensorsWriter.create(join(temp, file), entries, { format: 'pt' });
       try {
+        async function* jobs(): AsyncGenerator<NamedJob> {
+          for (const e of entries) {
+            const k = e.shape[e.shape.length - 1] ?? 1;
+            for await (const c of weights.chunks(e.name, CHUNK_ELEMENTS, { deferDelta: true })) {
+              yield { name: e.name, job: { type: AS_GGML[e.dtype]!, values: c.values, nPerRow: k, delta: c.delta, where: `${file}: ${e.name}` } };
+            }
+          }
+        }
+        await encodeInOrder(pool, jobs(), (name, bytes) => writer.write(name, bytes));
         for (const e of entries) {
-          for await (const chunk of weights.chunks(e.name)) await writer.write(e.name, encodeValues(chunk.values, e.dtype));
           totalSize += e.shape.reduce((a, d) => a * d, DTYPE_BYTES[e.dtype]);
           weightMap[e.name] = file;
         }
@@ -110,5 +110,7 @@ export async function writeHfFolder(outDir: string, weights: MergedWeights, opti
   } catch (e) {
     await rm(temp, { recursive: true, force: true });
     throw e;
+  } finally {
+    if (!options.pool) await pool.close();
   }
 }

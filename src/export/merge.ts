@@ -4,6 +4,7 @@ import { NF4_BLOCK, NF4_CODEBOOK, nf4DoubleDequantizeRef, nf4DoubleQuantizeRef, 
 import { Checkpoint, PROJECTIONS, projectionShape, type Projection } from '../model/checkpoint.js';
 import type { Qwen3Config } from '../model/config.js';
 import { bytesToF32, DTYPE_BYTES, type SafetensorsDtype } from '../model/safetensors.js';
+import { applyLoraDelta, type LoraDelta } from './lora-delta.js';
 import type { HostLoraAdapter } from './peft.js';
 
 /**
@@ -35,7 +36,10 @@ export interface MergeOptions {
 export interface WeightChunk {
   readonly row0: number;
   readonly rows: number;
+  /** Freshly allocated for each chunk (the consumer may keep or transfer it). */
   readonly values: Float32Array;
+  /** Present only with deferDelta: the LoRA term still to add. */
+  readonly delta?: LoraDelta;
 }
 
 export interface WeightInfo {
@@ -105,9 +109,10 @@ export class MergedWeights {
 
   /**
    * Streams tensor `name` as f32 row chunks of at most `maxElements` values (at least one row;
-   * with an NF4 base, a whole number of 64-value blocks).
+   * with an NF4 base, a whole number of 64-value blocks). With `deferDelta` the LoRA term is
+   * returned with the chunk instead of added (see LoraDelta).
    */
-  async *chunks(name: string, maxElements = DEFAULT_CHUNK_ELEMENTS): AsyncGenerator<WeightChunk> {
+  async *chunks(name: string, maxElements = DEFAULT_CHUNK_ELEMENTS, options: { deferDelta?: boolean } = {}): AsyncGenerator<WeightChunk> {
     const info = this.ckpt.info(name);
     const k = info.shape[info.shape.length - 1] ?? 1;
     const proj = parseProjectionName(name);
@@ -125,8 +130,18 @@ export class MergedWeights {
       const row0 = offset / (k * item);
       const rows = values.length / k;
       if (nf4) nf4RoundTrip(values, row0 * k, dqAbsmax);
-      if (pair) addLoraDelta(values, row0, rows, k, pair.a, pair.b, this.adapter!.config.r, this.adapter!.scale);
-      yield { row0, rows, values };
+      if (!pair) {
+        yield { row0, rows, values };
+        continue;
+      }
+      const { r } = this.adapter!.config;
+      const delta = { a: pair.a, b: pair.b.slice(row0 * r, (row0 + rows) * r), r, scale: this.adapter!.scale };
+      if (options.deferDelta) {
+        yield { row0, rows, values, delta };
+      } else {
+        applyLoraDelta(values, delta);
+        yield { row0, rows, values };
+      }
     }
   }
 
@@ -185,26 +200,6 @@ function nf4RoundTrip(values: Float32Array, start: number, dqAbsmax: Float32Arra
     const code = (e & 1) === 0 ? byte >> 4 : byte & 15;
     const scale = dqAbsmax ? dqAbsmax[block0 + (e >> 6)] : absmax[e >> 6];
     values[e] = NF4_CODEBOOK[code] * scale;
-  }
-}
-
-/**
- * values[o, k] += scale · Σ_r B[row0 + o, r] · A[r, k] for the chunk's rows, summed in float64 and
- * rounded once to f32 together with W.
- */
-export function addLoraDelta(values: Float32Array, row0: number, rows: number, k: number, a: Float32Array, b: Float32Array, r: number, scale: number): void {
-  const acc = new Float64Array(k);
-  for (let o = 0; o < rows; o++) {
-    acc.fill(0);
-    const bRow = (row0 + o) * r;
-    for (let j = 0; j < r; j++) {
-      const coef = b[bRow + j];
-      if (coef === 0) continue;
-      const aRow = j * k;
-      for (let i = 0; i < k; i++) acc[i] += coef * a[aRow + i];
-    }
-    const base = o * k;
-    for (let i = 0; i < k; i++) values[base + i] = values[base + i] + scale * acc[i];
   }
 }
 

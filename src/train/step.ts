@@ -184,14 +184,22 @@ export class TrainStep {
     const mb = k.matmulBackward;
 
     /** Forward of one projection: y (=|+=) x·Wᵀ (+ s·(x·Aᵀ)·Bᵀ, U saved). */
-    const projForward = (l: number, p: Projection, y: Tensor, x: Tensor, a: LayerActs, accumulate: boolean): void => {
+    /** U = dropout(x)·Aᵀ of a targeted projection; returns U, or undefined when not targeted. */
+    const loraDown = (l: number, p: Projection, x: Tensor, a: LayerActs): Tensor | undefined => {
       const w = weights.layers[l].proj[p];
       const pair = adapter.layers[l][p];
       const u = a.u[p];
+      if (!pair || !u) return undefined;
+      const xa = xDrop ? view(xDrop, w.k) : x;
+      if (xDrop) list.push(k.dropout.forward(`L${l} ${p} lora dropout`, { out: xa, x, seed: inputs.seed }, { p: dropP, salt: salt(l, p), accumulate: false }));
+      list.push(m.forward(`L${l} ${p} lora_A`, { y: u, x: xa, w: { format: 'f32', nOut: R, k: w.k, data: pair.a } }));
+      return u;
+    };
+    const projForward = (l: number, p: Projection, y: Tensor, x: Tensor, a: LayerActs, accumulate: boolean): void => {
+      const w = weights.layers[l].proj[p];
+      const pair = adapter.layers[l][p];
+      const u = loraDown(l, p, x, a);
       if (pair && u) {
-        const xa = xDrop ? view(xDrop, w.k) : x;
-        if (xDrop) list.push(k.dropout.forward(`L${l} ${p} lora dropout`, { out: xa, x, seed: inputs.seed }, { p: dropP, salt: salt(l, p), accumulate: false }));
-        list.push(m.forward(`L${l} ${p} lora_A`, { y: u, x: xa, w: { format: 'f32', nOut: R, k: w.k, data: pair.a } }));
         list.push(m.forward(`L${l} ${p}`, { y, x, w, accumulate, lora: { u, b: pair.b, scale: s } }));
       } else {
         list.push(m.forward(`L${l} ${p}`, { y, x, w, accumulate }));
@@ -293,7 +301,11 @@ export class TrainStep {
     list.push(k.rmsnorm.backward('final norm backward', { dx, dy: dxf, x: xs[L], weight: weights.finalNorm, rstd: rstdF }, { rows: N, width: D, accumulate: false }));
     // Backward through the layers, recomputing each one first under checkpointing.
     for (let l = L - 1; l >= 0; l--) {
-      if (checkpointing) layerForward(l);
+      if (checkpointing) {
+        // Recompute layer l from x_l; x_{l+1} is kept, so down_proj only needs its LoRA U.
+        layerForward(l);
+        loraDown(l, 'down_proj', actsOf(l).act, actsOf(l));
+      }
       layerBackward(l);
     }
     return new TrainStep(gpu, { B, T, checkpointing, lossChunkTokens: chunk }, inputs, lossSum, list, allocated, bytes);
