@@ -8,8 +8,15 @@ import { testGpu } from '../helpers/gpu.js';
 
 /**
  * QLoRA on the fixture model (NF4 base, fresh adapter r=8 on all seven projections, dropout 0.1,
- * AdamW lr 1e-2): 30 steps on one batch must drive the loss far down (memorising the batch), and
- * two identical runs must give bit-identical losses.
+ * AdamW lr 1e-2, checkpointing on): 30 steps on one batch, and two identical runs must give
+ * bit-identical losses.
+ *
+ * How far can the loss fall? The logits are xf·Eᵀ with xf the final RMSNorm's output, so
+ * |logit_v| ≤ c·‖E_v‖ with c = √D·max|w_norm|; no adapter can push the loss of a target below
+ * −c‖E_t‖ + log(e^{c‖E_t‖} + Σ_v e^{−c‖E_v‖}) (the best case, every other logit at its minimum).
+ * For this random model (tiny embedding rows) that floor is about 7.2 nats against a start of
+ * ln V ≈ 11.9; measured: 11.88 → 10.49 after 30 steps (2026-11-25, lavapipe), i.e. 1.4 nats, 30% of
+ * the way to a floor no real run reaches. The test asks for at least 1 nat, steadily falling.
  */
 const STEPS = 30;
 
@@ -52,10 +59,12 @@ describe('QLoRA training', () => {
   it(`learns one batch in ${STEPS} steps, deterministically`, async () => {
     const first = await run();
     console.log(`losses: ${first.map((l) => l.toFixed(3)).join(' ')}`);
-    // The fixture's random model starts near ln(V) ≈ 11.9; memorising 31 target tokens with
-    // 0.06 M adapter parameters takes the loss below a third of that.
-    expect(first[0]).toBeGreaterThan(11);
-    expect(first[STEPS - 1]).toBeLessThan(first[0] / 3);
+    // Starts at the base model's loss (B = 0: the adapter changes nothing yet), ≈ ln V.
+    expect(first[0]).toBeGreaterThan(11.8);
+    expect(first[STEPS - 1]).toBeLessThan(first[0] - 1);
+    // Steadily: each block of 5 steps ends lower on average than the block before.
+    const block = (i: number): number => first.slice(i * 5, i * 5 + 5).reduce((a, b) => a + b, 0) / 5;
+    for (let i = 1; i < STEPS / 5; i++) expect(block(i)).toBeLessThan(block(i - 1));
     const second = await run();
     expect(second).toEqual(first);
   });
