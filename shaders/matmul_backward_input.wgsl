@@ -5,13 +5,14 @@
 // runs over N (the forward's output width; V = 151936 for the tied lm_head).
 //
 // Split reduction: workgroup z sums n in [z·slice, min(N, (z+1)·slice)) and writes its own (M, K)
-// block at dx[z·M·K ..]. With one slice (slice ≥ N) that is dX itself (scale and accumulate
-// applied); with S slices the host binds a scratch (S, M, K) buffer with scale 1 and accumulate 0
-// and adds the slices in order with matmul_backward_reduce.wgsl (deterministic).
+// block at dx[z·M·K ..]. With one slice (slice ≥ N) that is dX itself (scale applied, added to
+// it when ACCUMULATE); with S slices the host binds a scratch (S, M, K) buffer with scale 1 to a
+// pipeline without ACCUMULATE and adds the slices in order with matmul_backward_reduce.wgsl
+// (deterministic).
 //
 // Bindings (group 0):
-//   0 params   uniform    MatmulInputGradParams { m, n, k, slice, scale, accumulate, offset }
-//                         accumulate ≠ 0: dX += …; offset: the double-quantisation mean (FORMAT 3)
+//   0 params   uniform    MatmulInputGradParams { m, n, k, slice, scale, offset }
+//                         offset: the double-quantisation mean (FORMAT 3)
 //   1 dx       read_write (S, M, K) f32 (S = 1: dX; read too when accumulating)
 //   2 dy       read       (M, N) f32
 //   3 w        read       (N, K) weight words: f32 bits | bf16x2 | nf4x8 (8 codes a word, element
@@ -41,6 +42,7 @@ override TI: u32 = 8u; // 4 or 8
 override TJ: u32 = 8u; // 4 or 8
 override BL: u32 = 8u; // 8 or 16
 override FORMAT: u32 = 0u;
+override ACCUMULATE: bool = false; // dX += … instead of dX = …
 // threads along j within each group of 32 consecutive invocations (a warp on NVIDIA)
 override WARP_J: u32 = 16u;
 
@@ -59,7 +61,6 @@ struct MatmulInputGradParams {
   k: u32,
   slice: u32,
   scale: f32,
-  accumulate: u32,
   offset: f32,
 }
 
@@ -279,7 +280,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           for (var q = 0u; q < 4u; q++) {
             if (col + q < params.k) {
               let o = base + row * params.k + col + q;
-              if (params.accumulate != 0u) {
+              if (ACCUMULATE) {
                 dx[o] = dx[o] + v[q];
               } else {
                 dx[o] = v[q];

@@ -3,13 +3,13 @@
 // LoRA matrix: dB from dY and U = X·Aᵀ, dA from dU and X). The reduction runs over the M tokens.
 //
 // Split reduction: workgroup z sums m in [z·slice, min(M, (z+1)·slice)) and writes its own (N, K)
-// block at dw[z·N·K ..]. With one slice (slice ≥ M) that is dW itself (scale and accumulate
-// applied); with S slices the host binds a scratch (S, N, K) buffer with scale 1 and accumulate 0
-// and adds the slices in order with matmul_backward_reduce.wgsl (deterministic).
+// block at dw[z·N·K ..]. With one slice (slice ≥ M) that is dW itself (scale applied, added to
+// it when ACCUMULATE); with S slices the host binds a scratch (S, N, K) buffer with scale 1 to a
+// pipeline without ACCUMULATE and adds the slices in order with matmul_backward_reduce.wgsl
+// (deterministic).
 //
 // Bindings (group 0):
-//   0 params  uniform    MatmulWeightGradParams { m, n, k, slice, scale, accumulate }
-//                        accumulate ≠ 0: dW += …
+//   0 params  uniform    MatmulWeightGradParams { m, n, k, slice, scale }
 //   1 dw      read_write (S, N, K) f32 (S = 1: dW; read too when accumulating)
 //   2 dy      read       (M, N) f32
 //   3 x       read       (M, K) f32
@@ -29,6 +29,7 @@ override WG_J: u32 = 16u;
 override TI: u32 = 8u; // 4 or 8
 override TJ: u32 = 8u; // 4 or 8
 override BL: u32 = 8u; // 8 or 16
+override ACCUMULATE: bool = false; // dW += … instead of dW = …
 // threads along j within each group of 32 consecutive invocations (a warp on NVIDIA)
 override WARP_J: u32 = 16u;
 
@@ -48,7 +49,6 @@ struct MatmulWeightGradParams {
   k: u32,
   slice: u32,
   scale: f32,
-  accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: MatmulWeightGradParams;
@@ -184,7 +184,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           for (var q = 0u; q < 4u; q++) {
             if (col + q < params.k) {
               let o = base + row * params.k + col + q;
-              if (params.accumulate != 0u) {
+              if (ACCUMULATE) {
                 dw[o] = dw[o] + v[q];
               } else {
                 dw[o] = v[q];

@@ -28,6 +28,7 @@ const EXPORT_FLAGS: readonly FlagSpec[] = [
   { name: 'config', takesValue: true, help: 'training YAML config: system_prompt, user_prefix, enable_thinking, max_seq_length for the Modelfile' },
   { name: 'name', takesValue: true, help: 'model name for files and `ollama create` (default: the --out folder name)' },
   { name: 'force', takesValue: false, help: 'replace existing outputs' },
+  { name: 'threads', takesValue: true, help: 'worker threads encoding the weights (default: all cores, at most 16)' },
   { name: 'help', takesValue: false, help: 'show this help' },
 ];
 
@@ -95,6 +96,9 @@ export async function runExport(argv: string[]): Promise<number> {
   const mergeBase = one('merge-base') ?? 'original';
   if (mergeBase !== 'original' && mergeBase !== 'nf4') throw new ConfigError(`--merge-base ${mergeBase}: choose original or nf4`);
   if (flags.has('double-quant') && mergeBase !== 'nf4') throw new ConfigError('--double-quant applies to --merge-base nf4 only');
+  const threadsText = one('threads');
+  const threads = threadsText === undefined ? undefined : Number(threadsText);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) throw new ConfigError(`--threads ${threadsText}: give a whole number ≥ 1`);
   const anyOutput = ['gguf', 'lora-gguf', 'merged', 'modelfile'].some((f) => flags.has(f));
 
   const settings: ModelfileSettings = {
@@ -116,12 +120,13 @@ export async function runExport(argv: string[]): Promise<number> {
     doubleQuant: mergeBase === 'nf4' && (flags.has('double-quant') || (config?.bnb_4bit_use_double_quant ?? false)),
     name: one('name'),
     force: flags.has('force'),
+    threads,
     settings,
     log: (line) => console.error(line),
   });
   console.log(`export: ${resolve(adapterDir)} on ${resolve(modelDir)}`);
   const width = Math.max(...result.files.map((f) => f.path.length));
   for (const f of result.files) console.log(`  ${f.path.padEnd(width)}  ${formatBytes(f.bytes).padStart(9)}  ${f.what}`);
-  if (result.ollamaCreate) console.log(`\nollama create: ${result.ollamaCreate}`);
+  if (result.ollamaCreate) console.log(`\nto run it in Ollama:\n  ${result.ollamaCreate}`);
   return 0;
 }

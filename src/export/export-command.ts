@@ -11,6 +11,7 @@ import { writeHfFolder, type FolderDtype } from './hf-folder.js';
 import { MergedWeights, type MergeBase } from './merge.js';
 import { buildModelfile, type ModelfileSettings } from './modelfile.js';
 import { readPeftAdapter, savePeftAdapter } from './peft.js';
+import { QuantizePool } from './quantize-pool.js';
 import { tokenizerSourceDir } from './tokenizer-files.js';
 
 /**
@@ -44,6 +45,8 @@ export interface ExportRequest {
   /** Modelfile settings (the run's system_prompt, user_prefix, enable_thinking). */
   readonly settings: ModelfileSettings;
   readonly log?: (line: string) => void;
+  /** Worker threads encoding the weights (default: the machine's cores, at most 16). */
+  readonly threads?: number;
 }
 
 export interface ExportedFile {
@@ -86,6 +89,7 @@ export async function runExportRequest(req: ExportRequest): Promise<ExportResult
   const baseType: GgufFileType = req.gguf ?? 'f16';
 
   const outputs: Output[] = [];
+  const pool = QuantizePool.create({ threads: req.threads });
   const weights = await MergedWeights.open(req.modelDir, adapter, mergeOptions);
   const baseWeights = req.loraGguf ? await MergedWeights.open(req.modelDir, undefined, mergeOptions) : undefined;
   try {
@@ -108,13 +112,13 @@ export async function runExportRequest(req: ExportRequest): Promise<ExportResult
         what: `merged model, Hugging Face folder (${dtype === 'source' ? (config.torchDtype ?? 'source dtype') : dtype})`,
         bytes: bytes + 16 * 1024 * 1024,
         write: async () => {
-          await writeHfFolder(join(out, 'merged'), weights, { dtype, tokenizerDir, overwrite: req.force });
+          await writeHfFolder(join(out, 'merged'), weights, { dtype, tokenizerDir, overwrite: req.force, pool });
         },
       });
     }
     const ggufName = ggufType ? `${name}-${ggufType}.gguf` : undefined;
     if (ggufType && ggufName) {
-      const options = { fileType: ggufType, name, tokenizer: ggufTokenizer, onTensor: progress(log, ggufName) };
+      const options = { fileType: ggufType, name, tokenizer: ggufTokenizer, pool, onTensor: progress(log, ggufName) };
       outputs.push({
         path: join(out, ggufName),
         what: `merged model GGUF (${ggufType})`,
@@ -127,7 +131,7 @@ export async function runExportRequest(req: ExportRequest): Promise<ExportResult
     const baseName = `${name}-base-${baseType}.gguf`;
     const loraName = `${name}-lora.gguf`;
     if (baseWeights) {
-      const options = { fileType: baseType, name: `${name}-base`, tokenizer: ggufTokenizer, onTensor: progress(log, baseName) };
+      const options = { fileType: baseType, name: `${name}-base`, tokenizer: ggufTokenizer, pool, onTensor: progress(log, baseName) };
       outputs.push({
         path: join(out, baseName),
         what: `base model GGUF (${baseType}${mergeOptions.base === 'nf4' ? ', NF4-dequantised' : ''}) for the LoRA GGUF`,
@@ -171,6 +175,7 @@ export async function runExportRequest(req: ExportRequest): Promise<ExportResult
       await o.write();
     }
   } finally {
+    await pool.close();
     await weights.close();
     await baseWeights?.close();
   }

@@ -4,7 +4,7 @@ import type { Qwen3Config } from '../model/config.js';
 import { GGML_TYPES, quantizeRows, type GgmlType } from './gguf-quants.js';
 import { tokenizerMetadata, type GgufTokenizer } from './gguf-tokenizer.js';
 import { gguf, GgufWriter, type GgufTensorDecl, type GgufValue } from './gguf-writer.js';
-import type { MergedWeights } from './merge.js';
+import type { WeightStream } from './merge.js';
 import { encodeInOrder, QuantizePool, type NamedJob } from './quantize-pool.js';
 
 /** Values per quantisation job: small enough that a projection spreads over every worker. */
@@ -145,7 +145,7 @@ export interface Qwen3GgufOptions {
 }
 
 /** Planned size of the file in bytes. */
-export function qwen3GgufBytes(weights: MergedWeights, options: Qwen3GgufOptions): number {
+export function qwen3GgufBytes(weights: WeightStream, options: Qwen3GgufOptions): number {
   const tensors = planQwen3Tensors(weights.config, options.fileType, (s) => weights.info(s).shape);
   return GgufWriter.plannedBytes(qwen3Metadata(weights.config, options.name, options.fileType, options.tokenizer), tensors);
 }
@@ -155,7 +155,7 @@ export function qwen3GgufBytes(weights: MergedWeights, options: Qwen3GgufOptions
  * chunks: f32 values from `weights` (merged or not), converted to the tensor's type. Returns the
  * tensors as written.
  */
-export async function writeQwen3Gguf(path: string, weights: MergedWeights, options: Qwen3GgufOptions): Promise<GgufTensorPlan[]> {
+export async function writeQwen3Gguf(path: string, weights: WeightStream, options: Qwen3GgufOptions): Promise<GgufTensorPlan[]> {
   const config = weights.config;
   if (options.tokenizer.tokens.length !== config.vocabSize) {
     throw new ExportError(`${path}: the tokenizer lists ${options.tokenizer.tokens.length} tokens but the model has vocab_size ${config.vocabSize}`);

@@ -5,7 +5,7 @@ import { DTYPE_BYTES, type SafetensorsDtype } from '../model/safetensors.js';
 import { SafetensorsWriter, type SafetensorsEntry } from '../model/safetensors-writer.js';
 import type { GgmlType } from './gguf-quants.js';
 import { encodeInOrder, QuantizePool, type NamedJob } from './quantize-pool.js';
-import type { MergedWeights } from './merge.js';
+import type { WeightStream } from './merge.js';
 import { replaceDir } from './peft.js';
 import { copyTokenizerFiles } from './tokenizer-files.js';
 
@@ -42,7 +42,7 @@ const CHUNK_ELEMENTS = 1 << 20;
 const AS_GGML: Partial<Record<SafetensorsDtype, GgmlType>> = { BF16: 'BF16', F16: 'F16', F32: 'F32' };
 
 /** Writes the folder; returns the files written (relative names). */
-export async function writeHfFolder(outDir: string, weights: MergedWeights, options: HfFolderOptions): Promise<string[]> {
+export async function writeHfFolder(outDir: string, weights: WeightStream, options: HfFolderOptions): Promise<string[]> {
   const temp = `${outDir}.tmp-${process.pid}`;
   await rm(temp, { recursive: true, force: true });
   await mkdir(temp, { recursive: true });

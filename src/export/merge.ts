@@ -61,7 +61,17 @@ export function parseProjectionName(name: string): { layer: number; projection: 
   return { layer: Number(m[1]), projection: m[2] as Projection };
 }
 
-export class MergedWeights {
+/** What the writers read: a model's config and its tensors as f32 row chunks (MergedWeights). */
+export interface WeightStream {
+  readonly config: Qwen3Config;
+  /** The source folder (for files copied along, e.g. generation_config.json). */
+  readonly dir: string;
+  names(): string[];
+  info(name: string): WeightInfo;
+  chunks(name: string, maxElements?: number, options?: { deferDelta?: boolean }): AsyncGenerator<WeightChunk>;
+}
+
+export class MergedWeights implements WeightStream {
   private constructor(
     private readonly ckpt: Checkpoint,
     private readonly adapter: HostLoraAdapter | undefined,

@@ -56,10 +56,10 @@ export class QuantizePool {
 
   private constructor(readonly threads: number, workerUrl: URL | undefined) {
     for (let i = 0; workerUrl && i < threads; i++) {
-      const w = new Worker(workerUrl);
+      // --input-type (node -e scripts) is refused for a worker's file entry point.
+      const w = new Worker(workerUrl, { execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')) });
       w.on('message', (msg: { id: number; bytes?: Uint8Array; error?: string }) => this.done(w, msg));
       w.on('error', (e) => this.fail(new ExportError(`quantiser worker failed: ${e.message}`, { cause: e })));
-      w.unref();
       this.workers.push(w);
       this.idle.push(w);
     }

@@ -32,7 +32,6 @@ export const MatmulInputGradParams = defineParams('MatmulInputGradParams', [
   ['k', 'u32'],
   ['slice', 'u32'],
   ['scale', 'f32'],
-  ['accumulate', 'u32'],
   ['offset', 'f32'],
 ] as const);
 
@@ -56,7 +55,6 @@ export const MatmulWeightGradParams = defineParams('MatmulWeightGradParams', [
   ['k', 'u32'],
   ['slice', 'u32'],
   ['scale', 'f32'],
-  ['accumulate', 'u32'],
 ] as const);
 
 export const matmulWeightGradSpec: KernelSpec<typeof MatmulWeightGradParams> = {
@@ -315,13 +313,19 @@ export class MatmulBackward {
     for (const tile of inputTiles) {
       checkTile(gpu, tile, 'input');
       for (const format of formats) {
-        inputKernels.set(inputKey(format, tile), await Kernel.create(gpu, matmulInputGradSpec, { ...tileConstants(tile), FORMAT: FORMAT_CODE[format] }));
+        for (const accumulate of [false, true]) {
+          const constants = { ...tileConstants(tile), FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate };
+          inputKernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulInputGradSpec, constants));
+        }
       }
     }
     const weightGradKernels = new Map<string, Kernel<typeof MatmulWeightGradParams>>();
     for (const tile of weightGradTiles) {
       checkTile(gpu, tile, 'weightGrad');
-      weightGradKernels.set(tileName(tile), await Kernel.create(gpu, matmulWeightGradSpec, tileConstants(tile)));
+      for (const accumulate of [false, true]) {
+        const constants = { ...tileConstants(tile), ACCUMULATE: accumulate };
+        weightGradKernels.set(variantKey('f32', accumulate, tile), await Kernel.create(gpu, matmulWeightGradSpec, constants));
+      }
     }
     const sliceSum = await Kernel.create(gpu, matmulSliceSumSpec, { WG: SLICE_SUM_WORKGROUP });
     return new MatmulBackward(
@@ -385,16 +389,17 @@ export class MatmulBackward {
     expectNoAlias(where, dw, [dy, x]);
     const scale = checkScale(where, opts.scale);
     const plan = this.planWeightGrad(m, nOut, k, opts);
-    const kernel = this.weightGradKernels.get(tileName(plan.tile));
+    const accumulate = opts.accumulate ?? false;
+    // a split's main pass writes plain partial sums; the slice sum scales and accumulates
+    const kernel = this.weightGradKernels.get(variantKey('f32', accumulate && plan.slices === 1, plan.tile));
     if (!kernel) throw new ShapeError(`${where}: tile ${tileName(plan.tile)} was not compiled; pass it to MatmulBackward.create as a weightGradTile`);
     const grid: [number, number, number] = [Math.ceil(nOut / plan.tile.bm), Math.ceil(k / plan.tile.bn), plan.slices];
-    const accumulate = opts.accumulate ? 1 : 0;
     if (plan.slices === 1) {
-      return [kernel.bind(where, { dw, dy, x }, { m, n: nOut, k, slice: plan.slice, scale, accumulate }, grid)];
+      return [kernel.bind(where, { dw, dy, x }, { m, n: nOut, k, slice: plan.slice, scale }, grid)];
     }
     const partial = this.scratchTensor(plan, nOut, k);
     return [
-      kernel.bind(`${where} slices`, { dw: partial, dy, x }, { m, n: nOut, k, slice: plan.slice, scale: 1, accumulate: 0 }, grid),
+      kernel.bind(`${where} slices`, { dw: partial, dy, x }, { m, n: nOut, k, slice: plan.slice, scale: 1 }, grid),
       this.sumSlices(`${where} slice sum`, dw, partial, plan.slices, nOut * k, scale, accumulate),
     ];
   }
@@ -421,7 +426,9 @@ export class MatmulBackward {
     expectNoAlias(where, dx, [dy, ...weightTensors]);
     const scale = checkScale(where, opts.scale);
     const plan = this.planInput(m, w.nOut, w.k, split, opts);
-    const kernel = this.inputKernels.get(inputKey(stored, plan.tile));
+    const accumulate = opts.accumulate ?? false;
+    // a split's main pass writes plain partial sums; the slice sum scales and accumulates
+    const kernel = this.inputKernels.get(variantKey(stored, accumulate && plan.slices === 1, plan.tile));
     if (!kernel) {
       throw new ShapeError(`${where}: format ${stored} with tile ${tileName(plan.tile)} was not compiled; pass both to MatmulBackward.create`);
     }
@@ -437,19 +444,18 @@ export class MatmulBackward {
     });
     const grid: [number, number, number] = [Math.ceil(m / plan.tile.bm), Math.ceil(w.k / plan.tile.bn), plan.slices];
     const base = { m, n: w.nOut, k: w.k, slice: plan.slice, offset: scales?.offset ?? 0 };
-    const accumulate = opts.accumulate ? 1 : 0;
-    if (plan.slices === 1) return [kernel.bind(where, bound(dx), { ...base, scale, accumulate }, grid)];
+    if (plan.slices === 1) return [kernel.bind(where, bound(dx), { ...base, scale }, grid)];
     const partial = this.scratchTensor(plan, m, w.k);
     return [
-      kernel.bind(`${where} slices`, bound(partial), { ...base, scale: 1, accumulate: 0 }, grid),
+      kernel.bind(`${where} slices`, bound(partial), { ...base, scale: 1 }, grid),
       this.sumSlices(`${where} slice sum`, dx, partial, plan.slices, m * w.k, scale, accumulate),
     ];
   }
 
-  private sumSlices(label: string, out: Tensor, partial: Tensor, slices: number, count: number, scale: number, accumulate: number): Dispatch {
+  private sumSlices(label: string, out: Tensor, partial: Tensor, slices: number, count: number, scale: number, accumulate: boolean): Dispatch {
     const g = Math.ceil(count / SLICE_SUM_WORKGROUP);
     const grid: [number, number] = g > 65535 ? [65535, Math.ceil(g / 65535)] : [g, 1];
-    return this.sliceSum.bind(label, { out, partial }, { count, slices, scale, accumulate }, grid);
+    return this.sliceSum.bind(label, { out, partial }, { count, slices, scale, accumulate: accumulate ? 1 : 0 }, grid);
   }
 
   /** A (slices, rows, cols) f32 view of the scratch buffer (maxScratchBytes, made on first use). */
@@ -459,8 +465,8 @@ export class MatmulBackward {
   }
 }
 
-function inputKey(format: StoredFormat, tile: MatmulTile): string {
-  return `${format}|${tileName(tile)}`;
+function variantKey(format: StoredFormat, accumulate: boolean, tile: MatmulTile): string {
+  return `${format}|${accumulate ? 'acc' : 'set'}|${tileName(tile)}`;
 }
 
 /** Rows of an f32 tensor (…, width): the product of its leading dimensions. */

@@ -5,6 +5,7 @@ import { expectClose, NAN_WORD } from '../helpers/compare.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
 import type { Gpu } from '../../src/kernels/gpu.js';
+import { expectGradient, weightedSum } from './gradcheck.js';
 
 /** Positions of packed examples: each restarts at 0 (lengths cycle through `lens`). */
 function packedPositions(N: number, lens: readonly number[]): Int32Array {
@@ -38,6 +39,18 @@ describe('ropeTable', () => {
       expect(t.cos[p * 64 + i]).toBe(Math.fround(Math.cos(a)));
       expect(t.sin[p * 64 + i]).toBe(Math.fround(Math.sin(a)));
     }
+  });
+});
+
+describe('rope backward float64 reference', () => {
+  it('the inverse rotation equals central differences of the forward reference (it is the transpose)', () => {
+    const [N, H, Dh, theta] = [6, 2, 8, 1e6];
+    const rng = new Rng(17);
+    const pos = packedPositions(N, [4, 2]).map((p) => p + 3);
+    const x = Float64Array.from(rng.f32(N * H * Dh));
+    const dy = rng.f32(N * H * Dh);
+    const dx = ropeForwardRef(dy, pos, H, Dh, theta, -1);
+    expectGradient('dx', weightedSum(dy, (xx) => ropeForwardRef(xx, pos, H, Dh, theta)), x, dx, { samples: N * H * Dh });
   });
 });
 
