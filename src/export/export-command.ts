@@ -213,8 +213,13 @@ async function writeTextFile(path: string, text: string, force = false): Promise
 export async function checkFreeSpace(dir: string, bytes: number): Promise<void> {
   let probe = dir;
   while (!existsSync(probe) && dirname(probe) !== probe) probe = dirname(probe);
-  const s = await statfs(probe);
-  const free = Number(s.bavail) * Number(s.bsize);
+  let free: number;
+  try {
+    const s = await statfs(probe);
+    free = Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return; // a file system that cannot tell: the writers still fail cleanly on ENOSPC
+  }
   if (free < bytes + SPACE_MARGIN) {
     throw new ExportError(`${dir}: the export needs about ${formatBytes(bytes)} but only ${formatBytes(free)} is free on that disk; free space or choose another --out`);
   }

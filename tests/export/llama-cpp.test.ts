@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PREFIX } from '../../src/config/schema.js';
 import { generationPrompt } from '../../src/data/render.js';
@@ -152,7 +152,7 @@ describe('exports loaded by llama.cpp', () => {
       const out: Float64Array[] = [];
       for (const ids of prompts) {
         await seq.clearHistory();
-        const input = ids.map((t, i) => (i === ids.length - 1 ? ([t, { generateNext: { probabilities: true } }] as [number, { generateNext: { probabilities: true } }]) : t));
+        const input = ids.map((t, i) => (i === ids.length - 1 ? [t, { generateNext: { probabilities: true } }] : t)) as ControlledEvaluateInputItem[];
         const res = await seq.controlledEvaluate(input);
         const probs = res[ids.length - 1]?.next.probabilities;
         if (!probs) throw new Error('llama.cpp returned no probabilities');
@@ -328,7 +328,8 @@ describe('exports loaded by llama.cpp', () => {
       withModel(file, async (m) => {
         const ctx = await m.createContext({ contextSize: 64, flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', threads: 2 });
         try {
-          const res = await ctx.getSequence().controlledEvaluate(ids.map((id, i) => (i === ids.length - 1 ? [id, { generateNext: { probabilities: true } }] : id)));
+          const input = ids.map((id, i) => (i === ids.length - 1 ? [id, { generateNext: { probabilities: true } }] : id)) as ControlledEvaluateInputItem[];
+          const res = await ctx.getSequence().controlledEvaluate(input);
           const out = new Float64Array(cfg.vocabSize);
           let sum = 0;
           for (const [id, prob] of res[ids.length - 1]!.next.probabilities!) sum += out[id] = prob;

@@ -136,7 +136,6 @@ describe('matmul backward on the GPU', () => {
 
   /** Runs `list`, reads `out` and compares with `ref`. */
   async function check(what: string, list: Dispatch[], out: Tensor, ref: ArrayLike<number>, tol = TOL): Promise<Float32Array> {
-    for (const d of list) console.log('KERNEL ' + d.label.replace(/^.*\[/, '['));
     submitDispatches(gpu, list);
     const got = await gpu.readF32(out);
     expectRelNorm(what, got, ref, tol);
