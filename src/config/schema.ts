@@ -10,9 +10,9 @@
 import { z } from 'zod';
 import { bundledDatasetDir } from './paths.js';
 
-/** The seven Qwen3 linear projections a LoRA adapter can wrap. */
-export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-export type Projection = (typeof PROJECTIONS)[number];
+/** The seven Qwen3 linear projections a LoRA adapter can wrap (one list, kept with the checkpoint layout). */
+import { PROJECTIONS, type Projection } from '../model/checkpoint.js';
+export { PROJECTIONS, type Projection };
 
 /** Dataset row formats (item 3 of the data issue); `auto` detects from the columns. */
 export const DATASET_FORMATS = [
