@@ -28,7 +28,7 @@
 // l-major in workgroup memory as vec4 "slots", double buffered (one barrier per step), and the next
 // step's global loads are issued before this step's arithmetic.
 //   dY tile: rows of dY run along l, so each thread loads 4 consecutive rows × KA consecutive l
-//   (8 neighbouring threads read one 32-byte run of a row) and stores KA slots (4 rows at one l),
+//   (BL / KA neighbouring threads read one run of BL floats of a row) and stores KA slots (4 rows at one l),
 //   slot s at l stored at s ^ ((l / KA) mod 8) so the threads of a store phase hit different banks.
 //   W tile: rows of W run along j, which is already the l-major layout the tile needs: a thread
 //   loads one slot (4 consecutive columns of one W row; 32 threads read 128 columns of a row,

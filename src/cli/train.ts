@@ -3,7 +3,6 @@ import { CONFIG_FLAGS, formatFlags, parseConfigArgs } from '../config/args.js';
 import { loadConfig } from '../config/load.js';
 import { packageRoot } from '../config/paths.js';
 import type { TrainConfig } from '../config/schema.js';
-import { planBatches, iterateBatches } from '../data/batching.js';
 import { prepareDataset } from '../data/dataset.js';
 import { hubOptionsFromEnv, resolveRepo } from '../data/hub.js';
 import { Gpu } from '../kernels/gpu.js';
@@ -13,7 +12,10 @@ import { readQwen3Config } from '../model/config.js';
 import { createLoraAdapter } from '../model/lora-init.js';
 import { Qwen3Model } from '../model/qwen3.js';
 import { QwenTokenizer } from '../model/tokenizer.js';
-import { padBatch } from '../train/pad-batch.js';
+import { trainLoop } from '../train/loop.js';
+import { Trainer } from '../train/trainer.js';
+import { resolveOptim } from '../train/adamw8bit.js';
+import { adapterFromGpu, savePeftAdapter } from '../export/peft.js';
 import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepSettings } from '../train/plan.js';
 import { runDryRun } from './dry-run.js';
 
@@ -92,23 +94,22 @@ export async function runTrain(argv: string[]): Promise<number> {
       config.seed,
     );
 
-    // Evaluation of the starting point (the base model: a fresh adapter's B is zero).
-    const evalB = config.per_device_eval_batch_size;
+    const trainer = await Trainer.create(gpu, model, adapter, {
+      B,
+      T,
+      checkpointing: config.gradient_checkpointing,
+      optimizer: resolveOptim(config.optim),
+      hyper: { beta1: config.adam_beta1, beta2: config.adam_beta2, eps: config.adam_epsilon, weightDecay: config.weight_decay },
+      maxGradNorm: config.max_grad_norm,
+      seed: config.seed,
+    });
     const pad = tokenizer.padTokenId ?? tokenizer.eosTokenId;
-    const evalPlan = planBatches(data.eval.examples, { batchSize: evalB, maxSeqLength: T, packing: false, groupByLength: false, seed: config.seed, padTokenId: pad, fixedLength: true });
-    const program = model.program({ B: evalB, T }, adapter);
-    let sum = 0;
-    let count = 0;
-    for (const batch of iterateBatches(data.eval.examples, evalPlan, 0, 0)) {
-      const r = await program.run(padBatch(batch, evalB, T, pad));
-      if (r.targets > 0) {
-        sum += r.loss * r.targets;
-        count += r.targets;
-      }
-    }
-    program.destroy();
-    console.log(`eval loss before training: ${(sum / count).toFixed(4)} over ${count} target tokens`);
-    console.log('training: the QLoRA training step is not implemented yet (issue 3); this run stops after the evaluation.');
+    const result = await trainLoop(gpu, model, trainer, config, { train: data.train.examples, eval: data.eval.examples }, pad, (line) => console.log(line));
+    const adapterDir = resolve(config.output_dir, 'adapter');
+    await savePeftAdapter(adapterDir, await adapterFromGpu(gpu, trainer.lora, modelConfig), { baseModel: config.model_id, overwrite: true });
+    trainer.destroy();
+    console.log(`done: ${result.steps} steps${result.stoppedEarly ? ' (stopped early)' : ''}; adapter (PEFT layout) → ${adapterDir}`);
+    console.log(`export for llama.cpp / Ollama: npx prompt-lora export --model ${modelDir} --adapter ${adapterDir} --out ${resolve(config.output_dir, 'export')} --gguf q8_0 --modelfile`);
     return 0;
   } finally {
     gpu.destroy();

@@ -15,7 +15,8 @@ import { matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile
  *      M tokens (used for the LoRA matrices: the frozen base has no gradient).
  * For y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with U = x·Aᵀ saved, the LoRA backward is, in order:
  *   dB += s·dYᵀ·U   (weightGrad: dw = dB (Nout, R), dy, x = U)
- *   dU  = s·dY·B    (input: dx = dU (M, R), w = { format 'f32', nOut: Nout, k: R, data: B }, scale s)
+ *   dU  = s·dY·B    (inputSplit: dx = dU (M, R), w = { format 'f32', nOut: Nout, k: R, data: B },
+ *                    scale s; one pass of `input` gives only M/128 workgroups at R = 32)
  *   dA += dUᵀ·x     (weightGrad: dw = dA (R, K), dy = dU, x)
  *   dX (+)= dY·W + dU·A  (input twice, the second with w = A (R, K) and accumulate).
  *

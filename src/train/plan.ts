@@ -4,6 +4,7 @@ import { PROJECTIONS, projectionShape, type Projection } from '../model/checkpoi
 import type { Qwen3Config } from '../model/config.js';
 import type { BaseFormat } from '../model/weights.js';
 import { ARENA_ALIGN_ELEMENTS } from './param-arena.js';
+import { DEFAULT_MAX_SCRATCH_BYTES } from '../kernels/matmul-backward.js';
 
 /**
  * The memory plan of a training step: every GPU buffer the run allocates, known before anything
@@ -158,6 +159,9 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
   add('xf (N, D): final norm output', 'scratch', 'step', [N, D], 'f32');
   add('token loss, token lse (N) f32', 'scratch', 'step', [N], 'f32', 2);
   add('rope cos, sin (T, Dh/2) f32', 'scratch', 'run', [s.seq, Dh / 2], 'f32', 2);
+  // Split reductions of the matmul backward (partial sums, then a fixed-order reduce): one shared
+  // buffer of at most DEFAULT_MAX_SCRATCH_BYTES.
+  add('matmul backward split-reduction scratch f32', 'scratch', 'run', [DEFAULT_MAX_SCRATCH_BYTES / 4], 'f32');
 
   const totals: Record<PlanCategory, number> = { weights: 0, lora: 0, grads: 0, optimizer: 0, saved: 0, scratch: 0, inputs: 0 };
   let total = 0;

@@ -217,7 +217,7 @@ export class TrainStep {
       const u = a.u[p];
       if (pair && g && u) {
         list.push(...mb.weightGrad(`L${l} ${p} dB`, { dw: g.b, dy, x: u }, { accumulate: true, scale: s }));
-        list.push(mb.input(`L${l} ${p} dU`, { dx: dU, dy, w: { format: 'f32', nOut: w.nOut, k: R, data: pair.b } }, { scale: s }));
+        list.push(...mb.inputSplit(`L${l} ${p} dU`, { dx: dU, dy, w: { format: 'f32', nOut: w.nOut, k: R, data: pair.b } }, { scale: s }));
         const aw: LinearWeight = { format: 'f32', nOut: R, k: w.k, data: pair.a };
         if (xDrop && dDrop) {
           const xa = view(xDrop, w.k);
@@ -295,7 +295,7 @@ export class TrainStep {
       list.push(m.forward(`lm_head rows ${start}..`, { y: lg, x: rowsOf(xf, 'xf'), w: weights.lmHead }));
       list.push(k.crossEntropy.forward(`cross-entropy rows ${start}..`, { loss: at(tokenLoss, 'f32'), lse: at(tokenLse, 'f32'), logits: lg, targets: at(inputs.targets, 'i32') }, { rows, vocab: V }));
       list.push(k.crossEntropy.backward(`cross-entropy backward rows ${start}..`, { logits: lg, lse: at(tokenLse, 'f32'), targets: at(inputs.targets, 'i32') }, { rows, vocab: V, scale: 1 }));
-      list.push(mb.input(`lm_head backward rows ${start}..`, { dx: rowsOf(dxf, 'dxf'), dy: lg, w: weights.lmHead }));
+      list.push(...mb.inputSplit(`lm_head backward rows ${start}..`, { dx: rowsOf(dxf, 'dxf'), dy: lg, w: weights.lmHead }));
     }
     list.push(k.sum.forward('loss sum', { out: lossSum, values: tokenLoss }, { n: N, accumulate: false }));
     list.push(k.rmsnorm.backward('final norm backward', { dx, dy: dxf, x: xs[L], weight: weights.finalNorm, rstd: rstdF }, { rows: N, width: D, accumulate: false }));
