@@ -21,3 +21,8 @@ export { SafetensorsFile } from './model/safetensors.js';
 export { SafetensorsWriter } from './model/safetensors-writer.js';
 export { QwenTokenizer, type ChatMessage } from './model/tokenizer.js';
 export * from './errors.js';
+export { Trainer, type TrainerOptions } from './train/trainer.js';
+export { planStep, checkPlan, formatPlan, type StepPlan, type StepSettings } from './train/plan.js';
+export { LrSchedule } from './train/schedule.js';
+export { readPeftAdapter, savePeftAdapter, adapterFromGpu } from './export/peft.js';
+export { runExportRequest } from './export/export-command.js';
