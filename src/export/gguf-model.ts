@@ -1,7 +1,7 @@
 import { ExportError } from '../errors.js';
 import { PROJECTIONS, projectionPath, type Projection } from '../model/checkpoint.js';
 import type { Qwen3Config } from '../model/config.js';
-import { GGML_TYPES, quantizeRows, type GgmlType } from './gguf-quants.js';
+import { GGML_TYPES, type GgmlType } from './gguf-quants.js';
 import { tokenizerMetadata, type GgufTokenizer } from './gguf-tokenizer.js';
 import { gguf, GgufWriter, type GgufTensorDecl, type GgufValue } from './gguf-writer.js';
 import type { WeightStream } from './merge.js';

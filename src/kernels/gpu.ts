@@ -1,5 +1,5 @@
 import { create } from 'webgpu';
-import { DeviceError, DeviceLimitError, ShaderError } from '../errors.js';
+import { DeviceError, DeviceLimitError } from '../errors.js';
 import { BufferUsage, MapMode } from './usage.js';
 import { byteLength, type DType, type Tensor, tensorView, numel } from './tensor.js';
 

@@ -2,10 +2,10 @@ import { DeviceLimitError, ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectTensor, numel, tensorView, type Tensor } from './tensor.js';
+import { numel, tensorView, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
-import { dynamicMapTensor, expectDoubleQuant, NF4_BLOCK } from './nf4.js';
-import { matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from './matmul.js';
+import { dynamicMapTensor } from './nf4.js';
+import { checkWeight, matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from './matmul.js';
 
 /**
  * Backward of the dequant-matmul Y (M, Nout) = X (M, K) · Wᵀ:
@@ -419,7 +419,7 @@ export class MatmulBackward {
   private inputDispatches(label: string, t: InputGradTensors, opts: MatmulBackwardSplitOptions, split: boolean): Dispatch[] {
     const { dx, dy, w } = t;
     const where = `${label} (matmul input gradient ${w.nOut}×${w.k} ${w.format})`;
-    const stored = storedFormat(where, w);
+    const stored = checkWeight(where, w);
     const m = rowsOf(where, dx, w.k, 'dx');
     const my = rowsOf(where, dy, w.nOut, 'dy');
     if (my !== m) throw new ShapeError(`${where}: dx ${dx.label} has ${m} rows but dy ${dy.label} has ${my}`);
@@ -491,25 +491,6 @@ function expectNoAlias(where: string, out: Tensor, inputs: readonly Tensor[]): v
       throw new ShapeError(`${where}: output ${out.label} shares a GPU buffer with input ${t.label}, which the same dispatch reads; give the gradient its own buffer`);
     }
   }
-}
-
-/** The stored format of a LinearWeight, after checking its tensors (as the forward does). */
-function storedFormat(where: string, w: LinearWeight): StoredFormat {
-  const shape = [w.nOut, w.k];
-  if (w.format === 'f32' || w.format === 'bf16') {
-    expectTensor(where, w.data, shape, w.format === 'f32' ? 'f32' : 'bf16x2');
-    return w.format;
-  }
-  expectTensor(where, w.data, shape, 'nf4x8');
-  const count = w.nOut * w.k;
-  if (count % NF4_BLOCK !== 0) throw new ShapeError(`${where}: NF4 weight of ${count} elements is not a multiple of ${NF4_BLOCK}`);
-  if (w.doubleQuant) {
-    expectDoubleQuant(where, w.doubleQuant, count / NF4_BLOCK);
-    return 'nf4dq';
-  }
-  if (!w.absmax) throw new ShapeError(`${where}: NF4 weight needs absmax or doubleQuant`);
-  expectTensor(where, w.absmax, [count / NF4_BLOCK], 'f32');
-  return 'nf4';
 }
 
 /** float64 reference: dx (m, k) = dx0 + scale · dy (m, n) · w (n, k), w the dense weight. */

@@ -296,7 +296,8 @@ function checkActivations(where: string, x: Tensor, y: Tensor, w: LinearWeight):
   return m;
 }
 
-function checkWeight(where: string, w: LinearWeight): StoredFormat {
+/** Checks a LinearWeight's tensors and returns its stored format (shared with the backward kernels). */
+export function checkWeight(where: string, w: LinearWeight): StoredFormat {
   const shape = [w.nOut, w.k];
   if (w.format === 'f32' || w.format === 'bf16') {
     expectTensor(where, w.data, shape, w.format === 'f32' ? 'f32' : 'bf16x2');
