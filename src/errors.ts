@@ -17,7 +17,10 @@ export class ConfigError extends TrainerError {}
 /** Tensor shapes disagree (between buffers, with config.json, or with an adapter). */
 export class ShapeError extends TrainerError {}
 
-/** A checkpoint file (config.json, safetensors, index, tokenizer) is missing or corrupt. */
+/**
+ * A checkpoint file (config.json, safetensors, index, tokenizer, a training checkpoint) is missing or
+ * corrupt, or a training checkpoint cannot be written.
+ */
 export class CheckpointError extends TrainerError {}
 
 /** Something would break a device limit (binding size, buffer size, memory). */
@@ -36,3 +39,6 @@ export class DataError extends TrainerError {}
 
 /** Writing an export (safetensors, GGUF, Modelfile) failed or was called out of order. */
 export class ExportError extends TrainerError {}
+
+/** Training diverged: a non-finite loss or gradient (the run stops, naming the last good checkpoint). */
+export class NonFiniteError extends TrainerError {}

@@ -26,3 +26,10 @@ export { planStep, checkPlan, formatPlan, type StepPlan, type StepSettings } fro
 export { LrSchedule } from './train/schedule.js';
 export { readPeftAdapter, savePeftAdapter, adapterFromGpu } from './export/peft.js';
 export { runExportRequest } from './export/export-command.js';
+export { ProgressObserver, type ProgressStream } from './report/progress-observer.js';
+export { MetricsJsonlObserver, readMetricsJsonl, type MetricsLine } from './report/metrics-jsonl.js';
+export { ReportHtmlObserver, type ReportHtmlOptions } from './report/report-observer.js';
+export { createRunObservers, type RunObservers } from './report/run-observers.js';
+export { Generator, type GeneratorOptions, type GenerateOptions, type GenerationResult, type StopReason } from './generate/generator.js';
+export { Sampler, DEFAULT_SAMPLING, GREEDY, type SamplingOptions } from './generate/sampling.js';
+export type { GenerationInput, ChatOptions } from './generate/prompt.js';

@@ -18,6 +18,10 @@ const COMMANDS: Record<string, Command> = {
     summary: 'write the adapter, a merged model (Hugging Face folder, GGUF), a LoRA GGUF and an Ollama Modelfile',
     run: async (argv) => (await import('./export.js')).runExport(argv),
   },
+  generate: {
+    summary: 'generate text with the model (+ adapter) from a prompt or a chat, streamed to stdout',
+    run: async (argv) => (await import('./generate.js')).runGenerate(argv),
+  },
   inspect: {
     summary: 'run the forward pass on a batch and write loss, logits_last and layer outputs (safetensors)',
     run: async (argv) => (await import('./inspect.js')).runInspect(argv),

@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path';
-import { CONFIG_FLAGS, formatFlags, parseConfigArgs } from '../config/args.js';
+import { CONFIG_FLAGS, formatFlags, parseConfigArgs, type FlagSpec } from '../config/args.js';
 import { loadConfig } from '../config/load.js';
 import { packageRoot } from '../config/paths.js';
 import type { TrainConfig } from '../config/schema.js';
@@ -12,19 +12,57 @@ import { readQwen3Config } from '../model/config.js';
 import { createLoraAdapter } from '../model/lora-init.js';
 import { Qwen3Model } from '../model/qwen3.js';
 import { QwenTokenizer } from '../model/tokenizer.js';
-import { trainLoop } from '../train/loop.js';
+import { trainLoop, type LoopResult } from '../train/loop.js';
 import { Trainer } from '../train/trainer.js';
 import { resolveOptim } from '../train/adamw8bit.js';
 import { adapterFromGpu, savePeftAdapter } from '../export/peft.js';
 import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepSettings } from '../train/plan.js';
+import { checkResumeConfig } from '../train/checkpoint-config.js';
+import { openCheckpoint, resolveResumeDir, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
+import type { RunObserver } from '../train/events.js';
+import { Interrupt, INTERRUPT_EXIT_CODE, listenForInterrupt } from '../train/interrupt.js';
 import { runDryRun } from './dry-run.js';
 
-export const TRAIN_USAGE = `usage: node train.js [--config FILE] [overrides]
+/** The flags of `train` besides the shared config flags. */
+export const TRAIN_FLAGS: readonly FlagSpec[] = [
+  {
+    name: 'resume',
+    takesValue: true,
+    optionalValue: true,
+    help: 'continue from a checkpoint: DIR (a checkpoint-<step> folder, or an output_dir holding some), or with no DIR the newest in output_dir',
+  },
+];
+
+export const TRAIN_USAGE = `usage: node train.js [--config FILE] [--resume [DIR]] [overrides]
 
 With no --config, runs the embedded default (configs/embedded-default.yaml): a small Qwen3 model the
 project creates, the bundled dataset, eval split and early stopping, on any WebGPU adapter.
+Checkpoints go to output_dir/checkpoint-<step>/ (save_strategy, save_steps, save_total_limit);
+Ctrl-C finishes the current step, writes a checkpoint and exits with 130 (twice: at once).
 
-${formatFlags(CONFIG_FLAGS)}`;
+${formatFlags([...CONFIG_FLAGS, ...TRAIN_FLAGS])}`;
+
+/** Plain log lines for the loop's records (until the report observers are wired in). */
+function plainLines(print: (line: string) => void): RunObserver {
+  return {
+    onStep: (r) =>
+      print(
+        `step ${r.step}/${r.totalSteps} epoch ${r.epoch.toFixed(2)}: loss ${r.loss.toFixed(4)}, lr ${r.learningRate.toExponential(2)}, ` +
+          `grad_norm ${r.gradNorm.toFixed(3)}, ${r.tokensPerSecond.toFixed(0)} tokens/s`,
+      ),
+    onEval: (r) => print(`step ${r.step}: eval_loss ${r.evalLoss.toFixed(4)}${r.isBest ? ' (best)' : ''}`),
+    onCheckpoint: (r) => print(`checkpoint (${r.reason}): step ${r.step} → ${r.dir}`),
+  };
+}
+
+/** The checkpoint named by --resume or resume_from_checkpoint, checked against `config` (reads no tensors). */
+async function openResume(request: string | undefined, config: TrainConfig): Promise<OpenedCheckpoint | undefined> {
+  if (request === undefined) return undefined;
+  const dir = await resolveResumeDir(request, config.output_dir);
+  const opened = await openCheckpoint(dir);
+  for (const w of checkResumeConfig(opened.config, config, dir)) console.warn(`warning: ${w}`);
+  return opened;
+}
 
 /** Settings of the memory plan for a config and batch shape. */
 export function stepSettings(config: TrainConfig, B: number, T: number, lossChunkTokens: number): StepSettings {
@@ -53,11 +91,14 @@ export async function runTrain(argv: string[]): Promise<number> {
     console.log(TRAIN_USAGE);
     return 0;
   }
-  const args = parseConfigArgs(argv, 'train');
+  const args = parseConfigArgs(argv, 'train', TRAIN_FLAGS);
   const configPath = args.configPath ?? join(packageRoot(), 'configs', 'embedded-default.yaml');
   const { config, warnings } = loadConfig(configPath, args.overrides);
   for (const w of warnings) console.warn(`warning: ${w}`);
   console.log(`config: ${configPath}${args.configPath ? '' : ' (embedded default)'}`);
+  // `--resume` alone means the newest checkpoint in output_dir; the flag wins over the config key.
+  const resumeFlag = args.flags.get('resume');
+  const resume = await openResume(resumeFlag ? (resumeFlag[0] ?? 'latest') : (config.resume_from_checkpoint ?? undefined), config);
 
   if (args.dryRun) {
     await runDryRun(config, {
@@ -104,7 +145,29 @@ export async function runTrain(argv: string[]): Promise<number> {
       seed: config.seed,
     });
     const pad = tokenizer.padTokenId ?? tokenizer.eosTokenId;
-    const result = await trainLoop(gpu, model, trainer, config, { train: data.train.examples, eval: data.eval.examples }, pad, (line) => console.log(line));
+    const interrupt = new Interrupt();
+    const listening = listenForInterrupt(process, interrupt, {
+      onFirst: () => console.log('interrupt: finishing the current step, then writing a checkpoint (Ctrl-C again quits at once)'),
+      onSecond: () => process.exit(INTERRUPT_EXIT_CODE),
+    });
+    const log = (line: string): void => console.log(line);
+    let result: LoopResult;
+    try {
+      result = await trainLoop(gpu, model, trainer, config, { train: data.train.examples, eval: data.eval.examples }, pad, {
+        log,
+        observers: [plainLines(log)],
+        interrupt,
+        resume,
+        plannedGpuBytes: plan.total,
+      });
+    } finally {
+      listening.dispose();
+    }
+    if (result.reason === 'interrupted') {
+      trainer.destroy();
+      console.log(`interrupted at step ${result.steps}: checkpoint ${result.lastCheckpoint}; continue with: node train.js --resume ${result.lastCheckpoint}`);
+      return INTERRUPT_EXIT_CODE;
+    }
     const adapterDir = resolve(config.output_dir, 'adapter');
     await savePeftAdapter(adapterDir, await adapterFromGpu(gpu, trainer.lora, modelConfig), { baseModel: config.model_id, overwrite: true });
     trainer.destroy();

@@ -11,6 +11,8 @@ export interface FlagSpec {
   /** Without the leading dashes. */
   name: string;
   takesValue: boolean;
+  /** With takesValue: the value may be left out (`--resume` alone, or followed by another --flag). */
+  optionalValue?: boolean;
   repeatable?: boolean;
   help: string;
 }
@@ -43,8 +45,10 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], 
       if (eq >= 0) value = arg.slice(eq + 1);
       else {
         value = argv[i + 1];
-        if (value === undefined || value.startsWith('--')) throw new ConfigError(`${command}: --${name} needs a value`);
-        i++;
+        if (value === undefined || value.startsWith('--')) {
+          if (!spec.optionalValue) throw new ConfigError(`${command}: --${name} needs a value`);
+          value = undefined;
+        } else i++;
       }
     } else if (eq >= 0) throw new ConfigError(`${command}: --${name} takes no value`);
     const prev = out.get(name);
@@ -76,5 +80,5 @@ export function parseConfigArgs(argv: readonly string[], command: string, extra:
 
 /** Help text for a flag list. */
 export function formatFlags(specs: readonly FlagSpec[]): string {
-  return specs.map((s) => `  --${s.name}${s.takesValue ? ' VALUE' : ''}`.padEnd(24) + s.help).join('\n');
+  return specs.map((s) => `  --${s.name}${s.takesValue ? (s.optionalValue ? ' [VALUE]' : ' VALUE') : ''}`.padEnd(24) + s.help).join('\n');
 }

@@ -1,5 +1,5 @@
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { ExportError } from '../errors.js';
+import { AtomicFile, type AtomicFileOptions } from '../io/atomic-file.js';
 import { GGML_TYPES, rowBytes, type GgmlType } from './gguf-quants.js';
 
 /**
@@ -7,7 +7,7 @@ import { GGML_TYPES, rowBytes, type GgmlType } from './gguf-quants.js';
  *
  *   create(path, metadata, tensors)   validates the declarations, writes the header (magic, version,
  *                                     counts, key/value pairs, tensor infos with offsets) and the
- *                                     padding to `<path>.tmp-<pid>`                     → open
+ *                                     padding to `<path>.tmp-<pid>` (an AtomicFile)     → open
  *   write(name, bytes) …              tensor data in declaration order, each tensor in as many
  *                                     pieces as wanted; zero padding to the alignment is written
  *                                     after each tensor                                  (open)
@@ -145,27 +145,24 @@ function writeScalar(s: ByteSink, type: GgufScalarType, v: GgufScalar): void {
 }
 
 export class GgufWriter {
-  private handle: FileHandle | undefined;
-  private stateNow: GgufWriterState = 'open';
   private current = 0;
   private writtenOfCurrent = 0;
-  private position: number;
 
   private constructor(
     readonly path: string,
-    readonly tempPath: string,
-    handle: FileHandle,
+    private readonly file: AtomicFile,
     private readonly tensors: readonly GgufTensorDecl[],
     private readonly sizes: readonly number[],
     private readonly alignment: number,
-    dataStart: number,
-  ) {
-    this.handle = handle;
-    this.position = dataStart;
-  }
+  ) {}
 
   get state(): GgufWriterState {
-    return this.stateNow;
+    return this.file.state;
+  }
+
+  /** The temporary file written until finish(). */
+  get tempPath(): string {
+    return this.file.tempPath;
   }
 
   /** Tensors completely written so far. */
@@ -181,30 +178,21 @@ export class GgufWriter {
 
   /**
    * Validates the declarations, creates the temporary file and writes the header. The alignment is
-   * `general.alignment` of the metadata when given (U32), else `alignment`, else 32.
+   * `general.alignment` of the metadata when given (U32), else `alignment`, else 32. `options.fs`
+   * replaces the file system (tests inject faults through it).
    */
   static async create(
     path: string,
     metadata: Iterable<readonly [string, GgufValue]>,
     tensors: readonly GgufTensorDecl[],
     alignment?: number,
+    options: Pick<AtomicFileOptions, 'fs'> = {},
   ): Promise<GgufWriter> {
     const { header, sizes, align } = encodeHeader(path, metadata, tensors, alignment);
-    const tempPath = `${path}.tmp-${process.pid}`;
-    let handle: FileHandle;
+    const file = await AtomicFile.create(path, { fs: options.fs, error: (m, o) => new ExportError(m, o) });
+    const w = new GgufWriter(path, file, tensors.map((t) => ({ ...t, ne: [...t.ne] })), sizes, align);
     try {
-      handle = await open(tempPath, 'wx');
-    } catch (e) {
-      throw new ExportError(`${path}: cannot create the temporary file ${tempPath} (${(e as Error).message})`, { cause: e });
-    }
-    const w = new GgufWriter(path, tempPath, handle, tensors.map((t) => ({ ...t, ne: [...t.ne] })), sizes, align, header.length);
-    try {
-      let at = 0;
-      for (const part of header.parts) {
-        const p = at;
-        await w.io('writing the header', () => writeFully(handle, part, p));
-        at += part.length;
-      }
+      for (const part of header.parts) await file.write(part, 'writing the header');
     } catch (e) {
       await w.abort();
       throw e;
@@ -249,50 +237,23 @@ export class GgufWriter {
           `(${this.tensors.length - this.current} of ${this.tensors.length} tensors incomplete)`,
       );
     }
-    const h = this.handle!;
-    await this.io('syncing', () => h.sync());
-    await this.io('closing', () => h.close());
-    this.handle = undefined;
-    await this.io(`renaming ${this.tempPath} to ${this.path}`, () => rename(this.tempPath, this.path));
-    this.stateNow = 'finished';
+    await this.file.finish();
   }
 
   /** Closes and removes the temporary file; does nothing once finished or aborted. */
   async abort(): Promise<void> {
-    if (this.stateNow === 'finished' || this.stateNow === 'aborted') return;
-    this.stateNow = 'aborted';
-    const h = this.handle;
-    this.handle = undefined;
-    try {
-      if (h) await h.close();
-    } finally {
-      await unlink(this.tempPath).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw new ExportError(`${this.path}: abort(): cannot remove ${this.tempPath} (${e.message})`, { cause: e });
-      });
-    }
+    await this.file.abort();
   }
 
   private async append(what: string, data: Uint8Array): Promise<void> {
-    const at = this.position;
-    await this.io(what, () => writeFully(this.handle!, data, at));
-    this.position += data.byteLength;
+    await this.file.write(data, what);
   }
 
   private expectOpen(call: string): void {
-    if (this.stateNow !== 'open') {
-      const hint = this.stateNow === 'failed' ? '; an earlier write failed, call abort()' : '';
-      throw new ExportError(`${this.path}: ${call} refused: the writer is ${this.stateNow}${hint}`);
-    }
-  }
-
-  private async io<T>(what: string, f: () => Promise<T>): Promise<T> {
-    try {
-      return await f();
-    } catch (e) {
-      this.stateNow = 'failed';
-      const code = (e as NodeJS.ErrnoException).code;
-      const hint = code === 'ENOSPC' ? ' — the disk is full; free space or choose another --out' : '';
-      throw new ExportError(`${this.path}: ${what} failed (${(e as Error).message})${hint}; call abort() to remove ${this.tempPath}`, { cause: e });
+    const state = this.file.state;
+    if (state !== 'open') {
+      const hint = state === 'failed' ? '; an earlier write failed, call abort()' : '';
+      throw new ExportError(`${this.path}: ${call} refused: the writer is ${state}${hint}`);
     }
   }
 }
@@ -365,12 +326,4 @@ function encodeHeader(
   if (pad > 0) s.bytes(new Uint8Array(pad));
   s.flush();
   return { header: s, sizes, align: alignment };
-}
-
-async function writeFully(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.byteLength) {
-    const { bytesWritten } = await handle.write(data, done, Math.min(data.byteLength - done, 1 << 30), position + done);
-    done += bytesWritten;
-  }
 }

@@ -7,7 +7,9 @@ import type { Dispatch } from './dispatch.js';
 
 /**
  * Cross-entropy over a chunk of Tc rows of logits (Tc, V): loss = lse − logits[target] per row, 0
- * where the target is IGNORE_INDEX (−100), and the row's log-sum-exp saved for the backward pass.
+ * where the target is IGNORE_INDEX (−100), the row's log-sum-exp saved for the backward pass, and
+ * correct = 1 where the row's argmax (lowest index among equal maxima, as torch.argmax) is the target
+ * (token accuracy; 0 for ignored rows).
  * The caller computes logits a chunk at a time so (Tc·V) never all sits in memory, shifts the
  * targets (labels[t + 1]), sums the per-row losses (SumReduce with accumulate) and divides by the
  * count of valid targets. A target outside [0, V) other than −100 gives a NaN loss (reads nothing).
@@ -27,6 +29,7 @@ export const crossEntropyForwardSpec: KernelSpec<typeof CrossEntropyParams> = {
     { name: 'params', access: 'uniform' },
     { name: 'loss', access: 'read_write' },
     { name: 'lse', access: 'read_write' },
+    { name: 'correct', access: 'read_write' },
     { name: 'logits', access: 'read' },
     { name: 'targets', access: 'read' },
   ],
@@ -73,6 +76,8 @@ export interface CrossEntropySaved {
 export interface CrossEntropyForwardTensors extends CrossEntropySaved {
   /** (Tc) f32 — per-row loss, 0 for ignored rows. */
   loss: Tensor;
+  /** (Tc) f32 — 1 where argmax = target, else 0 (0 for ignored rows). */
+  correct: Tensor;
   /** (Tc, V) f32 */
   logits: Tensor;
   /** (Tc) i32 — target ids, IGNORE_INDEX to skip a row. */
@@ -123,7 +128,7 @@ export class CrossEntropy {
     return new CrossEntropy(forward, backward, one, options.gridWidth ?? gpu.limits.maxComputeWorkgroupsPerDimension);
   }
 
-  /** loss (Tc) f32, lse (Tc) f32 ← cross-entropy of logits (Tc, V) f32 against targets (Tc) i32. */
+  /** loss, lse, correct (Tc) f32 ← cross-entropy of logits (Tc, V) f32 against targets (Tc) i32. */
   forward(label: string, t: CrossEntropyForwardTensors, shape: CrossEntropyShape): Dispatch {
     const { rows, vocab } = shape;
     for (const [k, v] of Object.entries(shape)) {
@@ -134,14 +139,15 @@ export class CrossEntropy {
     expectTensor(where, t.targets, [rows], 'i32');
     expectTensor(where, t.loss, [rows], 'f32');
     expectTensor(where, t.lse, [rows], 'f32');
-    for (const out of [t.loss, t.lse]) {
+    expectTensor(where, t.correct, [rows], 'f32');
+    for (const out of [t.loss, t.lse, t.correct]) {
       if (out.buffer === t.logits.buffer || out.buffer === t.targets.buffer) {
         throw new ShapeError(`${where}: output ${out.label} shares a GPU buffer with an input; WebGPU forbids writing a buffer the same dispatch reads`);
       }
     }
     // rows as a grid of at most gridWidth along x, as square as the rows allow (few spare workgroups)
     const gy = Math.ceil(rows / this.gridWidth);
-    return this.forwardKernel.bind(label, { loss: t.loss, lse: t.lse, logits: t.logits, targets: t.targets }, { rows, vocab }, [Math.ceil(rows / gy), gy]);
+    return this.forwardKernel.bind(label, { loss: t.loss, lse: t.lse, correct: t.correct, logits: t.logits, targets: t.targets }, { rows, vocab }, [Math.ceil(rows / gy), gy]);
   }
 
   /**
@@ -183,26 +189,36 @@ export class CrossEntropy {
 
 /**
  * float64 reference: logits (rows·vocab), targets (rows). lse with the row max subtracted first;
- * loss = lse − logits[target], 0 for IGNORE_INDEX, NaN for any other target outside [0, vocab).
+ * loss = lse − logits[target], 0 for IGNORE_INDEX, NaN for any other target outside [0, vocab);
+ * correct = 1 where the first index of the row's maximum is the target; argmax that index.
  */
 export function crossEntropyForwardRef(
   logits: ArrayLike<number>,
   targets: ArrayLike<number>,
   rows: number,
   vocab: number,
-): { loss: Float64Array; lse: Float64Array } {
+): { loss: Float64Array; lse: Float64Array; correct: Float64Array; argmax: Int32Array } {
   const loss = new Float64Array(rows);
   const lse = new Float64Array(rows);
+  const correct = new Float64Array(rows);
+  const argmax = new Int32Array(rows);
   for (let r = 0; r < rows; r++) {
     let m = -Infinity;
-    for (let v = 0; v < vocab; v++) m = Math.max(m, logits[r * vocab + v]);
+    for (let v = 0; v < vocab; v++) {
+      if (logits[r * vocab + v] > m) {
+        m = logits[r * vocab + v];
+        argmax[r] = v;
+      }
+    }
     let s = 0;
     for (let v = 0; v < vocab; v++) s += Math.exp(logits[r * vocab + v] - m);
     lse[r] = m + Math.log(s);
     const t = targets[r];
-    loss[r] = t === IGNORE_INDEX ? 0 : t >= 0 && t < vocab ? lse[r] - logits[r * vocab + t] : NaN;
+    const valid = t >= 0 && t < vocab;
+    loss[r] = t === IGNORE_INDEX ? 0 : valid ? lse[r] - logits[r * vocab + t] : NaN;
+    correct[r] = valid && argmax[r] === t ? 1 : 0;
   }
-  return { loss, lse };
+  return { loss, lse, correct, argmax };
 }
 
 /**

@@ -82,8 +82,9 @@ export class Gpu {
     void device.lost.then((info) => {
       if (this.destroyed) return;
       this.failure = new DeviceError(
-        `GPU device lost (${info.reason}) while running kernel "${this.lastKernel}": ${info.message}. ` +
-          'If this repeats, lower per_device_train_batch_size or max_seq_length, or update the GPU driver.',
+        `GPU device lost (reason: ${info.reason}) after kernel "${this.lastKernel}": ${info.message}. ` +
+          'Usual causes: the driver reset the GPU (a crash or a watchdog timeout: update the GPU driver and look at the system log), ' +
+          'or the GPU ran out of memory (lower per_device_train_batch_size or max_seq_length, or close other GPU programs).',
       );
     });
   }

@@ -1,4 +1,4 @@
-import { ConfigError, DeviceLimitError, ShapeError } from '../errors.js';
+import { ConfigError, ShapeError } from '../errors.js';
 import { submitDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
 import type { LinearWeight } from '../kernels/matmul.js';
@@ -7,8 +7,11 @@ import { tensorView, type Tensor } from '../kernels/tensor.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
 import type { Projection } from './checkpoint.js';
 import type { ModelKernels } from './kernels.js';
+import { LossHead, type LossHeadMode } from './loss-head.js';
 import type { LoraAdapter } from './lora.js';
 import type { ModelWeights } from './weights.js';
+
+export { chooseLossChunk } from './loss-head.js';
 
 /**
  * The forward pass of Qwen3 (+ optional LoRA) for a fixed batch shape (B, T), built once: every
@@ -24,8 +27,9 @@ import type { ModelWeights } from './weights.js';
  *   hn = rmsnorm(x, post_attention_layernorm)
  *   act = silu(hn·Wgᵀ) ⊙ (hn·Wuᵀ)     (+ LoRA on gate and up)
  *   x += act·Wdᵀ (+ LoRA)
- * then xf = rmsnorm(x, norm); logits = xf·Eᵀ in chunks of Tc tokens, each chunk's cross-entropy
- * against the shifted labels summed on the GPU.
+ * then xf = rmsnorm(x, norm) and the loss head (src/model/loss-head.ts): logits = xf·Eᵀ and each
+ * position's cross-entropy against its shifted label, summed on the GPU with the count of positions
+ * whose argmax is the label (token accuracy).
  */
 export interface ForwardShape {
   readonly B: number;
@@ -41,6 +45,8 @@ export interface ForwardShape {
   readonly maxPosition?: number;
   /** Tokens per logits chunk (a multiple of 64); default: the most that fit one binding, at most 1024. */
   readonly lossChunkTokens?: number;
+  /** The loss head's implementation (default 'auto': fused on CPU adapters, chunked elsewhere). */
+  readonly lossHead?: LossHeadMode | 'auto';
 }
 
 export interface Batch {
@@ -59,6 +65,10 @@ export interface ForwardResult {
   readonly loss: number;
   /** Number of scored positions. */
   readonly targets: number;
+  /** Scored positions whose argmax logit is the target (ties: the lowest index, as torch.argmax). */
+  readonly correct: number;
+  /** correct / targets (NaN when there are none). */
+  readonly accuracy: number;
   /** (B, V) f32, when asked for. */
   readonly logitsLast?: Float32Array;
   /** L tensors of (B·T, D) f32, with captureLayers. */
@@ -90,7 +100,6 @@ interface Buffers {
   ids: Tensor;
   pos: Tensor;
   seg: Tensor;
-  targets: Tensor;
   x: Tensor;
   hn: Tensor;
   rstd: Tensor;
@@ -108,10 +117,6 @@ interface Buffers {
   act: Tensor;
   loraU: Tensor | undefined;
   xf: Tensor;
-  logits: Tensor;
-  tokenLoss: Tensor;
-  tokenLse: Tensor;
-  lossSum: Tensor;
   lastIdx: Tensor | undefined;
   lastRows: Tensor | undefined;
   logitsLast: Tensor | undefined;
@@ -123,8 +128,9 @@ export class ForwardProgram {
   private constructor(
     private readonly gpu: Gpu,
     readonly weights: ModelWeights,
-    readonly shape: Required<Pick<ForwardShape, 'B' | 'T' | 'maxPosition' | 'lossChunkTokens'>> & ForwardShape,
+    readonly shape: Required<Pick<ForwardShape, 'B' | 'T' | 'maxPosition' | 'lossChunkTokens' | 'lossHead'>> & ForwardShape,
     private readonly bufs: Buffers,
+    private readonly head: LossHead,
     private readonly dispatches: readonly Dispatch[],
     private readonly allocated: readonly GPUBuffer[],
   ) {}
@@ -147,7 +153,6 @@ export class ForwardProgram {
     if (maxPosition > c.maxPositionEmbeddings) {
       throw new ConfigError(`forward: positions up to ${maxPosition} exceed max_position_embeddings ${c.maxPositionEmbeddings} of config.json`);
     }
-    const chunk = chooseLossChunk(gpu, N, V, shape.lossChunkTokens);
     const allocated: GPUBuffer[] = [];
     const t = (label: string, dims: number[], dtype: 'f32' | 'i32'): Tensor => {
       const tensor = gpu.tensor(label, dims, dtype);
@@ -159,7 +164,6 @@ export class ForwardProgram {
       ids: t('input_ids (N) i32', [N], 'i32'),
       pos: t('position_ids (N) i32', [N], 'i32'),
       seg: t('segment_ids (N) i32', [N], 'i32'),
-      targets: t('targets (N) i32 — shifted labels', [N], 'i32'),
       x: t('x (N, D) f32 — residual stream', [N, D], 'f32'),
       hn: t('hn (N, D) f32 — normed input of a block', [N, D], 'f32'),
       rstd: t('rstd (N) f32', [N], 'f32'),
@@ -177,10 +181,6 @@ export class ForwardProgram {
       act: t('act (N, F) f32 — silu(gate)·up', [N, F], 'f32'),
       loraU: R ? t('lora u (N, R) f32 — x·Aᵀ scratch', [N, R], 'f32') : undefined,
       xf: t('xf (N, D) f32 — final norm output', [N, D], 'f32'),
-      logits: t('logits chunk (Tc, V) f32', [chunk, V], 'f32'),
-      tokenLoss: t('token loss (N) f32', [N], 'f32'),
-      tokenLse: t('token lse (N) f32', [N], 'f32'),
-      lossSum: t('loss sum (1) f32', [1], 'f32'),
       lastIdx: shape.logitsLast ? t('last index (B) i32', [B], 'i32') : undefined,
       lastRows: shape.logitsLast ? t('last rows (B, D) f32', [B, D], 'f32') : undefined,
       logitsLast: shape.logitsLast ? t('logits_last (B, V) f32', [B, V], 'f32') : undefined,
@@ -229,21 +229,15 @@ export class ForwardProgram {
     }
     list.push(k.rmsnorm.forward('final norm', { y: bufs.xf, rstd: bufs.rstd, x: bufs.x, weight: weights.finalNorm }, { rows: N, width: D, eps }));
 
-    for (let start = 0; start < N; start += chunk) {
-      const rows = Math.min(chunk, N - start);
-      const xs = tensorView(bufs.xf.buffer, `xf rows ${start}..${start + rows}`, [rows, D], 'f32', start * D * 4);
-      const logits = tensorView(bufs.logits.buffer, 'logits chunk', [rows, V], 'f32');
-      const at = (tensor: Tensor, dtype: 'f32' | 'i32'): Tensor => tensorView(tensor.buffer, `${tensor.label} [${start}..]`, [rows], dtype, start * 4);
-      list.push(k.matmul.forward(`lm_head rows ${start}..`, { y: logits, x: xs, w: weights.lmHead }));
-      list.push(k.crossEntropy.forward(`cross-entropy rows ${start}..`, { loss: at(bufs.tokenLoss, 'f32'), lse: at(bufs.tokenLse, 'f32'), logits, targets: at(bufs.targets, 'i32') }, { rows, vocab: V }));
-    }
-    list.push(k.sum.forward('loss sum', { out: bufs.lossSum, values: bufs.tokenLoss }, { n: N, accumulate: false }));
+    const head = LossHead.build(gpu, k, weights.lmHead, bufs.xf, undefined, { N, backward: false, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
+    allocated.push(...head.allocated);
+    list.push(...head.dispatches);
 
     if (bufs.lastIdx && bufs.lastRows && bufs.logitsLast) {
       list.push(k.gatherRows.forward('last rows', bufs.lastRows, bufs.xf, bufs.lastIdx));
       list.push(k.matmul.forward('lm_head last', { y: bufs.logitsLast, x: bufs.lastRows, w: weights.lmHead }));
     }
-    return new ForwardProgram(gpu, weights, { ...shape, maxPosition, lossChunkTokens: chunk }, bufs, list, allocated);
+    return new ForwardProgram(gpu, weights, { ...shape, maxPosition, lossChunkTokens: head.chunkTokens, lossHead: head.mode }, bufs, head, list, allocated);
   }
 
   /** Number of dispatches one forward records. */
@@ -269,21 +263,29 @@ export class ForwardProgram {
     validateIds('position_ids', positions, T, (v) => v >= 0 && v < this.shape.maxPosition, `a position in [0, ${this.shape.maxPosition})`);
     const segments = batch.segmentIds ?? new Int32Array(N);
     const targets = batch.labels ? shiftTargets(batch.labels, segments, B, T) : new Int32Array(N).fill(IGNORE_INDEX);
-    const count = targets.reduce((n, v) => n + (v === IGNORE_INDEX ? 0 : 1), 0);
 
     const g = this.gpu;
     g.write(this.bufs.ids, batch.inputIds);
     g.write(this.bufs.pos, positions);
     g.write(this.bufs.seg, segments);
-    g.write(this.bufs.targets, targets);
+    const count = this.head.setTargets(targets, 'forward');
     submitDispatches(g, this.dispatches);
-    const sum = (await g.readF32(this.bufs.lossSum))[0];
+    const sums = await this.head.readSums();
     const logitsLast = this.bufs.logitsLast ? await g.readF32(this.bufs.logitsLast) : undefined;
     const capture = this.shape.captureLayers;
     const layerOut = capture ? await Promise.all(this.bufs.layerOut.map((t) => g.readF32(t))) : undefined;
     const finalNorm = capture ? await g.readF32(this.bufs.xf) : undefined;
-    const tokenLoss = capture ? await g.readF32(this.bufs.tokenLoss) : undefined;
-    return { loss: count > 0 ? sum / count : NaN, targets: count, logitsLast, layerOut, finalNorm, tokenLoss };
+    const tokenLoss = capture ? await g.readF32(this.head.tokenLoss) : undefined;
+    return {
+      loss: count > 0 ? sums.loss / count : NaN,
+      targets: count,
+      correct: sums.correct,
+      accuracy: count > 0 ? sums.correct / count : NaN,
+      logitsLast,
+      layerOut,
+      finalNorm,
+      tokenLoss,
+    };
   }
 
   /** Frees the program's buffers (the weights stay). */
@@ -298,18 +300,4 @@ function validateIds(name: string, a: Int32Array, T: number, ok: (v: number) => 
       throw new ShapeError(`forward: ${name}[${Math.floor(i / T)}, ${i % T}] = ${a[i]}; expected ${expected}`);
     }
   }
-}
-
-/** Tokens per logits chunk: a multiple of 64 (aligned views) whose (Tc, V) f32 fits one binding. */
-export function chooseLossChunk(gpu: Gpu, N: number, V: number, requested?: number): number {
-  const fit = Math.floor(gpu.limits.maxStorageBufferBindingSize / (V * 4) / 64) * 64;
-  if (fit < 64) {
-    throw new DeviceLimitError(`forward: 64 tokens of logits (64 × ${V} f32) exceed this device's maxStorageBufferBindingSize of ${gpu.limits.maxStorageBufferBindingSize}`);
-  }
-  if (requested !== undefined) {
-    if (requested % 64 !== 0 || requested < 64) throw new ConfigError(`forward: lossChunkTokens ${requested} must be a positive multiple of 64`);
-    if (requested > fit) throw new DeviceLimitError(`forward: lossChunkTokens ${requested} × ${V} logits exceed one binding; at most ${fit}`);
-    return requested;
-  }
-  return Math.min(fit, 1024, Math.ceil(N / 64) * 64);
 }

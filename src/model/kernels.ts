@@ -1,5 +1,6 @@
 import { Attention } from '../kernels/attention.js';
 import { CrossEntropy } from '../kernels/cross-entropy.js';
+import { CrossEntropyFused, fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
 import { Embedding } from '../kernels/embedding.js';
 import { GatherRows } from '../kernels/gather-rows.js';
 import type { Gpu } from '../kernels/gpu.js';
@@ -19,6 +20,8 @@ export interface ModelKernels {
   readonly matmul: Matmul;
   readonly swiglu: Swiglu;
   readonly crossEntropy: CrossEntropy;
+  /** The fused lm_head + cross-entropy of CPU adapters (lavapipe); absent where the adapter cannot run it. */
+  readonly crossEntropyFused?: CrossEntropyFused;
   readonly sum: SumReduce;
   readonly gatherRows: GatherRows;
 }
@@ -35,5 +38,6 @@ export async function createModelKernels(gpu: Gpu, config: Qwen3Config): Promise
     SumReduce.create(gpu),
     GatherRows.create(gpu),
   ]);
-  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, sum, gatherRows });
+  const crossEntropyFused = fusedHeadUnsupported(gpu) === undefined ? await CrossEntropyFused.create(gpu) : undefined;
+  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows });
 }

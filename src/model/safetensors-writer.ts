@@ -1,13 +1,12 @@
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { ExportError } from '../errors.js';
+import { AtomicFile, type AtomicFileOptions } from '../io/atomic-file.js';
 import { DTYPE_BYTES, isSafetensorsDtype, type SafetensorsDtype } from './safetensors.js';
 
 /**
  * Streaming safetensors writer, a small state machine:
  *
  *   create(path, entries, metadata?)   declares every tensor up front, writes the header to
- *                                      `<path>.tmp-<pid>`                              → open
+ *                                      `<path>.tmp-<pid>` (an AtomicFile)              → open
  *   write(name, bytes) …               the data, tensor by tensor in declaration order, each in
  *                                      as many pieces as wanted                         (open)
  *   finish()                           checks every byte was written, fsyncs, renames to `path`
@@ -32,33 +31,37 @@ export interface SafetensorsEntry {
 export type SafetensorsWriterState = 'open' | 'finished' | 'aborted' | 'failed';
 
 export class SafetensorsWriter {
-  private handle: FileHandle | undefined;
-  private stateNow: SafetensorsWriterState = 'open';
   /** Index of the tensor being written (== entries.length when all are complete). */
   private current = 0;
   /** Bytes of `entries[current]` written so far. */
   private writtenOfCurrent = 0;
-  /** Absolute file position of the next byte. */
-  private position: number;
 
   private constructor(
     readonly path: string,
-    readonly tempPath: string,
-    handle: FileHandle,
+    private readonly file: AtomicFile,
     private readonly entries: readonly SafetensorsEntry[],
     private readonly sizes: readonly number[],
-    dataStart: number,
-  ) {
-    this.handle = handle;
-    this.position = dataStart;
-  }
+  ) {}
 
   get state(): SafetensorsWriterState {
-    return this.stateNow;
+    return this.file.state;
   }
 
-  /** Validates the declarations, creates the temporary file and writes the header. */
-  static async create(path: string, entries: readonly SafetensorsEntry[], metadata: Readonly<Record<string, string>> = {}): Promise<SafetensorsWriter> {
+  /** The temporary file written until finish(). */
+  get tempPath(): string {
+    return this.file.tempPath;
+  }
+
+  /**
+   * Validates the declarations, creates the temporary file and writes the header. `options.fs`
+   * replaces the file system (tests inject faults through it).
+   */
+  static async create(
+    path: string,
+    entries: readonly SafetensorsEntry[],
+    metadata: Readonly<Record<string, string>> = {},
+    options: Pick<AtomicFileOptions, 'fs'> = {},
+  ): Promise<SafetensorsWriter> {
     const header: Record<string, unknown> = {};
     if (Object.keys(metadata).length > 0) {
       for (const [k, v] of Object.entries(metadata)) {
@@ -89,16 +92,10 @@ export class SafetensorsWriter {
     new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
     head.set(json, 8);
 
-    const tempPath = `${path}.tmp-${process.pid}`;
-    let handle: FileHandle;
+    const file = await AtomicFile.create(path, { fs: options.fs, error: (m, o) => new ExportError(m, o) });
+    const writer = new SafetensorsWriter(path, file, entries.map((e) => ({ ...e, shape: [...e.shape] })), sizes);
     try {
-      handle = await open(tempPath, 'wx');
-    } catch (e) {
-      throw new ExportError(`${path}: cannot create the temporary file ${tempPath} (${(e as Error).message})`, { cause: e });
-    }
-    const writer = new SafetensorsWriter(path, tempPath, handle, entries.map((e) => ({ ...e, shape: [...e.shape] })), sizes, head.byteLength);
-    try {
-      await writer.io('writing the header', () => writeFully(handle, head, 0));
+      await file.write(head, 'writing the header');
     } catch (e) {
       await writer.abort();
       throw e;
@@ -127,9 +124,7 @@ export class SafetensorsWriter {
     if (data.byteLength > remaining) {
       throw new ExportError(`${this.path}: write("${name}"): ${data.byteLength} bytes given but only ${remaining} of its ${this.sizes[idx]} bytes remain`);
     }
-    const at = this.position;
-    await this.io(`writing tensor "${name}"`, () => writeFully(this.handle!, data, at));
-    this.position += data.byteLength;
+    await this.file.write(data, `writing tensor "${name}"`);
     this.writtenOfCurrent += data.byteLength;
     if (this.writtenOfCurrent === this.sizes[idx]) {
       this.current++;
@@ -149,13 +144,7 @@ export class SafetensorsWriter {
           `(${this.entries.length - this.current} tensors, ${missing} bytes missing)`,
       );
     }
-    const h = this.handle!;
-    await this.io('syncing', () => h.sync());
-    await this.io('closing', () => h.close());
-    this.handle = undefined;
-    await this.io(`renaming ${this.tempPath} to ${this.path}`, () => rename(this.tempPath, this.path));
-    await syncDirectory(dirname(this.path));
-    this.stateNow = 'finished';
+    await this.file.finish();
   }
 
   /**
@@ -163,61 +152,19 @@ export class SafetensorsWriter {
    * writer is finished or already aborted.
    */
   async abort(): Promise<void> {
-    if (this.stateNow === 'finished' || this.stateNow === 'aborted') return;
-    this.stateNow = 'aborted';
-    const h = this.handle;
-    this.handle = undefined;
-    try {
-      if (h) await h.close();
-    } finally {
-      await unlink(this.tempPath).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw new ExportError(`${this.path}: abort(): cannot remove ${this.tempPath} (${e.message})`, { cause: e });
-      });
-    }
+    await this.file.abort();
   }
 
   private expectOpen(call: string): void {
-    if (this.stateNow !== 'open') {
-      const hint = this.stateNow === 'failed' ? '; an earlier write failed, call abort()' : '';
-      throw new ExportError(`${this.path}: ${call} refused: the writer is ${this.stateNow}${hint}`);
+    const state = this.file.state;
+    if (state !== 'open') {
+      const hint = state === 'failed' ? '; an earlier write failed, call abort()' : '';
+      throw new ExportError(`${this.path}: ${call} refused: the writer is ${state}${hint}`);
     }
   }
 
   /** Zero-byte tensors are complete as soon as they are reached. */
   private skipEmpty(): void {
     while (this.current < this.entries.length && this.sizes[this.current] === 0) this.current++;
-  }
-
-  private async io<T>(what: string, f: () => Promise<T>): Promise<T> {
-    try {
-      return await f();
-    } catch (e) {
-      this.stateNow = 'failed';
-      throw new ExportError(`${this.path}: ${what} failed (${(e as Error).message}); call abort() to remove ${this.tempPath}`, { cause: e });
-    }
-  }
-}
-
-async function writeFully(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.byteLength) {
-    const { bytesWritten } = await handle.write(data, done, Math.min(data.byteLength - done, 1 << 30), position + done);
-    done += bytesWritten;
-  }
-}
-
-/**
- * fsync of the directory makes the rename durable on Linux. Some platforms and file systems refuse
- * to open or sync a directory; the file itself is already synced, so that refusal is not an error.
- */
-async function syncDirectory(dir: string): Promise<void> {
-  let h: FileHandle | undefined;
-  try {
-    h = await open(dir, 'r');
-    await h.sync();
-  } catch {
-    // Not supported here (e.g. Windows, some network file systems): the data itself was synced.
-  } finally {
-    await h?.close();
   }
 }

@@ -5,6 +5,7 @@ import { groups, Kernel, type KernelSpec, type WritableDispatch } from '../kerne
 import { defineParams } from '../kernels/params.js';
 import { expectTensor, numel, tensorView, type Tensor } from '../kernels/tensor.js';
 import { GRAD_NORM_STATE_WORDS } from './grad-norm.js';
+import { readStateTensors, writeStateTensors, type NamedStateBuffer, type StateTensor } from './optimizer-state.js';
 import { chunkElements } from './param-arena.js';
 
 /**
@@ -197,6 +198,7 @@ function grid(count: number): [number, number] {
 /** AdamW with its own moment buffers for one flat parameter set (e.g. a ParamArena). */
 export class AdamwOptimizer {
   private constructor(
+    private readonly gpu: Gpu,
     readonly program: AdamwProgram,
     /** (n) f32 — exp_avg */
     readonly m: Tensor,
@@ -217,7 +219,7 @@ export class AdamwOptimizer {
     const v = gpu.tensor(`${label} exp_avg_sq`, [n], 'f32');
     const kernel = await Adamw.create(gpu, options.variant ?? 'torch');
     const program = kernel.bind(label, { params: target.params, grads: target.grads, m, v, gradNorm }, hyper, { chunkElements: options.chunkElements });
-    return new AdamwOptimizer(program, m, v);
+    return new AdamwOptimizer(gpu, program, m, v);
   }
 
   get dispatches(): readonly Dispatch[] {
@@ -231,6 +233,24 @@ export class AdamwOptimizer {
   /** Bytes of optimiser state: m and v, f32 each. */
   get stateBytes(): number {
     return this.m.byteSize + this.v.byteSize;
+  }
+
+  /** The saved buffers: exp_avg and exp_avg_sq, (n) f32 each (torch's state names). */
+  private get stateBuffers(): NamedStateBuffer[] {
+    return [
+      { name: 'exp_avg', tensor: this.m },
+      { name: 'exp_avg_sq', tensor: this.v },
+    ];
+  }
+
+  /** Reads m and v back (a checkpoint; waits for the GPU). The step count t is the caller's. */
+  exportState(): Promise<StateTensor[]> {
+    return readStateTensors(this.gpu, this.stateBuffers);
+  }
+
+  /** Writes m and v from a checkpoint (`where` names it in errors); shapes must match exactly. */
+  importState(where: string, tensors: readonly StateTensor[]): void {
+    writeStateTensors(this.gpu, where, this.stateBuffers, tensors);
   }
 }
 

@@ -6,6 +6,7 @@ import { defineParams } from '../kernels/params.js';
 import { expectTensor, numel, tensorView, type Tensor } from '../kernels/tensor.js';
 import { Adamw, adamwStateBytes, checkAdamwHyper, oneMinusF32, type AdamwHyper, type AdamwProgram, type AdamwVariant, type OptimizerStep } from './adamw.js';
 import { GRAD_NORM_STATE_WORDS } from './grad-norm.js';
+import { readStateTensors, writeStateTensors, type NamedStateBuffer, type StateTensor } from './optimizer-state.js';
 import { chunkElements, type ArenaLayout, type ArenaSlot } from './param-arena.js';
 
 /**
@@ -264,6 +265,7 @@ export function stateRuns(n: number, slots: readonly ArenaSlot[] | undefined, mi
 /** 8-bit AdamW with its own state for one flat parameter set (a ParamArena, or any params/grads pair). */
 export class Adamw8bitOptimizer {
   private constructor(
+    private readonly gpu: Gpu,
     private readonly programs: readonly (Adamw8bitProgram | AdamwProgram)[],
     /** (n) u8x4, (n) u8x4, (blocks, 2) f32, (512) f32 */
     readonly state: { codes1: Tensor; codes2: Tensor; absmax: Tensor; qmaps: Tensor },
@@ -313,7 +315,7 @@ export class Adamw8bitOptimizer {
         smallOffset += r.count;
       }
     }
-    return new Adamw8bitOptimizer(programs, { codes1, codes2, absmax, qmaps }, small);
+    return new Adamw8bitOptimizer(gpu, programs, { codes1, codes2, absmax, qmaps }, small);
   }
 
   get dispatches(): readonly Dispatch[] {
@@ -327,6 +329,31 @@ export class Adamw8bitOptimizer {
   get stateBytes(): number {
     const s = this.state;
     return s.codes1.byteSize + s.codes2.byteSize + s.absmax.byteSize + s.qmaps.byteSize + (this.small ? this.small.m.byteSize + this.small.v.byteSize : 0);
+  }
+
+  /**
+   * The saved buffers (bitsandbytes' state names): state1 / state2 (n) u8 codes of m and v,
+   * absmax (blocks, 2) f32, and the 32-bit moments of the small tensors when there are any. The
+   * maps are constants (dynamicMaps) and are not saved.
+   */
+  private get stateBuffers(): NamedStateBuffer[] {
+    const out: NamedStateBuffer[] = [
+      { name: 'state1', tensor: this.state.codes1 },
+      { name: 'state2', tensor: this.state.codes2 },
+      { name: 'absmax', tensor: this.state.absmax },
+    ];
+    if (this.small) out.push({ name: 'small.exp_avg', tensor: this.small.m }, { name: 'small.exp_avg_sq', tensor: this.small.v });
+    return out;
+  }
+
+  /** Reads the quantised state and scales back (a checkpoint; waits for the GPU). */
+  exportState(): Promise<StateTensor[]> {
+    return readStateTensors(this.gpu, this.stateBuffers);
+  }
+
+  /** Writes the state from a checkpoint (`where` names it in errors); shapes must match exactly. */
+  importState(where: string, tensors: readonly StateTensor[]): void {
+    writeStateTensors(this.gpu, where, this.stateBuffers, tensors);
   }
 }
 

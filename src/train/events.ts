@@ -19,6 +19,10 @@ export interface RunStart {
   /** Planned GPU memory of the training step (bytes): Dawn reports no live usage. */
   readonly plannedGpuBytes: number;
   readonly outputDir: string;
+  /** The base model as the user named it (folder or hub id), for reports. */
+  readonly model?: string;
+  /** On --resume: the checkpoint resumed from and the records of the steps before it. */
+  readonly resumedFrom?: { readonly dir: string; readonly steps: readonly StepRecord[]; readonly evals: readonly EvalRecord[] };
 }
 
 /** One logged optimiser step (every logging_steps). */
@@ -60,7 +64,8 @@ export interface EvalRecord {
 export interface CheckpointRecord {
   readonly step: number;
   readonly dir: string;
-  readonly reason: 'save_steps' | 'epoch' | 'interrupt' | 'final';
+  /** 'best': save_strategy best, after an evaluation that improved. */
+  readonly reason: 'save_steps' | 'epoch' | 'interrupt' | 'final' | 'best';
 }
 
 /** Written once when the loop ends, however it ends. */
@@ -71,6 +76,8 @@ export interface RunEnd {
   readonly bestEvalLoss?: number;
   readonly elapsedSeconds: number;
   readonly message?: string;
+  /** The newest checkpoint written or resumed from, if any. */
+  readonly lastCheckpoint?: string;
 }
 
 /** A sample generation for the report: a fixed prompt and what the model wrote at `step`. */

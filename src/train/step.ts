@@ -4,17 +4,17 @@ import type { Gpu } from '../kernels/gpu.js';
 import type { LinearWeight } from '../kernels/matmul.js';
 import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
 import { tensorView, type DType, type Tensor } from '../kernels/tensor.js';
-import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
 import { PROJECTIONS, type Projection } from '../model/checkpoint.js';
-import { chooseLossChunk, shiftTargets, type Batch } from '../model/forward.js';
+import { shiftTargets, type Batch } from '../model/forward.js';
+import { LossHead, type LossHeadMode } from '../model/loss-head.js';
 import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { TrainKernels } from './kernels.js';
 
 /**
  * One micro-batch of QLoRA training, built once for a fixed (B, T): the forward pass saving what
- * the backward needs, the fused lm_head + cross-entropy (a chunk of logits at a time, turned into
- * its gradient in place), and the backward pass through every layer, adding dA and dB into the
+ * the backward needs, the loss head (src/model/loss-head.ts: lm_head + cross-entropy and their
+ * gradient, chunked on GPUs, fused on CPU adapters), and the backward pass through every layer, adding dA and dB into the
  * adapter's gradient buffers. The frozen base (NF4 or full), norms and embedding get no gradients.
  *
  * Gradient checkpointing (`checkpointing: true`): the forward keeps only each layer's input x_l;
@@ -38,6 +38,8 @@ export interface StepShape {
   readonly checkpointing: boolean;
   /** Tokens per logits chunk (default: chooseLossChunk). */
   readonly lossChunkTokens?: number;
+  /** The loss head's implementation (default 'auto': fused on CPU adapters, chunked elsewhere). */
+  readonly lossHead?: LossHeadMode | 'auto';
 }
 
 /** One layer's activations (saved, or recomputed under checkpointing). */
@@ -82,8 +84,15 @@ export class TrainStep {
   private constructor(
     private readonly gpu: Gpu,
     readonly shape: Required<StepShape>,
-    private readonly inputs: { ids: Tensor; pos: Tensor; seg: Tensor; targets: Tensor; seed: Tensor },
-    private readonly lossSum: Tensor,
+    private readonly inputs: { ids: Tensor; pos: Tensor; seg: Tensor; seed: Tensor },
+    private readonly head: LossHead,
+    /** (1) f32 — Σ token loss of the last micro-batch (the trainer adds it into its running sum on the GPU). */
+    readonly lossSum: Tensor,
+    /**
+     * (1) f32 — target tokens of the last micro-batch whose argmax logit is the target (token
+     * accuracy = correctSum / its target count; summed like lossSum).
+     */
+    readonly correctSum: Tensor,
     private readonly dispatches: readonly Dispatch[],
     private readonly allocated: readonly GPUBuffer[],
     readonly bytes: number,
@@ -104,7 +113,6 @@ export class TrainStep {
     const s = adapter.scale;
     const eps = c.rmsNormEps;
     if (adapter.layers.length !== L || grads.length !== L) throw new ShapeError(`train step: adapter has ${adapter.layers.length} layers, the model ${L}`);
-    const chunk = chooseLossChunk(gpu, N, V, shape.lossChunkTokens);
 
     const allocated: GPUBuffer[] = [];
     let bytes = 0;
@@ -139,7 +147,6 @@ export class TrainStep {
       ids: t('input_ids (N) i32', [N], 'i32'),
       pos: t('position_ids (N) i32', [N], 'i32'),
       seg: t('segment_ids (N) i32', [N], 'i32'),
-      targets: t('targets (N) i32', [N], 'i32'),
       seed: t('dropout seed (1) u32', [1], 'u32'),
     };
     // LoRA dropout: the dropped input of a projection, regenerated in the backward pass from the
@@ -172,10 +179,6 @@ export class TrainStep {
     const xf = t('xf (N, D): final norm output', [N, D]);
     const dxf = t('dxf (N, D)', [N, D]);
     const rstdF = t('final rstd (N)', [N]);
-    const logits = t(`logits chunk (${chunk}, V)`, [chunk, V]);
-    const tokenLoss = t('token loss (N)', [N]);
-    const tokenLse = t('token lse (N)', [N]);
-    const lossSum = t('loss sum (1)', [1]);
     const rope = uploadRopeTable(gpu, ropeTable(c.ropeTheta, Dh, T), 'rope');
     allocated.push(rope.cos.buffer, rope.sin.buffer);
 
@@ -285,19 +288,12 @@ export class TrainStep {
       layerForward(l);
       layerOutput(l);
     }
-    // Head: final norm, then per chunk logits → loss → dlogits (in place) → dxf.
+    // Head: final norm, then logits → loss (and Σ correct) → dxf.
     list.push(k.rmsnorm.forward('final norm', { y: xf, rstd: rstdF, x: xs[L], weight: weights.finalNorm }, { rows: N, width: D, eps }));
-    for (let start = 0; start < N; start += chunk) {
-      const rows = Math.min(chunk, N - start);
-      const rowsOf = (x: Tensor, name: string): Tensor => tensorView(x.buffer, `${name} rows ${start}..`, [rows, D], 'f32', start * D * 4);
-      const at = (x: Tensor, dtype: 'f32' | 'i32'): Tensor => tensorView(x.buffer, `${x.label} [${start}..]`, [rows], dtype, start * 4);
-      const lg = tensorView(logits.buffer, 'logits chunk', [rows, V], 'f32');
-      list.push(m.forward(`lm_head rows ${start}..`, { y: lg, x: rowsOf(xf, 'xf'), w: weights.lmHead }));
-      list.push(k.crossEntropy.forward(`cross-entropy rows ${start}..`, { loss: at(tokenLoss, 'f32'), lse: at(tokenLse, 'f32'), logits: lg, targets: at(inputs.targets, 'i32') }, { rows, vocab: V }));
-      list.push(k.crossEntropy.backward(`cross-entropy backward rows ${start}..`, { logits: lg, lse: at(tokenLse, 'f32'), targets: at(inputs.targets, 'i32') }, { rows, vocab: V, scale: 1 }));
-      list.push(...mb.inputSplit(`lm_head backward rows ${start}..`, { dx: rowsOf(dxf, 'dxf'), dy: lg, w: weights.lmHead }));
-    }
-    list.push(k.sum.forward('loss sum', { out: lossSum, values: tokenLoss }, { n: N, accumulate: false }));
+    const head = LossHead.build(gpu, k, weights.lmHead, xf, dxf, { N, backward: true, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
+    allocated.push(...head.allocated);
+    bytes += head.bytes;
+    list.push(...head.dispatches);
     list.push(k.rmsnorm.backward('final norm backward', { dx, dy: dxf, x: xs[L], weight: weights.finalNorm, rstd: rstdF }, { rows: N, width: D, accumulate: false }));
     // Backward through the layers, recomputing each one first under checkpointing.
     for (let l = L - 1; l >= 0; l--) {
@@ -308,7 +304,7 @@ export class TrainStep {
       }
       layerBackward(l);
     }
-    return new TrainStep(gpu, { B, T, checkpointing, lossChunkTokens: chunk }, inputs, lossSum, list, allocated, bytes);
+    return new TrainStep(gpu, { B, T, checkpointing, lossChunkTokens: head.chunkTokens, lossHead: head.mode }, inputs, head, head.lossSum, head.correctSum, list, allocated, bytes);
   }
 
   get dispatchCount(): number {
@@ -317,7 +313,7 @@ export class TrainStep {
 
   /**
    * Uploads a micro-batch (B·T ids, labels, positions, segments) and its LoRA-dropout seed;
-   * returns its target count.
+   * returns its target count. A label outside [0, V) other than −100 is a ShapeError naming it.
    */
   upload(batch: Batch, dropoutSeed = 0): number {
     const { B, T } = this.shape;
@@ -329,9 +325,8 @@ export class TrainStep {
     this.gpu.write(this.inputs.ids, batch.inputIds);
     this.gpu.write(this.inputs.pos, batch.positionIds!);
     this.gpu.write(this.inputs.seg, batch.segmentIds!);
-    this.gpu.write(this.inputs.targets, targets);
     this.gpu.write(this.inputs.seed, new Uint32Array([dropoutSeed >>> 0]));
-    return targets.reduce((n, v) => n + (v === IGNORE_INDEX ? 0 : 1), 0);
+    return this.head.setTargets(targets, 'train step');
   }
 
   /** Records this micro-batch's forward + backward into `encoder` (one compute pass). */
@@ -342,6 +337,11 @@ export class TrainStep {
   /** The last micro-batch's Σ token loss (a readback: call at logging steps only). */
   async readLossSum(): Promise<number> {
     return (await this.gpu.readF32(this.lossSum))[0];
+  }
+
+  /** The last micro-batch's count of targets predicted right (argmax = target; a readback). */
+  async readCorrectCount(): Promise<number> {
+    return (await this.gpu.readF32(this.correctSum))[0];
   }
 
   destroy(): void {

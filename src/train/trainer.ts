@@ -1,13 +1,15 @@
-import { ConfigError } from '../errors.js';
-import { encodeDispatches } from '../kernels/dispatch.js';
+import { CheckpointError, ConfigError } from '../errors.js';
+import { encodeDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
+import type { Tensor } from '../kernels/tensor.js';
 import type { Batch } from '../model/forward.js';
 import type { LoraAdapter } from '../model/lora.js';
 import type { Qwen3Model } from '../model/qwen3.js';
 import { AdamwOptimizer, type AdamwHyper, type AdamwVariant } from './adamw.js';
 import { Adamw8bitOptimizer } from './adamw8bit.js';
-import { createGradNormState, GradNorm, readGradNormState, type GradNormProgram, type GradNormReadout } from './grad-norm.js';
+import { createGradNormState, GradNorm, GRAD_NORM_STATE_WORDS, readGradNormState, type GradNormProgram, type GradNormReadout } from './grad-norm.js';
 import { createTrainKernels, type TrainKernels } from './kernels.js';
+import type { StateTensor } from './optimizer-state.js';
 import { moveLoraToArena, type ArenaLoraAdapter } from './param-arena.js';
 import { TrainStep } from './step.js';
 
@@ -27,16 +29,50 @@ export interface TrainerOptions {
 type Optimizer = AdamwOptimizer | Adamw8bitOptimizer;
 
 /**
+ * Everything of a Trainer that a checkpoint must hold to continue bit for bit (the data position,
+ * schedule and histories are the loop's). Plain host data.
+ */
+export interface TrainerState {
+  /** The LoRA parameters by PEFT key, (R, K) / (Nout, R) f32 row-major. */
+  readonly params: ReadonlyMap<string, Float32Array>;
+  /** The optimiser's buffers (AdamW: exp_avg, exp_avg_sq; 8-bit: codes, absmax, small moments). */
+  readonly optimizer: readonly StateTensor[];
+  /** Optimiser updates so far: t of the last update (bias corrections use it). */
+  readonly optimizerSteps: number;
+  /** Micro-batches run so far: micro-batch i draws its LoRA-dropout masks from (seed, i). */
+  readonly microBatches: number;
+  /** (4) u32 GradNormState: totalNorm, clipCoef, nonFinite, skippedSteps (the sticky counter). */
+  readonly gradNorm: Uint32Array;
+  /** The running loss sum since the last readLoss(reset), and its target tokens. */
+  readonly pendingLoss: { readonly sum: number; readonly targets: number };
+}
+
+/** The mean-loss record of the micro-batches since the last reset. */
+export interface LossReadout {
+  /** Σ token loss (f32, summed on the GPU). */
+  readonly sum: number;
+  /** Target tokens of those micro-batches. */
+  readonly targets: number;
+  /** Micro-batches summed. */
+  readonly microBatches: number;
+}
+
+/**
  * The training loop's GPU side: the adapter in one parameter arena, the micro-batch program
  * (forward + backward, gradients added into the arena), the gradient-norm + clipping program and the
  * optimiser. Per optimiser step: `accumulate` each micro-batch (one submit each, no readback), then
  * `step(lr)`: scale by 1 / (target tokens of all the micro-batches), clip, update, clear.
+ * Each micro-batch's loss sum is also added into a running sum on the GPU, read (and reset) by
+ * `readLoss` at logging steps. `exportState` / `importState` carry everything a checkpoint needs.
  */
 export class Trainer {
   private targets = 0;
   private steps = 0;
   private cleared = false;
   private microBatches = 0;
+  /** Target tokens and micro-batches added into lossAccum since its last reset. */
+  private lossTargets = 0;
+  private lossMicroBatches = 0;
 
   private constructor(
     private readonly gpu: Gpu,
@@ -46,6 +82,10 @@ export class Trainer {
     readonly normState: ReturnType<typeof createGradNormState>,
     private readonly optimizer: Optimizer,
     private readonly seed: number,
+    /** (1) f32 — Σ token loss of every micro-batch since the last reset (stays on the GPU). */
+    private readonly lossAccum: Tensor,
+    /** lossAccum += the micro-batch's loss sum, recorded after each micro-batch. */
+    private readonly lossAdd: Dispatch,
   ) {}
 
   static async create(gpu: Gpu, model: Qwen3Model, adapter: LoraAdapter, options: TrainerOptions, kernels?: TrainKernels): Promise<Trainer> {
@@ -59,7 +99,9 @@ export class Trainer {
       options.optimizer.kind === 'adamw'
         ? await AdamwOptimizer.create(gpu, 'adamw', target, normState, options.hyper, { variant: options.optimizer.variant })
         : await Adamw8bitOptimizer.create(gpu, 'adamw8bit', target, normState, options.hyper);
-    return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0);
+    const lossAccum = gpu.tensor('running loss sum (1)', [1], 'f32');
+    const lossAdd = k.sum.forward('running loss sum += micro-batch loss', { out: lossAccum, values: program.lossSum }, { n: 1, accumulate: true });
+    return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0, lossAccum, lossAdd);
   }
 
   /** The adapter whose tensors are the live (trained) parameters. */
@@ -78,9 +120,27 @@ export class Trainer {
       this.cleared = true;
     }
     this.program.encode(enc);
+    encodeDispatches(this.gpu, enc, [this.lossAdd]);
     this.gpu.device.queue.submit([enc.finish()]);
     this.targets += n;
+    this.lossTargets += n;
+    this.lossMicroBatches++;
     return n;
+  }
+
+  /**
+   * The loss summed on the GPU over every micro-batch since the last reset (a readback: call at
+   * logging steps). With `reset` the sum starts again from zero.
+   */
+  async readLoss(reset: boolean): Promise<LossReadout> {
+    const sum = (await this.gpu.readF32(this.lossAccum))[0];
+    const out = { sum, targets: this.lossTargets, microBatches: this.lossMicroBatches };
+    if (reset) {
+      this.gpu.write(this.lossAccum, new Float32Array(1));
+      this.lossTargets = 0;
+      this.lossMicroBatches = 0;
+    }
+    return out;
   }
 
   /** Micro-batches run so far (part of the state a checkpoint saves). */
@@ -136,8 +196,53 @@ export class Trainer {
     return this.program.readLossSum();
   }
 
+  /** Optimiser updates so far (t of the last update). */
+  get optimizerSteps(): number {
+    return this.steps;
+  }
+
+  /**
+   * Reads the whole training state back for a checkpoint (waits for the GPU). Call between
+   * optimiser steps: gradients of a half-accumulated step are not part of it.
+   */
+  async exportState(): Promise<TrainerState> {
+    if (this.targets > 0) throw new CheckpointError(`Trainer.exportState: ${this.targets} target tokens are accumulated for an optimiser step not yet taken; save between steps`);
+    const params = await this.readParameters();
+    const optimizer = await this.optimizer.exportState();
+    const gradNorm = new Uint32Array(await this.gpu.read(this.normState));
+    const loss = await this.readLoss(false);
+    return { params, optimizer, optimizerSteps: this.steps, microBatches: this.microBatches, gradNorm, pendingLoss: { sum: loss.sum, targets: loss.targets } };
+  }
+
+  /**
+   * Writes a checkpoint's state into this trainer (same adapter shapes and optimiser kind): every
+   * LoRA tensor by PEFT key, the optimiser buffers, the counters. `where` names the checkpoint
+   * in errors. Everything is checked before anything is written.
+   */
+  importState(where: string, state: TrainerState): void {
+    const slots = this.adapter.arena.layout.slots;
+    for (const slot of slots) {
+      const p = state.params.get(slot.name);
+      if (!p) throw new CheckpointError(`${where}: the adapter has no tensor ${slot.name}; the checkpoint was written for other lora_target_modules or another model`);
+      if (p.length !== slot.count) throw new CheckpointError(`${where}: ${slot.name} has ${p.length} values, expected ${slot.count} [${slot.shape.join(', ')}] (another lora_r?)`);
+    }
+    if (state.params.size !== slots.length) throw new CheckpointError(`${where}: the adapter has ${state.params.size} tensors, this run ${slots.length}`);
+    if (state.gradNorm.length !== GRAD_NORM_STATE_WORDS) throw new CheckpointError(`${where}: grad-norm state has ${state.gradNorm.length} words, expected ${GRAD_NORM_STATE_WORDS}`);
+    this.optimizer.importState(where, state.optimizer);
+    for (const slot of slots) this.gpu.write(this.adapter.arena.param(slot.name), state.params.get(slot.name)!);
+    this.gpu.write(this.normState, state.gradNorm);
+    this.gpu.write(this.lossAccum, new Float32Array([state.pendingLoss.sum]));
+    this.lossTargets = state.pendingLoss.targets;
+    this.lossMicroBatches = 0;
+    this.steps = state.optimizerSteps;
+    this.microBatches = state.microBatches;
+    this.targets = 0;
+    this.cleared = false;
+  }
+
   destroy(): void {
     this.program.destroy();
     this.adapter.arena.destroy();
+    this.lossAccum.buffer.destroy();
   }
 }

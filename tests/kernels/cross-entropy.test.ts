@@ -8,21 +8,33 @@ import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
 import { expectGradient, weightedSum } from './gradcheck.js';
 
-/** Runs the kernel on `logits` and `targets`; returns GPU loss and lse. */
-async function run(gpu: Gpu, logits: Float32Array, targets: Int32Array, vocab: number, gridWidth?: number): Promise<{ loss: Float32Array; lse: Float32Array }> {
+/** Runs the kernel on `logits` and `targets`; returns GPU loss, lse and correct. */
+async function run(
+  gpu: Gpu,
+  logits: Float32Array,
+  targets: Int32Array,
+  vocab: number,
+  gridWidth?: number,
+): Promise<{ loss: Float32Array; lse: Float32Array; correct: Float32Array }> {
   const rows = targets.length;
   const lossT = gpu.tensor('loss', [rows], 'f32');
   const lseT = gpu.tensor('lse', [rows], 'f32');
-  gpu.fill32(lossT, NAN_WORD);
-  gpu.fill32(lseT, NAN_WORD);
+  const correctT = gpu.tensor('correct', [rows], 'f32');
+  for (const t of [lossT, lseT, correctT]) gpu.fill32(t, NAN_WORD);
   const ce = await CrossEntropy.create(gpu, { gridWidth });
   const d = ce.forward(
     'lm_head chunk 0',
-    { loss: lossT, lse: lseT, logits: gpu.tensorFrom('logits', [rows, vocab], 'f32', logits), targets: gpu.tensorFrom('targets', [rows], 'i32', targets) },
+    {
+      loss: lossT,
+      lse: lseT,
+      correct: correctT,
+      logits: gpu.tensorFrom('logits', [rows, vocab], 'f32', logits),
+      targets: gpu.tensorFrom('targets', [rows], 'i32', targets),
+    },
     { rows, vocab },
   );
   submitDispatches(gpu, [d]);
-  return { loss: await gpu.readF32(lossT), lse: await gpu.readF32(lseT) };
+  return { loss: await gpu.readF32(lossT), lse: await gpu.readF32(lseT), correct: await gpu.readF32(correctT) };
 }
 
 /** Seeded logits (std 3, each row shifted by up to ±40 so the max matters) and targets with some ignored. */
@@ -36,6 +48,9 @@ function data(rows: number, vocab: number): { logits: Float32Array; targets: Int
     logits[r * vocab + rng.int(0, vocab)] += 15;
   }
   const targets = Int32Array.from({ length: rows }, (_, r) => (r % 3 === 2 ? IGNORE_INDEX : rng.int(0, vocab)));
+  // every other scored row's target is its argmax, so "correct" is 1 there
+  const { argmax } = crossEntropyForwardRef(logits, targets, rows, vocab);
+  for (let r = 0; r < rows; r += 2) if (targets[r] !== IGNORE_INDEX) targets[r] = argmax[r];
   return { logits, targets };
 }
 
@@ -54,9 +69,28 @@ describe('cross-entropy forward', () => {
       expectClose('lse', out.lse, ref.lse, LSE_RTOL, LSE_ATOL);
       // loss = lse − logit: lse's absolute error
       expectClose('loss', out.loss, ref.loss, 0, LSE_ATOL);
+      // the argmax compares the very f32 values the reference reads: exact
+      expect(Array.from(out.correct)).toEqual(Array.from(ref.correct));
       for (let r = 0; r < rows; r++) if (targets[r] === IGNORE_INDEX) expect(out.loss[r]).toBe(0);
     });
   }
+
+  it('counts the lowest index among equal maxima as the argmax (torch.argmax), within and across invocations', async () => {
+    const vocab = 5000;
+    const rows = 4;
+    const logits = new Rng(3).f32(rows * vocab, 1);
+    // row 0: the max at 10 and 2058 (one invocation, chunks 0 and 1); row 1: at 7 and 8 (two
+    // invocations); rows 2, 3: the same pair at 4100 and 4999 (the tail)
+    const ties: [number, number][] = [[10, 2058], [7, 8], [4100, 4999], [4100, 4999]];
+    ties.forEach(([a, b], r) => {
+      logits[r * vocab + a] = 50;
+      logits[r * vocab + b] = 50;
+    });
+    const targets = Int32Array.from([10, 8, 4100, 4999]);
+    const out = await run(await testGpu(), logits, targets, vocab);
+    expect(Array.from(out.correct)).toEqual([1, 0, 1, 0]);
+    expect(Array.from(crossEntropyForwardRef(logits, targets, rows, vocab).correct)).toEqual([1, 0, 1, 0]);
+  });
 
   it('folds a grid past gridWidth into 2D', async () => {
     const { logits, targets } = data(11, 300);
@@ -82,6 +116,7 @@ describe('cross-entropy forward', () => {
     const t = {
       loss: gpu.tensor('loss', [2], 'f32'),
       lse: gpu.tensor('lse', [2], 'f32'),
+      correct: gpu.tensor('correct', [2], 'f32'),
       logits: gpu.tensor('logits', [2, 10], 'f32'),
       targets: gpu.tensor('targets', [2], 'i32'),
     };

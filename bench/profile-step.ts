@@ -1,0 +1,88 @@
+/**
+ * Where a training step's time goes, kernel by kernel, on the embedded default model (or any
+ * config.json with random weights):
+ *   node dist/bench/profile-step.js [--config FILE.json] [--batch 8] [--seq 192] [--eval-batch 8] [--reps 2]
+ * Times one whole micro-batch (forward + backward) and one eval forward, then every dispatch of
+ * each on its own (timeDispatches: GPU timestamps where the device has them), summed by kind
+ * (the label with layer numbers and row offsets removed). For choosing what to speed up.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { timeDispatches, type Dispatch } from '../src/kernels/dispatch.js';
+import { Gpu } from '../src/kernels/gpu.js';
+import { PROJECTIONS } from '../src/model/checkpoint.js';
+import { parseQwen3Config } from '../src/model/config.js';
+import { embeddedConfig } from '../src/model/embedded.js';
+import { createLoraAdapter } from '../src/model/lora-init.js';
+import { Qwen3Model } from '../src/model/qwen3.js';
+import { RandomQwen3Source } from '../src/model/random-source.js';
+import { createTrainKernels } from '../src/train/kernels.js';
+import { Trainer } from '../src/train/trainer.js';
+
+const { values } = parseArgs({
+  options: {
+    config: { type: 'string' },
+    batch: { type: 'string', default: '8' },
+    seq: { type: 'string', default: '192' },
+    'eval-batch': { type: 'string', default: '8' },
+    reps: { type: 'string', default: '2' },
+    'no-kernels': { type: 'boolean', default: false },
+  },
+});
+const config = values.config ? parseQwen3Config(JSON.parse(readFileSync(values.config, 'utf8')), values.config) : embeddedConfig();
+const B = Number(values.batch);
+const T = Number(values.seq);
+const evalB = Number(values['eval-batch']);
+const reps = Number(values.reps);
+
+const gpu = await Gpu.open();
+console.log(`device: ${gpu.describe()}`);
+let t0 = performance.now();
+const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1, 0.05), { base: 'nf4' });
+const kernels = await createTrainKernels(gpu, config, model.kernels);
+console.log(`load + compile: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+const adapter = createLoraAdapter(gpu, config, { r: 8, alpha: 16, dropout: 0, targetModules: PROJECTIONS, useRslora: false }, 1);
+const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing: true, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
+const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+const batch = { inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T) };
+
+t0 = performance.now();
+trainer.accumulate(batch);
+trainer.step(1e-4);
+await gpu.sync();
+const stepS = (performance.now() - t0) / 1000;
+console.log(`train step B=${B} T=${T}: ${stepS.toFixed(2)} s wall (${((B * T) / stepS).toFixed(0)} tokens/s), ${trainer.program.dispatchCount} dispatches`);
+
+const evalProgram = model.program({ B: evalB, T }, trainer.lora);
+const evalIds = ids.subarray(0, evalB * T);
+t0 = performance.now();
+await evalProgram.run({ inputIds: evalIds, labels: evalIds });
+const evalS = (performance.now() - t0) / 1000;
+console.log(`eval forward B=${evalB} T=${T}: ${evalS.toFixed(2)} s wall, ${evalProgram.dispatchCount} dispatches`);
+
+/** Per-kind GPU time of a dispatch list, each dispatch timed alone. */
+async function profile(name: string, list: readonly Dispatch[]): Promise<void> {
+  const byKind = new Map<string, { s: number; n: number }>();
+  let total = 0;
+  for (const d of list) {
+    const s = await timeDispatches(gpu, [d], reps, 1);
+    const kind = d.label.replace(/\(.*$/, '').replace(/\d+/g, '#').trim();
+    const e = byKind.get(kind) ?? { s: 0, n: 0 };
+    e.s += s;
+    e.n++;
+    byKind.set(kind, e);
+    total += s;
+  }
+  console.log(`\n${name}: Σ of dispatches timed alone ${total.toFixed(2)} s`);
+  for (const [kind, e] of [...byKind].sort((a, b) => b[1].s - a[1].s).slice(0, 25)) {
+    console.log(`  ${(e.s * 1000).toFixed(0).padStart(8)} ms ${((100 * e.s) / total).toFixed(1).padStart(5)}%  ×${e.n}  ${kind}`);
+  }
+}
+if (!values['no-kernels']) {
+  // Private lists, reached for profiling only.
+  await profile('train micro-batch', (trainer.program as unknown as { dispatches: Dispatch[] }).dispatches);
+  await profile('eval forward', (evalProgram as unknown as { dispatches: Dispatch[] }).dispatches);
+}
+evalProgram.destroy();
+trainer.destroy();
+gpu.destroy();

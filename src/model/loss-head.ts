@@ -1,0 +1,177 @@
+import { ConfigError, DeviceLimitError, ShapeError } from '../errors.js';
+import type { CrossEntropy } from '../kernels/cross-entropy.js';
+import { compactTargets, fusedSlices, fusedWeightUnsupported, FUSED_PARTIAL_WORDS, type CrossEntropyFused } from '../kernels/cross-entropy-fused.js';
+import type { Dispatch } from '../kernels/dispatch.js';
+import type { Gpu } from '../kernels/gpu.js';
+import type { LinearWeight, Matmul } from '../kernels/matmul.js';
+import type { MatmulBackward } from '../kernels/matmul-backward.js';
+import type { SumReduce } from '../kernels/reduce.js';
+import { tensorView, type DType, type Tensor } from '../kernels/tensor.js';
+
+/**
+ * The model's head over N positions: logits = xf · Eᵀ, the cross-entropy of each position against its
+ * (shifted) target, Σ loss, Σ "argmax = target" (token accuracy), and for training dxf, the gradient
+ * of Σ loss with respect to xf. Built once per program (ForwardProgram, TrainStep); two ways:
+ *   chunked: Tc positions at a time, the (Tc, V) logits in one buffer: lm_head matmul → cross-entropy
+ *            forward (→ backward in place → dX = dlogits · E). Every position is computed. GPUs.
+ *   fused:   crossEntropyFused: only positions with a target, logits never stored (CPU adapters,
+ *            where storing and re-reading 151,936 logits per position is what costs; see
+ *            src/kernels/cross-entropy-fused.ts).
+ * `auto` picks fused where the adapter and the lm_head allow it.
+ */
+export type LossHeadMode = 'chunked' | 'fused';
+
+export interface LossHeadKernels {
+  readonly matmul: Matmul;
+  readonly crossEntropy: CrossEntropy;
+  readonly crossEntropyFused?: CrossEntropyFused;
+  readonly sum: SumReduce;
+  /** Needed for the chunked backward. */
+  readonly matmulBackward?: MatmulBackward;
+}
+
+export interface LossHeadShape {
+  /** Positions (B·T). */
+  readonly N: number;
+  /** Also compute dxf (training). */
+  readonly backward: boolean;
+  /** Default 'auto': fused where possible. */
+  readonly mode?: LossHeadMode | 'auto';
+  /** Positions per logits chunk of the chunked head (default: chooseLossChunk). */
+  readonly lossChunkTokens?: number;
+}
+
+/** Which head a program gets: fused where the kernels were compiled (CPU adapter) and the lm_head fits it. */
+export function chooseLossHead(k: LossHeadKernels, lmHead: LinearWeight, requested: LossHeadMode | 'auto' = 'auto'): LossHeadMode {
+  const unfit = k.crossEntropyFused ? fusedWeightUnsupported(lmHead) : 'the fused kernels were not compiled for this adapter';
+  if (requested === 'fused' && unfit) throw new ConfigError(`loss head: fused requested but ${unfit}`);
+  if (requested !== 'auto') return requested;
+  return unfit ? 'chunked' : 'fused';
+}
+
+/** Tokens per logits chunk: a multiple of 64 (aligned views) whose (Tc, V) f32 fits one binding. */
+export function chooseLossChunk(gpu: Gpu, N: number, V: number, requested?: number): number {
+  const fit = Math.floor(gpu.limits.maxStorageBufferBindingSize / (V * 4) / 64) * 64;
+  if (fit < 64) {
+    throw new DeviceLimitError(`forward: 64 tokens of logits (64 × ${V} f32) exceed this device's maxStorageBufferBindingSize of ${gpu.limits.maxStorageBufferBindingSize}`);
+  }
+  if (requested !== undefined) {
+    if (requested % 64 !== 0 || requested < 64) throw new ConfigError(`forward: lossChunkTokens ${requested} must be a positive multiple of 64`);
+    if (requested > fit) throw new DeviceLimitError(`forward: lossChunkTokens ${requested} × ${V} logits exceed one binding; at most ${fit}`);
+    return requested;
+  }
+  return Math.min(fit, 1024, Math.ceil(N / 64) * 64);
+}
+
+export class LossHead {
+  private constructor(
+    private readonly gpu: Gpu,
+    readonly mode: LossHeadMode,
+    /** Positions per logits chunk (chunked mode; the chunk the plan assumes either way). */
+    readonly chunkTokens: number,
+    private readonly V: number,
+    /** (N) i32 — shifted targets by position, IGNORE_INDEX where none. */
+    readonly targets: Tensor,
+    /** (N) f32 — each position's loss (0 without a target). */
+    readonly tokenLoss: Tensor,
+    /** (1) f32 — Σ tokenLoss. */
+    readonly lossSum: Tensor,
+    /** (N) f32 — 1 where argmax = target. */
+    readonly correct: Tensor,
+    /** (1) f32 — Σ correct: the positions predicted right. */
+    readonly correctSum: Tensor,
+    /** Fused mode: the compact-row lists uploaded with the targets. */
+    private readonly rows: { rowPos: Tensor; rowOf: Tensor; count: Tensor } | undefined,
+    /** The head's dispatches in order (forward, backward when asked, the two sums). */
+    readonly dispatches: readonly Dispatch[],
+    /** Buffers this head allocated, and their bytes. */
+    readonly allocated: readonly GPUBuffer[],
+    readonly bytes: number,
+  ) {}
+
+  /**
+   * Builds the head reading xf (N, D) f32 and, with `backward`, writing dxf (N, D) f32 (overwritten:
+   * zero rows for positions without a target). `lmHead` is the tied (V, D) embedding.
+   */
+  static build(gpu: Gpu, k: LossHeadKernels, lmHead: LinearWeight, xf: Tensor, dxf: Tensor | undefined, shape: LossHeadShape): LossHead {
+    const { N, backward } = shape;
+    const D = lmHead.k;
+    const V = lmHead.nOut;
+    if (xf.shape[0] !== N || xf.shape[1] !== D) throw new ShapeError(`loss head: xf is [${xf.shape.join(', ')}], expected (N, D) = (${N}, ${D})`);
+    if (backward && (!dxf || dxf.shape[0] !== N || dxf.shape[1] !== D)) throw new ShapeError(`loss head: backward needs dxf of (N, D) = (${N}, ${D})`);
+    const mode = chooseLossHead(k, lmHead, shape.mode);
+    const chunk = chooseLossChunk(gpu, N, V, shape.lossChunkTokens);
+    const allocated: GPUBuffer[] = [];
+    let bytes = 0;
+    const t = (label: string, dims: number[], dtype: DType): Tensor => {
+      const tensor = gpu.tensor(label, dims, dtype);
+      allocated.push(tensor.buffer);
+      bytes += tensor.buffer.size;
+      return tensor;
+    };
+    const targets = t('targets (N) i32 — shifted labels', [N], 'i32');
+    const tokenLoss = t('token loss (N) f32', [N], 'f32');
+    const tokenLse = t('token lse (N) f32', [N], 'f32');
+    const correct = t('token correct (N) f32', [N], 'f32');
+    const lossSum = t('loss sum (1) f32', [1], 'f32');
+    const correctSum = t('correct sum (1) f32', [1], 'f32');
+    const list: Dispatch[] = [];
+    let rows: { rowPos: Tensor; rowOf: Tensor; count: Tensor } | undefined;
+
+    if (mode === 'fused') {
+      const fused = k.crossEntropyFused!;
+      const slices = fusedSlices(V);
+      const fs = { rows: N, vocab: V, hidden: D, slices };
+      rows = { rowPos: t('head row positions (N) i32', [N], 'i32'), rowOf: t('head row of position (N) i32', [N], 'i32'), count: t('head rows (1) u32', [1], 'u32') };
+      const lists = { targets, ...rows };
+      const partial = t(`head partial (S=${slices}, N, 4) f32`, [slices, N, FUSED_PARTIAL_WORDS], 'f32');
+      list.push(fused.forward('lm_head + cross-entropy (fused)', { partial, x: xf, w: lmHead, ...lists }, fs));
+      list.push(fused.merge('cross-entropy merge (fused)', { loss: tokenLoss, lse: tokenLse, correct, partial, targets, rowOf: rows.rowOf }, fs));
+      if (backward) {
+        const dxPartial = t(`head dx partial (S=${slices}, N, D) f32`, [slices, N, D], 'f32');
+        list.push(fused.backward('lm_head + cross-entropy backward (fused)', { dxPartial, x: xf, w: lmHead, lse: tokenLse, ...lists }, { ...fs, scale: 1 }));
+        list.push(fused.dx('lm_head backward slices → dxf (fused)', { dx: dxf!, dxPartial, rowOf: rows.rowOf }, fs));
+      }
+    } else {
+      if (backward && !k.matmulBackward) throw new ShapeError('loss head: the chunked backward needs the matmul backward kernels');
+      const logits = t(`logits chunk (${chunk}, V) f32`, [chunk, V], 'f32');
+      for (let start = 0; start < N; start += chunk) {
+        const n = Math.min(chunk, N - start);
+        const rowsOf = (x: Tensor, name: string): Tensor => tensorView(x.buffer, `${name} rows ${start}..`, [n, D], 'f32', x.offset + start * D * 4);
+        const at = (x: Tensor, dtype: DType): Tensor => tensorView(x.buffer, `${x.label} [${start}..]`, [n], dtype, x.offset + start * 4);
+        const lg = tensorView(logits.buffer, 'logits chunk', [n, V], 'f32');
+        list.push(k.matmul.forward(`lm_head rows ${start}..`, { y: lg, x: rowsOf(xf, 'xf'), w: lmHead }));
+        list.push(k.crossEntropy.forward(`cross-entropy rows ${start}..`, { loss: at(tokenLoss, 'f32'), lse: at(tokenLse, 'f32'), correct: at(correct, 'f32'), logits: lg, targets: at(targets, 'i32') }, { rows: n, vocab: V }));
+        if (backward) {
+          list.push(k.crossEntropy.backward(`cross-entropy backward rows ${start}..`, { logits: lg, lse: at(tokenLse, 'f32'), targets: at(targets, 'i32') }, { rows: n, vocab: V, scale: 1 }));
+          list.push(...k.matmulBackward!.inputSplit(`lm_head backward rows ${start}..`, { dx: rowsOf(dxf!, 'dxf'), dy: lg, w: lmHead }));
+        }
+      }
+    }
+    list.push(k.sum.forward('loss sum', { out: lossSum, values: tokenLoss }, { n: N, accumulate: false }));
+    list.push(k.sum.forward('correct sum', { out: correctSum, values: correct }, { n: N, accumulate: false }));
+    return new LossHead(gpu, mode, chunk, V, targets, tokenLoss, lossSum, correct, correctSum, rows, list, allocated, bytes);
+  }
+
+  /**
+   * Uploads the batch's shifted targets (N) (and, fused, the list of positions that have one);
+   * returns how many positions have a target. A target outside [0, V) other than −100 is a ShapeError.
+   */
+  setTargets(targets: Int32Array, where: string): number {
+    const lists = compactTargets(targets, this.V, where);
+    this.gpu.write(this.targets, targets);
+    if (this.rows) {
+      this.gpu.write(this.rows.rowPos, lists.rowPos);
+      this.gpu.write(this.rows.rowOf, lists.rowOf);
+      this.gpu.write(this.rows.count, Uint32Array.of(lists.count));
+    }
+    return lists.count;
+  }
+
+  /** Σ loss and Σ correct of the last run (readbacks: call at logging or evaluation only). */
+  async readSums(): Promise<{ loss: number; correct: number }> {
+    const [loss, correct] = await Promise.all([this.gpu.readF32(this.lossSum), this.gpu.readF32(this.correctSum)]);
+    return { loss: loss[0], correct: correct[0] };
+  }
+}
+

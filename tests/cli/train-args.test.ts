@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest';
+import { TRAIN_FLAGS, TRAIN_USAGE } from '../../src/cli/train.js';
+import { parseConfigArgs } from '../../src/config/args.js';
+
+describe('train flags', () => {
+  it('--resume takes an optional folder', () => {
+    const parse = (argv: string[]) => parseConfigArgs(argv, 'train', TRAIN_FLAGS);
+    expect(parse(['--resume']).flags.get('resume')).toEqual([]);
+    expect(parse(['--resume', 'out/checkpoint-10']).flags.get('resume')).toEqual(['out/checkpoint-10']);
+    expect(parse(['--resume=out']).flags.get('resume')).toEqual(['out']);
+    const both = parse(['--resume', '--config', 'c.yaml']);
+    expect(both.flags.get('resume')).toEqual([]);
+    expect(both.configPath).toBe('c.yaml');
+    expect(parse([]).flags.has('resume')).toBe(false);
+    // Flags whose value is required still say so.
+    expect(() => parse(['--config', '--resume'])).toThrow(/--config needs a value/);
+    expect(TRAIN_USAGE).toMatch(/--resume \[VALUE\]/);
+  });
+});
