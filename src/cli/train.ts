@@ -19,7 +19,8 @@ import { adapterFromGpu, savePeftAdapter } from '../export/peft.js';
 import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepSettings } from '../train/plan.js';
 import { checkResumeConfig } from '../train/checkpoint-config.js';
 import { openCheckpoint, resolveResumeDir, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
-import type { RunObserver } from '../train/events.js';
+import { createRunObservers } from '../report/run-observers.js';
+import { createRunSampler } from '../generate/run-samples.js';
 import { Interrupt, INTERRUPT_EXIT_CODE, listenForInterrupt } from '../train/interrupt.js';
 import { runDryRun } from './dry-run.js';
 
@@ -41,19 +42,6 @@ Checkpoints go to output_dir/checkpoint-<step>/ (save_strategy, save_steps, save
 Ctrl-C finishes the current step, writes a checkpoint and exits with 130 (twice: at once).
 
 ${formatFlags([...CONFIG_FLAGS, ...TRAIN_FLAGS])}`;
-
-/** Plain log lines for the loop's records (until the report observers are wired in). */
-function plainLines(print: (line: string) => void): RunObserver {
-  return {
-    onStep: (r) =>
-      print(
-        `step ${r.step}/${r.totalSteps} epoch ${r.epoch.toFixed(2)}: loss ${r.loss.toFixed(4)}, lr ${r.learningRate.toExponential(2)}, ` +
-          `grad_norm ${r.gradNorm.toFixed(3)}, ${r.tokensPerSecond.toFixed(0)} tokens/s`,
-      ),
-    onEval: (r) => print(`step ${r.step}: eval_loss ${r.evalLoss.toFixed(4)}${r.isBest ? ' (best)' : ''}`),
-    onCheckpoint: (r) => print(`checkpoint (${r.reason}): step ${r.step} → ${r.dir}`),
-  };
-}
 
 /** The checkpoint named by --resume or resume_from_checkpoint, checked against `config` (reads no tensors). */
 async function openResume(request: string | undefined, config: TrainConfig): Promise<OpenedCheckpoint | undefined> {
@@ -116,6 +104,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   console.log(`data: ${data.train.examples.length} train examples; eval: ${data.evalDescription}`);
 
   const gpu = await Gpu.open();
+  let listening: { dispose: () => void } | undefined;
   try {
     console.log(`device: ${gpu.describe()}`);
     const modelConfig = await readQwen3Config(modelDir);
@@ -146,22 +135,28 @@ export async function runTrain(argv: string[]): Promise<number> {
     });
     const pad = tokenizer.padTokenId ?? tokenizer.eosTokenId;
     const interrupt = new Interrupt();
-    const listening = listenForInterrupt(process, interrupt, {
+    // Listening until the command returns: a second Ctrl-C while the checkpoint or the adapter is
+    // being written still quits at once (writers leave only temporary names behind).
+    listening = listenForInterrupt(process, interrupt, {
       onFirst: () => console.log('interrupt: finishing the current step, then writing a checkpoint (Ctrl-C again quits at once)'),
       onSecond: () => process.exit(INTERRUPT_EXIT_CODE),
     });
-    const log = (line: string): void => console.log(line);
+    const sampler = await createRunSampler(gpu, model, trainer.lora, tokenizer, config);
+    const seeing = createRunObservers(config.output_dir, process.stdout);
+    // Every line goes through the progress observer: on a terminal it lands above the bar.
+    const log = (line: string): void => seeing.progress.message(line);
     let result: LoopResult;
     try {
       result = await trainLoop(gpu, model, trainer, config, { train: data.train.examples, eval: data.eval.examples }, pad, {
         log,
-        observers: [plainLines(log)],
+        observers: seeing.observers,
+        samples: sampler?.sample,
         interrupt,
         resume,
         plannedGpuBytes: plan.total,
       });
     } finally {
-      listening.dispose();
+      sampler?.destroy();
     }
     if (result.reason === 'interrupted') {
       trainer.destroy();
@@ -175,6 +170,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     console.log(`export for llama.cpp / Ollama: npx prompt-lora export --model ${modelDir} --adapter ${adapterDir} --out ${resolve(config.output_dir, 'export')} --gguf q8_0 --modelfile`);
     return 0;
   } finally {
+    listening?.dispose();
     gpu.destroy();
   }
 }

@@ -158,6 +158,16 @@ export const configSchema = z
     report_to: z.union([z.string(), z.array(z.string())]).default('none'),
     run_name: nullableString.default(null),
     wandb_project: nullableString.default(null),
+    /** new: instructions the model answers at each evaluation (report.html's sample generations); [] = none. */
+    sample_prompts: z
+      .array(z.string().min(1, 'sample_prompts: an empty prompt'))
+      .default([
+        'A lighthouse keeper climbs the spiral stairs during a storm at night',
+        'Two old friends share tea on a rooftop in Kyoto at dawn',
+        'A fox crosses a frozen lake under the northern lights',
+      ]),
+    /** new: most tokens of each sample generation (0 = no samples). */
+    sample_max_new_tokens: z.number().int().min(0, 'sample_max_new_tokens must be ≥ 0').default(96),
   })
   .strict();
 

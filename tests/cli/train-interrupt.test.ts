@@ -15,6 +15,8 @@ const TRAIN_JS = join(import.meta.dirname, '../../train.js');
 
 interface Run {
   code: number | null;
+  /** The signal that ended the child, when it was killed by one. */
+  signal: NodeJS.Signals | null;
   out: string;
 }
 
@@ -30,7 +32,7 @@ function runTrainJs(cwd: string, args: string[], onOutput?: (out: string, signal
     child.stdout.on('data', take);
     child.stderr.on('data', take);
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, out }));
+    child.on('close', (code, signal) => resolve({ code, signal, out }));
   });
 }
 
@@ -57,7 +59,7 @@ describe('node train.js and Ctrl-C', () => {
     const state = JSON.parse(readFileSync(join(dir, 'trainer_state.json'), 'utf8'));
     expect(state.reason).toBe('interrupt');
     expect(state.loop.globalStep).toBe(step);
-    expect(readdirSync(join(folder.root, 'out'))).toEqual([`checkpoint-${step}`]);
+    expect(readdirSync(join(folder.root, 'out')).filter((f) => f.startsWith('checkpoint'))).toEqual([`checkpoint-${step}`]);
     // No adapter/ export for an interrupted run: the checkpoint is the result.
     expect(existsSync(join(folder.root, 'out', 'adapter'))).toBe(false);
 
@@ -83,10 +85,16 @@ describe('node train.js and Ctrl-C', () => {
         setTimeout(signal, 50);
       }
     });
-    expect(run.code, run.out).toBe(130);
-    expect(run.out).not.toMatch(/^interrupted at step/m);
+    // 130 from the handler; when the run had already finished its interrupt path and returned before
+    // the second signal came (the fixture's step and checkpoint take milliseconds), SIGINT's default
+    // action ends it, which a shell reports as 130 too.
+    expect(run.code === 130 || (run.code === null && run.signal === 'SIGINT'), run.out).toBe(true);
+    expect(run.out).not.toMatch(/^done: /m);
     console.log(`second SIGINT: exited ${((performance.now() - at) / 1000).toFixed(2)} s after the first (run ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-    // Whatever was being written stayed under a temporary name.
-    expect(await listCheckpoints(join(folder.root, 'out'))).toEqual([]);
+    // Whatever was being written stayed under a temporary name: either the second signal came while
+    // the interrupt checkpoint was being written (none complete), or after it was complete (it is
+    // listed, complete) — never a half checkpoint under a final name.
+    const done = /^interrupted at step (\d+)/m.exec(run.out);
+    expect((await listCheckpoints(join(folder.root, "out"))).map((c) => c.step)).toEqual(done ? [Number(done[1])] : []);
   }, 240_000);
 });
