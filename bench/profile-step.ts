@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { timeDispatches, type Dispatch } from '../src/kernels/dispatch.js';
+import { submitDispatches, timeDispatches, type Dispatch } from '../src/kernels/dispatch.js';
 import { Gpu } from '../src/kernels/gpu.js';
 import { PROJECTIONS } from '../src/model/checkpoint.js';
 import { parseQwen3Config } from '../src/model/config.js';
@@ -27,6 +27,8 @@ const { values } = parseArgs({
     'eval-batch': { type: 'string', default: '8' },
     reps: { type: 'string', default: '2' },
     'no-kernels': { type: 'boolean', default: false },
+    /** Time each pipeline's first dispatch before anything else runs (with an empty Mesa cache: its JIT compile). */
+    first: { type: 'boolean', default: false },
   },
 });
 const config = values.config ? parseQwen3Config(JSON.parse(readFileSync(values.config, 'utf8')), values.config) : embeddedConfig();
@@ -45,6 +47,24 @@ const adapter = createLoraAdapter(gpu, config, { r: 8, alpha: 16, dropout: 0, ta
 const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing: true, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
 const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % config.vocabSize);
 const batch = { inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T) };
+
+if (values.first) {
+  // Every distinct pipeline once, in step order: with a cold shader cache the time is its compile.
+  const seen = new Map<GPUComputePipeline, string>();
+  const list = (trainer.program as unknown as { dispatches: Dispatch[] }).dispatches;
+  const rows: [string, number][] = [];
+  for (const d of list) {
+    if (seen.has(d.pipeline)) continue;
+    seen.set(d.pipeline, d.label);
+    const t = performance.now();
+    submitDispatches(gpu, [d]);
+    await gpu.sync();
+    rows.push([/\[(.*)\]$/.exec(d.label)?.[1] ?? d.label, (performance.now() - t) / 1000]);
+  }
+  rows.sort((a, b) => b[1] - a[1]);
+  console.log(`first dispatch of ${rows.length} pipelines: ${rows.reduce((a, r) => a + r[1], 0).toFixed(1)} s`);
+  for (const [name, s] of rows.slice(0, 25)) console.log(`  ${s.toFixed(2).padStart(7)} s  ${name}`);
+}
 
 t0 = performance.now();
 trainer.accumulate(batch);

@@ -21,6 +21,8 @@ import { checkResumeConfig } from '../train/checkpoint-config.js';
 import { openCheckpoint, resolveResumeDir, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
 import { createRunObservers } from '../report/run-observers.js';
 import { createRunSampler } from '../generate/run-samples.js';
+import { exportRun } from '../export/run-export.js';
+import { randomModelFor, readConfigSource } from '../model/random-model.js';
 import { Interrupt, INTERRUPT_EXIT_CODE, listenForInterrupt } from '../train/interrupt.js';
 import { runDryRun } from './dry-run.js';
 
@@ -31,6 +33,11 @@ export const TRAIN_FLAGS: readonly FlagSpec[] = [
     takesValue: true,
     optionalValue: true,
     help: 'continue from a checkpoint: DIR (a checkpoint-<step> folder, or an output_dir holding some), or with no DIR the newest in output_dir',
+  },
+  {
+    name: 'random-weights',
+    takesValue: true,
+    help: 'train on deterministic random weights at the shape of FILE (a config.json, or a folder holding one), e.g. configs/models/qwen3-4b.json: the same as --set random_weights=true --set model_id=FILE',
   },
 ];
 
@@ -71,6 +78,7 @@ export function stepSettings(config: TrainConfig, B: number, T: number, lossChun
 /** The model folder of model_id: the embedded model (created on first use), a local folder or a Hub download. */
 async function resolveModelDir(config: TrainConfig): Promise<string> {
   if (config.model_id === EMBEDDED_MODEL_ID) return materializeEmbeddedModel(resolve('outputs', '.embedded-model'));
+  if (config.random_weights) return (await randomModelFor(config.model_id, resolve('outputs', '.random-models'), { log: (line) => console.log(line) })).dir;
   return (await resolveRepo(config.model_id, 'model', hubOptionsFromEnv(process.env), { revision: config.model_revision })).path;
 }
 
@@ -81,7 +89,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   }
   const args = parseConfigArgs(argv, 'train', TRAIN_FLAGS);
   const configPath = args.configPath ?? join(packageRoot(), 'configs', 'embedded-default.yaml');
-  const { config, warnings } = loadConfig(configPath, args.overrides);
+  const randomWeights = args.flags.get('random-weights')?.[0];
+  const overrides = randomWeights === undefined ? args.overrides : { ...args.overrides, set: [...(args.overrides.set ?? []), 'random_weights=true', `model_id=${JSON.stringify(randomWeights)}`] };
+  const { config, warnings } = loadConfig(configPath, overrides);
   for (const w of warnings) console.warn(`warning: ${w}`);
   console.log(`config: ${configPath}${args.configPath ? '' : ' (embedded default)'}`);
   // `--resume` alone means the newest checkpoint in output_dir; the flag wins over the config key.
@@ -91,7 +101,8 @@ export async function runTrain(argv: string[]): Promise<number> {
   if (args.dryRun) {
     await runDryRun(config, {
       memoryPlan: async (c, shape) => {
-        const model = c.model_id === EMBEDDED_MODEL_ID ? embeddedConfig() : await readQwen3Config(await resolveModelDir(c));
+        const model =
+          c.model_id === EMBEDDED_MODEL_ID ? embeddedConfig() : c.random_weights ? (await readConfigSource(c.model_id)).config : await readQwen3Config(await resolveModelDir(c));
         return formatPlan(planStep(model, stepSettings(c, shape.B, shape.T, 1024)));
       },
     });
@@ -166,8 +177,10 @@ export async function runTrain(argv: string[]): Promise<number> {
     const adapterDir = resolve(config.output_dir, 'adapter');
     await savePeftAdapter(adapterDir, await adapterFromGpu(gpu, trainer.lora, modelConfig), { baseModel: config.model_id, overwrite: true });
     trainer.destroy();
-    console.log(`done: ${result.steps} steps${result.stoppedEarly ? ' (stopped early)' : ''}; adapter (PEFT layout) → ${adapterDir}`);
-    console.log(`export for llama.cpp / Ollama: npx prompt-lora export --model ${modelDir} --adapter ${adapterDir} --out ${resolve(config.output_dir, 'export')} --gguf q8_0 --modelfile`);
+    console.log(`adapter (PEFT layout, ${result.bestStep !== undefined && config.load_best_model_at_end ? `best: step ${result.bestStep}` : `step ${result.steps}`}) → ${adapterDir}`);
+    const exported = await exportRun({ config, modelDir, adapterDir, outDir: config.output_dir, log });
+    console.log(`report: ${resolve(config.output_dir, 'report.html')} (plots, sample generations); metrics: ${resolve(config.output_dir, 'metrics.jsonl')}`);
+    for (const line of exported.summary) console.log(line);
     return 0;
   } finally {
     listening?.dispose();

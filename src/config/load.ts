@@ -187,6 +187,9 @@ function finish(c: Parsed): { config: TrainConfig; problems: string[]; warnings:
       problems.push(`load_best_model_at_end: save_steps (${c.save_steps}) must be a multiple of eval_steps (${evalSteps})`);
     }
   }
+  if (c.export_modelfile && c.export_gguf === null && !c.export_lora_gguf) {
+    problems.push('export_modelfile: the Modelfile needs a GGUF to load; set export_gguf (e.g. q8_0) or export_lora_gguf, or export_modelfile: false');
+  }
   if (c.early_stopping_patience !== null && c.eval_strategy === 'no') {
     problems.push('early_stopping_patience: needs eval_strategy "steps" or "epoch", found "no"');
   }

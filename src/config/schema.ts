@@ -8,6 +8,7 @@
  * own history names the library default a flaw (noted at the key).
  */
 import { z } from 'zod';
+import { GGUF_FILE_TYPES } from '../export/gguf-model.js';
 import { bundledDatasetDir } from './paths.js';
 
 /** The seven Qwen3 linear projections a LoRA adapter can wrap (one list, kept with the checkpoint layout). */
@@ -42,8 +43,13 @@ const nullableString = z.string().nullable();
 export const configSchema = z
   .object({
     // ── Model and data ────────────────────────────────────────────────────────────────────
-    /** Local folder or Hugging Face Hub id of the base model. */
+    /** Local folder or Hugging Face Hub id of the base model (with random_weights: a config.json or a folder holding one). */
     model_id: z.string().min(1).default('Qwen/Qwen3-4B-Instruct-2507'),
+    /**
+     * new: train on deterministic random weights made for model_id's config.json (real size where
+     * weights cannot be downloaded; written once under outputs/.random-models, with the bundled Qwen3 tokenizer).
+     */
+    random_weights: z.boolean().default(false),
     /** new: Hub revision (branch, tag or commit) of the model. */
     model_revision: z.string().min(1).default('main'),
     /** Local file/folder or Hub dataset id; default: the dataset bundled under data/. */
@@ -168,6 +174,16 @@ export const configSchema = z
       ]),
     /** new: most tokens of each sample generation (0 = no samples). */
     sample_max_new_tokens: z.number().int().min(0, 'sample_max_new_tokens must be ≥ 0').default(96),
+
+    // ── Export at the end of the run (new; the adapter is always saved) ───────────────────
+    /** new: GGUF of the merged model (base + the final adapter) for llama.cpp / Ollama; null = none. The seed exported q8_0. */
+    export_gguf: z.enum(GGUF_FILE_TYPES).nullable().default('q8_0'),
+    /** new: LoRA adapter GGUF (llama.cpp --lora, Ollama ADAPTER) plus the base model GGUF it applies to (export_gguf's type, else f16). */
+    export_lora_gguf: z.boolean().default(false),
+    /** new: the merged model as a Hugging Face folder (safetensors + tokenizer), as the seed's merge script wrote. */
+    export_merged: z.boolean().default(false),
+    /** new: Ollama Modelfile FROM the merged GGUF (needs export_gguf), and Modelfile.adapter with export_lora_gguf. */
+    export_modelfile: z.boolean().default(true),
   })
   .strict();
 

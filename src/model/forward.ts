@@ -3,7 +3,7 @@ import { submitDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
 import type { LinearWeight } from '../kernels/matmul.js';
 import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
-import { tensorView, type Tensor } from '../kernels/tensor.js';
+import type { Tensor } from '../kernels/tensor.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
 import type { Projection } from './checkpoint.js';
 import type { ModelKernels } from './kernels.js';

@@ -10,7 +10,8 @@ import type { TensorSource } from './tensor-source.js';
  * whole, nothing touches the disk): for benchmarks and real-size runs where weights cannot be
  * downloaded, and for the project's own small model. Norm weights are 1 (as a freshly initialised
  * Qwen3RMSNorm); matrices are uniform in ±std·√3 (standard deviation `std`, default 0.02 =
- * initializer_range). Deterministic: tensor `name` depends only on (seed, name), not on read order.
+ * initializer_range; `stdOf(name)`, when given, sets it per tensor). Deterministic: tensor `name`
+ * depends only on (seed, name, its std), not on read order.
  */
 export class RandomQwen3Source implements TensorSource {
   private readonly shapes: ReadonlyMap<string, readonly number[]>;
@@ -20,6 +21,7 @@ export class RandomQwen3Source implements TensorSource {
     readonly config: Qwen3Config,
     private readonly seed: number,
     private readonly std = 0.02,
+    private readonly stdOf?: (name: string) => number,
   ) {
     this.shapes = expectedQwen3Shapes(config);
     this.dir = `random weights (seed ${seed})`;
@@ -43,7 +45,7 @@ export class RandomQwen3Source implements TensorSource {
     const words = new Uint16Array(buf.buffer, buf.byteOffset, Math.floor(buf.byteLength / 2));
     let state = hashName(name, this.seed);
     const one = f32ToBf16Bits(1);
-    const half = this.std * Math.sqrt(3);
+    const half = (this.stdOf?.(name) ?? this.std) * Math.sqrt(3);
     // bf16 bit patterns of 4096 evenly spaced values in [−half, half): indexing by random bits is
     // far faster than converting a float per element, and keeps the distribution uniform.
     const table = new Uint16Array(4096);

@@ -156,18 +156,20 @@ export async function trainLoop(
     }
   }
   const evalProgram = data.eval.length > 0 && config.eval_strategy !== 'no' ? model.program({ B: evalB, T }, trainer.lora) : undefined;
-  const evaluate = async (): Promise<number> => {
+  const evaluate = async (): Promise<{ loss: number; accuracy: number }> => {
     let sum = 0;
     let count = 0;
+    let correct = 0;
     for (const batch of iterateBatches(data.eval, evalPlan, 0, 0)) {
       const r = await evalProgram!.run(padBatch(batch, evalB, T, padTokenId));
       if (r.targets > 0) {
         sum += r.loss * r.targets;
         count += r.targets;
+        correct += r.correct;
       }
     }
     if (count === 0) throw new DataError(`evaluation: the ${data.eval.length} eval examples hold no target token (every label is masked); check completion_only_loss and the eval split`);
-    return sum / count;
+    return { loss: sum / count, accuracy: correct / count };
   };
   const startStep = step;
   const runStart = performance.now();
@@ -215,6 +217,7 @@ export async function trainLoop(
       totalSteps: total,
       epoch: epochAt(position),
       loss: loss.sum / loss.targets,
+      tokenAccuracy: loss.correct / loss.targets,
       learningRate: schedule.lrAt(step - 1),
       gradNorm: norm.totalNorm,
       tokensPerSecond: windowTokens / seconds,
@@ -257,7 +260,7 @@ export async function trainLoop(
     const norm = await trainer.readGradNorm();
     ensureFinite(norm.skippedSteps, undefined);
     const t0 = performance.now();
-    const evalLoss = await evaluate();
+    const { loss: evalLoss, accuracy: evalTokenAccuracy } = await evaluate();
     if (!Number.isFinite(evalLoss)) throw new NonFiniteError(`step ${step}: eval_loss is ${evalLoss}; the adapter has diverged. ${resumeAdvice()}`);
     const isBest = !best || evalLoss < best.evalLoss - config.early_stopping_threshold;
     if (isBest) {
@@ -267,7 +270,7 @@ export async function trainLoop(
       bad++;
     }
     changes++;
-    const record: EvalRecord = { step, epoch: epochAt(position), evalLoss, isBest, bestStep: best!.step, bestEvalLoss: best!.evalLoss, badEvaluations: bad, seconds: (performance.now() - t0) / 1000 };
+    const record: EvalRecord = { step, epoch: epochAt(position), evalLoss, evalTokenAccuracy, isBest, bestStep: best!.step, bestEvalLoss: best!.evalLoss, badEvaluations: bad, seconds: (performance.now() - t0) / 1000 };
     evals.push(record);
     await notify((o) => o.onEval?.(record));
     if (options.samples) {

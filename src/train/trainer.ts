@@ -43,8 +43,11 @@ export interface TrainerState {
   readonly microBatches: number;
   /** (4) u32 GradNormState: totalNorm, clipCoef, nonFinite, skippedSteps (the sticky counter). */
   readonly gradNorm: Uint32Array;
-  /** The running loss sum since the last readLoss(reset), and its target tokens. */
-  readonly pendingLoss: { readonly sum: number; readonly targets: number };
+  /**
+   * The running loss sum since the last readLoss(reset), its target tokens and (absent in
+   * checkpoints written before token accuracy was measured: 0) the right-argmax count.
+   */
+  readonly pendingLoss: { readonly sum: number; readonly targets: number; readonly correct?: number };
 }
 
 /** The mean-loss record of the micro-batches since the last reset. */
@@ -53,6 +56,8 @@ export interface LossReadout {
   readonly sum: number;
   /** Target tokens of those micro-batches. */
   readonly targets: number;
+  /** Target tokens whose argmax logit was the target (f32 sum on the GPU; exact below 2^24). */
+  readonly correct: number;
   /** Micro-batches summed. */
   readonly microBatches: number;
 }
@@ -86,6 +91,9 @@ export class Trainer {
     private readonly lossAccum: Tensor,
     /** lossAccum += the micro-batch's loss sum, recorded after each micro-batch. */
     private readonly lossAdd: Dispatch,
+    /** (1) f32 — Σ right-argmax target tokens since the last reset (token accuracy's numerator). */
+    private readonly correctAccum: Tensor,
+    private readonly correctAdd: Dispatch,
   ) {}
 
   static async create(gpu: Gpu, model: Qwen3Model, adapter: LoraAdapter, options: TrainerOptions, kernels?: TrainKernels): Promise<Trainer> {
@@ -101,7 +109,9 @@ export class Trainer {
         : await Adamw8bitOptimizer.create(gpu, 'adamw8bit', target, normState, options.hyper);
     const lossAccum = gpu.tensor('running loss sum (1)', [1], 'f32');
     const lossAdd = k.sum.forward('running loss sum += micro-batch loss', { out: lossAccum, values: program.lossSum }, { n: 1, accumulate: true });
-    return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0, lossAccum, lossAdd);
+    const correctAccum = gpu.tensor('running right-argmax count (1)', [1], 'f32');
+    const correctAdd = k.sum.forward('running right-argmax count += micro-batch count', { out: correctAccum, values: program.correctSum }, { n: 1, accumulate: true });
+    return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0, lossAccum, lossAdd, correctAccum, correctAdd);
   }
 
   /** The adapter whose tensors are the live (trained) parameters. */
@@ -120,7 +130,7 @@ export class Trainer {
       this.cleared = true;
     }
     this.program.encode(enc);
-    encodeDispatches(this.gpu, enc, [this.lossAdd]);
+    encodeDispatches(this.gpu, enc, [this.lossAdd, this.correctAdd]);
     this.gpu.device.queue.submit([enc.finish()]);
     this.targets += n;
     this.lossTargets += n;
@@ -134,9 +144,11 @@ export class Trainer {
    */
   async readLoss(reset: boolean): Promise<LossReadout> {
     const sum = (await this.gpu.readF32(this.lossAccum))[0];
-    const out = { sum, targets: this.lossTargets, microBatches: this.lossMicroBatches };
+    const correct = (await this.gpu.readF32(this.correctAccum))[0];
+    const out = { sum, targets: this.lossTargets, correct, microBatches: this.lossMicroBatches };
     if (reset) {
       this.gpu.write(this.lossAccum, new Float32Array(1));
+      this.gpu.write(this.correctAccum, new Float32Array(1));
       this.lossTargets = 0;
       this.lossMicroBatches = 0;
     }
@@ -211,7 +223,7 @@ export class Trainer {
     const optimizer = await this.optimizer.exportState();
     const gradNorm = new Uint32Array(await this.gpu.read(this.normState));
     const loss = await this.readLoss(false);
-    return { params, optimizer, optimizerSteps: this.steps, microBatches: this.microBatches, gradNorm, pendingLoss: { sum: loss.sum, targets: loss.targets } };
+    return { params, optimizer, optimizerSteps: this.steps, microBatches: this.microBatches, gradNorm, pendingLoss: { sum: loss.sum, targets: loss.targets, correct: loss.correct } };
   }
 
   /**
@@ -232,6 +244,7 @@ export class Trainer {
     for (const slot of slots) this.gpu.write(this.adapter.arena.param(slot.name), state.params.get(slot.name)!);
     this.gpu.write(this.normState, state.gradNorm);
     this.gpu.write(this.lossAccum, new Float32Array([state.pendingLoss.sum]));
+    this.gpu.write(this.correctAccum, new Float32Array([state.pendingLoss.correct ?? 0]));
     this.lossTargets = state.pendingLoss.targets;
     this.lossMicroBatches = 0;
     this.steps = state.optimizerSteps;
@@ -244,5 +257,6 @@ export class Trainer {
     this.program.destroy();
     this.adapter.arena.destroy();
     this.lossAccum.buffer.destroy();
+    this.correctAccum.buffer.destroy();
   }
 }

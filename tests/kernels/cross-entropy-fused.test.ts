@@ -15,7 +15,8 @@ function bf16Weight(gpu: Gpu, rng: Rng, V: number, D: number, scale: number, dup
   for (let i = 0; i < halves.length; i++) halves[i] = f32ToBf16Bits(rng.normal() * scale);
   // exact ties: row b copies row a, so logit b = logit a bit for bit
   for (const [a, b] of duplicates) halves.copyWithin(b * D, a * D, (a + 1) * D);
-  const dense = Float64Array.from(halves, (h) => new Float32Array(new Uint32Array([h << 16]).buffer)[0]);
+  const bits = Uint32Array.from(halves, (h) => h << 16);
+  const dense = Float64Array.from(new Float32Array(bits.buffer));
   const data = gpu.tensorFrom('lm_head (V, D) bf16', [V, D], 'bf16x2', new Uint32Array(halves.buffer));
   return { w: { format: 'bf16', nOut: V, k: D, data }, dense };
 }
@@ -101,7 +102,7 @@ describe.skipIf(await testGpu().then((g) => fusedHeadUnsupported(g) !== undefine
     { N: 5, D: 8, V: 37, ignoreEvery: 3 },
     { N: 37, D: 32, V: 1003, ignoreEvery: 4 },
     { N: 70, D: 64, V: 5001, ignoreEvery: 5 },
-    { N: 33, D: 64, V: 151936, ignoreEvery: 2 },
+    { N: 13, D: 64, V: 151936, ignoreEvery: 2 },
   ] as const) {
     it(`matches the float64 reference at N=${c.N}, D=${c.D}, V=${c.V}`, async () => {
       const r = await run(c, c.N * 7 + c.V);
