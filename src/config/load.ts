@@ -200,8 +200,8 @@ function finish(c: Parsed): { config: TrainConfig; problems: string[]; warnings:
   if (c.push_to_hub) warnings.push('push_to_hub: training does not upload (no network access is assumed); upload the exported adapter separately.');
   for (const r of reportTo) warnings.push(`report_to ${r}: its package is not available here; metrics are printed and written to output_dir instead.`);
   if (c.use_8bit) warnings.push('use_8bit: LLM.int8 is not implemented; the base stays bf16 (set use_4bit for NF4).');
-  if (c.optim !== 'adamw_torch' && c.optim !== 'adamw' && c.optim !== 'adamw_torch_fused') {
-    warnings.push(`optim ${c.optim}: runs as AdamW with f32 moments (paging and 8-bit states are bitsandbytes CUDA features).`);
+  if (c.optim.startsWith('paged_')) {
+    warnings.push(`optim ${c.optim}: runs unpaged (its states stay in GPU memory, counted in the memory plan; paging to host memory is a bitsandbytes CUDA feature).`);
   }
   if (c.auto_find_batch_size) warnings.push('auto_find_batch_size: ignored; the memory plan checks the batch before training starts.');
   if (c.preprocessing !== null && c.preprocessing !== undefined) warnings.push('preprocessing: accepted and unused (as in the seed).');

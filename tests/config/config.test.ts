@@ -83,7 +83,7 @@ describe('config', () => {
       eval_strategy: 'epoch', save_strategy: 'epoch',
       lora_target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     });
-    expect(v7.warnings).toEqual(['optim paged_adamw_8bit: runs as AdamW with f32 moments (paging and 8-bit states are bitsandbytes CUDA features).']);
+    expect(v7.warnings).toEqual(['optim paged_adamw_8bit: runs unpaged (its states stay in GPU memory, counted in the memory plan; paging to host memory is a bitsandbytes CUDA feature).']);
   });
 
   it('names the nearest valid key for an unknown key', () => {
