@@ -112,7 +112,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   const modelDir = await resolveModelDir(config);
   const tokenizer = await QwenTokenizer.load(modelDir);
   const data = await prepareDataset(config, tokenizer, hubOptionsFromEnv(process.env));
-  console.log(`data: ${data.train.examples.length} train examples; eval: ${data.evalDescription}`);
+  console.log(`data: ${data.train.examples.length} train examples; ${data.evalDescription}`);
 
   const gpu = await Gpu.open();
   let listening: { dispose: () => void } | undefined;

@@ -258,24 +258,31 @@ export class Matmul {
           'pass its format and tile to Matmul.create',
       );
     }
-    const unused = this.unused;
     const scales = stored === 'nf4dq' ? w.doubleQuant! : undefined;
     return kernel.bind(
       where,
-      {
-        y,
-        x,
-        w: w.data,
-        absmax: stored === 'nf4' ? w.absmax! : scales ? scales.codes : unused,
-        absmax2: scales ? scales.absmax2 : unused,
-        qmap: scales ? this.qmap : unused,
-        u: lora ? lora.u : unused,
-        lora_b: lora ? lora.b : unused,
-      },
+      { y, x, ...weightBindings(stored, w, lora, this.qmap, this.unused) },
       { m, n: w.nOut, k: w.k, r, scale: lora?.scale ?? 0, offset: scales?.offset ?? 0 },
       [Math.ceil(m / tile.bm), Math.ceil(w.nOut / tile.bn)],
     );
   }
+}
+
+/**
+ * The weight-side bindings of a dequant-matmul shader (matmul_forward and matvec_forward share
+ * them): the packed weight, its NF4 absmax (plain) or double-quantised scales, the dynamic map,
+ * and the LoRA epilogue's U and B; `unused` fills the slots a format or variant does not read.
+ */
+export function weightBindings(stored: StoredFormat, w: LinearWeight, lora: LoraEpilogue | undefined, qmap: Tensor, unused: Tensor): Record<string, Tensor> {
+  const scales = stored === 'nf4dq' ? w.doubleQuant! : undefined;
+  return {
+    w: w.data,
+    absmax: stored === 'nf4' ? w.absmax! : scales ? scales.codes : unused,
+    absmax2: scales ? scales.absmax2 : unused,
+    qmap: scales ? qmap : unused,
+    u: lora ? lora.u : unused,
+    lora_b: lora ? lora.b : unused,
+  };
 }
 
 function variantKey(format: StoredFormat, accumulate: boolean, lora: boolean, tile: MatmulTile): string {

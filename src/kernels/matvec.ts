@@ -2,7 +2,7 @@ import { ShapeError } from '../errors.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
-import { checkWeight, type LinearWeight, type LoraEpilogue, MAX_LORA_RANK, type StoredFormat } from './matmul.js';
+import { checkWeight, type LinearWeight, type LoraEpilogue, MAX_LORA_RANK, type StoredFormat, weightBindings } from './matmul.js';
 import { dynamicMapTensor } from './nf4.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
@@ -118,23 +118,13 @@ export class Matvec {
     }
     const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined));
     if (!kernel) throw new ShapeError(`${where}: weight format ${stored} was not compiled; pass it to Matvec.create`);
-    const unused = this.unused;
     const scales = stored === 'nf4dq' ? w.doubleQuant! : undefined;
     const lanes = matvecLanes(w.k);
     const g = Math.ceil(w.nOut / (WG / lanes));
     const gy = Math.ceil(g / 65535);
     return kernel.bind(
       where,
-      {
-        y,
-        x,
-        w: w.data,
-        absmax: stored === 'nf4' ? w.absmax! : scales ? scales.codes : unused,
-        absmax2: scales ? scales.absmax2 : unused,
-        qmap: scales ? this.qmap : unused,
-        u: lora ? lora.u : unused,
-        lora_b: lora ? lora.b : unused,
-      },
+      { y, x, ...weightBindings(stored, w, lora, this.qmap, this.unused) },
       { m, n: w.nOut, k: w.k, r, scale: lora?.scale ?? 0, offset: scales?.offset ?? 0, lanes },
       [Math.ceil(g / gy), gy],
     );
