@@ -5,7 +5,7 @@ import { defineParams } from './params.js';
 import { numel, tensorView, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { dynamicMapTensor } from './nf4.js';
-import { checkWeight, matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from './matmul.js';
+import { checkWeight, FORMAT_CODE, matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from './matmul.js';
 
 /**
  * Backward of the dequant-matmul Y (M, Nout) = X (M, K) · Wᵀ:
@@ -285,7 +285,6 @@ export interface WeightGradTensors {
   x: Tensor;
 }
 
-const FORMAT_CODE: Record<StoredFormat, number> = { f32: 0, bf16: 1, nf4: 2, nf4dq: 3 };
 
 export class MatmulBackward {
   /** (maxScratchBytes) f32 partial sums of split reductions, shared by every call; made on first use. */

@@ -140,25 +140,31 @@ export const MatmulParams = defineParams('MatmulParams', [
   ['offset', 'f32'],
 ] as const);
 
+/** The weight-side bindings of the dequant-matmul shaders (matmul_forward, matvec_forward); see weightBindings. */
+export const WEIGHT_BINDING_SPECS = [
+  { name: 'w', access: 'read' },
+  { name: 'absmax', access: 'read' },
+  { name: 'absmax2', access: 'read' },
+  { name: 'qmap', access: 'read' },
+  { name: 'u', access: 'read' },
+  { name: 'lora_b', access: 'read' },
+] as const;
+
 export const matmulForwardSpec: KernelSpec<typeof MatmulParams> = {
   file: 'matmul_forward.wgsl',
   bindings: [
     { name: 'params', access: 'uniform' },
     { name: 'y', access: 'read_write' },
     { name: 'x', access: 'read' },
-    { name: 'w', access: 'read' },
-    { name: 'absmax', access: 'read' },
-    { name: 'absmax2', access: 'read' },
-    { name: 'qmap', access: 'read' },
-    { name: 'u', access: 'read' },
-    { name: 'lora_b', access: 'read' },
+    ...WEIGHT_BINDING_SPECS,
   ],
   params: MatmulParams,
 };
 
 /** The shader's FORMAT constant: how W and its scales are stored. */
 export type StoredFormat = 'f32' | 'bf16' | 'nf4' | 'nf4dq';
-const FORMAT_CODE: Record<StoredFormat, number> = { f32: 0, bf16: 1, nf4: 2, nf4dq: 3 };
+/** The shaders' FORMAT override constant for each stored weight format. */
+export const FORMAT_CODE: Readonly<Record<StoredFormat, number>> = { f32: 0, bf16: 1, nf4: 2, nf4dq: 3 };
 export const STORED_FORMATS: readonly StoredFormat[] = ['f32', 'bf16', 'nf4', 'nf4dq'];
 
 export interface MatmulOptions {

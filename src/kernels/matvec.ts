@@ -2,7 +2,7 @@ import { ShapeError } from '../errors.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
-import { checkWeight, type LinearWeight, type LoraEpilogue, MAX_LORA_RANK, type StoredFormat, weightBindings } from './matmul.js';
+import { checkWeight, FORMAT_CODE, type LinearWeight, type LoraEpilogue, MAX_LORA_RANK, type StoredFormat, WEIGHT_BINDING_SPECS, weightBindings } from './matmul.js';
 import { dynamicMapTensor } from './nf4.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
@@ -31,17 +31,11 @@ export const matvecForwardSpec: KernelSpec<typeof MatvecParams> = {
     { name: 'params', access: 'uniform' },
     { name: 'y', access: 'read_write' },
     { name: 'x', access: 'read' },
-    { name: 'w', access: 'read' },
-    { name: 'absmax', access: 'read' },
-    { name: 'absmax2', access: 'read' },
-    { name: 'qmap', access: 'read' },
-    { name: 'u', access: 'read' },
-    { name: 'lora_b', access: 'read' },
+    ...WEIGHT_BINDING_SPECS,
   ],
   params: MatvecParams,
 };
 
-const FORMAT_CODE: Record<StoredFormat, number> = { f32: 0, bf16: 1, nf4: 2, nf4dq: 3 };
 /** Threads per workgroup (the shader's WG). */
 const WG = 256;
 
