@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { rename, rm, statfs, writeFile, mkdir } from 'node:fs/promises';
+import { statfs, mkdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ConfigError, ExportError } from '../errors.js';
 import { readQwen3Config } from '../model/config.js';
@@ -13,6 +13,7 @@ import { buildModelfile, type ModelfileSettings } from './modelfile.js';
 import { readPeftAdapter, savePeftAdapter } from './peft.js';
 import { QuantizePool } from './quantize-pool.js';
 import { tokenizerSourceDir } from './tokenizer-files.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
 
 /**
  * One export: from a base model folder and a PEFT adapter, any of
@@ -68,7 +69,8 @@ interface Output {
   readonly path: string;
   readonly what: string;
   readonly bytes: number;
-  readonly write: () => Promise<void>;
+  /** Absent for a file that is already in place (the adapter a run saved into <out>/adapter). */
+  readonly write?: () => Promise<void>;
 }
 
 export async function runExportRequest(req: ExportRequest): Promise<ExportResult> {
@@ -94,11 +96,13 @@ export async function runExportRequest(req: ExportRequest): Promise<ExportResult
   const baseWeights = req.loraGguf ? await MergedWeights.open(req.modelDir, undefined, mergeOptions) : undefined;
   try {
     const adapterBytes = adapter.layers.reduce((a, l) => a + Object.values(l).reduce((b, p) => b + 4 * (p.a.length + p.b.length), 0), 0);
+    // A run's export reads the adapter the run just saved in <out>/adapter: it is listed, not rewritten.
+    const adapterInPlace = resolve(req.adapterDir) === join(out, 'adapter');
     outputs.push({
       path: join(out, 'adapter'),
       what: 'PEFT adapter',
-      bytes: adapterBytes + 8192,
-      write: () => savePeftAdapter(join(out, 'adapter'), adapter, { baseModel: baseModelName(adapter.rawConfig, req.modelDir), overwrite: req.force }),
+      bytes: adapterInPlace ? 0 : adapterBytes + 8192,
+      write: adapterInPlace ? undefined : () => savePeftAdapter(join(out, 'adapter'), adapter, { baseModel: baseModelName(adapter.rawConfig, req.modelDir), overwrite: req.force }),
     });
     if (req.merged) {
       const dtype = req.mergedDtype ?? 'source';
@@ -164,13 +168,14 @@ export async function runExportRequest(req: ExportRequest): Promise<ExportResult
     }
 
     if (!req.force) {
-      const existing = outputs.filter((o) => existsSync(o.path)).map((o) => o.path);
+      const existing = outputs.filter((o) => o.write && existsSync(o.path)).map((o) => o.path);
       if (existing.length > 0) throw new ExportError(`${existing.join(', ')} already exist${existing.length === 1 ? 's' : ''}; remove, choose another --out, or pass --force`);
     }
     await mkdir(out, { recursive: true });
     await checkFreeSpace(out, outputs.reduce((a, o) => a + o.bytes, 0));
 
     for (const o of outputs) {
+      if (!o.write) continue;
       log(`writing ${o.path} (${o.what})`);
       await o.write();
     }
@@ -196,17 +201,10 @@ function progress(log: (line: string) => void, file: string): (t: { name: string
   };
 }
 
-/** Writes a small text file through a temporary name. */
+/** Writes a small text file through a temporary name (the shared atomic writer). */
 async function writeTextFile(path: string, text: string, force = false): Promise<void> {
   if (!force && existsSync(path)) throw new ExportError(`${path} already exists; remove it or pass --force`);
-  const temp = `${path}.tmp-${process.pid}`;
-  try {
-    await writeFile(temp, text);
-    await rename(temp, path);
-  } catch (e) {
-    await rm(temp, { force: true });
-    throw new ExportError(`${path}: cannot write (${(e as Error).message})`, { cause: e });
-  }
+  await writeFileAtomic(path, text);
 }
 
 /** Refuses to start when the output disk has less free space than the planned bytes. */

@@ -47,9 +47,17 @@ describe('exportRun', () => {
     expect(r.summary.join('\n')).toContain(r.commands.ollamaCreate!);
     expect(r.summary.join('\n')).toMatch(/my-run-q8_0\.gguf\s+[\d.]+ (kB|MB)\s+merged model GGUF \(q8_0\)/);
 
-    // a second run into the same folder replaces its exports
-    const again = await exportRun({ config, modelDir: TINY_MODEL, adapterDir: join(out, 'adapter'), outDir: out, threads: 1 });
+    // a second run into the same folder replaces its exports; the adapter it reads from
+    // <out>/adapter (what train.js saved there) is listed, not written over itself
+    const adapterFiles = (): [string, number][] =>
+      readdirSync(join(out, 'adapter')).sort().map((f) => [f, statSync(join(out, 'adapter', f)).mtimeMs]);
+    const before = adapterFiles();
+    const againLines: string[] = [];
+    const again = await exportRun({ config, modelDir: TINY_MODEL, adapterDir: join(out, 'adapter'), outDir: out, threads: 1, log: (l) => againLines.push(l) });
     expect(again.files.length).toBe(3);
+    expect(adapterFiles()).toEqual(before);
+    expect(againLines.some((l) => l.includes(`${join(out, 'adapter')} (PEFT adapter)`))).toBe(false);
+    expect(againLines.some((l) => l.includes('my-run-q8_0.gguf'))).toBe(true);
     expect(readdirSync(out).sort()).toEqual(['Modelfile', 'adapter', 'my-run-q8_0.gguf']);
   });
 
