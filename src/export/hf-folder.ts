@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DTYPE_BYTES, type SafetensorsDtype } from '../model/safetensors.js';
 import { SafetensorsWriter, type SafetensorsEntry } from '../model/safetensors-writer.js';
 import type { GgmlType } from './gguf-quants.js';
 import { encodeInOrder, QuantizePool, type NamedJob } from './quantize-pool.js';
 import type { WeightStream } from './merge.js';
-import { replaceDir } from './peft.js';
+import { writeDirAtomic } from '../io/atomic-dir.js';
 import { copyTokenizerFiles } from './tokenizer-files.js';
 
 /**
@@ -43,73 +43,68 @@ const AS_GGML: Partial<Record<SafetensorsDtype, GgmlType>> = { BF16: 'BF16', F16
 
 /** Writes the folder; returns the files written (relative names). */
 export async function writeHfFolder(outDir: string, weights: WeightStream, options: HfFolderOptions): Promise<string[]> {
-  const temp = `${outDir}.tmp-${process.pid}`;
-  await rm(temp, { recursive: true, force: true });
-  await mkdir(temp, { recursive: true });
   const pool = options.pool ?? QuantizePool.create();
   try {
-    const outDtype = (name: string): SafetensorsDtype => {
-      const d = options.dtype ?? 'source';
-      return d === 'source' ? weights.info(name).dtype : FOLDER_DTYPES[d];
-    };
-    const byFile = new Map<string, string[]>();
-    for (const name of weights.names()) {
-      const file = weights.info(name).file;
-      byFile.set(file, [...(byFile.get(file) ?? []), name]);
-    }
-    const files = [...byFile.keys()].sort();
-    const weightMap: Record<string, string> = {};
-    let totalSize = 0;
-    for (const file of files) {
-      const names = byFile.get(file)!.sort();
-      const entries: SafetensorsEntry[] = names.map((name) => ({ name, dtype: outDtype(name), shape: weights.info(name).shape }));
-      const writer = await SafetensorsWriter.create(join(temp, file), entries, { format: 'pt' });
-      try {
-        async function* jobs(): AsyncGenerator<NamedJob> {
-          for (const e of entries) {
-            const k = e.shape[e.shape.length - 1] ?? 1;
-            for await (const c of weights.chunks(e.name, CHUNK_ELEMENTS, { deferDelta: true })) {
-              yield { name: e.name, job: { type: AS_GGML[e.dtype]!, values: c.values, nPerRow: k, delta: c.delta, where: `${file}: ${e.name}` } };
+    return await writeDirAtomic(outDir, { overwrite: options.overwrite ?? false }, async (temp) => {
+      const outDtype = (name: string): SafetensorsDtype => {
+        const d = options.dtype ?? 'source';
+        return d === 'source' ? weights.info(name).dtype : FOLDER_DTYPES[d];
+      };
+      const byFile = new Map<string, string[]>();
+      for (const name of weights.names()) {
+        const file = weights.info(name).file;
+        byFile.set(file, [...(byFile.get(file) ?? []), name]);
+      }
+      const files = [...byFile.keys()].sort();
+      const weightMap: Record<string, string> = {};
+      let totalSize = 0;
+      for (const file of files) {
+        const names = byFile.get(file)!.sort();
+        const entries: SafetensorsEntry[] = names.map((name) => ({ name, dtype: outDtype(name), shape: weights.info(name).shape }));
+        const writer = await SafetensorsWriter.create(join(temp, file), entries, { format: 'pt' });
+        try {
+          async function* jobs(): AsyncGenerator<NamedJob> {
+            for (const e of entries) {
+              const k = e.shape[e.shape.length - 1] ?? 1;
+              for await (const c of weights.chunks(e.name, CHUNK_ELEMENTS, { deferDelta: true })) {
+                yield { name: e.name, job: { type: AS_GGML[e.dtype]!, values: c.values, nPerRow: k, delta: c.delta, where: `${file}: ${e.name}` } };
+              }
             }
           }
+          await encodeInOrder(pool, jobs(), (name, bytes) => writer.write(name, bytes));
+          for (const e of entries) {
+            totalSize += e.shape.reduce((a, d) => a * d, DTYPE_BYTES[e.dtype]);
+            weightMap[e.name] = file;
+          }
+          await writer.finish();
+        } finally {
+          await writer.abort();
         }
-        await encodeInOrder(pool, jobs(), (name, bytes) => writer.write(name, bytes));
-        for (const e of entries) {
-          totalSize += e.shape.reduce((a, d) => a * d, DTYPE_BYTES[e.dtype]);
-          weightMap[e.name] = file;
-        }
-        await writer.finish();
-      } finally {
-        await writer.abort();
       }
-    }
-    const written = [...files];
-    if (files.length > 1 || files[0] !== 'model.safetensors') {
-      const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
-      await writeFile(join(temp, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sorted }, null, 2)}\n`);
-      written.push('model.safetensors.index.json');
-    }
+      const written = [...files];
+      if (files.length > 1 || files[0] !== 'model.safetensors') {
+        const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
+        await writeFile(join(temp, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sorted }, null, 2)}\n`);
+        written.push('model.safetensors.index.json');
+      }
 
-    const config: Record<string, unknown> = structuredClone(weights.config.raw) as Record<string, unknown>;
-    const dtypes = new Set(weights.names().map(outDtype));
-    const torchName = dtypes.size === 1 ? TORCH_NAMES[[...dtypes][0]] : undefined;
-    if (torchName) {
-      if ('dtype' in config) config.dtype = torchName;
-      if ('torch_dtype' in config || !('dtype' in config)) config.torch_dtype = torchName;
-    }
-    await writeFile(join(temp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-    written.push('config.json');
-    const gen = join(weights.dir, 'generation_config.json');
-    if (existsSync(gen)) {
-      await copyFile(gen, join(temp, 'generation_config.json'));
-      written.push('generation_config.json');
-    }
-    written.push(...(await copyTokenizerFiles(options.tokenizerDir, temp)));
-    await replaceDir(temp, outDir, options.overwrite ?? false);
-    return written;
-  } catch (e) {
-    await rm(temp, { recursive: true, force: true });
-    throw e;
+      const config: Record<string, unknown> = structuredClone(weights.config.raw) as Record<string, unknown>;
+      const dtypes = new Set(weights.names().map(outDtype));
+      const torchName = dtypes.size === 1 ? TORCH_NAMES[[...dtypes][0]] : undefined;
+      if (torchName) {
+        if ('dtype' in config) config.dtype = torchName;
+        if ('torch_dtype' in config || !('dtype' in config)) config.torch_dtype = torchName;
+      }
+      await writeFile(join(temp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+      written.push('config.json');
+      const gen = join(weights.dir, 'generation_config.json');
+      if (existsSync(gen)) {
+        await copyFile(gen, join(temp, 'generation_config.json'));
+        written.push('generation_config.json');
+      }
+      written.push(...(await copyTokenizerFiles(options.tokenizerDir, temp)));
+      return written;
+    });
   } finally {
     if (!options.pool) await pool.close();
   }

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CheckpointError, ExportError, ShapeError } from '../errors.js';
 import type { Gpu } from '../kernels/gpu.js';
@@ -7,6 +7,7 @@ import type { Qwen3Config } from '../model/config.js';
 import { loraScale, parseAdapterConfig, peftKey, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { FLOAT_DTYPES, SafetensorsFile } from '../model/safetensors.js';
 import { SafetensorsWriter, type SafetensorsEntry } from '../model/safetensors-writer.js';
+import { writeDirAtomic } from '../io/atomic-dir.js';
 
 /**
  * LoRA adapters on the host, in PEFT's folder layout (what `save_pretrained` of PEFT 0.21 writes):
@@ -149,10 +150,7 @@ export async function savePeftAdapter(
   adapter: HostLoraAdapter,
   options: { baseModel?: string | null; overwrite?: boolean } = {},
 ): Promise<void> {
-  const temp = `${dir}.tmp-${process.pid}`;
-  await rm(temp, { recursive: true, force: true });
-  await mkdir(temp, { recursive: true });
-  try {
+  await writeDirAtomic(dir, { overwrite: options.overwrite ?? false }, async (temp) => {
     const entries: SafetensorsEntry[] = [];
     const data = new Map<string, Float32Array>();
     adapter.layers.forEach((entry, l) => {
@@ -179,27 +177,6 @@ export async function savePeftAdapter(
     }
     const config = peftAdapterConfig(adapter.config, options.baseModel ?? null, adapter.rawConfig);
     await writeFile(join(temp, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
-    await replaceDir(temp, dir, options.overwrite ?? false);
-  } catch (e) {
-    await rm(temp, { recursive: true, force: true });
-    throw e;
-  }
+  });
 }
 
-/** Renames the finished folder `temp` to `dir`; an existing `dir` is refused unless `overwrite`. */
-export async function replaceDir(temp: string, dir: string, overwrite: boolean): Promise<void> {
-  const old = `${dir}.old-${process.pid}`;
-  let moved = false;
-  try {
-    await rename(dir, old);
-    moved = true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new ExportError(`${dir}: cannot replace it (${(e as Error).message})`, { cause: e });
-  }
-  if (moved && !overwrite) {
-    await rename(old, dir);
-    throw new ExportError(`${dir} already exists; remove it, choose another --out, or pass --force to replace it`);
-  }
-  await rename(temp, dir);
-  if (moved) await rm(old, { recursive: true, force: true });
-}

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CheckpointError } from '../errors.js';
 import { parseQwen3Config, type Qwen3Config } from './config.js';
 import { RandomQwen3Source } from './random-source.js';
 import { SafetensorsWriter } from './safetensors-writer.js';
 import { bundledQwen3TokenizerDir } from './tokenizer.js';
+import { writeDirAtomic } from '../io/atomic-dir.js';
 
 /**
  * A Hugging Face model folder of deterministic random weights for a Qwen3 config.json, with the
@@ -144,10 +145,7 @@ export async function materializeRandomModel(raw: Record<string, unknown>, dir: 
   }
   const fileOf = (i: number) => (shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`);
 
-  const tmp = `${dir}.tmp-${process.pid}`;
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
-  try {
+  await writeDirAtomic(dir, { overwrite: true }, async (tmp) => {
     const files: Record<string, number> = {};
     const weightMap: Record<string, string> = {};
     for (let i = 0; i < shards.length; i++) {
@@ -183,13 +181,7 @@ export async function materializeRandomModel(raw: Record<string, unknown>, dir: 
     }
     const manifest: Manifest = { format: RANDOM_MODEL_FORMAT, recipe, files };
     await writeFile(join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(dirname(dir), { recursive: true });
-    await rename(tmp, dir);
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  });
   return { dir, reused: false, weightBytes, seconds: (performance.now() - t0) / 1000 };
 }
 
