@@ -1,0 +1,219 @@
+/**
+ * Subgroup-matrix (tensor-core) dequant-matmul benchmark.
+ *
+ *   npx tsc -p . && node dist/bench/matmul-sgm.js [--small] [--reps N] [--json FILE] [--force] [--formats nf4,bf16,f32]
+ *       [--tile 256x128x32/8x1sg/2x8f,...] [--no-robustness]
+ *
+ * Times MatmulSgm.forward at Qwen3-4B's projection shapes with M = 2048 tokens — K→N 2560→4096
+ * (q_proj), 2560→1024 (k/v_proj), 2560→9728 (gate/up), 4096→2560 (o_proj), 9728→2560 (down_proj) —
+ * for every compiled tile (`*` marks the one pickSgmTile chooses). After a warm-up of about a second
+ * of dispatches, each timing is the median of --reps (default 15) timestamp-query passes of 10
+ * dispatches each. Prints ms, TFLOP/s (2·M·N·K / time) and the largest error at 64 sampled outputs
+ * against a float64 dot product, relative to Σ|x·w| and as a multiple of sgmRelBound. --json
+ * refuses to overwrite an existing file unless --force.
+ */
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
+import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
+import type { LinearWeight, StoredFormat } from '../src/kernels/matmul.js';
+import { MatmulSgm, parseSgmTile, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
+import { NF4_CODEBOOK } from '../src/kernels/nf4.js';
+import type { Tensor } from '../src/kernels/tensor.js';
+
+const FULL = [
+  { name: 'q_proj', m: 2048, k: 2560, n: 4096 },
+  { name: 'k/v_proj', m: 2048, k: 2560, n: 1024 },
+  { name: 'gate/up', m: 2048, k: 2560, n: 9728 },
+  { name: 'o_proj', m: 2048, k: 4096, n: 2560 },
+  { name: 'down_proj', m: 2048, k: 9728, n: 2560 },
+] as const;
+const SMALL = [
+  { name: 'small', m: 100, k: 128, n: 200 },
+  { name: 'square', m: 512, k: 512, n: 512 },
+] as const;
+
+class Words {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 1;
+  }
+  next(): number {
+    let s = this.s;
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    this.s = s >>> 0;
+    return this.s;
+  }
+  unit(): number {
+    return this.next() / 4294967296;
+  }
+}
+
+interface BenchWeight {
+  readonly w: LinearWeight;
+  row(j: number): Float64Array;
+}
+
+function makeWeight(gpu: Gpu, format: StoredFormat, n: number, k: number, seed: number): BenchWeight {
+  const rnd = new Words(seed);
+  if (format === 'f32') {
+    const v = new Float32Array(n * k);
+    for (let i = 0; i < v.length; i++) v[i] = (rnd.unit() * 2 - 1) * 0.05;
+    return { w: { format, nOut: n, k, data: gpu.tensorFrom('w f32', [n, k], 'f32', v) }, row: (j) => Float64Array.from(v.subarray(j * k, (j + 1) * k)) };
+  }
+  if (format === 'bf16') {
+    // bf16 in ±[2^-8, 2^-4): sign, exponent 119..122, random mantissa
+    const halves = new Uint16Array(n * k);
+    for (let i = 0; i < halves.length; i++) {
+      const r = rnd.next();
+      halves[i] = ((r & 0x8000) | ((119 + ((r >>> 7) & 3)) << 7) | (r & 0x7f)) & 0xffff;
+    }
+    const f = new Float32Array(1);
+    const u = new Uint32Array(f.buffer);
+    const value = (h: number) => ((u[0] = h << 16), f[0]);
+    return {
+      w: { format, nOut: n, k, data: gpu.tensorFrom('w bf16', [n, k], 'bf16x2', new Uint32Array(halves.buffer)) },
+      row: (j) => Float64Array.from(halves.subarray(j * k, (j + 1) * k), value),
+    };
+  }
+  if (format !== 'nf4') throw new Error(`bench/matmul-sgm: format ${format} not benchmarked (use nf4, bf16 or f32)`);
+  const packed = new Uint32Array((n * k) / 8);
+  for (let i = 0; i < packed.length; i++) packed[i] = rnd.next();
+  const bytes = new Uint8Array(packed.buffer);
+  const absmax = new Float32Array((n * k) / 64);
+  for (let i = 0; i < absmax.length; i++) absmax[i] = 0.02 + rnd.unit() * 0.04;
+  return {
+    w: { format: 'nf4', nOut: n, k, data: gpu.tensorFrom('w nf4', [n, k], 'nf4x8', packed), absmax: gpu.tensorFrom('absmax', [absmax.length], 'f32', absmax) },
+    row: (j) => {
+      const out = new Float64Array(k);
+      for (let c = 0; c < k; c++) {
+        const e = j * k + c;
+        const byte = bytes[e >> 1];
+        out[c] = NF4_CODEBOOK[(e & 1) === 0 ? byte >> 4 : byte & 15] * absmax[e >> 6];
+      }
+      return out;
+    },
+  };
+}
+
+async function sampledError(gpu: Gpu, y: Tensor, x: Float32Array, bw: BenchWeight, m: number, n: number, k: number): Promise<number> {
+  const out = await gpu.readF32(y);
+  const rnd = new Words(7);
+  let worst = 0;
+  for (let s = 0; s < 64; s++) {
+    const i = s === 0 ? m - 1 : rnd.next() % m;
+    const j = s === 0 ? n - 1 : rnd.next() % n;
+    const w = bw.row(j);
+    let ref = 0;
+    let mag = 0;
+    for (let c = 0; c < k; c++) {
+      ref += x[i * k + c] * w[c];
+      mag += Math.abs(x[i * k + c] * w[c]);
+    }
+    const err = Math.abs(out[i * n + j] - ref) / Math.max(mag, 1e-30);
+    worst = Number.isFinite(err) ? Math.max(worst, err) : Infinity;
+  }
+  return worst;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      small: { type: 'boolean', default: false },
+      reps: { type: 'string', default: '15' },
+      json: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      'no-robustness': { type: 'boolean', default: false },
+      tile: { type: 'string' },
+      formats: { type: 'string', default: 'nf4' },
+    },
+  });
+  if (values.json && existsSync(values.json) && !values.force) {
+    throw new Error(`bench/matmul-sgm: ${values.json} exists; pass --force to overwrite it or choose another --json path`);
+  }
+  const gpu = await Gpu.open({
+    toggles: values['no-robustness'] ? [`${DEFAULT_TOGGLES[0]},disable_robustness`, ...DEFAULT_TOGGLES.slice(1)] : DEFAULT_TOGGLES,
+  });
+  console.log(`device: ${gpu.describe()}`);
+  const reason = sgmUnsupportedReason(gpu);
+  if (reason) throw new Error(`bench/matmul-sgm: ${reason}`);
+  const reps = Number(values.reps);
+  const formats = values.formats.split(',').map((f) => f.trim()) as StoredFormat[];
+  const tiles = values.tile?.split(',').map(parseSgmTile);
+  const t0 = performance.now();
+  const mm = await MatmulSgm.create(gpu, { tiles, formats, accumulate: [false] });
+  console.log(`compiled ${mm.tiles.length} tiles × ${formats.length} formats in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${mm.tiles.map(sgmTileName).join(', ')}`);
+
+  const results: Record<string, unknown>[] = [];
+  const header = `${'shape'.padEnd(10)} ${'format'.padEnd(6)} ${'M'.padStart(5)} ${'K'.padStart(6)} ${'N'.padStart(6)}  ${'tile'.padEnd(26)} ${'ms'.padStart(8)} ${'TFLOP/s'.padStart(8)}  err/bound`;
+  let seed = 1;
+  let warmed = false;
+  const lines: string[] = [];
+  for (const shape of values.small ? SMALL : FULL) {
+    const { m, k, n } = shape;
+    const xv = new Float32Array(m * k);
+    const rnd = new Words(seed++);
+    for (let i = 0; i < xv.length; i++) xv[i] = rnd.unit() * 2 - 1;
+    const x = gpu.tensorFrom('x', [m, k], 'f32', xv);
+    const y = gpu.tensor('y', [m, n], 'f32');
+    for (const format of formats) {
+      const bw = makeWeight(gpu, format, n, k, seed++);
+      const picked = mm.pickTile(m, n);
+      for (const tile of mm.tiles) {
+        const d = mm.forward(`${shape.name} ${format}`, { y, x, w: bw.w, tile });
+        gpu.fill32(y, 0x7fc00000);
+        submitDispatches(gpu, [d]);
+        const rel = await sampledError(gpu, y, xv, bw, m, n, k);
+        const list = Array.from({ length: 10 }, () => d);
+        if (!warmed) {
+          // about a second of work so that the clocks have risen before the first timing
+          const t = performance.now();
+          while (performance.now() - t < 1000) {
+            submitDispatches(gpu, list);
+            await gpu.sync();
+          }
+          warmed = true;
+        }
+        const seconds = (await timeDispatches(gpu, list, reps, 3)) / 10;
+        const r = {
+          shape: shape.name,
+          format,
+          m,
+          n,
+          k,
+          tile: sgmTileName(tile),
+          picked: tile === picked,
+          ms: seconds * 1e3,
+          tflops: (2 * m * n * k) / seconds / 1e12,
+          maxRelErr: rel,
+          errOverBound: rel / sgmRelBound(format, k),
+        };
+        results.push(r);
+        const line =
+          `${r.shape.padEnd(10)} ${format.padEnd(6)} ${String(m).padStart(5)} ${String(k).padStart(6)} ${String(n).padStart(6)}  ` +
+          `${(r.tile + (r.picked ? ' *' : '')).padEnd(26)} ${r.ms.toFixed(3).padStart(8)} ${r.tflops.toFixed(1).padStart(8)}  ${r.errOverBound.toFixed(3)}`;
+        lines.push(line);
+        console.log(line);
+      }
+      for (const t of [bw.w.data, bw.w.absmax]) t?.buffer.destroy();
+    }
+    x.buffer.destroy();
+    y.buffer.destroy();
+  }
+  console.log('\n' + header + '\n' + '-'.repeat(header.length) + '\n' + lines.join('\n'));
+  if (values.json) {
+    const command = `node dist/bench/matmul-sgm.js ${process.argv.slice(2).join(' ')}`.trim();
+    const tmp = `${values.json}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ device: gpu.describe(), date: new Date().toISOString(), command, reps, dispatchesPerPass: 10, results }, null, 2) + '\n');
+    renameSync(tmp, values.json);
+    console.log(`wrote ${values.json}`);
+  }
+  gpu.destroy();
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});

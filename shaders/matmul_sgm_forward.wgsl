@@ -1,0 +1,216 @@
+// Dequant-matmul forward on subgroup matrices (tensor cores):  Y (M, N) f32 = [Y +] X (M, K) · dequant(W)ᵀ
+// X f32 is converted to f16 and W (PyTorch (N, K) layout; FORMAT 0 f32, 1 bf16x2, 2 nf4x8 with f32
+// block scales, 3 nf4x8 with double-quantised scales, as in matmul_forward.wgsl) is decoded to f16
+// while the tiles are staged in workgroup memory; 16×16×16 f16 fragments multiply with f32
+// accumulation. ACCUMULATE adds into Y (the residual stream). K must be a multiple of BK (the host
+// requires K % 64 == 0, the NF4 block); M and N are arbitrary.
+//
+// Bindings (group 0):
+//   0 params   uniform    MatmulSgmParams { m, n, k, offset }   offset for FORMAT 3
+//   1 y        read_write (M, N) f32
+//   2 x        read       (M, K) f32, read as vec4
+//   3 w        read       (N, K) weight, read as vec4<u32>: 4 f32 | 8 bf16 | 32 nf4 codes (element
+//                         8i+2j in the high nibble of byte j of word i; blocks of 64 over the flattened weight)
+//   4 absmax   read       FORMAT 2: (N·K / 64) f32 bits; FORMAT 3: (N·K / 64) u8x4 codes; else unused
+//   5 absmax2  read       FORMAT 3: (ceil(N·K / 64 / 256)) f32; else unused
+//   6 qmap     read       FORMAT 3: (256) f32 bitsandbytes' signed dynamic map; else unused
+// Dispatch: (ceil(N / BN), ceil(M / BM)) workgroups of SG_M·SG_N subgroups of 32 invocations.
+//
+// Tiling: each workgroup owns a BM × BN tile of Y, BM = SG_M·FM·16 and BN = SG_N·FN·16; subgroup
+// (sm, sn) owns FM × FN fragments of 16 × 16 (rows sm·FM·16 .., columns sn·FN·16 ..), held as
+// result matrices for the whole reduction. Each K step of BK: all invocations stage the X tile
+// (BM × BK, f16, row-major) and the W tile (BN × BK, f16, one row per output column) with rows
+// padded to BK + 8 halves (without padding the fragment loads conflict on banks: 2× slower in the
+// probe); one barrier; each subgroup loads its FM left and FN right fragments per 16 of k and
+// issues FM·FN multiply-accumulates; one barrier. Workgroups wholly inside Y store fragments
+// straight to Y (and with ACCUMULATE start from Y's values); edge workgroups pass each fragment
+// through a per-subgroup 16 × 16 f32 scratch and write only the elements inside Y.
+
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+
+override SG_M: u32 = 4u;  // subgroups along M
+override SG_N: u32 = 2u;  // subgroups along N
+override FM: u32 = 4u;    // fragments per subgroup along M
+override FN: u32 = 4u;    // fragments per subgroup along N (FM·FN ≤ MAX_FRAGS)
+override BK: u32 = 32u;   // reduction step: 32 or 64
+override FORMAT: u32 = 2u;
+override ACCUMULATE: bool = false;
+
+const MAX_FRAGS = 16u;
+const PAD = 8u;
+override THREADS: u32 = SG_M * SG_N * 32u;
+override BM: u32 = SG_M * FM * 16u;
+override BN: u32 = SG_N * FN * 16u;
+override SK: u32 = BK + PAD; // row stride of the staged tiles, in halves
+override A_SIZE: u32 = BM * SK;
+override B_SIZE: u32 = BN * SK;
+override SCRATCH: u32 = SG_M * SG_N * 256u;
+// f32, bf16, nf4: elements of W in one vec4<u32>
+override W_PER_VEC: u32 = select(select(32u, 8u, FORMAT == 1u), 4u, FORMAT == 0u);
+
+struct MatmulSgmParams {
+  m: u32,
+  n: u32,
+  k: u32,
+  offset: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: MatmulSgmParams;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> absmax: array<u32>;
+@group(0) @binding(5) var<storage, read> absmax2: array<f32>;
+@group(0) @binding(6) var<storage, read> qmap: array<f32>;
+
+var<workgroup> tileA: array<f16, A_SIZE>;
+var<workgroup> tileB: array<f16, B_SIZE>;
+var<workgroup> scratch: array<f32, SCRATCH>;
+var<workgroup> nf4lut: array<f16, 16>;
+
+// bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code); the same table as matmul_forward.wgsl.
+const NF4_CODEBOOK = array<u32, 16>(
+  0xbf800000u, 0xbf3239b1u, 0xbf066b30u, 0xbeca32a0u, 0xbe91a24du, 0xbe3d353fu, 0xbdba7871u, 0x00000000u,
+  0x3da2faffu, 0x3e24cae3u, 0x3e7c04ddu, 0x3ead033au, 0x3ee1a4b8u, 0x3f1007abu, 0x3f3913b3u, 0x3f800000u,
+);
+
+// Scale of NF4 block b (FORMAT 2: stored f32; FORMAT 3: map[code] · absmax2 + offset).
+fn blockScale(b: u32) -> f32 {
+  if (FORMAT == 3u) {
+    let code = (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu;
+    return qmap[code] * absmax2[b >> 8u] + params.offset;
+  }
+  return bitcast<f32>(absmax[b]);
+}
+
+// Stages X[m0 .., k0 .. k0+BK) as f16 (zeros below row M).
+fn stageX(li: u32, m0: u32, k0: u32) {
+  for (var i = li; i < BM * BK / 4u; i += THREADS) {
+    let r = i / (BK / 4u);
+    let c = (i % (BK / 4u)) * 4u;
+    var v = vec4<f16>(0.0h);
+    if (m0 + r < params.m) {
+      v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u]);
+    }
+    let d = r * SK + c;
+    tileA[d] = v.x;
+    tileA[d + 1u] = v.y;
+    tileA[d + 2u] = v.z;
+    tileA[d + 3u] = v.w;
+  }
+}
+
+// Stages W[n0 .., k0 .. k0+BK) decoded to f16 (zeros past row N).
+fn stageW(li: u32, n0: u32, k0: u32) {
+  for (var i = li; i < BN * BK / W_PER_VEC; i += THREADS) {
+    let r = i / (BK / W_PER_VEC);
+    let c = (i % (BK / W_PER_VEC)) * W_PER_VEC;
+    let d = r * SK + c;
+    let e = (n0 + r) * params.k + k0 + c; // flattened element index of the first of the W_PER_VEC
+    let inside = n0 + r < params.n;
+    var q = vec4<u32>(0u);
+    if (inside) {
+      q = w[e / W_PER_VEC];
+    }
+    if (FORMAT == 0u) {
+      let v = vec4<f16>(bitcast<vec4<f32>>(q));
+      tileB[d] = v.x;
+      tileB[d + 1u] = v.y;
+      tileB[d + 2u] = v.z;
+      tileB[d + 3u] = v.w;
+    } else if (FORMAT == 1u) {
+      for (var j = 0u; j < 4u; j++) {
+        tileB[d + 2u * j] = f16(bitcast<f32>(q[j] << 16u));
+        tileB[d + 2u * j + 1u] = f16(bitcast<f32>(q[j] & 0xffff0000u));
+      }
+    } else {
+      var s = 0.0h;
+      if (inside) {
+        s = f16(blockScale(e / 64u));
+      }
+      for (var j = 0u; j < 4u; j++) {
+        for (var b = 0u; b < 4u; b++) {
+          let byte = (q[j] >> (8u * b)) & 0xffu;
+          tileB[d + 8u * j + 2u * b] = nf4lut[byte >> 4u] * s;
+          tileB[d + 8u * j + 2u * b + 1u] = nf4lut[byte & 15u] * s;
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(THREADS)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let n0 = wg.x * BN;
+  let m0 = wg.y * BM;
+  let sg = li / 32u;
+  let lane = li % 32u;
+  let sm = sg / SG_N;
+  let sn = sg % SG_N;
+  if (li < 16u) {
+    let codebook = NF4_CODEBOOK;
+    nf4lut[li] = f16(bitcast<f32>(codebook[li]));
+  }
+  let interior = m0 + BM <= params.m && n0 + BN <= params.n;
+  let rowF = m0 + sm * FM * 16u; // first row of this subgroup's fragments
+  let colF = n0 + sn * FN * 16u;
+
+  var acc: array<subgroup_matrix_result<f32, 16, 16>, MAX_FRAGS>;
+  if (ACCUMULATE && interior) {
+    for (var f = 0u; f < FM * FN; f++) {
+      let off = (rowF + (f / FN) * 16u) * params.n + colF + (f % FN) * 16u;
+      acc[f] = subgroupMatrixLoad<subgroup_matrix_result<f32, 16, 16>>(&y, off, false, params.n);
+    }
+  }
+  workgroupBarrier();
+
+  for (var k0 = 0u; k0 < params.k; k0 += BK) {
+    stageX(li, m0, k0);
+    stageW(li, n0, k0);
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk += 16u) {
+      var a: array<subgroup_matrix_left<f16, 16, 16>, 8>;
+      for (var i = 0u; i < FM; i++) {
+        a[i] = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&tileA, (sm * FM * 16u + i * 16u) * SK + kk, false, SK);
+      }
+      for (var j = 0u; j < FN; j++) {
+        let b = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&tileB, (sn * FN * 16u + j * 16u) * SK + kk, true, SK);
+        for (var i = 0u; i < FM; i++) {
+          acc[i * FN + j] = subgroupMatrixMultiplyAccumulate(a[i], b, acc[i * FN + j]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+
+  if (interior) {
+    for (var f = 0u; f < FM * FN; f++) {
+      let off = (rowF + (f / FN) * 16u) * params.n + colF + (f % FN) * 16u;
+      subgroupMatrixStore(&y, off, acc[f], false, params.n);
+    }
+    return;
+  }
+  // edge workgroup: fragment → this subgroup's scratch → the elements inside Y
+  for (var f = 0u; f < FM * FN; f++) {
+    subgroupMatrixStore(&scratch, sg * 256u, acc[f], false, 16u);
+    workgroupBarrier();
+    let r0 = rowF + (f / FN) * 16u;
+    let c0 = colF + (f % FN) * 16u;
+    for (var t = lane; t < 256u; t += 32u) {
+      let row = r0 + t / 16u;
+      let col = c0 + t % 16u;
+      if (row < params.m && col < params.n) {
+        let o = row * params.n + col;
+        if (ACCUMULATE) {
+          y[o] = y[o] + scratch[sg * 256u + t];
+        } else {
+          y[o] = scratch[sg * 256u + t];
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+}

@@ -1,0 +1,273 @@
+import { DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
+import type { Gpu } from './gpu.js';
+import { Kernel, type KernelSpec } from './kernel.js';
+import { checkWeight, FORMAT_CODE, STORED_FORMATS, weightBindings, type LinearWeight, type StoredFormat } from './matmul.js';
+import { defineParams } from './params.js';
+import { dynamicMapTensor, NF4_BLOCK } from './nf4.js';
+import { numel, type Tensor } from './tensor.js';
+import type { Dispatch } from './dispatch.js';
+
+/**
+ * Dequant-matmul on subgroup matrices (tensor cores): Y (M, nOut) f32 [+]= X (M, K) · dequant(W)ᵀ
+ * with X f32 converted to f16 and W (f32, bf16, NF4 with or without double quantisation) decoded
+ * to f16 while staging, 16×16×16 f16 fragments with f32 accumulation (shaders/matmul_sgm_forward.wgsl).
+ * A standalone kernel for now: the training step still calls `Matmul` (issue 11 integrates it).
+ * Needs `chromium-experimental-subgroup-matrix`, `shader-f16` and an f16→f32 16×16×16 config
+ * (`sgmUnsupportedReason` says why not); K must be a multiple of 64 (the NF4 block).
+ */
+
+/**
+ * Output tile of one workgroup: sgM × sgN subgroups of 32 invocations, each owning fm × fn
+ * fragments of 16 × 16; reduction steps of bk. BM = 16·sgM·fm, BN = 16·sgN·fn.
+ */
+export interface SgmTile {
+  readonly sgM: number;
+  readonly sgN: number;
+  readonly fm: number;
+  readonly fn: number;
+  readonly bk: number;
+}
+
+export const SGM_TILES = {
+  /** 256 × 128, 8 subgroups of 2 × 8 fragments: the probe's best at gate/up (≈ 100 TFLOP/s). */
+  large: { sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 32 },
+  /** 128 × 128, 8 subgroups of 2 × 4: twice the workgroups of `large` (q_proj at 2048 tokens). */
+  medium: { sgM: 4, sgN: 2, fm: 2, fn: 4, bk: 32 },
+  /** 128 × 64, 4 subgroups of 2 × 4 (o_proj, down_proj). */
+  small: { sgM: 4, sgN: 1, fm: 2, fn: 4, bk: 64 },
+  /** 64 × 64, 4 subgroups of 2 × 2 (k/v_proj, small outputs). */
+  tiny: { sgM: 2, sgN: 2, fm: 2, fn: 2, bk: 64 },
+} as const satisfies Record<string, SgmTile>;
+
+export const SGM_DEFAULT_TILES: readonly SgmTile[] = [SGM_TILES.large, SGM_TILES.medium, SGM_TILES.small, SGM_TILES.tiny];
+
+/** The fragment size and the padding of staged rows (halves), as in the shader. */
+const FRAG = 16;
+const PAD = 8;
+const MAX_FRAGS = 16;
+
+export function sgmTileRows(t: SgmTile): { bm: number; bn: number } {
+  return { bm: FRAG * t.sgM * t.fm, bn: FRAG * t.sgN * t.fn };
+}
+
+export function sgmTileName(t: SgmTile): string {
+  const { bm, bn } = sgmTileRows(t);
+  return `${bm}x${bn}x${t.bk}/${t.sgM}x${t.sgN}sg/${t.fm}x${t.fn}f`;
+}
+
+/** Parses "BMxBNxBK/SGMxSGNsg/FMxFNf" (what sgmTileName writes), e.g. "256x128x32/8x1sg/2x8f". */
+export function parseSgmTile(s: string): SgmTile {
+  const m = /^(\d+)x(\d+)x(\d+)\/(\d+)x(\d+)sg\/(\d+)x(\d+)f$/.exec(s.trim());
+  if (!m) throw new ShapeError(`subgroup-matrix tile "${s}": expected BMxBNxBK/SGMxSGNsg/FMxFNf, e.g. 256x128x32/8x1sg/2x8f`);
+  const [bm, bn, bk, sgM, sgN, fm, fn] = m.slice(1).map(Number);
+  const t = { sgM, sgN, fm, fn, bk };
+  const rows = sgmTileRows(t);
+  if (rows.bm !== bm || rows.bn !== bn) {
+    throw new ShapeError(`subgroup-matrix tile "${s}": ${sgM}x${sgN} subgroups of ${fm}x${fn} fragments make ${rows.bm}x${rows.bn}, not ${bm}x${bn}`);
+  }
+  return t;
+}
+
+/** Bytes of workgroup memory a tile needs: the two f16 tiles (rows padded), the edge scratch, the NF4 table. */
+export function sgmTileWorkgroupBytes(t: SgmTile): number {
+  const { bm, bn } = sgmTileRows(t);
+  return (bm + bn) * (t.bk + PAD) * 2 + t.sgM * t.sgN * FRAG * FRAG * 4 + 16 * 2;
+}
+
+/** Why a tile cannot run (empty when it can), given the device's workgroup limits. */
+export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvocations: number): string[] {
+  const problems: string[] = [];
+  const ints = [t.sgM, t.sgN, t.fm, t.fn].every((v) => Number.isInteger(v) && v >= 1);
+  if (!ints) problems.push('sgM, sgN, fm and fn must be positive integers');
+  if (t.fm * t.fn > MAX_FRAGS) problems.push(`fm·fn = ${t.fm * t.fn} fragments per subgroup exceeds ${MAX_FRAGS}`);
+  if (t.fm > 8) problems.push(`fm = ${t.fm} exceeds 8`);
+  if (![32, 64].includes(t.bk)) problems.push(`bk = ${t.bk} must be 32 or 64 (NF4 stages 32 codes per load)`);
+  const threads = 32 * t.sgM * t.sgN;
+  if (threads > Math.min(256, maxInvocations)) problems.push(`${threads} invocations exceed ${Math.min(256, maxInvocations)}`);
+  const bytes = sgmTileWorkgroupBytes(t);
+  if (bytes > maxWorkgroupBytes) problems.push(`needs ${bytes} bytes of workgroup memory, the device allows ${maxWorkgroupBytes}`);
+  return problems;
+}
+
+/**
+ * The tile for an (m × n) output among `tiles` (largest first): the first that makes at least
+ * `minWorkgroups` workgroups (default 500, about four per SM on a 132-SM H200, where the probe
+ * saw 256 × 128 tiles starve q_proj with 256 workgroups), else the one making the most.
+ */
+export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, minWorkgroups = 500): SgmTile {
+  if (tiles.length === 0) throw new ShapeError('pickSgmTile: no tiles compiled');
+  const count = (t: SgmTile) => {
+    const { bm, bn } = sgmTileRows(t);
+    return Math.ceil(m / bm) * Math.ceil(n / bn);
+  };
+  const first = tiles.find((t) => count(t) >= minWorkgroups);
+  if (first) return first;
+  return tiles.reduce((best, t) => (count(t) > count(best) ? t : best));
+}
+
+/** Why this device cannot run the subgroup-matrix matmul, or undefined when it can. */
+export function sgmUnsupportedReason(gpu: Gpu): string | undefined {
+  const missing = (['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] as const).filter((f) => !gpu.has(f));
+  if (missing.length > 0) return `the adapter (${gpu.describe()}) lacks ${missing.join(', ')}`;
+  const ok = gpu.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+  if (!ok) return `the adapter (${gpu.describe()}) offers no f16→f32 16×16×16 subgroup-matrix config`;
+  return undefined;
+}
+
+export const MatmulSgmParams = defineParams('MatmulSgmParams', [
+  ['m', 'u32'],
+  ['n', 'u32'],
+  ['k', 'u32'],
+  ['offset', 'f32'],
+] as const);
+
+export const matmulSgmForwardSpec: KernelSpec<typeof MatmulSgmParams> = {
+  file: 'matmul_sgm_forward.wgsl',
+  bindings: [
+    { name: 'params', access: 'uniform' },
+    { name: 'y', access: 'read_write' },
+    { name: 'x', access: 'read' },
+    { name: 'w', access: 'read' },
+    { name: 'absmax', access: 'read' },
+    { name: 'absmax2', access: 'read' },
+    { name: 'qmap', access: 'read' },
+  ],
+  params: MatmulSgmParams,
+};
+
+export interface MatmulSgmOptions {
+  /** Tiles to compile, largest first (default SGM_DEFAULT_TILES). */
+  readonly tiles?: readonly SgmTile[];
+  /** Weight formats to compile (default all four). */
+  readonly formats?: readonly StoredFormat[];
+  /** Epilogues to compile (default both: overwrite and accumulate). */
+  readonly accumulate?: readonly boolean[];
+}
+
+export interface MatmulSgmCall {
+  /** (M, nOut) f32 output; read too when `accumulate`. */
+  readonly y: Tensor;
+  /** (M, k) f32 input, k a multiple of 64. */
+  readonly x: Tensor;
+  readonly w: LinearWeight;
+  readonly accumulate?: boolean;
+  /** Force a compiled tile; default pickSgmTile. */
+  readonly tile?: SgmTile;
+}
+
+export class MatmulSgm {
+  private constructor(
+    private readonly kernels: ReadonlyMap<string, Kernel<typeof MatmulSgmParams>>,
+    readonly tiles: readonly SgmTile[],
+    private readonly qmap: Tensor,
+    private readonly unused: Tensor,
+  ) {}
+
+  /** Compiles every tile × format × epilogue; a DeviceError (with the reason) where subgroup matrices are missing. */
+  static async create(gpu: Gpu, options: MatmulSgmOptions = {}): Promise<MatmulSgm> {
+    const reason = sgmUnsupportedReason(gpu);
+    if (reason) throw new DeviceError(`subgroup-matrix matmul unavailable: ${reason}; use the f32 Matmul instead`);
+    const tiles = options.tiles ?? SGM_DEFAULT_TILES;
+    const kernels = new Map<string, Kernel<typeof MatmulSgmParams>>();
+    for (const tile of tiles) {
+      const problems = sgmTileProblems(tile, gpu.limits.maxComputeWorkgroupStorageSize, gpu.limits.maxComputeInvocationsPerWorkgroup);
+      if (problems.length > 0) throw new DeviceLimitError(`subgroup-matrix tile ${sgmTileName(tile)}: ${problems.join('; ')}`);
+      for (const format of options.formats ?? STORED_FORMATS) {
+        for (const accumulate of options.accumulate ?? [false, true]) {
+          const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate };
+          kernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulSgmForwardSpec, constants));
+        }
+      }
+    }
+    return new MatmulSgm(kernels, tiles, dynamicMapTensor(gpu), gpu.tensor('matmul-sgm unused binding', [4], 'f32'));
+  }
+
+  pickTile(m: number, n: number): SgmTile {
+    return pickSgmTile(this.tiles, m, n);
+  }
+
+  /** Records Y (M, nOut) [+]= X · dequant(W)ᵀ. */
+  forward(label: string, call: MatmulSgmCall): Dispatch {
+    const { y, x, w } = call;
+    const accumulate = call.accumulate ?? false;
+    const where = `${label} (matmul-sgm ${w.nOut}×${w.k} ${w.format})`;
+    const stored = checkWeight(where, w);
+    if (w.k % NF4_BLOCK !== 0) throw new ShapeError(`${where}: K = ${w.k} must be a multiple of ${NF4_BLOCK} for the subgroup-matrix matmul`);
+    const xk = x.shape[x.shape.length - 1];
+    const yn = y.shape[y.shape.length - 1];
+    if (xk !== w.k || yn !== w.nOut || x.dtype !== 'f32' || y.dtype !== 'f32') {
+      throw new ShapeError(`${where}: x [${x.shape.join(', ')}] ${x.dtype} and y [${y.shape.join(', ')}] ${y.dtype} must be f32 (…, ${w.k}) and (…, ${w.nOut})`);
+    }
+    const m = numel(x.shape) / w.k;
+    if (numel(y.shape) / w.nOut !== m) throw new ShapeError(`${where}: x has ${m} rows but y has ${numel(y.shape) / w.nOut}`);
+    const tile = call.tile ?? this.pickTile(m, w.nOut);
+    const kernel = this.kernels.get(variantKey(stored, accumulate, tile));
+    if (!kernel) {
+      throw new ShapeError(`${where}: variant ${stored}${accumulate ? '+accumulate' : ''} with tile ${sgmTileName(tile)} was not compiled; pass it to MatmulSgm.create`);
+    }
+    const b = weightBindings(stored, w, undefined, this.qmap, this.unused);
+    const { bm, bn } = sgmTileRows(tile);
+    return kernel.bind(
+      where,
+      { y, x, w: b.w, absmax: b.absmax, absmax2: b.absmax2, qmap: b.qmap },
+      { m, n: w.nOut, k: w.k, offset: w.doubleQuant?.offset ?? 0 },
+      [Math.ceil(w.nOut / bn), Math.ceil(m / bm)],
+    );
+  }
+}
+
+function variantKey(format: StoredFormat, accumulate: boolean, tile: SgmTile): string {
+  return `${format}|${accumulate ? 'acc' : 'set'}|${sgmTileName(tile)}`;
+}
+
+/** A number rounded to the nearest f16 (ties to even; overflow to ±Infinity; subnormals kept). */
+export function roundToF16(v: number): number {
+  if (!Number.isFinite(v) || v === 0) return v;
+  const a = Math.abs(v);
+  if (a >= 65520) return Math.sign(v) * Infinity; // 65504 + half an ulp (16) rounds up past the largest f16
+  const e = Math.max(Math.floor(Math.log2(a)), -14);
+  const ulp = 2 ** (e - 10);
+  // Math.log2 may be off by one near powers of two: the quotient then stays within [512, 2048)
+  const q = a / ulp;
+  const r = Math.round(q);
+  const tie = Math.abs(q - Math.trunc(q) - 0.5) < 1e-12 && r % 2 === 1 ? r - 1 : r;
+  return Math.sign(v) * tie * ulp;
+}
+
+/**
+ * float64 reference of the subgroup-matrix matmul: y (m, n) = x · wᵀ (w dense (n, k)) and, per
+ * output, Σ_k |x_k·w_k|, the scale of its f16 rounding error (see SGM_REL_BOUND).
+ */
+export function matmulSgmRef(x: ArrayLike<number>, w: ArrayLike<number>, m: number, n: number, k: number): { y: Float64Array; abs: Float64Array } {
+  const y = new Float64Array(m * n);
+  const abs = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      let a = 0;
+      for (let p = 0; p < k; p++) {
+        const t = x[i * k + p] * w[j * k + p];
+        s += t;
+        a += Math.abs(t);
+      }
+      y[i * n + j] = s;
+      abs[i * n + j] = a;
+    }
+  }
+  return { y, abs };
+}
+
+/**
+ * Bound on |y_gpu − y_ref| / Σ_k |x_k·w_k| for the subgroup-matrix matmul: x rounds to f16
+ * (relative 2⁻¹¹); an NF4 weight is the f16 product of the f16-rounded codebook value and the
+ * f16-rounded block scale (three roundings, 3·2⁻¹¹; bf16 and f32 weights one rounding, 2⁻¹¹);
+ * every product is exact in f32 and the f32 accumulation over K adds about K·2⁻²⁴ at worst.
+ * Relative roundings hold while the f16 values stay normal (|v| ≥ 2⁻¹⁴ ≈ 6.1e-5): an NF4 code
+ * (≥ 0.08 in magnitude, or 0) times a block scale above 8e-4 does; a smaller bf16/f32 weight
+ * element errs by at most 2⁻²⁵ absolute, negligible against Σ|x·w| at the sizes tested.
+ * (Issue 11 item 4, scaling operands out of f16's overflow/underflow range, is not done here.)
+ */
+export function sgmRelBound(format: StoredFormat, k: number): number {
+  const weight = format === 'nf4' || format === 'nf4dq' ? 3 : 1;
+  return (1 + weight) * 2 ** -11 * 1.01 + k * 2 ** -24;
+}
