@@ -45,9 +45,12 @@ override THREADS: u32 = SG_M * SG_N * 32u;
 override BM: u32 = SG_M * FM * 16u;
 override BN: u32 = SG_N * FN * 16u;
 override SK: u32 = BK + PAD; // row stride of the staged tiles, in halves
-override A_SIZE: u32 = BM * SK;
-override B_SIZE: u32 = BN * SK;
-override SCRATCH: u32 = SG_M * SG_N * 256u;
+override B_OFFSET: u32 = BM * SK; // the W tile follows the X tile in `tiles`
+// subgroupMatrixLoad/Store take only fixed-size (or runtime-sized) arrays, not override-sized
+// ones: the staging arrays have the largest size a tile may use, (BM + BN)·SK ≤ TILE_HALVES
+// halves and ≤ MAX_SUBGROUPS subgroups (src/kernels/matmul-sgm.ts checks both), 38 KiB in all
+const TILE_HALVES = 15360u;
+const MAX_SUBGROUPS = 8u;
 // f32, bf16, nf4: elements of W in one vec4<u32>
 override W_PER_VEC: u32 = select(select(32u, 8u, FORMAT == 1u), 4u, FORMAT == 0u);
 
@@ -66,9 +69,8 @@ struct MatmulSgmParams {
 @group(0) @binding(5) var<storage, read> absmax2: array<f32>;
 @group(0) @binding(6) var<storage, read> qmap: array<f32>;
 
-var<workgroup> tileA: array<f16, A_SIZE>;
-var<workgroup> tileB: array<f16, B_SIZE>;
-var<workgroup> scratch: array<f32, SCRATCH>;
+var<workgroup> tiles: array<f16, TILE_HALVES>; // X tile [BM][SK], then W tile [BN][SK]
+var<workgroup> scratch: array<f32, MAX_SUBGROUPS * 256u>;
 var<workgroup> nf4lut: array<f16, 16>;
 
 // bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code); the same table as matmul_forward.wgsl.
@@ -96,10 +98,10 @@ fn stageX(li: u32, m0: u32, k0: u32) {
       v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u]);
     }
     let d = r * SK + c;
-    tileA[d] = v.x;
-    tileA[d + 1u] = v.y;
-    tileA[d + 2u] = v.z;
-    tileA[d + 3u] = v.w;
+    tiles[d] = v.x;
+    tiles[d + 1u] = v.y;
+    tiles[d + 2u] = v.z;
+    tiles[d + 3u] = v.w;
   }
 }
 
@@ -117,14 +119,14 @@ fn stageW(li: u32, n0: u32, k0: u32) {
     }
     if (FORMAT == 0u) {
       let v = vec4<f16>(bitcast<vec4<f32>>(q));
-      tileB[d] = v.x;
-      tileB[d + 1u] = v.y;
-      tileB[d + 2u] = v.z;
-      tileB[d + 3u] = v.w;
+      tiles[B_OFFSET + d] = v.x;
+      tiles[B_OFFSET + d + 1u] = v.y;
+      tiles[B_OFFSET + d + 2u] = v.z;
+      tiles[B_OFFSET + d + 3u] = v.w;
     } else if (FORMAT == 1u) {
       for (var j = 0u; j < 4u; j++) {
-        tileB[d + 2u * j] = f16(bitcast<f32>(q[j] << 16u));
-        tileB[d + 2u * j + 1u] = f16(bitcast<f32>(q[j] & 0xffff0000u));
+        tiles[B_OFFSET + d + 2u * j] = f16(bitcast<f32>(q[j] << 16u));
+        tiles[B_OFFSET + d + 2u * j + 1u] = f16(bitcast<f32>(q[j] & 0xffff0000u));
       }
     } else {
       var s = 0.0h;
@@ -134,8 +136,8 @@ fn stageW(li: u32, n0: u32, k0: u32) {
       for (var j = 0u; j < 4u; j++) {
         for (var b = 0u; b < 4u; b++) {
           let byte = (q[j] >> (8u * b)) & 0xffu;
-          tileB[d + 8u * j + 2u * b] = nf4lut[byte >> 4u] * s;
-          tileB[d + 8u * j + 2u * b + 1u] = nf4lut[byte & 15u] * s;
+          tiles[B_OFFSET + d + 8u * j + 2u * b] = nf4lut[byte >> 4u] * s;
+          tiles[B_OFFSET + d + 8u * j + 2u * b + 1u] = nf4lut[byte & 15u] * s;
         }
       }
     }
@@ -174,10 +176,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var kk = 0u; kk < BK; kk += 16u) {
       var a: array<subgroup_matrix_left<f16, 16, 16>, 8>;
       for (var i = 0u; i < FM; i++) {
-        a[i] = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&tileA, (sm * FM * 16u + i * 16u) * SK + kk, false, SK);
+        a[i] = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&tiles, (sm * FM * 16u + i * 16u) * SK + kk, false, SK);
       }
       for (var j = 0u; j < FN; j++) {
-        let b = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&tileB, (sn * FN * 16u + j * 16u) * SK + kk, true, SK);
+        let b = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&tiles, B_OFFSET + (sn * FN * 16u + j * 16u) * SK + kk, true, SK);
         for (var i = 0u; i < FM; i++) {
           acc[i * FN + j] = subgroupMatrixMultiplyAccumulate(a[i], b, acc[i * FN + j]);
         }

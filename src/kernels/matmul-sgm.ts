@@ -68,10 +68,22 @@ export function parseSgmTile(s: string): SgmTile {
   return t;
 }
 
-/** Bytes of workgroup memory a tile needs: the two f16 tiles (rows padded), the edge scratch, the NF4 table. */
-export function sgmTileWorkgroupBytes(t: SgmTile): number {
+/**
+ * The shader's fixed staging sizes (subgroupMatrixLoad takes no override-sized arrays): the X and
+ * W tiles share TILE_HALVES f16, the edge scratch holds one fragment for each of MAX_SUBGROUPS.
+ */
+const TILE_HALVES = 15360;
+const MAX_SUBGROUPS = 8;
+
+/** Halves of staging a tile uses: both f16 tiles with rows padded to bk + 8. */
+export function sgmTileHalves(t: SgmTile): number {
   const { bm, bn } = sgmTileRows(t);
-  return (bm + bn) * (t.bk + PAD) * 2 + t.sgM * t.sgN * FRAG * FRAG * 4 + 16 * 2;
+  return (bm + bn) * (t.bk + PAD);
+}
+
+/** Bytes of workgroup memory the shader declares (the same for every tile): staging, edge scratch, NF4 table. */
+export function sgmTileWorkgroupBytes(): number {
+  return TILE_HALVES * 2 + MAX_SUBGROUPS * FRAG * FRAG * 4 + 16 * 2;
 }
 
 /** Why a tile cannot run (empty when it can), given the device's workgroup limits. */
@@ -84,8 +96,11 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
   if (![32, 64].includes(t.bk)) problems.push(`bk = ${t.bk} must be 32 or 64 (NF4 stages 32 codes per load)`);
   const threads = 32 * t.sgM * t.sgN;
   if (threads > Math.min(256, maxInvocations)) problems.push(`${threads} invocations exceed ${Math.min(256, maxInvocations)}`);
-  const bytes = sgmTileWorkgroupBytes(t);
-  if (bytes > maxWorkgroupBytes) problems.push(`needs ${bytes} bytes of workgroup memory, the device allows ${maxWorkgroupBytes}`);
+  if (t.sgM * t.sgN > MAX_SUBGROUPS) problems.push(`${t.sgM * t.sgN} subgroups exceed ${MAX_SUBGROUPS}`);
+  const halves = sgmTileHalves(t);
+  if (halves > TILE_HALVES) problems.push(`(BM + BN)·(bk + ${PAD}) = ${halves} staged halves exceed the shader's ${TILE_HALVES}`);
+  const bytes = sgmTileWorkgroupBytes();
+  if (bytes > maxWorkgroupBytes) problems.push(`the shader needs ${bytes} bytes of workgroup memory, the device allows ${maxWorkgroupBytes}`);
   return problems;
 }
 

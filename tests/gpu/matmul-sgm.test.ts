@@ -76,9 +76,10 @@ describe('subgroup-matrix matmul: reference, rounding, tiles', () => {
     expect(sgmTileRows(SGM_TILES.large)).toEqual({ bm: 256, bn: 128 });
     expect(() => parseSgmTile('256x64x32/8x1sg/2x8f')).toThrow(/make 256x128/);
     expect(() => parseSgmTile('256x128')).toThrow(/expected BMxBNxBK/);
-    expect(sgmTileProblems({ sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256).join()).toMatch(/workgroup memory/);
+    expect(sgmTileProblems({ sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256).join()).toMatch(/staged halves/);
+    expect(sgmTileProblems(SGM_TILES.large, 32768, 256).join()).toMatch(/workgroup memory/);
     expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 4, fn: 8, bk: 16 }, 49152, 256).join()).toMatch(/fragments.*bk = 16/s);
-    expect(sgmTileWorkgroupBytes(SGM_TILES.large)).toBeLessThanOrEqual(49152);
+    expect(sgmTileWorkgroupBytes()).toBeLessThanOrEqual(49152);
     // Qwen3-4B at 2048 tokens: gate/up keeps the largest tile; q_proj, o/down and k/v step down
     // until they make ≥ 500 workgroups (≈ 4 per SM on 132 SMs) or as many as any tile can
     const pick = (n: number) => pickSgmTile(SGM_DEFAULT_TILES, 2048, n);
