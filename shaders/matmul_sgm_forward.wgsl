@@ -25,6 +25,9 @@
 // issues FM·FN multiply-accumulates; one barrier. Workgroups wholly inside Y store fragments
 // straight to Y (and with ACCUMULATE start from Y's values); edge workgroups pass each fragment
 // through a per-subgroup 16 × 16 f32 scratch and write only the elements inside Y.
+// The 2 × 8 accumulators are named variables, each used under `if (FM > i && FN > j)` (override
+// constants, so the unused ones compile away): an array of them indexed in loops ran about 2×
+// slower on an H200 (45.6 against 22.2 TFLOP/s at gate/up, 256 × 128 tiles).
 
 enable f16;
 enable subgroups;
@@ -33,13 +36,12 @@ diagnostic(off, chromium.subgroup_matrix_uniformity);
 
 override SG_M: u32 = 4u;  // subgroups along M
 override SG_N: u32 = 2u;  // subgroups along N
-override FM: u32 = 4u;    // fragments per subgroup along M
-override FN: u32 = 4u;    // fragments per subgroup along N (FM·FN ≤ MAX_FRAGS)
+override FM: u32 = 2u;    // fragments per subgroup along M: 1 or 2
+override FN: u32 = 8u;    // fragments per subgroup along N: 1 .. 8
 override BK: u32 = 32u;   // reduction step: 32 or 64
 override FORMAT: u32 = 2u;
 override ACCUMULATE: bool = false;
 
-const MAX_FRAGS = 16u;
 const PAD = 8u;
 override THREADS: u32 = SG_M * SG_N * 32u;
 override BM: u32 = SG_M * FM * 16u;
@@ -51,8 +53,6 @@ override B_OFFSET: u32 = BM * SK; // the W tile follows the X tile in `tiles`
 // halves and ≤ MAX_SUBGROUPS subgroups (src/kernels/matmul-sgm.ts checks both), 38 KiB in all
 const TILE_HALVES = 15360u;
 const MAX_SUBGROUPS = 8u;
-// f32, bf16, nf4: elements of W in one vec4<u32>
-override W_PER_VEC: u32 = select(select(32u, 8u, FORMAT == 1u), 4u, FORMAT == 0u);
 
 struct MatmulSgmParams {
   m: u32,
@@ -105,43 +105,97 @@ fn stageX(li: u32, m0: u32, k0: u32) {
   }
 }
 
-// Stages W[n0 .., k0 .. k0+BK) decoded to f16 (zeros past row N).
+// Stages W[n0 .., k0 .. k0+BK) decoded to f16 (zeros past row N), 8 elements per item: two
+// vec4 of f32, one vec4<u32> of bf16 pairs, or one u32 of NF4 codes (the probe's unit: with
+// 32 codes per item only half the invocations of a 256 × 128 tile had W work).
 fn stageW(li: u32, n0: u32, k0: u32) {
-  for (var i = li; i < BN * BK / W_PER_VEC; i += THREADS) {
-    let r = i / (BK / W_PER_VEC);
-    let c = (i % (BK / W_PER_VEC)) * W_PER_VEC;
-    let d = r * SK + c;
-    let e = (n0 + r) * params.k + k0 + c; // flattened element index of the first of the W_PER_VEC
+  for (var i = li; i < BN * BK / 8u; i += THREADS) {
+    let r = i / (BK / 8u);
+    let c = (i % (BK / 8u)) * 8u;
+    let d = B_OFFSET + r * SK + c;
+    let e = (n0 + r) * params.k + k0 + c; // flattened index of the first of the 8 elements
     let inside = n0 + r < params.n;
-    var q = vec4<u32>(0u);
-    if (inside) {
-      q = w[e / W_PER_VEC];
-    }
     if (FORMAT == 0u) {
-      let v = vec4<f16>(bitcast<vec4<f32>>(q));
-      tiles[B_OFFSET + d] = v.x;
-      tiles[B_OFFSET + d + 1u] = v.y;
-      tiles[B_OFFSET + d + 2u] = v.z;
-      tiles[B_OFFSET + d + 3u] = v.w;
-    } else if (FORMAT == 1u) {
+      var lo = vec4<f16>(0.0h);
+      var hi = vec4<f16>(0.0h);
+      if (inside) {
+        lo = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u]));
+        hi = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u + 1u]));
+      }
       for (var j = 0u; j < 4u; j++) {
-        tiles[B_OFFSET + d + 2u * j] = f16(bitcast<f32>(q[j] << 16u));
-        tiles[B_OFFSET + d + 2u * j + 1u] = f16(bitcast<f32>(q[j] & 0xffff0000u));
+        tiles[d + j] = lo[j];
+        tiles[d + 4u + j] = hi[j];
+      }
+    } else if (FORMAT == 1u) {
+      var q = vec4<u32>(0u);
+      if (inside) {
+        q = w[e / 8u];
+      }
+      for (var j = 0u; j < 4u; j++) {
+        tiles[d + 2u * j] = f16(bitcast<f32>(q[j] << 16u));
+        tiles[d + 2u * j + 1u] = f16(bitcast<f32>(q[j] & 0xffff0000u));
       }
     } else {
+      var word = 0u;
       var s = 0.0h;
       if (inside) {
+        word = w[e / 32u][(e / 8u) & 3u];
         s = f16(blockScale(e / 64u));
       }
-      for (var j = 0u; j < 4u; j++) {
-        for (var b = 0u; b < 4u; b++) {
-          let byte = (q[j] >> (8u * b)) & 0xffu;
-          tiles[B_OFFSET + d + 8u * j + 2u * b] = nf4lut[byte >> 4u] * s;
-          tiles[B_OFFSET + d + 8u * j + 2u * b + 1u] = nf4lut[byte & 15u] * s;
-        }
+      for (var b = 0u; b < 4u; b++) {
+        let byte = (word >> (8u * b)) & 0xffu;
+        tiles[d + 2u * b] = nf4lut[byte >> 4u] * s;
+        tiles[d + 2u * b + 1u] = nf4lut[byte & 15u] * s;
       }
     }
   }
+}
+
+alias Frag = subgroup_matrix_result<f32, 16, 16>;
+alias Left = subgroup_matrix_left<f16, 16, 16>;
+alias Right = subgroup_matrix_right<f16, 16, 16>;
+
+// Y offset of fragment (i, j) of this subgroup, whose first row and column are rowF, colF.
+fn fragOffset(rowF: u32, colF: u32, i: u32, j: u32) -> u32 {
+  return (rowF + 16u * i) * params.n + colF + 16u * j;
+}
+
+// The starting value of fragment (i, j): Y's values with ACCUMULATE in interior workgroups, else 0.
+fn initFrag(interior: bool, rowF: u32, colF: u32, i: u32, j: u32) -> Frag {
+  if (ACCUMULATE && interior) {
+    return subgroupMatrixLoad<Frag>(&y, fragOffset(rowF, colF, i, j), false, params.n);
+  }
+  return Frag();
+}
+
+// Writes fragment (i, j): straight to Y in interior workgroups, else through the subgroup's
+// scratch, element by element inside Y (adding to Y with ACCUMULATE, which the interior path
+// already folded into the accumulator).
+fn storeFrag(acc: Frag, interior: bool, sg: u32, lane: u32, rowF: u32, colF: u32, i: u32, j: u32) {
+  if (interior) {
+    subgroupMatrixStore(&y, fragOffset(rowF, colF, i, j), acc, false, params.n);
+    return;
+  }
+  subgroupMatrixStore(&scratch, sg * 256u, acc, false, 16u);
+  workgroupBarrier();
+  for (var t = lane; t < 256u; t += 32u) {
+    let row = rowF + 16u * i + t / 16u;
+    let col = colF + 16u * j + t % 16u;
+    if (row < params.m && col < params.n) {
+      let o = row * params.n + col;
+      if (ACCUMULATE) {
+        y[o] = y[o] + scratch[sg * 256u + t];
+      } else {
+        y[o] = scratch[sg * 256u + t];
+      }
+    }
+  }
+  workgroupBarrier();
+}
+
+// Right fragment j of this subgroup at reduction offset kk.
+fn loadRight(sn: u32, j: u32, kk: u32) -> Right {
+  return subgroupMatrixLoad<Right>(&tiles, B_OFFSET + (sn * FN * 16u + j * 16u) * SK + kk, true, SK);
 }
 
 @compute @workgroup_size(THREADS)
@@ -160,11 +214,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let rowF = m0 + sm * FM * 16u; // first row of this subgroup's fragments
   let colF = n0 + sn * FN * 16u;
 
-  var acc: array<subgroup_matrix_result<f32, 16, 16>, MAX_FRAGS>;
+  var acc00 = initFrag(interior, rowF, colF, 0u, 0u);
+  var acc01 = Frag(); var acc02 = Frag(); var acc03 = Frag(); var acc04 = Frag(); var acc05 = Frag(); var acc06 = Frag(); var acc07 = Frag();
+  var acc10 = Frag(); var acc11 = Frag(); var acc12 = Frag(); var acc13 = Frag(); var acc14 = Frag(); var acc15 = Frag(); var acc16 = Frag(); var acc17 = Frag();
   if (ACCUMULATE && interior) {
-    for (var f = 0u; f < FM * FN; f++) {
-      let off = (rowF + (f / FN) * 16u) * params.n + colF + (f % FN) * 16u;
-      acc[f] = subgroupMatrixLoad<subgroup_matrix_result<f32, 16, 16>>(&y, off, false, params.n);
+    if (FN > 1u) { acc01 = initFrag(interior, rowF, colF, 0u, 1u); }
+    if (FN > 2u) { acc02 = initFrag(interior, rowF, colF, 0u, 2u); }
+    if (FN > 3u) { acc03 = initFrag(interior, rowF, colF, 0u, 3u); }
+    if (FN > 4u) { acc04 = initFrag(interior, rowF, colF, 0u, 4u); }
+    if (FN > 5u) { acc05 = initFrag(interior, rowF, colF, 0u, 5u); }
+    if (FN > 6u) { acc06 = initFrag(interior, rowF, colF, 0u, 6u); }
+    if (FN > 7u) { acc07 = initFrag(interior, rowF, colF, 0u, 7u); }
+    if (FM > 1u) {
+      acc10 = initFrag(interior, rowF, colF, 1u, 0u);
+      if (FN > 1u) { acc11 = initFrag(interior, rowF, colF, 1u, 1u); }
+      if (FN > 2u) { acc12 = initFrag(interior, rowF, colF, 1u, 2u); }
+      if (FN > 3u) { acc13 = initFrag(interior, rowF, colF, 1u, 3u); }
+      if (FN > 4u) { acc14 = initFrag(interior, rowF, colF, 1u, 4u); }
+      if (FN > 5u) { acc15 = initFrag(interior, rowF, colF, 1u, 5u); }
+      if (FN > 6u) { acc16 = initFrag(interior, rowF, colF, 1u, 6u); }
+      if (FN > 7u) { acc17 = initFrag(interior, rowF, colF, 1u, 7u); }
     }
   }
   workgroupBarrier();
@@ -174,45 +243,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     stageW(li, n0, k0);
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk += 16u) {
-      var a: array<subgroup_matrix_left<f16, 16, 16>, 8>;
-      for (var i = 0u; i < FM; i++) {
-        a[i] = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&tiles, (sm * FM * 16u + i * 16u) * SK + kk, false, SK);
-      }
-      for (var j = 0u; j < FN; j++) {
-        let b = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&tiles, B_OFFSET + (sn * FN * 16u + j * 16u) * SK + kk, true, SK);
-        for (var i = 0u; i < FM; i++) {
-          acc[i * FN + j] = subgroupMatrixMultiplyAccumulate(a[i], b, acc[i * FN + j]);
-        }
-      }
+      let aRow = (sm * FM * 16u) * SK + kk;
+      let a0 = subgroupMatrixLoad<Left>(&tiles, aRow, false, SK);
+      var a1 = Left();
+      if (FM > 1u) { a1 = subgroupMatrixLoad<Left>(&tiles, aRow + 16u * SK, false, SK); }
+      { let b = loadRight(sn, 0u, kk); acc00 = subgroupMatrixMultiplyAccumulate(a0, b, acc00); if (FM > 1u) { acc10 = subgroupMatrixMultiplyAccumulate(a1, b, acc10); } }
+      if (FN > 1u) { let b = loadRight(sn, 1u, kk); acc01 = subgroupMatrixMultiplyAccumulate(a0, b, acc01); if (FM > 1u) { acc11 = subgroupMatrixMultiplyAccumulate(a1, b, acc11); } }
+      if (FN > 2u) { let b = loadRight(sn, 2u, kk); acc02 = subgroupMatrixMultiplyAccumulate(a0, b, acc02); if (FM > 1u) { acc12 = subgroupMatrixMultiplyAccumulate(a1, b, acc12); } }
+      if (FN > 3u) { let b = loadRight(sn, 3u, kk); acc03 = subgroupMatrixMultiplyAccumulate(a0, b, acc03); if (FM > 1u) { acc13 = subgroupMatrixMultiplyAccumulate(a1, b, acc13); } }
+      if (FN > 4u) { let b = loadRight(sn, 4u, kk); acc04 = subgroupMatrixMultiplyAccumulate(a0, b, acc04); if (FM > 1u) { acc14 = subgroupMatrixMultiplyAccumulate(a1, b, acc14); } }
+      if (FN > 5u) { let b = loadRight(sn, 5u, kk); acc05 = subgroupMatrixMultiplyAccumulate(a0, b, acc05); if (FM > 1u) { acc15 = subgroupMatrixMultiplyAccumulate(a1, b, acc15); } }
+      if (FN > 6u) { let b = loadRight(sn, 6u, kk); acc06 = subgroupMatrixMultiplyAccumulate(a0, b, acc06); if (FM > 1u) { acc16 = subgroupMatrixMultiplyAccumulate(a1, b, acc16); } }
+      if (FN > 7u) { let b = loadRight(sn, 7u, kk); acc07 = subgroupMatrixMultiplyAccumulate(a0, b, acc07); if (FM > 1u) { acc17 = subgroupMatrixMultiplyAccumulate(a1, b, acc17); } }
     }
     workgroupBarrier();
   }
 
-  if (interior) {
-    for (var f = 0u; f < FM * FN; f++) {
-      let off = (rowF + (f / FN) * 16u) * params.n + colF + (f % FN) * 16u;
-      subgroupMatrixStore(&y, off, acc[f], false, params.n);
-    }
-    return;
-  }
-  // edge workgroup: fragment → this subgroup's scratch → the elements inside Y
-  for (var f = 0u; f < FM * FN; f++) {
-    subgroupMatrixStore(&scratch, sg * 256u, acc[f], false, 16u);
-    workgroupBarrier();
-    let r0 = rowF + (f / FN) * 16u;
-    let c0 = colF + (f % FN) * 16u;
-    for (var t = lane; t < 256u; t += 32u) {
-      let row = r0 + t / 16u;
-      let col = c0 + t % 16u;
-      if (row < params.m && col < params.n) {
-        let o = row * params.n + col;
-        if (ACCUMULATE) {
-          y[o] = y[o] + scratch[sg * 256u + t];
-        } else {
-          y[o] = scratch[sg * 256u + t];
-        }
-      }
-    }
-    workgroupBarrier();
+  storeFrag(acc00, interior, sg, lane, rowF, colF, 0u, 0u);
+  if (FN > 1u) { storeFrag(acc01, interior, sg, lane, rowF, colF, 0u, 1u); }
+  if (FN > 2u) { storeFrag(acc02, interior, sg, lane, rowF, colF, 0u, 2u); }
+  if (FN > 3u) { storeFrag(acc03, interior, sg, lane, rowF, colF, 0u, 3u); }
+  if (FN > 4u) { storeFrag(acc04, interior, sg, lane, rowF, colF, 0u, 4u); }
+  if (FN > 5u) { storeFrag(acc05, interior, sg, lane, rowF, colF, 0u, 5u); }
+  if (FN > 6u) { storeFrag(acc06, interior, sg, lane, rowF, colF, 0u, 6u); }
+  if (FN > 7u) { storeFrag(acc07, interior, sg, lane, rowF, colF, 0u, 7u); }
+  if (FM > 1u) {
+    storeFrag(acc10, interior, sg, lane, rowF, colF, 1u, 0u);
+    if (FN > 1u) { storeFrag(acc11, interior, sg, lane, rowF, colF, 1u, 1u); }
+    if (FN > 2u) { storeFrag(acc12, interior, sg, lane, rowF, colF, 1u, 2u); }
+    if (FN > 3u) { storeFrag(acc13, interior, sg, lane, rowF, colF, 1u, 3u); }
+    if (FN > 4u) { storeFrag(acc14, interior, sg, lane, rowF, colF, 1u, 4u); }
+    if (FN > 5u) { storeFrag(acc15, interior, sg, lane, rowF, colF, 1u, 5u); }
+    if (FN > 6u) { storeFrag(acc16, interior, sg, lane, rowF, colF, 1u, 6u); }
+    if (FN > 7u) { storeFrag(acc17, interior, sg, lane, rowF, colF, 1u, 7u); }
   }
 }

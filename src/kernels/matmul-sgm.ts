@@ -29,22 +29,24 @@ export interface SgmTile {
 }
 
 export const SGM_TILES = {
-  /** 256 × 128, 8 subgroups of 2 × 8 fragments: the probe's best at gate/up (≈ 100 TFLOP/s). */
-  large: { sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 32 },
-  /** 128 × 128, 8 subgroups of 2 × 4: twice the workgroups of `large` (q_proj at 2048 tokens). */
+  /**
+   * 128 × 256, 4 × 2 subgroups of 2 × 8 fragments: the fastest measured at q, gate/up, o and down
+   * (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm-tiles.json).
+   */
+  large: { sgM: 4, sgN: 2, fm: 2, fn: 8, bk: 32 },
+  /** 128 × 128, 4 × 2 subgroups of 2 × 4: the fastest measured at k/v_proj (64 workgroups of `large` starve the SMs). */
   medium: { sgM: 4, sgN: 2, fm: 2, fn: 4, bk: 32 },
-  /** 128 × 64, 4 subgroups of 2 × 4 (o_proj, down_proj). */
-  small: { sgM: 4, sgN: 1, fm: 2, fn: 4, bk: 64 },
-  /** 64 × 64, 4 subgroups of 2 × 2 (k/v_proj, small outputs). */
+  /** 256 × 128, 8 × 1 subgroups of 2 × 8: the probe's tile, second to `large` everywhere. */
+  tall: { sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 32 },
+  /** 64 × 64, 2 × 2 subgroups of 2 × 2, reduction steps of 64: small outputs. */
   tiny: { sgM: 2, sgN: 2, fm: 2, fn: 2, bk: 64 },
 } as const satisfies Record<string, SgmTile>;
 
-export const SGM_DEFAULT_TILES: readonly SgmTile[] = [SGM_TILES.large, SGM_TILES.medium, SGM_TILES.small, SGM_TILES.tiny];
+export const SGM_DEFAULT_TILES: readonly SgmTile[] = [SGM_TILES.large, SGM_TILES.medium, SGM_TILES.tiny];
 
 /** The fragment size and the padding of staged rows (halves), as in the shader. */
 const FRAG = 16;
 const PAD = 8;
-const MAX_FRAGS = 16;
 
 export function sgmTileRows(t: SgmTile): { bm: number; bn: number } {
   return { bm: FRAG * t.sgM * t.fm, bn: FRAG * t.sgN * t.fn };
@@ -91,8 +93,7 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
   const problems: string[] = [];
   const ints = [t.sgM, t.sgN, t.fm, t.fn].every((v) => Number.isInteger(v) && v >= 1);
   if (!ints) problems.push('sgM, sgN, fm and fn must be positive integers');
-  if (t.fm * t.fn > MAX_FRAGS) problems.push(`fm·fn = ${t.fm * t.fn} fragments per subgroup exceeds ${MAX_FRAGS}`);
-  if (t.fm > 8) problems.push(`fm = ${t.fm} exceeds 8`);
+  if (t.fm > 2 || t.fn > 8) problems.push(`fm = ${t.fm} and fn = ${t.fn} fragments per subgroup must be at most 2 and 8 (the shader's named accumulators)`);
   if (![32, 64].includes(t.bk)) problems.push(`bk = ${t.bk} must be 32 or 64 (NF4 stages 32 codes per load)`);
   const threads = 32 * t.sgM * t.sgN;
   if (threads > Math.min(256, maxInvocations)) problems.push(`${threads} invocations exceed ${Math.min(256, maxInvocations)}`);
@@ -106,10 +107,10 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
 
 /**
  * The tile for an (m × n) output among `tiles` (largest first): the first that makes at least
- * `minWorkgroups` workgroups (default 500, about four per SM on a 132-SM H200, where the probe
- * saw 256 × 128 tiles starve q_proj with 256 workgroups), else the one making the most.
+ * `minWorkgroups` workgroups (default 100: on the H200 128 × 256 tiles won with 160 workgroups at
+ * o/down_proj and lost with 64 at k/v_proj), else the one making the most.
  */
-export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, minWorkgroups = 500): SgmTile {
+export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, minWorkgroups = 100): SgmTile {
   if (tiles.length === 0) throw new ShapeError('pickSgmTile: no tiles compiled');
   const count = (t: SgmTile) => {
     const { bm, bn } = sgmTileRows(t);

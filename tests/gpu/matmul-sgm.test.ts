@@ -73,20 +73,20 @@ describe('subgroup-matrix matmul: reference, rounding, tiles', () => {
       expect(parseSgmTile(sgmTileName(t))).toEqual(t);
       expect(sgmTileProblems(t, 49152, 256)).toEqual([]);
     }
-    expect(sgmTileRows(SGM_TILES.large)).toEqual({ bm: 256, bn: 128 });
     expect(() => parseSgmTile('256x64x32/8x1sg/2x8f')).toThrow(/make 256x128/);
     expect(() => parseSgmTile('256x128')).toThrow(/expected BMxBNxBK/);
     expect(sgmTileProblems({ sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256).join()).toMatch(/staged halves/);
+    expect(sgmTileProblems(SGM_TILES.tall, 49152, 256)).toEqual([]);
     expect(sgmTileProblems(SGM_TILES.large, 32768, 256).join()).toMatch(/workgroup memory/);
-    expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 4, fn: 8, bk: 16 }, 49152, 256).join()).toMatch(/fragments.*bk = 16/s);
+    expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 4, fn: 8, bk: 16 }, 49152, 256).join()).toMatch(/at most 2 and 8.*bk = 16/s);
     expect(sgmTileWorkgroupBytes()).toBeLessThanOrEqual(49152);
-    // Qwen3-4B at 2048 tokens: gate/up keeps the largest tile; q_proj, o/down and k/v step down
-    // until they make ≥ 500 workgroups (≈ 4 per SM on 132 SMs) or as many as any tile can
-    const pick = (n: number) => pickSgmTile(SGM_DEFAULT_TILES, 2048, n);
-    expect(pick(9728)).toBe(SGM_TILES.large);
-    expect(pick(4096)).toBe(SGM_TILES.medium);
-    expect(pick(2560)).toBe(SGM_TILES.small);
-    expect(pick(1024)).toBe(SGM_TILES.tiny);
+    // Qwen3-4B at 2048 tokens: the 128 × 256 tile wherever it makes ≥ 100 workgroups (q, gate/up,
+    // o, down), 128 × 128 at k/v_proj (64 of the large), 64 × 64 for small outputs
+    const pick = (m: number, n: number) => pickSgmTile(SGM_DEFAULT_TILES, m, n);
+    expect(sgmTileRows(SGM_TILES.large)).toEqual({ bm: 128, bn: 256 });
+    for (const n of [9728, 4096, 2560]) expect(pick(2048, n)).toBe(SGM_TILES.large);
+    expect(pick(2048, 1024)).toBe(SGM_TILES.medium);
+    expect(pick(256, 512)).toBe(SGM_TILES.tiny);
     expect(pickSgmTile([SGM_TILES.large], 16, 16)).toBe(SGM_TILES.large);
   });
 });
