@@ -14,6 +14,15 @@ import type { Dispatch } from './dispatch.js';
  * A standalone kernel for now: the training step still calls `Matmul` (issue 11 integrates it).
  * Needs `chromium-experimental-subgroup-matrix`, `shader-f16` and an f16→f32 16×16×16 config
  * (`sgmUnsupportedReason` says why not); K must be a multiple of 64 (the NF4 block).
+ * Not yet: the LoRA epilogue, the input gradient dX = dY·W, operand scaling against f16
+ * overflow (issue 11 items 1 and 4).
+ *
+ * Measured (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm.json, M = 2048, NF4):
+ * 48 TFLOP/s at gate/up, 50 at q_proj, 45 at k/v_proj, 31–32 at o/down_proj — about half of the
+ * probe's 100 (../shared/probes/subgroup-matrix/sgmm2.mjs) with the same 256 × 128 tile; the gap
+ * is not yet explained. Tested on the GPU host by `npm run test:gpu` (tests/gpu; it needs vitest,
+ * so pack the host bundle from a node_modules with dev dependencies, and without npm there run
+ * `node node_modules/vitest/vitest.mjs run tests/gpu`).
  */
 
 /**
