@@ -24,7 +24,7 @@ export * from './errors.js';
 export { Trainer, type TrainerOptions } from './train/trainer.js';
 export { planStep, checkPlan, formatPlan, type StepPlan, type StepSettings } from './train/plan.js';
 export { LrSchedule } from './train/schedule.js';
-export { readPeftAdapter, savePeftAdapter, adapterFromGpu } from './export/peft.js';
+export { readPeftAdapter, savePeftAdapter, adapterFromGpu } from './model/peft.js';
 export { runExportRequest } from './export/export-command.js';
 export { ProgressObserver, type ProgressStream } from './report/progress-observer.js';
 export { MetricsJsonlObserver, readMetricsJsonl, type MetricsLine } from './report/metrics-jsonl.js';

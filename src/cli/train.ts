@@ -1,10 +1,11 @@
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { CONFIG_FLAGS, formatFlags, parseConfigArgs, type FlagSpec } from '../config/args.js';
-import { loadConfig } from '../config/load.js';
+import { loadConfig, resolveConfig, type LoadedConfig } from '../config/load.js';
 import { packageRoot } from '../config/paths.js';
 import type { TrainConfig } from '../config/schema.js';
 import { prepareDataset } from '../data/dataset.js';
 import { hubOptionsFromEnv, resolveRepo } from '../data/hub.js';
+import { removeStaleTemporaries } from '../io/temp-name.js';
 import { Gpu } from '../kernels/gpu.js';
 import { chooseLossChunk } from '../model/forward.js';
 import { embeddedConfig, EMBEDDED_MODEL_ID, materializeEmbeddedModel } from '../model/embedded.js';
@@ -15,10 +16,14 @@ import { QwenTokenizer } from '../model/tokenizer.js';
 import { trainLoop, type LoopResult } from '../train/loop.js';
 import { Trainer } from '../train/trainer.js';
 import { resolveOptim } from '../train/adamw8bit.js';
-import { adapterFromGpu, savePeftAdapter } from '../export/peft.js';
+import { adapterFromGpu, savePeftAdapter } from '../model/peft.js';
 import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepSettings } from '../train/plan.js';
 import { checkResumeConfig } from '../train/checkpoint-config.js';
-import { openCheckpoint, resolveResumeDir, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
+import { openCheckpoint, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
+import { CHECKPOINT_FILES } from '../train/checkpoint-state.js';
+import { ConfigError } from '../errors.js';
+import { claimRunFolder, projectCommit, readRunRecord, RUN_RECORD_FORMAT, runCheckpoint, writeRendering, writeRunFolder, type RunRecord } from '../run/run-folder.js';
+import { existsSync } from 'node:fs';
 import { createRunObservers } from '../report/run-observers.js';
 import { createRunSampler } from '../generate/run-samples.js';
 import { exportRun } from '../export/run-export.js';
@@ -32,7 +37,12 @@ export const TRAIN_FLAGS: readonly FlagSpec[] = [
     name: 'resume',
     takesValue: true,
     optionalValue: true,
-    help: 'continue from a checkpoint: DIR (a checkpoint-<step> folder, or an output_dir holding some), or with no DIR the newest in output_dir',
+    help: 'continue a run: DIR (a checkpoint-<step> folder, or a run\'s output_dir) with that run\'s config and folder, or with no DIR the newest checkpoint of the run in output_dir',
+  },
+  {
+    name: 'overwrite',
+    takesValue: false,
+    help: 'start afresh in an output_dir holding another run: remove its checkpoints, metrics, report and exports first (overwrite_output_dir: true)',
   },
   {
     name: 'random-weights',
@@ -50,13 +60,47 @@ Ctrl-C finishes the current step, writes a checkpoint and exits with 130 (twice:
 
 ${formatFlags([...CONFIG_FLAGS, ...TRAIN_FLAGS])}`;
 
-/** The checkpoint named by --resume or resume_from_checkpoint, checked against `config` (reads no tensors). */
-async function openResume(request: string | undefined, config: TrainConfig): Promise<OpenedCheckpoint | undefined> {
-  if (request === undefined) return undefined;
-  const dir = await resolveResumeDir(request, config.output_dir);
+/** The checkpoint a --resume request names: a checkpoint folder, or a run folder (its run's newest). */
+async function resumeTarget(request: string): Promise<string> {
+  if (existsSync(join(request, CHECKPOINT_FILES.state))) return request;
+  if (!existsSync(request)) throw new ConfigError(`--resume ${request}: no such folder; name a checkpoint folder (output_dir/checkpoint-<step>) or a run's output_dir`);
+  return runCheckpoint(request, `--resume ${request}`);
+}
+
+/**
+ * The config of the run and the checkpoint to resume. `--resume DIR` continues that run: its
+ * config.yaml (the checkpoint's) with its folder as output_dir, the command line's overrides on top;
+ * an output_dir other than the run's is refused, and checkResumeConfig refuses shape and data changes
+ * (naming the key) and warns for each other changed key. `--resume` alone (or
+ * resume_from_checkpoint) reads the config as usual and takes the run recorded in its output_dir.
+ */
+async function loadRunConfig(args: ReturnType<typeof parseConfigArgs>, overrides: Parameters<typeof loadConfig>[1]): Promise<{ loaded: Omit<LoadedConfig, 'configPath'>; label: string; resume?: OpenedCheckpoint }> {
+  const resumeFlag = args.flags.get('resume');
+  const explicit = resumeFlag?.[0];
+  if (explicit !== undefined) {
+    const dir = await resumeTarget(explicit);
+    const opened = await openCheckpoint(dir);
+    const runDir = dirname(dir);
+    const loaded =
+      args.configPath !== undefined
+        ? loadConfig(args.configPath, overrides)
+        : resolveConfig({ ...opened.config, output_dir: runDir, resume_from_checkpoint: null }, join(dir, CHECKPOINT_FILES.config), overrides);
+    if (resolve(loaded.config.output_dir) !== resolve(runDir)) {
+      throw new ConfigError(
+        `--resume ${explicit}: output_dir is ${JSON.stringify(loaded.config.output_dir)} but the run being resumed lives in ${JSON.stringify(runDir)}; a resumed run stays in its folder. Leave out --output-dir (and output_dir), or start a new run without --resume.`,
+      );
+    }
+    const warnings = [...loaded.warnings, ...checkResumeConfig(opened.config, loaded.config, dir)];
+    return { loaded: { ...loaded, warnings }, label: args.configPath ?? `${join(dir, CHECKPOINT_FILES.config)} (the run being resumed)`, resume: opened };
+  }
+  const configPath = args.configPath ?? join(packageRoot(), 'configs', 'embedded-default.yaml');
+  const loaded = loadConfig(configPath, overrides);
+  const label = `${configPath}${args.configPath ? '' : ' (embedded default)'}`;
+  const request = resumeFlag ? 'latest' : (loaded.config.resume_from_checkpoint ?? undefined);
+  if (request === undefined) return { loaded, label };
+  const dir = request === 'latest' ? await runCheckpoint(loaded.config.output_dir, '--resume') : await resumeTarget(request);
   const opened = await openCheckpoint(dir);
-  for (const w of checkResumeConfig(opened.config, config, dir)) console.warn(`warning: ${w}`);
-  return opened;
+  return { loaded: { ...loaded, warnings: [...loaded.warnings, ...checkResumeConfig(opened.config, loaded.config, dir)] }, label, resume: opened };
 }
 
 /** Settings of the memory plan for a config and batch shape. */
@@ -88,15 +132,12 @@ export async function runTrain(argv: string[]): Promise<number> {
     return 0;
   }
   const args = parseConfigArgs(argv, 'train', TRAIN_FLAGS);
-  const configPath = args.configPath ?? join(packageRoot(), 'configs', 'embedded-default.yaml');
   const randomWeights = args.flags.get('random-weights')?.[0];
   const overrides = randomWeights === undefined ? args.overrides : { ...args.overrides, set: [...(args.overrides.set ?? []), 'random_weights=true', `model_id=${JSON.stringify(randomWeights)}`] };
-  const { config, warnings } = loadConfig(configPath, overrides);
+  const { loaded, label, resume } = await loadRunConfig(args, overrides);
+  const { config, warnings } = loaded;
   for (const w of warnings) console.warn(`warning: ${w}`);
-  console.log(`config: ${configPath}${args.configPath ? '' : ' (embedded default)'}`);
-  // `--resume` alone means the newest checkpoint in output_dir; the flag wins over the config key.
-  const resumeFlag = args.flags.get('resume');
-  const resume = await openResume(resumeFlag ? (resumeFlag[0] ?? 'latest') : (config.resume_from_checkpoint ?? undefined), config);
+  console.log(`config: ${label}`);
 
   if (args.dryRun) {
     await runDryRun(config, {
@@ -109,7 +150,23 @@ export async function runTrain(argv: string[]): Promise<number> {
     return 0;
   }
 
+  await removeStaleTemporaries(config.output_dir); // what a killed earlier run left (checkpoints, adapter, exports, report)
+  if (!resume) await claimRunFolder(config.output_dir, args.flags.has('overwrite') || config.overwrite_output_dir, (line) => console.log(line));
   const modelDir = await resolveModelDir(config);
+  const now = new Date().toISOString();
+  const earlier = resume ? await readRunRecord(config.output_dir) : undefined;
+  const record: RunRecord = {
+    format: RUN_RECORD_FORMAT,
+    started_at: earlier?.started_at ?? resume?.state.savedAt ?? now,
+    model_id: config.model_id,
+    model_dir: resolve(modelDir),
+    model_revision: config.model_revision,
+    dataset_id: config.dataset_id,
+    dataset_revision: config.dataset_revision,
+    project_commit: projectCommit(packageRoot()),
+    resumes: [...(earlier?.resumes ?? []), ...(resume ? [{ at: now, from: resume.dir }] : [])],
+  };
+  await writeRunFolder(config.output_dir, config, record);
   const tokenizer = await QwenTokenizer.load(modelDir);
   const data = await prepareDataset(config, tokenizer, hubOptionsFromEnv(process.env));
   console.log(`data: ${data.train.examples.length} train examples; ${data.evalDescription}`);
@@ -177,6 +234,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     const adapterDir = resolve(config.output_dir, 'adapter');
     await savePeftAdapter(adapterDir, await adapterFromGpu(gpu, trainer.lora, modelConfig), { baseModel: config.model_id, overwrite: true });
     trainer.destroy();
+    await writeRendering(config.output_dir, config, tokenizer.chatTemplate);
     console.log(`adapter (PEFT layout, ${result.bestStep !== undefined && config.load_best_model_at_end ? `best: step ${result.bestStep}` : `step ${result.steps}`}) → ${adapterDir}`);
     const exported = await exportRun({ config, modelDir, adapterDir, outDir: config.output_dir, log });
     console.log(`report: ${resolve(config.output_dir, 'report.html')} (plots, sample generations); metrics: ${resolve(config.output_dir, 'metrics.jsonl')}`);

@@ -10,10 +10,11 @@ import { readGgufTokenizer } from './gguf-tokenizer.js';
 import { writeHfFolder, type FolderDtype } from './hf-folder.js';
 import { MergedWeights, type MergeBase } from './merge.js';
 import { buildModelfile, type ModelfileSettings } from './modelfile.js';
-import { readPeftAdapter, savePeftAdapter } from './peft.js';
+import { readPeftAdapter, savePeftAdapter } from '../model/peft.js';
 import { QuantizePool } from './quantize-pool.js';
 import { tokenizerSourceDir } from './tokenizer-files.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
+import { removeStaleTemporaries } from '../io/temp-name.js';
 
 /**
  * One export: from a base model folder and a PEFT adapter, any of
@@ -172,6 +173,7 @@ export async function runExportRequest(req: ExportRequest): Promise<ExportResult
       if (existing.length > 0) throw new ExportError(`${existing.join(', ')} already exist${existing.length === 1 ? 's' : ''}; remove, choose another --out, or pass --force`);
     }
     await mkdir(out, { recursive: true });
+    await removeStaleTemporaries(out); // what a killed earlier export left
     await checkFreeSpace(out, outputs.reduce((a, o) => a + o.bytes, 0));
 
     for (const o of outputs) {

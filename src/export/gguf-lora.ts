@@ -3,7 +3,7 @@ import type { Qwen3Config } from '../model/config.js';
 import { GGUF_PROJECTION_NAMES } from './gguf-model.js';
 import { quantizeRows } from './gguf-quants.js';
 import { gguf, GgufWriter, type GgufTensorDecl, type GgufValue } from './gguf-writer.js';
-import type { HostLoraAdapter } from './peft.js';
+import type { HostLoraAdapter } from '../model/peft.js';
 
 /**
  * A LoRA adapter as a GGUF for llama.cpp's `--lora` (and Ollama's ADAPTER, which works for qwen3

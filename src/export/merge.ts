@@ -5,7 +5,7 @@ import { Checkpoint, PROJECTIONS, projectionShape, type Projection } from '../mo
 import type { Qwen3Config } from '../model/config.js';
 import { bytesToF32, DTYPE_BYTES, type SafetensorsDtype } from '../model/safetensors.js';
 import { applyLoraDelta, type LoraDelta } from './lora-delta.js';
-import type { HostLoraAdapter } from './peft.js';
+import type { HostLoraAdapter } from '../model/peft.js';
 
 /**
  * The weights an export writes, streamed tensor by tensor in row chunks of f32: the checkpoint's own

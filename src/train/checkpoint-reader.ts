@@ -3,7 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { CheckpointError, ConfigError } from '../errors.js';
-import { readPeftAdapter } from '../export/peft.js';
+import { readPeftAdapter } from '../model/peft.js';
 import type { Qwen3Config } from '../model/config.js';
 import { peftKey } from '../model/lora.js';
 import { SafetensorsFile } from '../model/safetensors.js';

@@ -1,10 +1,11 @@
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify as stringifyYaml } from 'yaml';
 import type { TrainConfig } from '../config/schema.js';
 import { CheckpointError } from '../errors.js';
-import { savePeftAdapter, type HostLoraAdapter, type HostLoraPair } from '../export/peft.js';
+import { savePeftAdapter, type HostLoraAdapter, type HostLoraPair } from '../model/peft.js';
 import { isNoSpaceError, writeFileAtomic, type FileSystem } from '../io/atomic-file.js';
+import { removeStaleTemporaries, temporaryName } from '../io/temp-name.js';
 import { PROJECTIONS, projectionShape, type Projection } from '../model/checkpoint.js';
 import type { Qwen3Config } from '../model/config.js';
 import { peftKey, type LoraConfig } from '../model/lora.js';
@@ -73,7 +74,7 @@ export interface CheckpointTarget {
 export async function writeTrainingCheckpoint(target: CheckpointTarget, content: CheckpointContent): Promise<string> {
   const step = content.loop.globalStep;
   const finalDir = join(target.outputDir, checkpointDirName(step));
-  const temp = `${finalDir}.tmp-${process.pid}`;
+  const temp = temporaryName(finalDir);
   const previous = (await listCheckpoints(target.outputDir)).filter((c) => c.step !== step).pop();
   let current: string = CHECKPOINT_FILES.adapterWeights;
   try {
@@ -158,7 +159,7 @@ async function writeOptimizerState(path: string, content: CheckpointContent, fs:
 
 /** Renames `temp` to `dir`; an existing `dir` (a stale folder of an earlier run) is moved away first, then removed. */
 async function replaceFolder(temp: string, dir: string): Promise<void> {
-  const old = `${dir}.old-${process.pid}`;
+  const old = temporaryName(dir, 'old');
   let moved = false;
   try {
     await rename(dir, old);
@@ -183,7 +184,7 @@ export async function rotateCheckpoints(outputDir: string, limit: number | null,
   const removed: string[] = [];
   for (const c of all) {
     if (keep.has(c.step)) continue;
-    const gone = `${c.dir}.deleting-${process.pid}`;
+    const gone = temporaryName(c.dir, 'deleting');
     try {
       await rename(c.dir, gone);
     } catch (e) {
@@ -195,27 +196,5 @@ export async function rotateCheckpoints(outputDir: string, limit: number | null,
   return removed;
 }
 
-/**
- * Removes checkpoint folders left under a temporary name (`.tmp-<pid>`, `.old-<pid>`,
- * `.deleting-<pid>`) by a process that no longer runs: a crash or a second Ctrl-C while writing.
- * Folders of a live process (another run writing into the same output_dir) are left alone.
- */
-export async function removeStaleTemporaries(outputDir: string): Promise<string[]> {
-  const removed: string[] = [];
-  for (const name of await readdir(outputDir).catch(() => [] as string[])) {
-    const m = /^checkpoint-\d+\.(?:tmp|old|deleting)-(\d+)$/.exec(name);
-    if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
-    await rm(join(outputDir, name), { recursive: true, force: true });
-    removed.push(name);
-  }
-  return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
-  }
-}
+/** Kept for callers of the checkpoint module; the pattern lives in src/io/temp-name.ts. */
+export { removeStaleTemporaries };

@@ -7,7 +7,7 @@ import { runExport } from '../../src/cli/export.js';
 import { runCli } from '../../src/cli/main.js';
 import { CheckpointError, ConfigError, ExportError, ShapeError } from '../../src/errors.js';
 import { checkFreeSpace } from '../../src/export/export-command.js';
-import { readPeftAdapter, savePeftAdapter } from '../../src/export/peft.js';
+import { readPeftAdapter, savePeftAdapter } from '../../src/model/peft.js';
 import { readQwen3Config } from '../../src/model/config.js';
 import { PROJECTIONS, projectionShape, type Projection } from '../../src/model/checkpoint.js';
 import { TINY_ADAPTER, TINY_MODEL } from '../helpers/fixtures.js';

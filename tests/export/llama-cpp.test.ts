@@ -10,7 +10,7 @@ import { dequantizeRows, quantizeRows } from '../../src/export/gguf-quants.js';
 import { writeLoraGguf } from '../../src/export/gguf-lora.js';
 import { readGgufTokenizer, type GgufTokenizer } from '../../src/export/gguf-tokenizer.js';
 import { MergedWeights, type WeightStream } from '../../src/export/merge.js';
-import { readPeftAdapter, type HostLoraAdapter } from '../../src/export/peft.js';
+import { readPeftAdapter, type HostLoraAdapter } from '../../src/model/peft.js';
 import { tokenizerSourceDir } from '../../src/export/tokenizer-files.js';
 import { readQwen3Config, type Qwen3Config } from '../../src/model/config.js';
 import { loadLoraAdapter } from '../../src/model/lora.js';
@@ -23,7 +23,7 @@ import { expectedQwen3Shapes, PROJECTIONS, projectionShape, type Projection } fr
 import { parseQwen3Config } from '../../src/model/config.js';
 import { f32ToBf16Array } from '../../src/model/bf16.js';
 import { SafetensorsWriter } from '../../src/model/safetensors-writer.js';
-import { savePeftAdapter } from '../../src/export/peft.js';
+import { savePeftAdapter } from '../../src/model/peft.js';
 import { TOKEN_TYPE } from '../../src/export/gguf-tokenizer.js';
 
 /**

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeHfFolder } from '../../src/export/hf-folder.js';
 import { MergedWeights } from '../../src/export/merge.js';
-import { readPeftAdapter, type HostLoraAdapter } from '../../src/export/peft.js';
+import { readPeftAdapter, type HostLoraAdapter } from '../../src/model/peft.js';
 import { sanitizeTokenizerConfig, tokenizerSourceDir } from '../../src/export/tokenizer-files.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../../src/model/bf16.js';
 import { Checkpoint } from '../../src/model/checkpoint.js';

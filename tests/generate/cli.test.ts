@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import { DEFAULT_USER_PREFIX } from '../../src/config/schema.js';
-import { savePeftAdapter } from '../../src/export/peft.js';
+import { savePeftAdapter } from '../../src/model/peft.js';
 import { Generator } from '../../src/generate/generator.js';
 import { PROJECTIONS, projectionShape, type Projection } from '../../src/model/checkpoint.js';
 import { parseQwen3Config, readQwen3Config } from '../../src/model/config.js';

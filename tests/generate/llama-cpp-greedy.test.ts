@@ -7,7 +7,7 @@ import { DEFAULT_USER_PREFIX } from '../../src/config/schema.js';
 import { writeQwen3Gguf } from '../../src/export/gguf-model.js';
 import { readGgufTokenizer } from '../../src/export/gguf-tokenizer.js';
 import { MergedWeights } from '../../src/export/merge.js';
-import { readPeftAdapter } from '../../src/export/peft.js';
+import { readPeftAdapter } from '../../src/model/peft.js';
 import { tokenizerSourceDir } from '../../src/export/tokenizer-files.js';
 import { Generator } from '../../src/generate/generator.js';
 import { readQwen3Config } from '../../src/model/config.js';

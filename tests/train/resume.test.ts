@@ -1,7 +1,7 @@
 import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readPeftAdapter } from '../../src/export/peft.js';
+import { readPeftAdapter } from '../../src/model/peft.js';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { checkResumeConfig } from '../../src/train/checkpoint-config.js';
 import { openCheckpoint, resolveResumeDir } from '../../src/train/checkpoint-reader.js';

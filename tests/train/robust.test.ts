@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError, DeviceError, NonFiniteError } from '../../src/errors.js';
-import { readPeftAdapter } from '../../src/export/peft.js';
+import { readPeftAdapter } from '../../src/model/peft.js';
 import { NODE_FS, type FileSystem } from '../../src/io/atomic-file.js';
 import { Gpu } from '../../src/kernels/gpu.js';
 import { openCheckpoint } from '../../src/train/checkpoint-reader.js';

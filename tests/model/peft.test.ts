@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError, ExportError, ShapeError } from '../../src/errors.js';
-import { adapterFromGpu, readPeftAdapter, savePeftAdapter } from '../../src/export/peft.js';
+import { adapterFromGpu, readPeftAdapter, savePeftAdapter } from '../../src/model/peft.js';
 import { readQwen3Config, type Qwen3Config } from '../../src/model/config.js';
 import { createLoraAdapter } from '../../src/model/lora-init.js';
 import { loadLoraAdapter } from '../../src/model/lora.js';

@@ -2,11 +2,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CheckpointError, ExportError, ShapeError } from '../errors.js';
 import type { Gpu } from '../kernels/gpu.js';
-import { PROJECTIONS, projectionShape, type Projection } from '../model/checkpoint.js';
-import type { Qwen3Config } from '../model/config.js';
-import { loraScale, parseAdapterConfig, peftKey, type LoraAdapter, type LoraConfig } from '../model/lora.js';
-import { FLOAT_DTYPES, SafetensorsFile } from '../model/safetensors.js';
-import { SafetensorsWriter, type SafetensorsEntry } from '../model/safetensors-writer.js';
+import { PROJECTIONS, projectionShape, type Projection } from './checkpoint.js';
+import type { Qwen3Config } from './config.js';
+import { loraScale, parseAdapterConfig, peftKey, type LoraAdapter, type LoraConfig } from './lora.js';
+import { FLOAT_DTYPES, SafetensorsFile } from './safetensors.js';
+import { SafetensorsWriter, type SafetensorsEntry } from './safetensors-writer.js';
 import { writeDirAtomic } from '../io/atomic-dir.js';
 
 /**
@@ -18,7 +18,7 @@ import { writeDirAtomic } from '../io/atomic-dir.js';
  *                               and …lora_B.weight (Nout, R) f32, in sorted key order (safetensors'
  *                               Rust writer sorts by dtype, then name), header padded to 8 bytes
  *
- * Saving what was read gives the same bytes (tests/export/peft.test.ts compares with the fixture
+ * Saving what was read gives the same bytes (tests/model/peft.test.ts compares with the fixture
  * PEFT wrote). Reads accept F32, BF16 and F16 tensors (widened exactly to f32).
  */
 
