@@ -1,11 +1,10 @@
 import { ConfigError, ShapeError } from '../errors.js';
 import { submitDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
-import type { LinearWeight } from '../kernels/matmul.js';
 import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
 import type { Tensor } from '../kernels/tensor.js';
 import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
-import type { Projection } from './checkpoint.js';
+import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass, type Saved } from './decoder-layer.js';
 import type { ModelKernels } from './kernels.js';
 import { LossHead, type LossHeadMode } from './loss-head.js';
 import type { LoraAdapter } from './lora.js';
@@ -18,7 +17,7 @@ export { chooseLossChunk } from './loss-head.js';
  * activation buffer and every dispatch is created by `ForwardProgram.build`; `run` uploads the
  * token ids, replays the dispatch list in one compute pass and reads back only the results asked for.
  *
- * Per layer l (N = B·T tokens):
+ * Per layer l (N = B·T tokens; the layer is src/model/decoder-layer.ts, run in place on x):
  *   hn = rmsnorm(x, input_layernorm)
  *   q, k, v = hn·Wqᵀ, hn·Wkᵀ, hn·Wvᵀ   (+ scale·(hn·Aᵀ)·Bᵀ for targeted projections)
  *   qn, kn = rmsnorm per head (q_norm, k_norm); rope(qn, kn) by position ids
@@ -101,21 +100,8 @@ interface Buffers {
   pos: Tensor;
   seg: Tensor;
   x: Tensor;
-  hn: Tensor;
-  rstd: Tensor;
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  qn: Tensor;
-  kn: Tensor;
-  qRstd: Tensor;
-  kRstd: Tensor;
-  attn: Tensor;
-  lse: Tensor;
-  gate: Tensor;
-  up: Tensor;
-  act: Tensor;
-  loraU: Tensor | undefined;
+  /** The layer buffers every layer reuses (not saved: the forward runs in place on x). */
+  saved: Saved;
   xf: Tensor;
   lastIdx: Tensor | undefined;
   lastRows: Tensor | undefined;
@@ -159,27 +145,16 @@ export class ForwardProgram {
       allocated.push(tensor.buffer);
       return tensor;
     };
-    const R = adapter?.config.r;
+    const R = adapter?.config.r ?? 0;
+    const targets = adapter?.config.targetModules ?? [];
+    const dims: LayerDims = { N, D, H, Hkv, Dh, F, eps: c.rmsNormEps };
+    const x = t('x (N, D) f32 — residual stream', [N, D], 'f32');
     const bufs: Buffers = {
       ids: t('input_ids (N) i32', [N], 'i32'),
       pos: t('position_ids (N) i32', [N], 'i32'),
       seg: t('segment_ids (N) i32', [N], 'i32'),
-      x: t('x (N, D) f32 — residual stream', [N, D], 'f32'),
-      hn: t('hn (N, D) f32 — normed input of a block', [N, D], 'f32'),
-      rstd: t('rstd (N) f32', [N], 'f32'),
-      q: t('q (N, H·Dh) f32', [N, H * Dh], 'f32'),
-      k: t('k (N, Hkv·Dh) f32', [N, Hkv * Dh], 'f32'),
-      v: t('v (N, Hkv·Dh) f32', [N, Hkv * Dh], 'f32'),
-      qn: t('qn (N, H·Dh) f32 — q after q_norm and rope', [N, H * Dh], 'f32'),
-      kn: t('kn (N, Hkv·Dh) f32 — k after k_norm and rope', [N, Hkv * Dh], 'f32'),
-      qRstd: t('q rstd (N·H) f32', [N * H], 'f32'),
-      kRstd: t('k rstd (N·Hkv) f32', [N * Hkv], 'f32'),
-      attn: t('attn (N, H·Dh) f32 — attention output', [N, H * Dh], 'f32'),
-      lse: t('attn lse (N, H) f32', [N, H], 'f32'),
-      gate: t('gate (N, F) f32', [N, F], 'f32'),
-      up: t('up (N, F) f32', [N, F], 'f32'),
-      act: t('act (N, F) f32 — silu(gate)·up', [N, F], 'f32'),
-      loraU: R ? t('lora u (N, R) f32 — x·Aᵀ scratch', [N, R], 'f32') : undefined,
+      x,
+      saved: allocSaved(savedSpecs(dims, targets, R, { save: false, lse: true }), targets, (sp) => t(`${sp.name} f32`, [...sp.shape], 'f32'), x),
       xf: t('xf (N, D) f32 — final norm output', [N, D], 'f32'),
       lastIdx: shape.logitsLast ? t('last index (B) i32', [B], 'i32') : undefined,
       lastRows: shape.logitsLast ? t('last rows (B, D) f32', [B, D], 'f32') : undefined,
@@ -197,37 +172,13 @@ export class ForwardProgram {
     const eps = c.rmsNormEps;
     list.push(k.embedding.forward('embed', { x: bufs.x, table: weights.embed, ids: bufs.ids }, { tokens: N, hidden: D, vocab: V }));
 
-    const projection = (l: number, p: Projection, y: Tensor, x: Tensor, accumulate: boolean): void => {
-      const w: LinearWeight = weights.layers[l].proj[p];
-      const pair = adapter?.layers[l][p];
-      if (pair && bufs.loraU) {
-        const a: LinearWeight = { format: 'f32', nOut: adapter!.config.r, k: w.k, data: pair.a };
-        list.push(k.matmul.forward(`layer ${l} ${p} lora_A`, { y: bufs.loraU, x, w: a }));
-        list.push(k.matmul.forward(`layer ${l} ${p}`, { y, x, w, accumulate, lora: { u: bufs.loraU, b: pair.b, scale: adapter!.scale } }));
-      } else {
-        list.push(k.matmul.forward(`layer ${l} ${p}`, { y, x, w, accumulate }));
-      }
-    };
-
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: table.cos, sin: table.sin, posIds: bufs.pos } };
+    const attention = { kind: 'packed', B, T, segIds: bufs.seg } as const;
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      const lw = weights.layers[l];
-      list.push(k.rmsnorm.forward(`layer ${l} input_layernorm`, { y: bufs.hn, rstd: bufs.rstd, x: bufs.x, weight: lw.inputNorm }, { rows: N, width: D, eps }));
-      projection(l, 'q_proj', bufs.q, bufs.hn, false);
-      projection(l, 'k_proj', bufs.k, bufs.hn, false);
-      projection(l, 'v_proj', bufs.v, bufs.hn, false);
-      list.push(k.rmsnorm.forward(`layer ${l} q_norm`, { y: bufs.qn, rstd: bufs.qRstd, x: bufs.q, weight: lw.qNorm }, { rows: N * H, width: Dh, eps }));
-      list.push(k.rmsnorm.forward(`layer ${l} k_norm`, { y: bufs.kn, rstd: bufs.kRstd, x: bufs.k, weight: lw.kNorm }, { rows: N * Hkv, width: Dh, eps }));
-      list.push(k.rope.forward(`layer ${l} rope`, { q: bufs.qn, k: bufs.kn, cos: table.cos, sin: table.sin, posIds: bufs.pos }, { N, H, Hkv }));
-      list.push(k.attention.forward(`layer ${l} attention`, { o: bufs.attn, lse: bufs.lse, q: bufs.qn, k: bufs.kn, v: bufs.v, segIds: bufs.seg }, { B, T, H, Hkv, Dh }));
-      projection(l, 'o_proj', bufs.x, bufs.attn, true);
-      list.push(k.rmsnorm.forward(`layer ${l} post_attention_layernorm`, { y: bufs.hn, rstd: bufs.rstd, x: bufs.x, weight: lw.postNorm }, { rows: N, width: D, eps }));
-      projection(l, 'gate_proj', bufs.gate, bufs.hn, false);
-      projection(l, 'up_proj', bufs.up, bufs.hn, false);
-      list.push(k.swiglu.forward(`layer ${l} swiglu`, bufs.act, bufs.gate, bufs.up));
-      projection(l, 'down_proj', bufs.x, bufs.act, true);
+      layerForward(list, pass, decoderLayer(`layer ${l}`, weights.layers[l], adapterLayer(adapter, l)), { x: bufs.x, out: bufs.x, saved: bufs.saved, attention });
       if (shape.captureLayers && bufs.identity) list.push(k.gatherRows.forward(`layer ${l} capture`, bufs.layerOut[l], bufs.x, bufs.identity));
     }
-    list.push(k.rmsnorm.forward('final norm', { y: bufs.xf, rstd: bufs.rstd, x: bufs.x, weight: weights.finalNorm }, { rows: N, width: D, eps }));
+    list.push(k.rmsnorm.forward('final norm', { y: bufs.xf, rstd: bufs.saved.rstd1, x: bufs.x, weight: weights.finalNorm }, { rows: N, width: D, eps }));
 
     const head = LossHead.build(gpu, k, weights.lmHead, bufs.xf, undefined, { N, backward: false, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
     allocated.push(...head.allocated);
