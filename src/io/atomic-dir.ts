@@ -1,4 +1,5 @@
 import { mkdir, rename, rm } from 'node:fs/promises';
+import { temporaryName } from './temp-name.js';
 import { ExportError } from '../errors.js';
 
 /**
@@ -8,7 +9,7 @@ import { ExportError } from '../errors.js';
  * the final name. Used by the PEFT adapter, the merged Hugging Face folder and the random model.
  */
 export async function writeDirAtomic<T>(dir: string, options: { readonly overwrite: boolean }, fill: (temp: string) => Promise<T>): Promise<T> {
-  const temp = `${dir}.tmp-${process.pid}`;
+  const temp = temporaryName(dir);
   await rm(temp, { recursive: true, force: true });
   await mkdir(temp, { recursive: true });
   try {
@@ -23,7 +24,7 @@ export async function writeDirAtomic<T>(dir: string, options: { readonly overwri
 
 /** Renames the finished folder `temp` to `dir`; an existing `dir` is refused unless `overwrite`. */
 export async function replaceDir(temp: string, dir: string, overwrite: boolean): Promise<void> {
-  const old = `${dir}.old-${process.pid}`;
+  const old = temporaryName(dir, 'old');
   let moved = false;
   try {
     await rename(dir, old);

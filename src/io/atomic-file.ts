@@ -1,5 +1,6 @@
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { temporaryName } from './temp-name.js';
 import { ExportError, type TrainerError } from '../errors.js';
 
 /**
@@ -74,7 +75,7 @@ export class AtomicFile {
   static async create(path: string, options: AtomicFileOptions = {}): Promise<AtomicFile> {
     const fs = options.fs ?? NODE_FS;
     const error = options.error ?? ((m, o) => new ExportError(m, o));
-    const tempPath = `${path}.tmp-${process.pid}`;
+    const tempPath = temporaryName(path);
     let handle: WritableHandle;
     try {
       handle = await fs.open(tempPath, 'wx');
