@@ -143,6 +143,8 @@ export const configSchema = z
 
     // ── Logging, saving, evaluation ───────────────────────────────────────────────────────
     output_dir: z.string().min(1).default('outputs/qwen3-4b-lora'),
+    /** A new run into an output_dir holding another run's checkpoints or adapter removes that run's files first (else it is refused). */
+    overwrite_output_dir: z.boolean().default(false),
     logging_steps: positiveInt('logging_steps').default(10),
     save_strategy: z.enum(['no', 'steps', 'epoch', 'best']).default('steps'),
     save_steps: positiveInt('save_steps').default(50),
@@ -160,7 +162,7 @@ export const configSchema = z
     resume_from_checkpoint: nullableString.default(null),
     push_to_hub: z.boolean().default(false),
     hub_model_id: nullableString.default(null),
-    /** "none", or integrations by name (string or list). */
+    /** "none", or integrations by name (string or list, REPORT_TO_VALUES); checked in load.ts. */
     report_to: z.union([z.string(), z.array(z.string())]).default('none'),
     run_name: nullableString.default(null),
     wandb_project: nullableString.default(null),
@@ -203,6 +205,12 @@ export type TrainConfig = Readonly<
     lr_scheduler_kwargs: Readonly<Parsed['lr_scheduler_kwargs']>;
   }
 >;
+
+/**
+ * report_to values: tensorboard writes event files under output_dir/runs/; wandb writes the same
+ * files and says how to sync them (`wandb sync --sync-tensorboard`); all = every one of those.
+ */
+export const REPORT_TO_VALUES = ['none', 'tensorboard', 'wandb', 'all'] as const;
 
 /** Every top-level key, for unknown-key suggestions and `--set`. */
 export const CONFIG_KEYS: readonly string[] = Object.keys(configSchema.shape);

@@ -38,6 +38,7 @@ const DATA_KEYS = [
 
 const FREE_KEYS = new Set([
   'output_dir',
+  'overwrite_output_dir',
   'resume_from_checkpoint',
   'logging_steps',
   'save_strategy',
