@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import { CONFIG_KEYS, NESTED_CONFIG_KEYS, PROJECTIONS, configSchema, type Projection, type TrainConfig } from './schema.js';
+import { CONFIG_KEYS, NESTED_CONFIG_KEYS, PROJECTIONS, REPORT_TO_VALUES, configSchema, type Projection, type TrainConfig } from './schema.js';
 import { nearest } from './nearest.js';
 
 /** Command-line overrides, applied over the YAML file (`--set` last). */
@@ -166,7 +166,11 @@ function finish(c: Parsed): { config: TrainConfig; problems: string[]; warnings:
     }
     if (new Set(targets).size !== targets.length) problems.push(`lora_target_modules: lists a module twice (${c.lora_target_modules.join(', ')})`);
   }
-  const reportTo = (Array.isArray(c.report_to) ? c.report_to : [c.report_to]).filter((r) => r !== 'none');
+  const reportToRaw = Array.isArray(c.report_to) ? c.report_to : [c.report_to];
+  for (const r of reportToRaw) {
+    if (!(REPORT_TO_VALUES as readonly string[]).includes(r)) problems.push(`report_to: unknown value '${r}'; did you mean '${nearest(r, REPORT_TO_VALUES)}'? (valid: ${REPORT_TO_VALUES.join(', ')}, or a list of them)`);
+  }
+  const reportTo = [...new Set(reportToRaw.flatMap((r) => (r === 'all' ? ['tensorboard', 'wandb'] : r === 'none' ? [] : [r])))];
 
   if (!Number.isInteger(c.test_size) && c.test_size >= 1) problems.push(`test_size: must be a fraction in [0, 1) or a whole row count ≥ 1, found ${c.test_size}`);
   if (c.use_4bit && c.use_8bit) problems.push('use_4bit and use_8bit: both true; choose one (this trainer implements use_4bit, NF4)');
@@ -198,7 +202,7 @@ function finish(c: Parsed): { config: TrainConfig; problems: string[]; warnings:
   }
 
   if (c.push_to_hub) warnings.push('push_to_hub: training does not upload (no network access is assumed); upload the exported adapter separately.');
-  for (const r of reportTo) warnings.push(`report_to ${r}: its package is not available here; metrics are printed and written to output_dir instead.`);
+  if (reportTo.includes('wandb')) warnings.push('report_to wandb: nothing is uploaded from here; TensorBoard event files are written under output_dir/runs/ instead; sync them with: wandb sync --sync-tensorboard DIR (the run prints DIR).');
   if (c.use_8bit) warnings.push('use_8bit: LLM.int8 is not implemented; the base stays bf16 (set use_4bit for NF4).');
   if (c.optim.startsWith('paged_')) {
     warnings.push(`optim ${c.optim}: runs unpaged (its states stay in GPU memory, counted in the memory plan; paging to host memory is a bitsandbytes CUDA feature).`);

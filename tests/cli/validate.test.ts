@@ -101,7 +101,7 @@ describe('prompt-lora validate', () => {
     const { code, out } = await run(['--config', join(cfgDir, 'c.yaml'), '--dataset', dir]);
     expect(code).toBe(0);
     expect(out).toMatch(/max_seq_length 128/);
-    expect(out).toMatch(/warning {3}config report_to wandb: its package is not available here/);
+    expect(out).toMatch(/warning {3}config report_to wandb: nothing is uploaded from here; .*wandb sync --sync-tensorboard DIR/);
     await expect(run(['--dataset', dir, '--jsn'])).rejects.toThrow(ConfigError);
     await expect(run(['--dataset', dir, '--jsn'])).rejects.toThrow(/unknown option --jsn; did you mean --json\?/);
     expect((await run(['--help'])).out).toMatch(/usage: prompt-lora validate --dataset PATH\|HUB_ID/);

@@ -122,10 +122,20 @@ describe('config', () => {
     const { warnings } = resolveConfig({ push_to_hub: true, report_to: ['wandb', 'tensorboard'], optim: 'adamw_torch', auto_find_batch_size: true }, 'c.yaml');
     expect(warnings).toEqual([
       'push_to_hub: training does not upload (no network access is assumed); upload the exported adapter separately.',
-      'report_to wandb: its package is not available here; metrics are printed and written to output_dir instead.',
-      'report_to tensorboard: its package is not available here; metrics are printed and written to output_dir instead.',
+      'report_to wandb: nothing is uploaded from here; TensorBoard event files are written under output_dir/runs/ instead; sync them with: wandb sync --sync-tensorboard DIR (the run prints DIR).',
       'auto_find_batch_size: ignored; the memory plan checks the batch before training starts.',
     ]);
+  });
+
+  it('normalises report_to as transformers does and refuses an unknown value, listing the valid ones', () => {
+    expect(resolveConfig({ report_to: 'tensorboard' }, 'c.yaml').config.report_to).toEqual(['tensorboard']);
+    expect(resolveConfig({ report_to: 'none' }, 'c.yaml').config.report_to).toEqual([]);
+    expect(resolveConfig({ report_to: 'all' }, 'c.yaml').config.report_to).toEqual(['tensorboard', 'wandb']);
+    expect(resolveConfig({ report_to: ['wandb', 'tensorboard'] }, 'c.yaml').config.report_to).toEqual(['wandb', 'tensorboard']);
+    expect(() => resolveConfig({ report_to: ['tensorbord'] }, 'c.yaml')).toThrow(
+      /report_to: unknown value 'tensorbord'; did you mean 'tensorboard'\? \(valid: none, tensorboard, wandb, all, or a list of them\)/,
+    );
+    expect(() => resolveConfig({ report_to: 'foo' }, 'c.yaml')).toThrow(/report_to: unknown value 'foo'/);
   });
 
   it('applies --model, --dataset, --output-dir and --set over the file', () => {
