@@ -51,7 +51,7 @@ export interface EvalRecord {
   readonly epoch: number;
   readonly evalLoss: number;
   readonly evalTokenAccuracy?: number;
-  /** This evaluation improved on the best so far by more than early_stopping_threshold. */
+  /** This evaluation's eval_loss is the lowest so far (the threshold plays no part: it only feeds badEvaluations). */
   readonly isBest: boolean;
   readonly bestStep: number;
   readonly bestEvalLoss: number;

@@ -14,6 +14,7 @@ import type { InterruptSignal } from './interrupt.js';
 import { padBatch } from './pad-batch.js';
 import { LrSchedule, type SchedulerType } from './schedule.js';
 import type { Trainer } from './trainer.js';
+import { judgeEvaluation } from './best-metric.js';
 
 export interface LoopResult {
   readonly steps: number;
@@ -262,13 +263,11 @@ export async function trainLoop(
     const t0 = performance.now();
     const { loss: evalLoss, accuracy: evalTokenAccuracy } = await evaluate();
     if (!Number.isFinite(evalLoss)) throw new NonFiniteError(`step ${step}: eval_loss is ${evalLoss}; the adapter has diverged. ${resumeAdvice()}`);
-    const isBest = !best || evalLoss < best.evalLoss - config.early_stopping_threshold;
-    if (isBest) {
-      best = { evalLoss, step, params: keepBest ? await gpu.readF32(trainer.adapter.arena.params) : undefined };
-      bad = 0;
-    } else {
-      bad++;
-    }
+    const judged = judgeEvaluation(best?.evalLoss, evalLoss, config.early_stopping_threshold, bad);
+    const { isBest } = judged;
+    const improved = judged.badEvaluations === 0;
+    bad = judged.badEvaluations;
+    if (isBest) best = { evalLoss, step, params: keepBest ? await gpu.readF32(trainer.adapter.arena.params) : undefined };
     changes++;
     const record: EvalRecord = { step, epoch: epochAt(position), evalLoss, evalTokenAccuracy, isBest, bestStep: best!.step, bestEvalLoss: best!.evalLoss, badEvaluations: bad, seconds: (performance.now() - t0) / 1000 };
     evals.push(record);
@@ -278,7 +277,7 @@ export async function trainLoop(
       await notify((o) => o.onSamples?.(samples));
     }
     if (isBest && config.save_strategy === 'best') await save('best');
-    const stop = !isBest && config.early_stopping_patience !== null && bad >= config.early_stopping_patience;
+    const stop = !improved && config.early_stopping_patience !== null && bad >= config.early_stopping_patience;
     if (stop) log(`early stopping: no eval_loss improvement above ${config.early_stopping_threshold} for ${bad} evaluations`);
     return stop;
   };
