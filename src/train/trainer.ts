@@ -1,3 +1,4 @@
+import type { RecomputePolicy } from './recompute.js';
 import { CheckpointError, ConfigError } from '../errors.js';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
@@ -17,6 +18,8 @@ export interface TrainerOptions {
   readonly B: number;
   readonly T: number;
   readonly checkpointing: boolean;
+  /** Which layers are recomputed (src/train/recompute.ts); default from `checkpointing`. */
+  readonly recompute?: RecomputePolicy;
   readonly optimizer: { readonly kind: 'adamw' | 'adamw_8bit'; readonly variant?: AdamwVariant };
   readonly hyper: AdamwHyper;
   /** max_grad_norm (0 = no clipping). */
@@ -99,7 +102,7 @@ export class Trainer {
   static async create(gpu: Gpu, model: Qwen3Model, adapter: LoraAdapter, options: TrainerOptions, kernels?: TrainKernels): Promise<Trainer> {
     const k = kernels ?? (await createTrainKernels(gpu, model.config, model.kernels));
     const arena = moveLoraToArena(gpu, 'lora', adapter, { destroySource: true });
-    const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, lossChunkTokens: options.lossChunkTokens });
+    const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, recompute: options.recompute, lossChunkTokens: options.lossChunkTokens });
     const normState = createGradNormState(gpu, 'grad norm');
     const norm = (await GradNorm.create(gpu)).bind('grad norm', { state: normState, grads: arena.arena.grads }, { maxNorm: options.maxGradNorm });
     const target = { params: arena.arena.params, grads: arena.arena.grads, slots: arena.arena.layout.slots };
