@@ -7,7 +7,9 @@
 import type { TrainConfig } from '../config/schema.js';
 import { planBatches, stepsPerEpoch } from '../data/batching.js';
 import { formatBadRows, prepareDataset, resolveTokenizer } from '../data/dataset.js';
-import { hubOptionsFromEnv } from '../data/hub.js';
+import { hubOptionsFromEnv, type HubOptions } from '../data/hub.js';
+import { EMBEDDED_MODEL_ID } from '../model/embedded.js';
+import { QwenTokenizer } from '../model/tokenizer.js';
 import { lossTokenCount, showLossMask } from '../data/render.js';
 
 /** The batch shape the memory plan is asked about. */
@@ -47,11 +49,20 @@ export interface DryRunSummary {
   memoryPlan: string | undefined;
 }
 
+/**
+ * The tokenizer a run of `config` uses, without weights: the embedded model's is the bundled Qwen3
+ * tokenizer (no note); otherwise model_id's (resolveTokenizer, with its fallback note).
+ */
+export async function runTokenizer(config: TrainConfig, hub: HubOptions): Promise<{ tokenizer: QwenTokenizer; note?: string }> {
+  if (config.model_id === EMBEDDED_MODEL_ID) return { tokenizer: await QwenTokenizer.load() };
+  return resolveTokenizer(config, hub);
+}
+
 /** Prepares the data exactly as training would and prints the summary; returns it too. */
 export async function runDryRun(config: TrainConfig, opts: DryRunOptions = {}): Promise<DryRunSummary> {
   const out = opts.out ?? ((s: string) => console.log(s));
   const hub = hubOptionsFromEnv(opts.env ?? process.env);
-  const { tokenizer, note } = await resolveTokenizer(config, hub);
+  const { tokenizer, note } = await runTokenizer(config, hub);
   const data = await prepareDataset(config, tokenizer, hub);
   const train = data.train.examples;
   const plan = planBatches(train, {

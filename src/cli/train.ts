@@ -30,6 +30,7 @@ import { exportRun } from '../export/run-export.js';
 import { randomModelFor, readConfigSource } from '../model/random-model.js';
 import { Interrupt, INTERRUPT_EXIT_CODE, listenForInterrupt } from '../train/interrupt.js';
 import { runDryRun } from './dry-run.js';
+import { embeddedDefaultConfigPath } from './train-defaults.js';
 
 /** The flags of `train` besides the shared config flags. */
 export const TRAIN_FLAGS: readonly FlagSpec[] = [
@@ -93,7 +94,7 @@ async function loadRunConfig(args: ReturnType<typeof parseConfigArgs>, overrides
     const warnings = [...loaded.warnings, ...checkResumeConfig(opened.config, loaded.config, dir)];
     return { loaded: { ...loaded, warnings }, label: args.configPath ?? `${join(dir, CHECKPOINT_FILES.config)} (the run being resumed)`, resume: opened };
   }
-  const configPath = args.configPath ?? join(packageRoot(), 'configs', 'embedded-default.yaml');
+  const configPath = args.configPath ?? embeddedDefaultConfigPath();
   const loaded = loadConfig(configPath, overrides);
   const label = `${configPath}${args.configPath ? '' : ' (embedded default)'}`;
   const request = resumeFlag ? 'latest' : (loaded.config.resume_from_checkpoint ?? undefined);

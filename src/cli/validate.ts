@@ -4,7 +4,8 @@
  */
 import { formatFlags, parseConfigArgs, CONFIG_FLAGS, type FlagSpec } from '../config/args.js';
 import { loadConfig } from '../config/load.js';
-import { resolveTokenizer } from '../data/dataset.js';
+import { runTokenizer } from './dry-run.js';
+import { embeddedDefaultConfigPath } from './train-defaults.js';
 import { hubOptionsFromEnv } from '../data/hub.js';
 import { QUALITY_CHECKS } from '../data/quality.js';
 import { buildDataReport, NEAR_DUPLICATE_RATIO, type DataReport, type RowRef } from '../data/report.js';
@@ -28,9 +29,10 @@ export async function runValidate(argv: string[], io: CommandIo = {}): Promise<n
     out(`usage: prompt-lora validate --dataset PATH|HUB_ID [--config FILE] [--json]\n\n${formatFlags([...CONFIG_FLAGS.filter((f) => f.name !== 'dry-run'), ...VALIDATE_FLAGS])}`);
     return 0;
   }
-  const { config, warnings } = loadConfig(args.configPath, args.overrides);
+  // Without --config, the config `node train.js` runs (the embedded default): the same max_seq_length and rendering.
+  const { config, warnings } = loadConfig(args.configPath ?? embeddedDefaultConfigPath(), args.overrides);
   const hub = hubOptionsFromEnv(io.env ?? process.env);
-  const { tokenizer, note } = await resolveTokenizer(config, hub);
+  const { tokenizer, note } = await runTokenizer(config, hub);
   const report = await buildDataReport(config, tokenizer, hub);
   report.warnings.unshift(...warnings.map((w) => `config ${w}`));
   if (note !== undefined) report.notes.unshift(note);

@@ -80,5 +80,8 @@ export function parseConfigArgs(argv: readonly string[], command: string, extra:
 
 /** Help text for a flag list. */
 export function formatFlags(specs: readonly FlagSpec[]): string {
-  return specs.map((s) => `  --${s.name}${s.takesValue ? (s.optionalValue ? ' [VALUE]' : ' VALUE') : ''}`.padEnd(24) + s.help).join('\n');
+  const heads = specs.map((s) => `  --${s.name}${s.takesValue ? (s.optionalValue ? ' [VALUE]' : ' VALUE') : ''}`);
+  // The help column starts two spaces after the longest flag, so no flag runs into its text.
+  const width = Math.max(24, ...heads.map((h) => h.length + 2));
+  return heads.map((h, i) => h.padEnd(width) + specs[i].help).join('\n');
 }

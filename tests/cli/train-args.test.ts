@@ -17,3 +17,12 @@ describe('train flags', () => {
     expect(TRAIN_USAGE).toMatch(/--resume \[VALUE\]/);
   });
 });
+
+describe('train --help', () => {
+  it('every flag is separated from its help text (the longest ones too)', () => {
+    const lines = TRAIN_USAGE.split('\n').filter((l) => l.startsWith('  --'));
+    expect(lines.length).toBeGreaterThan(5);
+    for (const l of lines) expect(l, l).toMatch(/^ {2}--[a-z-]+( \[?VALUE\]?)? {2,}\S/);
+    expect(TRAIN_USAGE).toMatch(/--random-weights VALUE {2,}train on/);
+  });
+});

@@ -6,6 +6,8 @@ import { runValidate } from '../../src/cli/validate.js';
 import { bundledDatasetDir } from '../../src/config/paths.js';
 import type { DataReport } from '../../src/data/report.js';
 import { ConfigError } from '../../src/errors.js';
+import { loadConfig } from '../../src/config/load.js';
+import { embeddedDefaultConfigPath } from '../../src/cli/train-defaults.js';
 
 const env = { HF_HUB_OFFLINE: '1', HF_HOME: '/nonexistent-hf-home' };
 const clean = readFileSync(join(bundledDatasetDir(), 'train.jsonl'), 'utf8').trim().split('\n').slice(0, 24);
@@ -57,7 +59,8 @@ describe('prompt-lora validate', () => {
     expect(r.quality.sd_parameters.map((q) => q.row)).toEqual([27]);
     expect(r.quality.leakage.map((q) => q.row)).toEqual([28]);
     expect(r.warnings).toEqual(expect.arrayContaining(['1 unusable rows skipped (listed under bad rows)', '1 exact duplicate train examples']));
-    expect(r.notes[0]).toMatch(/using the bundled Qwen3 tokenizer/);
+    // Without --config: the embedded default's model, whose tokenizer is the bundled one (no fallback note).
+    expect(r.notes.filter((n) => /could not be read/.test(n))).toEqual([]);
   });
 
   it('prints a readable report', async () => {
@@ -66,7 +69,9 @@ describe('prompt-lora validate', () => {
     expect(code).toBe(0);
     expect(out).toMatch(/format {4}instruction_response/);
     expect(out).toMatch(/eval: 10% of the train split held out \(test_size 0\.1, seed 42\): 3 rows/);
-    expect(out).toMatch(/tokens {4}train: 24 examples, mean [\d.]+, p50 \d+, p90 \d+, p95 \d+, p99 \d+, max \d+ \(max_seq_length 512\)/);
+    // The max_seq_length `node train.js` uses without --config.
+    const trainDefault = loadConfig(embeddedDefaultConfigPath()).config;
+    expect(out).toMatch(new RegExp(String.raw`tokens {4}train: 24 examples, mean [\d.]+, p50 \d+, p90 \d+, p95 \d+, p99 \d+, max \d+ \(max_seq_length ${trainDefault.max_seq_length}\)`));
     expect(out).toMatch(/result {4}the data can train/);
   });
 
