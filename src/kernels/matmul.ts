@@ -131,6 +131,34 @@ function checkTile(gpu: Gpu, t: MatmulTile): void {
   }
 }
 
+/**
+ * The tile for an (m × n) output, from `tiles` (largest first, as compiled). Where the numbers
+ * come from:
+ *  - bench/results/h100-2026-11-25-matmul.json and -matmul-nosgm.json (bench/matmul.ts, M = 2048):
+ *    with bf16 weights the 128 × 128 tile wins at every Qwen3-4B projection and at lm_head
+ *    (gate/up 17.7 vs 15.4 TFLOP/s); with NF4 weights it loses where the output is wide or the
+ *    grid is small: gate/up (N = 9728) 11.6 vs 18.3, down_proj 14.2 vs 17.3, k/v a tie, and it
+ *    wins only at q_proj (N = 4096: 17.4 vs 13.4).
+ *  - issue 10, measured on the H200 in the training step: NF4 gate/up (M = 2048, K = 2560,
+ *    N = 9728) ran 11.2 TFLOP/s with 128 × 128 and 20.4 with 64 × 128 (`medium`).
+ * (bench/results/h200-*-matmul-sgm*.json are the subgroup-matrix kernel's tiles, not these.)
+ * The rule: the first (largest) tile once it makes about three workgroups per SM (≥ 400), except
+ * that an NF4 weight past ~8 per SM (> 1024: gate/up's 1216) takes the second, whose unit of
+ * 128 threads keeps the dequantising loads in flight; below 400 the second while it still makes
+ * ≥ 200; else whichever makes the most workgroups (on a tie the smaller: less work past the edges).
+ * tests/kernels/matmul-tile-choice.test.ts checks the choice at each projection shape.
+ */
+export function pickMatmulTile(tiles: readonly MatmulTile[], m: number, n: number, format: StoredFormat): MatmulTile {
+  const count = (t: MatmulTile) => Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
+  const [first, second] = tiles;
+  if (!first) throw new ShapeError('pickMatmulTile: no tiles compiled');
+  const nf4 = format === 'nf4' || format === 'nf4dq';
+  if (count(first) >= 400 && !(nf4 && second && count(first) > 1024)) return first;
+  if (second && count(second) >= 200) return second;
+  const better = (t: MatmulTile, best: MatmulTile) => count(t) > count(best) || (count(t) === count(best) && t.bm * t.bn < best.bm * best.bn);
+  return tiles.reduce((best, t) => (better(t, best) ? t : best));
+}
+
 export const MatmulParams = defineParams('MatmulParams', [
   ['m', 'u32'],
   ['n', 'u32'],
@@ -226,19 +254,9 @@ export class Matmul {
     return new Matmul(gpu, kernels, tiles, dynamicMapTensor(gpu), gpu.tensor('matmul unused binding', [4], 'f32'));
   }
 
-  /**
-   * The compiled tile for an (m × n) output. Measured on an H100 (bench/matmul.ts): the first
-   * (largest) tile wins once it makes about three workgroups per SM (≥ 400); below that the
-   * next one, while it still makes ≥ 200 workgroups; else whichever makes the most workgroups
-   * (on a tie the smaller: less work past the edges).
-   */
-  pickTile(m: number, n: number): MatmulTile {
-    const count = (t: MatmulTile) => Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
-    const [first, second] = this.tiles;
-    if (count(first) >= 400) return first;
-    if (second && count(second) >= 200) return second;
-    const better = (t: MatmulTile, best: MatmulTile) => count(t) > count(best) || (count(t) === count(best) && t.bm * t.bn < best.bm * best.bn);
-    return this.tiles.reduce((best, t) => (better(t, best) ? t : best));
+  /** The compiled tile for an (m × n) output of a weight stored as `format` (see `pickMatmulTile`). */
+  pickTile(m: number, n: number, format: StoredFormat = 'f32'): MatmulTile {
+    return pickMatmulTile(this.tiles, m, n, format);
   }
 
   /** Records Y (M, nOut) [+]= X · dequant(W)ᵀ [+ scale · U · Bᵀ]. */
@@ -256,7 +274,7 @@ export class Matmul {
       expectTensor(where, lora.b, [w.nOut, r], 'f32');
       if (!Number.isFinite(lora.scale)) throw new ShapeError(`${where}: LoRA scale ${lora.scale} is not finite`);
     }
-    const tile = call.tile ?? this.pickTile(m, w.nOut);
+    const tile = call.tile ?? this.pickTile(m, w.nOut, stored);
     const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined, tile));
     if (!kernel) {
       throw new ShapeError(
