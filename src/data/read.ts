@@ -105,12 +105,13 @@ function asRow(value: unknown, file: string, row: number): RawRow {
 async function readFile(path: string, file: string): Promise<FileRows> {
   const ext = extname(path).toLowerCase();
   if (ext === '.parquet') return { rows: await readParquet(path, file) };
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (e) {
     throw new DataError(`${path}: cannot read (${(e as Error).message}).`, { cause: e });
   }
+  let text = decodeUtf8(bytes, path);
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   if (ext === '.csv') return { rows: parseCsv(text, path).rows.map((r, i) => ({ ...r, file, row: i + 1 })) };
   if (ext === '.json') {
@@ -152,11 +153,63 @@ function readJsonLines(text: string, file: string): RawRow[] {
   return rows;
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The text of a dataset file; invalid UTF-8 is an error naming the line (never U+FFFD trained on). */
+export function decodeUtf8(bytes: Uint8Array, path: string): string {
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    let line = 1;
+    let start = 0;
+    for (let i = 0; i <= bytes.length; i++) {
+      if (i < bytes.length && bytes[i] !== 0x0a) continue;
+      try {
+        UTF8.decode(bytes.subarray(start, i));
+      } catch {
+        throw new DataError(`${path}: row ${line} (line ${line}) is not valid UTF-8; re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or remove that row.`);
+      }
+      line++;
+      start = i + 1;
+    }
+    throw new DataError(`${path}: is not valid UTF-8 (a multi-byte sequence is cut off); re-save the file as UTF-8.`);
+  }
+}
+
+/** A parquet string whose bytes are not UTF-8 (found per row after reading, so the row is named). */
+class InvalidUtf8 {}
+
+function firstInvalid(value: unknown, at: string): string | undefined {
+  if (value instanceof InvalidUtf8) return at;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = firstInvalid(value[i], `${at}[${i}]`);
+      if (found) return found;
+    }
+  } else if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      const found = firstInvalid(v, at === '' ? k : `${at}.${k}`);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
 async function readParquet(path: string, file: string): Promise<RawRow[]> {
   let objects: Record<string, unknown>[];
   try {
     objects = await parquetReadObjects({
       file: await asyncBufferFromFile(path),
+      parsers: {
+        stringFromBytes: (b: Uint8Array) => {
+          if (!b) return b;
+          try {
+            return UTF8.decode(b);
+          } catch {
+            return new InvalidUtf8() as unknown as string;
+          }
+        },
+      },
       compressors: {
         GZIP: (input: Uint8Array) => new Uint8Array(gunzipSync(input)),
         BROTLI: (input: Uint8Array) => new Uint8Array(brotliDecompressSync(input)),
@@ -165,5 +218,9 @@ async function readParquet(path: string, file: string): Promise<RawRow[]> {
   } catch (e) {
     throw new DataError(`${path}: cannot read the parquet file (${(e as Error).message}); supported codecs: none, snappy, gzip, brotli.`, { cause: e });
   }
+  objects.forEach((o, i) => {
+    const column = firstInvalid(o, '');
+    if (column !== undefined) throw new DataError(`${path}: row ${i + 1}, column "${column}" is not valid UTF-8; fix that string (re-encode it as UTF-8) or remove the row.`);
+  });
   return objects.map((o, i) => asRow(o, file, i + 1));
 }
