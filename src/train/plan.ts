@@ -5,6 +5,10 @@ import type { Qwen3Config } from '../model/config.js';
 import type { BaseFormat } from '../model/weights.js';
 import { ARENA_ALIGN_ELEMENTS } from './param-arena.js';
 import { DEFAULT_MAX_SCRATCH_BYTES } from '../kernels/matmul-backward.js';
+import { fusedSlices, FUSED_PARTIAL_WORDS } from '../kernels/cross-entropy-fused.js';
+import { gradScratchSpecs, savedSpecs, type LayerDims } from '../model/decoder-layer.js';
+import type { LossHeadMode } from '../model/loss-head.js';
+import { checkpointedLayers, describeRecompute, type RecomputePolicy } from './recompute.js';
 
 /**
  * The memory plan of a training step: every GPU buffer the run allocates, known before anything
@@ -30,6 +34,8 @@ export interface PlanBuffer {
   readonly bytes: number;
   /** Bound whole to one shader binding (so it must fit maxStorageBufferBindingSize). */
   readonly bound: boolean;
+  /** Who allocates it: the step (default), or the kernels (shared by every step). */
+  readonly allocatedBy?: 'step' | 'kernels';
 }
 
 export interface StepSettings {
@@ -47,6 +53,10 @@ export interface StepSettings {
   readonly lossChunkTokens: number;
   /** lora_dropout > 0 needs a dropped copy of each LoRA input. */
   readonly loraDropout: number;
+  /** Which layers are recomputed (default from gradientCheckpointing: 'full' or 'none'). */
+  readonly recompute?: RecomputePolicy;
+  /** The loss head's implementation (default 'chunked'; 'fused' on CPU adapters). */
+  readonly lossHead?: LossHeadMode;
 }
 
 export interface StepPlan {
@@ -56,15 +66,18 @@ export interface StepPlan {
   readonly total: number;
   /** Trainable parameters (LoRA A and B elements). */
   readonly trainable: number;
+  /** Decoder layers of the model. */
+  readonly layers: number;
 }
 
 const roundArena = (n: number): number => Math.ceil(n / ARENA_ALIGN_ELEMENTS) * ARENA_ALIGN_ELEMENTS;
 
 export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
   const buffers: PlanBuffer[] = [];
-  const add = (name: string, category: PlanCategory, lifetime: PlanLifetime, shape: readonly number[], dtype: DType | 'u8', count = 1, bound = true): void => {
-    const bytes = dtype === 'u8' ? Math.ceil(numel(shape) / 4) * 4 : byteLength(dtype, numel(shape));
-    buffers.push(Object.freeze({ name, category, lifetime, shape: Object.freeze([...shape]), dtype, count, bytes, bound }));
+  const add = (name: string, category: PlanCategory, lifetime: PlanLifetime, shape: readonly number[], dtype: DType | 'u8', count = 1, bound = true, allocatedBy?: 'kernels'): void => {
+    const raw = dtype === 'u8' ? Math.ceil(numel(shape) / 4) * 4 : byteLength(dtype, numel(shape));
+    const bytes = Math.max(16, Math.ceil(raw / 16) * 16); // as Gpu.buffer allocates
+    buffers.push(Object.freeze({ name, category, lifetime, shape: Object.freeze([...shape]), dtype, count, bytes, bound, ...(allocatedBy ? { allocatedBy } : {}) }));
   };
   const L = c.numHiddenLayers;
   const D = c.hiddenSize;
@@ -117,51 +130,40 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
   }
   add('grad norm state + partials f32', 'optimizer', 'run', [4 + 1024], 'f32');
 
-  // Inputs of a micro-batch.
-  add('input_ids, position_ids, segment_ids, targets (N) i32', 'inputs', 'step', [N], 'i32', 4);
-
-  // One layer's activations. Without checkpointing each layer keeps its own (saved × L); with it,
-  // only each layer's input is kept and the rest is recomputed into one set (layer scratch).
+  // The micro-batch step: exactly the buffers TrainStep.build allocates, from the same specs.
+  const K = checkpointedLayers(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), L);
+  const dims: LayerDims = { N, D, H, Hkv, Dh, F, eps: c.rmsNormEps };
+  add('input_ids, position_ids, segment_ids (N) i32', 'inputs', 'step', [N], 'i32', 3);
+  add('dropout seed (1) u32', 'inputs', 'step', [1], 'u32');
   const targeted = s.targets.length;
-  const layerActs: [string, number[], number][] = [
-    ['hn1, hn2 (N, D): normed block inputs', [N, D], 2],
-    ['x_mid (N, D): residual after attention', [N, D], 1],
-    ['rstd1, rstd2 (N)', [N], 2],
-    ['q, qn (N, H·Dh): before/after q_norm+rope', [N, H * Dh], 2],
-    ['k, kn, v (N, Hkv·Dh)', [N, Hkv * Dh], 3],
-    ['q rstd (N·H)', [N * H], 1],
-    ['k rstd (N·Hkv)', [N * Hkv], 1],
-    ['attn (N, H·Dh): attention output', [N, H * Dh], 1],
-    ['attn lse (N, H)', [N, H], 1],
-    ['gate, up, act (N, F)', [N, F], 3],
-  ];
-  if (targeted > 0) layerActs.push([`lora u (N, R) × ${targeted} targets`, [N, R], targeted]);
-  if (s.loraDropout > 0 && targeted > 0) layerActs.push(['lora dropout masks (N, D|F) u8 × 2', [N, F], 1]);
-  const actLifetime: PlanLifetime = s.gradientCheckpointing ? 'layer' : 'run';
-  const actCategory: PlanCategory = s.gradientCheckpointing ? 'scratch' : 'saved';
-  const actCopies = s.gradientCheckpointing ? 1 : L;
+  if (s.loraDropout > 0) add('lora dropped input, dU·A before the mask (N, max K)', 'scratch', 'layer', [N, Math.max(D, H * Dh, F)], 'f32', 2);
+  add('identity index (N) i32', 'scratch', 'run', [N], 'i32');
   add('x_l (N, D): input of each layer', 'saved', 'step', [N, D], 'f32', L + 1);
-  for (const [name, shape, n] of layerActs) {
-    add(name.includes('dropout') ? name : name, actCategory, actLifetime, shape, name.includes('dropout') ? 'u8' : 'f32', n * actCopies);
+  // Layers 0..K−1 are recomputed into one shared Saved set (scratch); layers K..L−1 keep their own.
+  for (const sp of savedSpecs(dims, s.targets, R, { save: true, lse: true })) {
+    if (K > 0) add(`layer scratch ${sp.name}`, 'scratch', 'layer', sp.shape, sp.dtype);
+    if (K < L) add(`saved ${sp.name}`, 'saved', 'step', sp.shape, sp.dtype, L - K);
   }
-
-  // Gradient scratch of one layer's backward (reused by every layer).
-  add('dx (N, D): residual-stream gradient', 'scratch', 'step', [N, D], 'f32');
-  add('dhn (N, D): gradient of a normed block input', 'scratch', 'layer', [N, D], 'f32');
-  add('d_attn, dq (N, H·Dh)', 'scratch', 'layer', [N, H * Dh], 'f32', 2);
-  add('dk, dv (N, Hkv·Dh)', 'scratch', 'layer', [N, Hkv * Dh], 'f32', 2);
-  add('attention delta (N, H): rowsum(dO ⊙ O)', 'scratch', 'layer', [N, H], 'f32');
-  add('d_act, dgate, dup (N, F)', 'scratch', 'layer', [N, F], 'f32', 3);
-  if (targeted > 0) add('dU (N, R): LoRA down-projection gradient', 'scratch', 'layer', [N, R], 'f32');
-
-  // The fused lm_head + cross-entropy: a chunk of logits at a time, turned into its gradient in place.
-  add(`logits / dlogits chunk (${s.lossChunkTokens}, V) f32`, 'scratch', 'step', [s.lossChunkTokens, V], 'f32');
-  add('xf (N, D): final norm output', 'scratch', 'step', [N, D], 'f32');
-  add('token loss, token lse (N) f32', 'scratch', 'step', [N], 'f32', 2);
+  for (const sp of gradScratchSpecs(dims, targeted > 0 ? R : undefined)) add(sp.name, 'scratch', sp.key === 'dx' ? 'step' : 'layer', sp.shape, 'f32');
+  add('xf, dxf (N, D): final norm output and its gradient', 'scratch', 'step', [N, D], 'f32', 2);
+  add('final rstd (N)', 'scratch', 'step', [N], 'f32');
   add('rope cos, sin (T, Dh/2) f32', 'scratch', 'run', [s.seq, Dh / 2], 'f32', 2);
-  // Split reductions of the matmul backward (partial sums, then a fixed-order reduce): one shared
-  // buffer of at most DEFAULT_MAX_SCRATCH_BYTES.
-  add('matmul backward split-reduction scratch f32', 'scratch', 'run', [DEFAULT_MAX_SCRATCH_BYTES / 4], 'f32');
+  // The loss head (src/model/loss-head.ts).
+  add('targets (N) i32', 'scratch', 'step', [N], 'i32');
+  add('token loss, lse, correct (N) f32', 'scratch', 'step', [N], 'f32', 3);
+  add('loss sum, correct sum (1) f32', 'scratch', 'step', [1], 'f32', 2);
+  if ((s.lossHead ?? 'chunked') === 'fused') {
+    const S = fusedSlices(V);
+    add('head row positions, row of position (N) i32', 'scratch', 'step', [N], 'i32', 2);
+    add('head rows (1) u32', 'scratch', 'step', [1], 'u32');
+    add(`head partial (S=${S}, N, 4) f32`, 'scratch', 'step', [S, N, FUSED_PARTIAL_WORDS], 'f32');
+    add(`head dx partial (S=${S}, N, D) f32`, 'scratch', 'step', [S, N, D], 'f32');
+  } else {
+    add(`logits / dlogits chunk (${s.lossChunkTokens}, V) f32`, 'scratch', 'step', [s.lossChunkTokens, V], 'f32');
+  }
+  // Split reductions of the matmul backward (partial sums, then a fixed-order reduce): one buffer
+  // of at most DEFAULT_MAX_SCRATCH_BYTES, allocated by the kernels (not by the step).
+  add('matmul backward split-reduction scratch f32', 'scratch', 'run', [DEFAULT_MAX_SCRATCH_BYTES / 4], 'f32', 1, true, 'kernels');
 
   const totals: Record<PlanCategory, number> = { weights: 0, lora: 0, grads: 0, optimizer: 0, saved: 0, scratch: 0, inputs: 0 };
   let total = 0;
@@ -169,7 +171,7 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
     totals[b.category] += b.bytes * b.count;
     total += b.bytes * b.count;
   }
-  return Object.freeze({ settings: s, buffers: Object.freeze(buffers), totals: Object.freeze(totals), total, trainable });
+  return Object.freeze({ settings: s, buffers: Object.freeze(buffers), totals: Object.freeze(totals), total, trainable, layers: L });
 }
 
 export interface DeviceBudget {
@@ -234,7 +236,7 @@ export function formatPlan(plan: StepPlan): string {
   const s = plan.settings;
   const lines = [
     `memory plan: batch ${s.batch} × ${s.seq}, LoRA r=${s.r} on ${s.targets.join(',')}, ${s.base}${s.doubleQuant ? '+double-quant' : ''} base, ` +
-      `checkpointing ${s.gradientCheckpointing ? 'on' : 'off'}, ${s.optimizer}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
+      `checkpointing ${describeRecompute(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers)}, ${s.lossHead ?? 'chunked'} loss head, ${s.optimizer}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
   ];
   for (const [cat, bytes] of Object.entries(plan.totals)) lines.push(`  ${cat.padEnd(10)} ${fmtBytes(bytes).padStart(11)}`);
   lines.push(`  ${'total'.padEnd(10)} ${fmtBytes(plan.total).padStart(11)}`);
