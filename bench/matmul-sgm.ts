@@ -2,11 +2,11 @@
  * Subgroup-matrix (tensor-core) dequant-matmul benchmark.
  *
  *   npx tsc -p . && node dist/bench/matmul-sgm.js [--small] [--reps N] [--json FILE] [--force] [--formats nf4,bf16,f32]
- *       [--tile 256x128x32/8x1sg/2x8f,...] [--no-robustness]
+ *       [--tile 256x128x32/8x1sg/2x8f,...] [--staging unrolled,loop] [--no-robustness]
  *
  * Times MatmulSgm.forward at Qwen3-4B's projection shapes with M = 2048 tokens — K→N 2560→4096
  * (q_proj), 2560→1024 (k/v_proj), 2560→9728 (gate/up), 4096→2560 (o_proj), 9728→2560 (down_proj) —
- * for every compiled tile (`*` marks the one pickSgmTile chooses). After a warm-up of about a second
+ * for every compiled tile and staging (default unrolled; `*` marks the one pickSgmTile chooses). After a warm-up of about a second
  * of dispatches, each timing is the median of --reps (default 15) timestamp-query passes of 10
  * dispatches each. Prints ms, TFLOP/s (2·M·N·K / time) and the largest error at 64 sampled outputs
  * against a float64 dot product, relative to Σ|x·w| and as a multiple of sgmRelBound. --json
@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
 import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
 import type { LinearWeight, StoredFormat } from '../src/kernels/matmul.js';
-import { MatmulSgm, parseSgmTile, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
+import { MatmulSgm, parseSgmTile, type SgmStaging, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
 import { NF4_CODEBOOK } from '../src/kernels/nf4.js';
 import type { Tensor } from '../src/kernels/tensor.js';
 
@@ -128,6 +128,7 @@ async function main(): Promise<void> {
       'no-robustness': { type: 'boolean', default: false },
       tile: { type: 'string' },
       formats: { type: 'string', default: 'nf4' },
+      staging: { type: 'string', default: 'unrolled' },
     },
   });
   if (values.json && existsSync(values.json) && !values.force) {
@@ -142,12 +143,17 @@ async function main(): Promise<void> {
   const reps = Number(values.reps);
   const formats = values.formats.split(',').map((f) => f.trim()) as StoredFormat[];
   const tiles = values.tile?.split(',').map(parseSgmTile);
+  const stagings = values.staging.split(',').map((s) => s.trim());
+  for (const s of stagings) if (s !== 'unrolled' && s !== 'loop') throw new Error(`bench/matmul-sgm: --staging ${s}: expected unrolled or loop`);
   const t0 = performance.now();
-  const mm = await MatmulSgm.create(gpu, { tiles, formats, accumulate: [false] });
-  console.log(`compiled ${mm.tiles.length} tiles × ${formats.length} formats in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${mm.tiles.map(sgmTileName).join(', ')}`);
+  const mms = new Map<SgmStaging, MatmulSgm>();
+  for (const s of stagings as SgmStaging[]) mms.set(s, await MatmulSgm.create(gpu, { tiles, formats, accumulate: [false], staging: s }));
+  const tileList = [...mms.values()][0].tiles;
+  const variants = [...mms].flatMap(([s, mm]) => mm.tiles.map((t) => [s, mm, t] as const));
+  console.log(`compiled ${tileList.length} tiles × ${formats.length} formats × ${stagings.join('/')} staging in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${tileList.map(sgmTileName).join(', ')}`);
 
   const results: Record<string, unknown>[] = [];
-  const header = `${'shape'.padEnd(10)} ${'format'.padEnd(6)} ${'M'.padStart(5)} ${'K'.padStart(6)} ${'N'.padStart(6)}  ${'tile'.padEnd(26)} ${'ms'.padStart(8)} ${'TFLOP/s'.padStart(8)}  err/bound`;
+  const header = `${'shape'.padEnd(10)} ${'format'.padEnd(6)} ${'M'.padStart(5)} ${'K'.padStart(6)} ${'N'.padStart(6)}  ${'tile'.padEnd(26)} ${'staging'.padEnd(8)} ${'ms'.padStart(8)} ${'TFLOP/s'.padStart(8)}  err/bound`;
   let seed = 1;
   let warmed = false;
   const lines: string[] = [];
@@ -160,8 +166,8 @@ async function main(): Promise<void> {
     const y = gpu.tensor('y', [m, n], 'f32');
     for (const format of formats) {
       const bw = makeWeight(gpu, format, n, k, seed++);
-      const picked = mm.pickTile(m, n);
-      for (const tile of mm.tiles) {
+      for (const [staging, mm, tile] of variants) {
+        const picked = mm.pickTile(m, n);
         const d = mm.forward(`${shape.name} ${format}`, { y, x, w: bw.w, tile });
         gpu.fill32(y, 0x7fc00000);
         submitDispatches(gpu, [d]);
@@ -184,6 +190,7 @@ async function main(): Promise<void> {
           n,
           k,
           tile: sgmTileName(tile),
+          staging,
           picked: tile === picked,
           ms: seconds * 1e3,
           tflops: (2 * m * n * k) / seconds / 1e12,
@@ -193,7 +200,7 @@ async function main(): Promise<void> {
         results.push(r);
         const line =
           `${r.shape.padEnd(10)} ${format.padEnd(6)} ${String(m).padStart(5)} ${String(k).padStart(6)} ${String(n).padStart(6)}  ` +
-          `${(r.tile + (r.picked ? ' *' : '')).padEnd(26)} ${r.ms.toFixed(3).padStart(8)} ${r.tflops.toFixed(1).padStart(8)}  ${r.errOverBound.toFixed(3)}`;
+          `${(r.tile + (r.picked ? ' *' : '')).padEnd(26)} ${staging.padEnd(8)} ${r.ms.toFixed(3).padStart(8)} ${r.tflops.toFixed(1).padStart(8)}  ${r.errOverBound.toFixed(3)}`;
         lines.push(line);
         console.log(line);
       }

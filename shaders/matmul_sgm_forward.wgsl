@@ -41,6 +41,7 @@ override FN: u32 = 8u;    // fragments per subgroup along N: 1 .. 8
 override BK: u32 = 32u;   // reduction step: 32 or 64
 override FORMAT: u32 = 2u;
 override ACCUMULATE: bool = false;
+override UNROLL: bool = true; // straight-line staging (see stageTiles); needs NX, NW <= 8
 
 const PAD = 8u;
 override THREADS: u32 = SG_M * SG_N * 32u;
@@ -88,66 +89,116 @@ fn blockScale(b: u32) -> f32 {
   return bitcast<f32>(absmax[b]);
 }
 
-// Stages X[m0 .., k0 .. k0+BK) as f16 (zeros below row M).
-fn stageX(li: u32, m0: u32, k0: u32) {
-  for (var i = li; i < BM * BK / 4u; i += THREADS) {
-    let r = i / (BK / 4u);
-    let c = (i % (BK / 4u)) * 4u;
-    var v = vec4<f16>(0.0h);
-    if (m0 + r < params.m) {
-      v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u]);
+// Staging work items: X in units of 4 elements, W in units of 8, NX and NW items per invocation.
+override X_ITEMS: u32 = BM * BK / 4u;
+override W_ITEMS: u32 = BN * BK / 8u;
+override NX: u32 = (X_ITEMS + THREADS - 1u) / THREADS;
+override NW: u32 = (W_ITEMS + THREADS - 1u) / THREADS;
+
+// Stages item i of the X tile: X[m0 + r, k0 + c .. c+4) as f16 (zeros below row M).
+fn stageXItem(i: u32, m0: u32, k0: u32) {
+  if (i >= X_ITEMS) {
+    return;
+  }
+  let r = i / (BK / 4u);
+  let c = (i % (BK / 4u)) * 4u;
+  var v = vec4<f16>(0.0h);
+  if (m0 + r < params.m) {
+    v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u]);
+  }
+  let d = r * SK + c;
+  tiles[d] = v.x;
+  tiles[d + 1u] = v.y;
+  tiles[d + 2u] = v.z;
+  tiles[d + 3u] = v.w;
+}
+
+// Stages item i of the W tile: W[n0 + r, k0 + c .. c+8) decoded to f16 (zeros past row N): two
+// vec4 of f32, one vec4<u32> of bf16 pairs, or one u32 of NF4 codes (the probe's unit: with
+// 32 codes per item only half the invocations of a 256 × 128 tile had W work).
+fn stageWItem(i: u32, n0: u32, k0: u32) {
+  if (i >= W_ITEMS) {
+    return;
+  }
+  let r = i / (BK / 8u);
+  let c = (i % (BK / 8u)) * 8u;
+  let d = B_OFFSET + r * SK + c;
+  let e = (n0 + r) * params.k + k0 + c; // flattened index of the first of the 8 elements
+  let inside = n0 + r < params.n;
+  if (FORMAT == 0u) {
+    var lo = vec4<f16>(0.0h);
+    var hi = vec4<f16>(0.0h);
+    if (inside) {
+      lo = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u]));
+      hi = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u + 1u]));
     }
-    let d = r * SK + c;
-    tiles[d] = v.x;
-    tiles[d + 1u] = v.y;
-    tiles[d + 2u] = v.z;
-    tiles[d + 3u] = v.w;
+    tiles[d] = lo.x;
+    tiles[d + 1u] = lo.y;
+    tiles[d + 2u] = lo.z;
+    tiles[d + 3u] = lo.w;
+    tiles[d + 4u] = hi.x;
+    tiles[d + 5u] = hi.y;
+    tiles[d + 6u] = hi.z;
+    tiles[d + 7u] = hi.w;
+  } else if (FORMAT == 1u) {
+    var q = vec4<u32>(0u);
+    if (inside) {
+      q = w[e / 8u];
+    }
+    tiles[d] = f16(bitcast<f32>(q.x << 16u));
+    tiles[d + 1u] = f16(bitcast<f32>(q.x & 0xffff0000u));
+    tiles[d + 2u] = f16(bitcast<f32>(q.y << 16u));
+    tiles[d + 3u] = f16(bitcast<f32>(q.y & 0xffff0000u));
+    tiles[d + 4u] = f16(bitcast<f32>(q.z << 16u));
+    tiles[d + 5u] = f16(bitcast<f32>(q.z & 0xffff0000u));
+    tiles[d + 6u] = f16(bitcast<f32>(q.w << 16u));
+    tiles[d + 7u] = f16(bitcast<f32>(q.w & 0xffff0000u));
+  } else {
+    var word = 0u;
+    var s = 0.0h;
+    if (inside) {
+      word = w[e / 32u][(e / 8u) & 3u];
+      s = f16(blockScale(e / 64u));
+    }
+    tiles[d] = nf4lut[(word >> 4u) & 15u] * s;
+    tiles[d + 1u] = nf4lut[word & 15u] * s;
+    tiles[d + 2u] = nf4lut[(word >> 12u) & 15u] * s;
+    tiles[d + 3u] = nf4lut[(word >> 8u) & 15u] * s;
+    tiles[d + 4u] = nf4lut[(word >> 20u) & 15u] * s;
+    tiles[d + 5u] = nf4lut[(word >> 16u) & 15u] * s;
+    tiles[d + 6u] = nf4lut[(word >> 28u) & 15u] * s;
+    tiles[d + 7u] = nf4lut[(word >> 24u) & 15u] * s;
   }
 }
 
-// Stages W[n0 .., k0 .. k0+BK) decoded to f16 (zeros past row N), 8 elements per item: two
-// vec4 of f32, one vec4<u32> of bf16 pairs, or one u32 of NF4 codes (the probe's unit: with
-// 32 codes per item only half the invocations of a 256 × 128 tile had W work).
-fn stageW(li: u32, n0: u32, k0: u32) {
-  for (var i = li; i < BN * BK / 8u; i += THREADS) {
-    let r = i / (BK / 8u);
-    let c = (i % (BK / 8u)) * 8u;
-    let d = B_OFFSET + r * SK + c;
-    let e = (n0 + r) * params.k + k0 + c; // flattened index of the first of the 8 elements
-    let inside = n0 + r < params.n;
-    if (FORMAT == 0u) {
-      var lo = vec4<f16>(0.0h);
-      var hi = vec4<f16>(0.0h);
-      if (inside) {
-        lo = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u]));
-        hi = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u + 1u]));
-      }
-      for (var j = 0u; j < 4u; j++) {
-        tiles[d + j] = lo[j];
-        tiles[d + 4u + j] = hi[j];
-      }
-    } else if (FORMAT == 1u) {
-      var q = vec4<u32>(0u);
-      if (inside) {
-        q = w[e / 8u];
-      }
-      for (var j = 0u; j < 4u; j++) {
-        tiles[d + 2u * j] = f16(bitcast<f32>(q[j] << 16u));
-        tiles[d + 2u * j + 1u] = f16(bitcast<f32>(q[j] & 0xffff0000u));
-      }
-    } else {
-      var word = 0u;
-      var s = 0.0h;
-      if (inside) {
-        word = w[e / 32u][(e / 8u) & 3u];
-        s = f16(blockScale(e / 64u));
-      }
-      for (var b = 0u; b < 4u; b++) {
-        let byte = (word >> (8u * b)) & 0xffu;
-        tiles[d + 2u * b] = nf4lut[byte >> 4u] * s;
-        tiles[d + 2u * b + 1u] = nf4lut[byte & 15u] * s;
-      }
-    }
+// Stages both tiles. UNROLL: each invocation's items written out one by one (at most 8 each,
+// guarded by override constants, so they compile to straight-line code as in the probe's
+// generated shader); else a strided loop (the first version, about half the probe's speed).
+fn stageTiles(li: u32, m0: u32, n0: u32, k0: u32) {
+  if (UNROLL) {
+    stageXItem(li, m0, k0);
+    if (NX > 1u) { stageXItem(li + THREADS, m0, k0); }
+    if (NX > 2u) { stageXItem(li + 2u * THREADS, m0, k0); }
+    if (NX > 3u) { stageXItem(li + 3u * THREADS, m0, k0); }
+    if (NX > 4u) { stageXItem(li + 4u * THREADS, m0, k0); }
+    if (NX > 5u) { stageXItem(li + 5u * THREADS, m0, k0); }
+    if (NX > 6u) { stageXItem(li + 6u * THREADS, m0, k0); }
+    if (NX > 7u) { stageXItem(li + 7u * THREADS, m0, k0); }
+    stageWItem(li, n0, k0);
+    if (NW > 1u) { stageWItem(li + THREADS, n0, k0); }
+    if (NW > 2u) { stageWItem(li + 2u * THREADS, n0, k0); }
+    if (NW > 3u) { stageWItem(li + 3u * THREADS, n0, k0); }
+    if (NW > 4u) { stageWItem(li + 4u * THREADS, n0, k0); }
+    if (NW > 5u) { stageWItem(li + 5u * THREADS, n0, k0); }
+    if (NW > 6u) { stageWItem(li + 6u * THREADS, n0, k0); }
+    if (NW > 7u) { stageWItem(li + 7u * THREADS, n0, k0); }
+    return;
+  }
+  for (var i = li; i < X_ITEMS; i += THREADS) {
+    stageXItem(i, m0, k0);
+  }
+  for (var i = li; i < W_ITEMS; i += THREADS) {
+    stageWItem(i, n0, k0);
   }
 }
 
@@ -239,8 +290,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   workgroupBarrier();
 
   for (var k0 = 0u; k0 < params.k; k0 += BK) {
-    stageX(li, m0, k0);
-    stageW(li, n0, k0);
+    stageTiles(li, m0, n0, k0);
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk += 16u) {
       let aRow = (sm * FM * 16u) * SK + kk;

@@ -97,8 +97,21 @@ export function sgmTileWorkgroupBytes(): number {
   return TILE_HALVES * 2 + MAX_SUBGROUPS * FRAG * FRAG * 4 + 16 * 2;
 }
 
+/**
+ * Staging items per invocation and K step with the straight-line staging (`staging: 'unrolled'`):
+ * X in units of 4 elements, W in units of 8; the shader writes out at most 8 of each.
+ */
+export function sgmStagingItems(t: SgmTile): { x: number; w: number } {
+  const { bm, bn } = sgmTileRows(t);
+  const threads = 32 * t.sgM * t.sgN;
+  return { x: Math.ceil((bm * t.bk) / 4 / threads), w: Math.ceil((bn * t.bk) / 8 / threads) };
+}
+
+/** How the tiles are staged: 'unrolled' (default, straight-line code as in the probe) or 'loop' (a strided loop, the first version). */
+export type SgmStaging = 'unrolled' | 'loop';
+
 /** Why a tile cannot run (empty when it can), given the device's workgroup limits. */
-export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvocations: number): string[] {
+export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvocations: number, staging: SgmStaging = 'unrolled'): string[] {
   const problems: string[] = [];
   const ints = [t.sgM, t.sgN, t.fm, t.fn].every((v) => Number.isInteger(v) && v >= 1);
   if (!ints) problems.push('sgM, sgN, fm and fn must be positive integers');
@@ -109,6 +122,10 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
   if (t.sgM * t.sgN > MAX_SUBGROUPS) problems.push(`${t.sgM * t.sgN} subgroups exceed ${MAX_SUBGROUPS}`);
   const halves = sgmTileHalves(t);
   if (halves > TILE_HALVES) problems.push(`(BM + BN)·(bk + ${PAD}) = ${halves} staged halves exceed the shader's ${TILE_HALVES}`);
+  const items = sgmStagingItems(t);
+  if (staging === 'unrolled' && (items.x > 8 || items.w > 8)) {
+    problems.push(`unrolled staging writes at most 8 items per invocation; this tile needs ${items.x} (X) and ${items.w} (W): use staging 'loop' or more subgroups`);
+  }
   const bytes = sgmTileWorkgroupBytes();
   if (bytes > maxWorkgroupBytes) problems.push(`the shader needs ${bytes} bytes of workgroup memory, the device allows ${maxWorkgroupBytes}`);
   return problems;
@@ -167,6 +184,8 @@ export interface MatmulSgmOptions {
   readonly formats?: readonly StoredFormat[];
   /** Epilogues to compile (default both: overwrite and accumulate). */
   readonly accumulate?: readonly boolean[];
+  /** How tiles are staged (default 'unrolled'). */
+  readonly staging?: SgmStaging;
 }
 
 export interface MatmulSgmCall {
@@ -195,11 +214,12 @@ export class MatmulSgm {
     const tiles = options.tiles ?? SGM_DEFAULT_TILES;
     const kernels = new Map<string, Kernel<typeof MatmulSgmParams>>();
     for (const tile of tiles) {
-      const problems = sgmTileProblems(tile, gpu.limits.maxComputeWorkgroupStorageSize, gpu.limits.maxComputeInvocationsPerWorkgroup);
+      const staging = options.staging ?? 'unrolled';
+      const problems = sgmTileProblems(tile, gpu.limits.maxComputeWorkgroupStorageSize, gpu.limits.maxComputeInvocationsPerWorkgroup, staging);
       if (problems.length > 0) throw new DeviceLimitError(`subgroup-matrix tile ${sgmTileName(tile)}: ${problems.join('; ')}`);
       for (const format of options.formats ?? STORED_FORMATS) {
         for (const accumulate of options.accumulate ?? [false, true]) {
-          const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate };
+          const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate, UNROLL: staging === 'unrolled' };
           kernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulSgmForwardSpec, constants));
         }
       }

@@ -9,6 +9,7 @@ import {
   SGM_TILES,
   sgmRelBound,
   sgmTileName,
+  sgmStagingItems,
   sgmTileProblems,
   sgmTileRows,
   sgmTileWorkgroupBytes,
@@ -80,6 +81,10 @@ describe('subgroup-matrix matmul: reference, rounding, tiles', () => {
     expect(sgmTileProblems(SGM_TILES.large, 32768, 256).join()).toMatch(/workgroup memory/);
     expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 4, fn: 8, bk: 16 }, 49152, 256).join()).toMatch(/at most 2 and 8.*bk = 16/s);
     expect(sgmTileWorkgroupBytes()).toBeLessThanOrEqual(49152);
+    // unrolled staging: at most 8 items each; one subgroup of 2 × 8 with bk 64 needs 16 X and 32 W items
+    expect(sgmStagingItems(SGM_TILES.tall)).toEqual({ x: 8, w: 2 });
+    expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256).join()).toMatch(/16 \(X\) and 32 \(W\)/);
+    expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256, 'loop')).toEqual([]);
     // Qwen3-4B at 2048 tokens: the 128 × 256 tile wherever it makes ≥ 100 workgroups (q, gate/up,
     // o, down), 128 × 128 at k/v_proj (64 of the large), 64 × 64 for small outputs
     const pick = (m: number, n: number) => pickSgmTile(SGM_DEFAULT_TILES, m, n);
@@ -160,10 +165,11 @@ const FORMATS: readonly StoredFormat[] = ['nf4', 'nf4dq', 'bf16', 'f32'];
 describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on the GPU', () => {
   let mm: MatmulSgm;
   beforeAll(async () => {
-    mm = await MatmulSgm.create(gpu);
+    mm = await MatmulSgm.create(gpu, { tiles: [...SGM_DEFAULT_TILES, SGM_TILES.tall] });
   });
 
-  for (const tile of SGM_DEFAULT_TILES as readonly SgmTile[]) {
+  // the default tiles and the probe's 256 × 128 (8 X items per invocation: the unrolled maximum)
+  for (const tile of [...SGM_DEFAULT_TILES, SGM_TILES.tall] as readonly SgmTile[]) {
     for (const format of FORMATS) {
       for (const [M, N, K] of SIZES) {
         it(`${format}, tile ${sgmTileName(tile)}: plain and accumulate match float64 at M=${M} N=${N} K=${K}`, async () => {
@@ -188,6 +194,21 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
       }
     }
   }
+
+  it('the strided-loop staging (the first version) matches float64 too', async () => {
+    const loop = await MatmulSgm.create(gpu, { tiles: [SGM_TILES.large], formats: ['nf4', 'bf16'], accumulate: [false], staging: 'loop' });
+    for (const format of ['nf4', 'bf16'] as const) {
+      const rng = new Rng(11 + format.length);
+      const [M, N, K] = [300, 200, 192];
+      const { w, dense } = makeWeight(rng, format, N, K);
+      const xv = rng.f32(M * K);
+      const y = gpu.tensor('y', [M, N], 'f32');
+      gpu.fill32(y, NAN_WORD);
+      submitDispatches(gpu, [loop.forward('loop', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w, tile: SGM_TILES.large })]);
+      const { y: ref, abs } = matmulSgmRef(xv, dense, M, N, K);
+      expectWithinBound(`${format} loop staging`, await gpu.readF32(y), ref, abs, sgmRelBound(format, K));
+    }
+  });
 
   it('picks a tile when none is forced, and refuses K not a multiple of 64 and variants not compiled', async () => {
     const rng = new Rng(5);
