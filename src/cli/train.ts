@@ -25,6 +25,8 @@ import { ConfigError } from '../errors.js';
 import { claimRunFolder, projectCommit, readRunRecord, RUN_RECORD_FORMAT, runCheckpoint, writeRendering, writeRunFolder, type RunRecord } from '../run/run-folder.js';
 import { existsSync } from 'node:fs';
 import { createRunObservers } from '../report/run-observers.js';
+import { runObserverOptions } from '../report/run-context.js';
+import { EMBEDDED_NOTICE } from '../report/embedded-notice.js';
 import { createRunSampler } from '../generate/run-samples.js';
 import { exportRun } from '../export/run-export.js';
 import { randomModelFor, readConfigSource } from '../model/random-model.js';
@@ -211,9 +213,10 @@ export async function runTrain(argv: string[]): Promise<number> {
       onSecond: () => process.exit(INTERRUPT_EXIT_CODE),
     });
     const sampler = await createRunSampler(gpu, model, trainer.lora, tokenizer, config);
-    const seeing = createRunObservers(config.output_dir, process.stdout);
+    const seeing = createRunObservers(config.output_dir, process.stdout, runObserverOptions(config, gpu, plan, chooseLossChunk(gpu, B * T, modelConfig.vocabSize)));
     // Every line goes through the progress observer: on a terminal it lands above the bar.
     const log = (line: string): void => seeing.progress.message(line);
+    for (const line of seeing.notices) log(line);
     let result: LoopResult;
     try {
       result = await trainLoop(gpu, model, trainer, config, { train: data.train.examples, eval: data.eval.examples }, pad, {
@@ -240,6 +243,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     const exported = await exportRun({ config, modelDir, adapterDir, outDir: config.output_dir, log });
     console.log(`report: ${resolve(config.output_dir, 'report.html')} (plots, sample generations); metrics: ${resolve(config.output_dir, 'metrics.jsonl')}`);
     for (const line of exported.summary) console.log(line);
+    if (config.model_id === EMBEDDED_MODEL_ID) for (const line of EMBEDDED_NOTICE) console.log(line);
     return 0;
   } finally {
     listening?.dispose();

@@ -2,6 +2,8 @@ import type { SampleRecord } from '../train/events.js';
 import { escapeHtml } from './escape-html.js';
 import { formatBytes, formatDuration, formatExp } from './format-units.js';
 import { renderLineChart, type ChartSeries } from './line-chart.js';
+import { EMBEDDED_NOTICE } from './embedded-notice.js';
+import { runRows, type RunDescription } from './run-description.js';
 import type { RunHistory } from './run-history.js';
 
 /**
@@ -27,6 +29,8 @@ const CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
 const STYLE = `
 body { font-family: sans-serif; margin: 24px; color: #222; background: #fff; max-width: 1140px; }
+.notice { border: 1px solid #e0c070; background: #fbf0d9; padding: 8px 12px; border-radius: 4px; }
+.notice code { font-size: 13px; }
 h1 { font-size: 22px; margin: 0 0 8px; }
 h2 { font-size: 17px; margin: 24px 0 8px; }
 table { border-collapse: collapse; }
@@ -36,7 +40,11 @@ table { border-collapse: collapse; }
 .status-running { background: #e3eefa; } .status-completed, .status-early_stopping { background: #e2f3e4; }
 .status-interrupted { background: #fbf0d9; } .status-failed { background: #fadcdc; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px 20px; }
-figure { margin: 0; }
+figure { margin: 0; min-width: 0; max-width: 100%; }
+figure.wide { flex: 1 1 100%; max-width: 1100px; } figure.half { flex: 1 1 420px; max-width: 540px; }
+figure svg { display: block; width: 100%; height: auto; }
+.evals td, .evals th { border: 1px solid #ddd; padding: 3px 10px; text-align: right; }
+.evals th { background: #f4f4f4; }
 figcaption { font-size: 14px; font-weight: bold; margin-bottom: 2px; }
 .samples td, .samples th { border: 1px solid #ddd; padding: 6px 8px; text-align: left; vertical-align: top; }
 .samples th { background: #f4f4f4; }
@@ -46,7 +54,7 @@ footer { margin-top: 24px; font-size: 12px; color: #777; }
 `;
 
 /** The whole page for `history`, stamped with `updated` (an ISO time, passed in so tests are reproducible). */
-export function renderReportHtml(history: RunHistory, updated: string): string {
+export function renderReportHtml(history: RunHistory, updated: string, description?: RunDescription): string {
   const model = history.start.model ?? history.start.outputDir;
   return [
     '<!doctype html>',
@@ -59,9 +67,13 @@ export function renderReportHtml(history: RunHistory, updated: string): string {
     '</head>',
     '<body>',
     `<h1>Training report — ${escapeHtml(model)}</h1>`,
+    description?.embedded ? renderEmbeddedNotice() : '',
     renderFacts(history, updated),
+    description ? `<h2>Run</h2>\n${renderRun(description, history)}` : '',
     '<h2>Curves</h2>',
     `<div class="charts">${renderCharts(history)}</div>`,
+    '<h2>Loss by evaluation</h2>',
+    renderEvalTable(history),
     '<h2>Sample generations</h2>',
     renderSamples(history.samples),
     `<footer>Written by prompt-lora-trainer at ${escapeHtml(updated)}; rewritten at each evaluation and at the end of the run. Raw numbers: metrics.jsonl next to this file.</footer>`,
@@ -69,6 +81,34 @@ export function renderReportHtml(history: RunHistory, updated: string): string {
     '</html>',
     '',
   ].join('\n');
+}
+
+/** The embedded model has random weights: say so above everything else. */
+function renderEmbeddedNotice(): string {
+  const [first, ...rest] = EMBEDDED_NOTICE;
+  return `<p class="notice" id="embedded-notice"><strong>${escapeHtml(first)}</strong><br>${rest.map(escapeHtml).join('<br>')}</p>`;
+}
+
+/** The resolved hyperparameters, device, compute path and memory plan (run-description.ts). */
+function renderRun(d: RunDescription, h: RunHistory): string {
+  const rows = runRows(d, h.start);
+  return `<table class="facts" id="run-table">\n${rows.map(([k, v]) => `<tr><td>${escapeHtml(k)}</td><td>${escapeHtml(v)}</td></tr>`).join('\n')}\n</table>`;
+}
+
+/**
+ * One row per evaluation (per epoch with eval_strategy epoch): the eval loss next to the mean train
+ * loss of the steps logged since the previous evaluation.
+ */
+function renderEvalTable(h: RunHistory): string {
+  if (h.evals.length === 0) return '<p>No evaluation yet.</p>';
+  const evals = [...h.evals].sort((a, b) => a.step - b.step);
+  const rows = evals.map((e, i) => {
+    const from = i === 0 ? -Infinity : evals[i - 1].step;
+    const losses = h.steps.filter((r) => r.step > from && r.step <= e.step && Number.isFinite(r.loss)).map((r) => r.loss);
+    const train = losses.length > 0 ? losses.reduce((a, b) => a + b, 0) / losses.length : undefined;
+    return `<tr><td>${e.step}</td><td>${e.epoch.toFixed(2)}</td><td>${number(train, 4)}</td><td>${number(e.evalLoss, 4)}</td><td>${e.isBest ? 'best' : ''}</td></tr>`;
+  });
+  return `<table class="evals" id="eval-table">\n<tr><th>step</th><th>epoch</th><th>train loss (mean since last eval)</th><th>eval loss</th><th></th></tr>\n${rows.join('\n')}\n</table>`;
 }
 
 function renderFacts(h: RunHistory, updated: string): string {
@@ -132,7 +172,7 @@ function renderCharts(h: RunHistory): string {
   if (accuracy.some((s) => s.points.length > 0)) {
     charts.push({ caption: 'Token accuracy', spec: { id: 'chart-accuracy', title: 'token accuracy vs step', xLabel: 'step', ...wide, series: accuracy } });
   }
-  return charts.map((c) => `<figure><figcaption>${c.caption}</figcaption>\n${renderLineChart(c.spec)}\n</figure>`).join('\n');
+  return charts.map((c) => `<figure class="${c.spec.width === wide.width ? 'wide' : 'half'}"><figcaption>${c.caption}</figcaption>\n${renderLineChart(c.spec)}\n</figure>`).join('\n');
 }
 
 /**

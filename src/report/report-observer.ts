@@ -5,6 +5,7 @@ import { ExportError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { readMetricsJsonl } from './metrics-jsonl.js';
 import { renderReportHtml } from './report-html.js';
+import type { RunDescription } from './run-description.js';
 import { RunHistory } from './run-history.js';
 
 export interface ReportHtmlOptions {
@@ -13,6 +14,8 @@ export interface ReportHtmlOptions {
    * the records the checkpoint carries, RunStart.resumedFrom, which have no samples).
    */
   readonly metricsPath?: string;
+  /** The run in words (hyperparameters, device, compute path, memory plan) for the page's "Run" table. */
+  readonly description?: RunDescription;
   /** The time stamped in the page (injected for tests). */
   readonly now?: () => Date;
 }
@@ -73,6 +76,6 @@ export class ReportHtmlObserver implements RunObserver {
 
   private write(): Promise<void> {
     const updated = (this.options.now?.() ?? new Date()).toISOString();
-    return writeFileAtomic(this.path, renderReportHtml(this.started('write'), updated));
+    return writeFileAtomic(this.path, renderReportHtml(this.started('write'), updated, this.options.description));
   }
 }

@@ -37,10 +37,10 @@ function chromium(): string {
   return CHROMIUM;
 }
 
-async function shoot(path: string): Promise<{ img: Image; console: string[] }> {
-  const shot = await screenshotPage(chromium(), path, WIDTH, HEIGHT);
+async function shoot(path: string, width = WIDTH): Promise<{ img: Image; console: string[] }> {
+  const shot = await screenshotPage(chromium(), path, width, HEIGHT);
   const img = decodePng(shot.png);
-  expect([img.width, img.height]).toEqual([WIDTH, HEIGHT]);
+  expect([img.width, img.height]).toEqual([width, HEIGHT]);
   return { img, console: shot.console };
 }
 
@@ -98,6 +98,23 @@ describe.skipIf(!CHROMIUM && !REQUIRED)('report.html in headless Chromium', () =
     expect(px.trainLoss.y1).toBeLessThan(px.learningRate.y0);
     expect(px.learningRate.y1).toBeLessThan(px.trainAccuracy.y0);
     expect(px.trainAccuracy.y1).toBeLessThan(HEIGHT);
+  });
+
+  // Issue 13: the charts scale to the window instead of scrolling sideways.
+  it.each([700, 1400])('at a %i px window the charts fit the window', async (width) => {
+    const path = join(dir, `report-${width}.html`);
+    await writeRunReport(path);
+    const { img, console } = await shoot(path, width);
+    expect(console).toEqual([]);
+    const px = Object.fromEntries(Object.entries(SERIES_COLORS).map(([k, c]) => [k, colorPixels(img, c, TOLERANCE)])) as Record<keyof typeof SERIES_COLORS, ReturnType<typeof colorPixels>>;
+    for (const [name, p] of Object.entries(px)) {
+      expect(p.count, name).toBeGreaterThan(100);
+      expect(p.x1, `${name} drawn past the window's right edge`).toBeLessThan(width - 10);
+    }
+    // The wide loss chart takes most of the window: ~24 px body margins plus the plot's own margins.
+    expect(px.trainLoss.x1 - px.trainLoss.x0).toBeGreaterThan(Math.min(width, 1140) - 200);
+    if (width >= 1400) expect(px.learningRate.x1).toBeLessThan(px.tokensPerSecond.x0); // side by side
+    else expect(px.learningRate.y1).toBeLessThan(px.tokensPerSecond.y0); // stacked
   });
 
   it('negative control: a report with no records yet draws no series (so the counts above come from the data)', async () => {

@@ -1,0 +1,37 @@
+import type { TrainConfig } from '../config/schema.js';
+import { fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
+import type { Gpu } from '../kernels/gpu.js';
+import { EMBEDDED_MODEL_ID } from '../model/embedded.js';
+import type { StepPlan } from '../train/plan.js';
+import { formatBytes } from './format-units.js';
+import { describeRun } from './run-description.js';
+import type { RunObserverOptions } from './run-observers.js';
+
+/**
+ * The CLI's one call to describe a run for the observers (start block, report.html, TensorBoard):
+ * the config, the device, the compute path this device takes, and the memory plan's totals.
+ */
+export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan, lossChunkTokens: number): RunObserverOptions {
+  return {
+    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, lossChunkTokens), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
+    reportTo: config.report_to,
+    hyperparameters: config,
+  };
+}
+
+/**
+ * Which kernels the step runs on this device: tiled f32 WGSL matmuls (the base dequantised inside
+ * them), and the loss head fused (logits never stored; CPU adapters with subgroups of 8 and a bf16
+ * lm_head) or chunked (logits of `lossChunkTokens` positions at a time).
+ */
+export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number): string {
+  const base = config.use_4bit ? 'NF4 dequantised in tiled f32 WGSL matmuls' : 'tiled f32 WGSL matmuls';
+  const fused = fusedHeadUnsupported(gpu);
+  return `${base}; loss head ${fused === undefined ? 'fused where the lm_head is bf16 (CPU adapter, logits never stored)' : `chunked, ${lossChunkTokens} tokens of logits at a time (${fused})`}`;
+}
+
+/** "5.70 GiB planned: weights 2.10 GiB, lora …" from the plan's totals. */
+export function memoryPlanSummary(plan: StepPlan): string {
+  const parts = Object.entries(plan.totals).filter(([, b]) => b > 0).map(([cat, b]) => `${cat} ${formatBytes(b)}`);
+  return `${formatBytes(plan.total)} planned (${parts.join(', ')}); ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`;
+}
