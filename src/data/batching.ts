@@ -15,9 +15,9 @@
  */
 import type { TokenizedExample } from './render.js';
 import { STREAM, mixSeed, permutation } from './shuffle.js';
+import { IGNORE_INDEX } from '../labels.js';
 
-/** Label value of a position without loss (transformers' ignore_index). */
-export const IGNORE_INDEX = -100;
+export { IGNORE_INDEX } from '../labels.js';
 
 /** Where one example lies in a batch. */
 export interface BatchExample {

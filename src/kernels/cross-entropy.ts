@@ -4,6 +4,7 @@ import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
+import { IGNORE_INDEX } from '../labels.js';
 
 /**
  * Cross-entropy over a chunk of Tc rows of logits (Tc, V): loss = lse − logits[target] per row, 0
@@ -16,7 +17,7 @@ import type { Dispatch } from './dispatch.js';
  * The backward pass overwrites the chunk's logits with dlogits = c·(softmax − one-hot) per valid row
  * (0 for ignored rows) from the saved lse; the hidden-state gradient dlogits·E is the caller's matmul.
  */
-export const IGNORE_INDEX = -100;
+export { IGNORE_INDEX };
 
 export const CrossEntropyParams = defineParams('CrossEntropyParams', [
   ['rows', 'u32'],
