@@ -2,11 +2,11 @@ import { DeviceError, ShapeError } from '../errors.js';
 import type { AttentionDecode } from '../kernels/attention-decode.js';
 import { encodeDispatches, timeDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
-import type { LinearWeight, MatmulCall } from '../kernels/matmul.js';
+import type { MatmulCall } from '../kernels/matmul.js';
 import type { Matvec } from '../kernels/matvec.js';
 import { tensorView, type Tensor } from '../kernels/tensor.js';
 import { BufferUsage, MapMode } from '../kernels/usage.js';
-import type { Projection } from '../model/checkpoint.js';
+import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass } from '../model/decoder-layer.js';
 import type { ModelKernels } from '../model/kernels.js';
 import type { LoraAdapter } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
@@ -19,7 +19,8 @@ import type { KvCache } from './kv-cache.js';
  * lm_head runs on one row). A Generator has two: a prefill program (C = 128 by default; longer
  * prompts take several steps) and a decode program (C = 1).
  *
- * Per layer l (rows of the chunk; rows i ≥ n are padding whose results nobody reads):
+ * Per layer l (rows of the chunk; rows i ≥ n are padding whose results nobody reads; the layer is
+ * src/model/decoder-layer.ts with its 'kv-cache' attention, in place on x):
  *   hn = rmsnorm(x, input_layernorm)
  *   q, k, v = hn·Wqᵀ, hn·Wkᵀ, hn·Wvᵀ      (+ scale·(hn·Aᵀ)·Bᵀ for targeted projections)
  *   qn, kn = rmsnorm per head; rope(qn, kn) at positions p0 + i
@@ -115,25 +116,15 @@ export class ChunkProgram {
     const chunk = view(layout.chunk, 4, 'chunk (4) i32 — [p0, n, −, −]');
     const last = view(layout.last, 1, 'last row (1) i32 — n−1');
     const splits = attention.splitsFor(C, Hkv, maxContext);
-    const R = adapter?.config.r;
+    const R = adapter?.config.r ?? 0;
+    const targets = adapter?.config.targetModules ?? [];
+    const dims: LayerDims = { N: C, D, H, Hkv, Dh, F, eps };
+    const x = t('x (C, D) f32 — residual stream', [C, D]);
     const b = {
-      x: t('x (C, D) f32 — residual stream', [C, D]),
-      hn: t('hn (C, D) f32 — normed input of a block', [C, D]),
-      rstd: t('rstd (C) f32', [C]),
-      q: t('q (C, H·Dh) f32', [C, H * Dh]),
-      k: t('k (C, Hkv·Dh) f32', [C, Hkv * Dh]),
-      v: t('v (C, Hkv·Dh) f32', [C, Hkv * Dh]),
-      qn: t('qn (C, H·Dh) f32 — q after q_norm and rope', [C, H * Dh]),
-      kn: t('kn (C, Hkv·Dh) f32 — k after k_norm and rope', [C, Hkv * Dh]),
-      qRstd: t('q rstd (C·H) f32', [C * H]),
-      kRstd: t('k rstd (C·Hkv) f32', [C * Hkv]),
-      attn: t('attn (C, H·Dh) f32 — attention output', [C, H * Dh]),
+      x,
+      saved: allocSaved(savedSpecs(dims, targets, R, { save: false, lse: false, rows: 'C' }), targets, (sp) => t(`${sp.name} f32`, [...sp.shape]), x),
       oPart: t('attention splits (S, C, H·Dh) f32', [splits, C, H * Dh]),
       mlPart: t('attention split stats (S, C, H, 2) f32', [splits, C, H, 2]),
-      gate: t('gate (C, F) f32', [C, F]),
-      up: t('up (C, F) f32', [C, F]),
-      act: t('act (C, F) f32 — silu(gate)·up', [C, F]),
-      loraU: R ? t('lora u (C, R) f32 — x·Aᵀ scratch', [C, R]) : undefined,
       xLast: t('x last (1, D) f32 — residual stream at row n−1', [1, D]),
       xf: t('xf (1, D) f32 — final norm of the last row', [1, D]),
       rstdLast: t('rstd last (1) f32', [1]),
@@ -146,41 +137,12 @@ export class ChunkProgram {
     const oneRow = (label: string, call: MatmulCall): Dispatch => (matvec?.supports(call.w) ? matvec.forward(label, call) : k.matmul.forward(label, call));
     const linear = C === 1 ? oneRow : (label: string, call: MatmulCall): Dispatch => k.matmul.forward(label, call);
     list.push(k.embedding.forward('embed', { x: b.x, table: weights.embed, ids }, { tokens: C, hidden: D, vocab: V }));
-    const projection = (l: number, p: Projection, y: Tensor, x: Tensor, accumulate: boolean): void => {
-      const w: LinearWeight = weights.layers[l].proj[p];
-      const pair = adapter?.layers[l][p];
-      if (pair && b.loraU && adapter) {
-        const a: LinearWeight = { format: 'f32', nOut: adapter.config.r, k: w.k, data: pair.a };
-        list.push(linear(`layer ${l} ${p} lora_A`, { y: b.loraU, x, w: a }));
-        list.push(linear(`layer ${l} ${p}`, { y, x, w, accumulate, lora: { u: b.loraU, b: pair.b, scale: adapter.scale } }));
-      } else {
-        list.push(linear(`layer ${l} ${p}`, { y, x, w, accumulate }));
-      }
-    };
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: cache.rope.cos, sin: cache.rope.sin, posIds: pos }, linear };
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      const lw = weights.layers[l];
       const kv = cache.layers[l];
-      list.push(k.rmsnorm.forward(`layer ${l} input_layernorm`, { y: b.hn, rstd: b.rstd, x: b.x, weight: lw.inputNorm }, { rows: C, width: D, eps }));
-      projection(l, 'q_proj', b.q, b.hn, false);
-      projection(l, 'k_proj', b.k, b.hn, false);
-      projection(l, 'v_proj', b.v, b.hn, false);
-      list.push(k.rmsnorm.forward(`layer ${l} q_norm`, { y: b.qn, rstd: b.qRstd, x: b.q, weight: lw.qNorm }, { rows: C * H, width: Dh, eps }));
-      list.push(k.rmsnorm.forward(`layer ${l} k_norm`, { y: b.kn, rstd: b.kRstd, x: b.k, weight: lw.kNorm }, { rows: C * Hkv, width: Dh, eps }));
-      list.push(k.rope.forward(`layer ${l} rope`, { q: b.qn, k: b.kn, cos: cache.rope.cos, sin: cache.rope.sin, posIds: pos }, { N: C, H, Hkv }));
-      list.push(attention.writeKv(`layer ${l} kv write`, { kCache: kv.k, vCache: kv.v, k: b.kn, v: b.v, chunk }, { rows: C, Hkv, maxContext }));
-      list.push(
-        ...attention.forward(
-          `layer ${l} attention`,
-          { o: b.attn, oPart: b.oPart, mlPart: b.mlPart, q: b.qn, kCache: kv.k, vCache: kv.v, chunk },
-          { rows: C, H, Hkv, Dh, maxContext, splits },
-        ),
-      );
-      projection(l, 'o_proj', b.x, b.attn, true);
-      list.push(k.rmsnorm.forward(`layer ${l} post_attention_layernorm`, { y: b.hn, rstd: b.rstd, x: b.x, weight: lw.postNorm }, { rows: C, width: D, eps }));
-      projection(l, 'gate_proj', b.gate, b.hn, false);
-      projection(l, 'up_proj', b.up, b.hn, false);
-      list.push(k.swiglu.forward(`layer ${l} swiglu`, b.act, b.gate, b.up));
-      projection(l, 'down_proj', b.x, b.act, true);
+      const layer = decoderLayer(`layer ${l}`, weights.layers[l], adapterLayer(adapter, l));
+      const kvAttention = { kind: 'kv-cache', kernel: attention, kCache: kv.k, vCache: kv.v, chunk, oPart: b.oPart, mlPart: b.mlPart, maxContext, splits } as const;
+      layerForward(list, pass, layer, { x: b.x, out: b.x, saved: b.saved, attention: kvAttention });
     }
     list.push(k.gatherRows.forward('last row', b.xLast, b.x, last));
     list.push(k.rmsnorm.forward('final norm', { y: b.xf, rstd: b.rstdLast, x: b.xLast, weight: weights.finalNorm }, { rows: 1, width: D, eps }));
