@@ -1,4 +1,4 @@
-import CRC32C from 'crc-32/crc32c';
+import CRC32C from 'crc-32/crc32c.js';
 
 /**
  * TFRecord framing (TensorFlow's record_writer / TensorBoard's event files), one record:

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,5 +89,17 @@ describe('TensorBoardObserver', () => {
     const tags = readEventFile(new Uint8Array(await readFile(join(tb.logDir, name)))).flatMap((e) => e.values.map((v) => v.tag));
     expect(tags).toContain('train/loss');
     expect(tags).not.toContain('train/mean_token_accuracy');
+  });
+});
+
+describe('compiled (npm run build): bench/tensorboard-sample.js, the input of bench/tensorboard-check.py', () => {
+  // Under plain Node (not vitest's resolver) the crc-32 subpath import must resolve too.
+  it('writes an event file that the decoder reads back with 20 steps and 2 evaluations', async () => {
+    const logDir = execFileSync(process.execPath, ['dist/bench/tensorboard-sample.js', dir], { encoding: 'utf8' }).trim();
+    const [name] = await readdir(logDir);
+    const events = readEventFile(new Uint8Array(await readFile(join(logDir, name))));
+    const steps = (tag: string): number[] => events.filter((e) => e.values.some((v) => v.tag === tag)).map((e) => e.step);
+    expect(steps('train/loss')).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(steps('eval/loss')).toEqual([10, 20]);
   });
 });
