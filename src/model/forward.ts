@@ -9,6 +9,7 @@ import type { ModelKernels } from './kernels.js';
 import { LossHead, type LossHeadMode } from './loss-head.js';
 import type { LoraAdapter } from './lora.js';
 import type { ModelWeights } from './weights.js';
+import { checkBatchInputs } from './input-checks.js';
 
 export { chooseLossChunk } from './loss-head.js';
 
@@ -213,6 +214,7 @@ export class ForwardProgram {
     const positions = batch.positionIds ?? Int32Array.from({ length: N }, (_, i) => i % T);
     validateIds('position_ids', positions, T, (v) => v >= 0 && v < this.shape.maxPosition, `a position in [0, ${this.shape.maxPosition})`);
     const segments = batch.segmentIds ?? new Int32Array(N);
+    checkBatchInputs({ ...batch, positionIds: positions, segmentIds: segments }, { B, T, vocab: V, maxPosition: this.shape.maxPosition, where: 'forward' });
     const targets = batch.labels ? shiftTargets(batch.labels, segments, B, T) : new Int32Array(N).fill(IGNORE_INDEX);
 
     const g = this.gpu;

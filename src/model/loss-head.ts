@@ -69,7 +69,8 @@ export class LossHead {
     readonly mode: LossHeadMode,
     /** Positions per logits chunk (chunked mode; the chunk the plan assumes either way). */
     readonly chunkTokens: number,
-    private readonly V: number,
+    /** The vocabulary size (the logits per token). */
+    readonly V: number,
     /** (N) i32 — shifted targets by position, IGNORE_INDEX where none. */
     readonly targets: Tensor,
     /** (N) f32 — each position's loss (0 without a target). */

@@ -11,6 +11,7 @@ import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { TrainKernels } from './kernels.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
+import { checkBatchInputs } from '../model/input-checks.js';
 
 /**
  * One micro-batch of QLoRA training, built once for a fixed (B, T): the forward pass saving what
@@ -197,6 +198,7 @@ export class TrainStep {
     for (const [name, a] of [['input_ids', batch.inputIds], ['labels', batch.labels], ['position_ids', batch.positionIds], ['segment_ids', batch.segmentIds]] as const) {
       if (!a || a.length !== N) throw new ShapeError(`train step: ${name} has ${a?.length ?? 0} elements, expected B·T = ${N}`);
     }
+    checkBatchInputs(batch, { B, T, vocab: this.head.V, maxPosition: T, where: 'train step' });
     const targets = shiftTargets(batch.labels!, batch.segmentIds, B, T);
     this.gpu.write(this.inputs.ids, batch.inputIds);
     this.gpu.write(this.inputs.pos, batch.positionIds!);

@@ -91,19 +91,8 @@ describe('rope forward', () => {
     expectClose('dk', out.k, ropeForwardRef(dk, pos, Hkv, Dh, theta, -1), 1e-6, 1e-6);
   });
 
-  it('clamps a position past the table to its last row instead of reading out of bounds', async () => {
-    const gpu = await testGpu();
-    const [N, H, Hkv, Dh, theta, maxPos] = [5, 2, 1, 16, 1e6, 8];
-    const rng = new Rng(5);
-    const pos = Int32Array.from([0, 7, 8, 1000, -3]);
-    const clamped = Int32Array.from([0, 7, 7, 7, 0]);
-    const q = rng.f32(N * H * Dh);
-    const k = rng.f32(N * Hkv * Dh);
-    const out = await runRope(gpu, { N, H, Hkv, Dh, theta, maxPos, pos, q, k });
-    // same arithmetic as the forward test
-    expectClose('q', out.q, ropeForwardRef(q, clamped, H, Dh, theta), 1e-6, 1e-6);
-    expectClose('k', out.k, ropeForwardRef(k, clamped, Hkv, Dh, theta), 1e-6, 1e-6);
-  });
+  // A position past the table is refused before any upload (src/model/input-checks.ts, an error naming
+  // the example; tests/model/input-checks.test.ts), no longer clamped to the table's last row.
 
   it('keeps q and k apart: NaN-poisoned k stays NaN and does not reach q', async () => {
     // The kernel works in place, so "poison the output" cannot apply; every element's value is
