@@ -181,27 +181,75 @@ export interface DeviceBudget {
   readonly memoryBytes?: number;
 }
 
-const WHAT_TO_LOWER =
-  'lower per_device_train_batch_size (and raise gradient_accumulation_steps to keep the effective batch), ' +
-  'max_seq_length or lora_r, turn gradient_checkpointing on, or use optim: paged_adamw_8bit';
+/** The settings that shrink buffer `b` (only those: not a smaller batch for a weight, not checkpointing when it is on). */
+export function shrinkingSettings(b: PlanBuffer, s: StepSettings, layers: number): string[] {
+  const out: string[] = [];
+  const checkpointedAll = checkpointedLayers(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), layers) === layers;
+  switch (b.category) {
+    case 'weights':
+      if (s.base === 'full') out.push('use_4bit: true (NF4 base)');
+      else if (!s.doubleQuant && b.name.includes('absmax')) out.push('bnb_4bit_use_double_quant: true');
+      if (b.name.startsWith('embed_tokens') || b.name.startsWith('lm_head')) out.push('a device with a larger maxStorageBufferBindingSize (the vocabulary matrix is bound whole)');
+      break;
+    case 'lora':
+    case 'grads':
+      out.push('lora_r', 'fewer lora_target_modules');
+      break;
+    case 'optimizer':
+      out.push('lora_r', 'fewer lora_target_modules');
+      if (s.optimizer === 'adamw') out.push('optim: paged_adamw_8bit');
+      break;
+    default:
+      if (b.name.startsWith('logits')) {
+        out.push('a smaller logits chunk (lossChunkTokens)');
+        break;
+      }
+      if (b.name.startsWith('saved') && !checkpointedAll) out.push('gradient_checkpointing: true (or checkpoint more layers)');
+      if (b.name.includes('dropped input')) out.push('lora_dropout: 0');
+      if (b.name.startsWith('rope')) out.push('max_seq_length');
+      else out.push('per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)', 'max_seq_length');
+  }
+  return out;
+}
 
-/** Refuses a plan that breaks a device limit or the device's memory, saying what to lower. */
-export function checkPlan(plan: StepPlan, device: DeviceBudget): void {
+/** The largest buffers of the plan, each with the settings that would shrink it. */
+function largestWithRemedies(plan: StepPlan, n = 3): string {
+  const big = [...plan.buffers].sort((a, b) => b.bytes * b.count - a.bytes * a.count).slice(0, n);
+  return big.map((b) => `  ${fmtBytes(b.bytes * b.count)} ${b.count > 1 ? `${b.count} × ` : ''}"${b.name}" [${b.category}]: lower ${shrinkingSettings(b, plan.settings, plan.layers).join(', ') || 'nothing in the config'}`).join('\n');
+}
+
+export interface PlanCheck {
+  /** Whether the device's memory is known (else only per-buffer limits were checked). */
+  readonly memoryKnown: boolean;
+  /** One line for the log: the plan against the device memory, or that it is unknown. */
+  readonly note: string;
+}
+
+/**
+ * Refuses a plan that breaks a device limit or the device's memory, naming the buffers and only
+ * the settings that shrink them. Returns whether the device memory was known.
+ */
+export function checkPlan(plan: StepPlan, device: DeviceBudget): PlanCheck {
   for (const b of plan.buffers) {
+    const remedy = `lower ${shrinkingSettings(b, plan.settings, plan.layers).join(', ') || 'nothing in the config'}`;
     if (b.bytes > device.maxBufferSize) {
-      throw new DeviceLimitError(`memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)}, over this device's maxBufferSize ${fmtBytes(device.maxBufferSize)}; ${WHAT_TO_LOWER}`);
+      throw new DeviceLimitError(`memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)}, over this device's maxBufferSize ${fmtBytes(device.maxBufferSize)}; ${remedy}`);
     }
     if (b.bound && b.bytes > device.maxStorageBufferBindingSize) {
       throw new DeviceLimitError(
-        `memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)} in one shader binding, over this device's maxStorageBufferBindingSize ${fmtBytes(device.maxStorageBufferBindingSize)}; ${WHAT_TO_LOWER}`,
+        `memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)} in one shader binding, over this device's maxStorageBufferBindingSize ${fmtBytes(device.maxStorageBufferBindingSize)}; ${remedy}`,
       );
     }
   }
-  if (device.memoryBytes !== undefined && plan.total > device.memoryBytes * 0.95) {
+  if (device.memoryBytes === undefined) {
+    return { memoryKnown: false, note: `memory plan: ${fmtBytes(plan.total)}; this device does not report its memory (WebGPU does not tell it), so only its buffer limits were checked` };
+  }
+  if (plan.total > device.memoryBytes * 0.95) {
     throw new DeviceLimitError(
-      `memory plan: the step needs ${fmtBytes(plan.total)} but the device has ${fmtBytes(device.memoryBytes)} (95% usable); ${WHAT_TO_LOWER}.\n${formatPlan(plan)}`,
+      `memory plan: the step needs ${fmtBytes(plan.total)} but the device has ${fmtBytes(device.memoryBytes)} (95% usable). The largest buffers:\n${largestWithRemedies(plan)}\n${formatPlan(plan)}`,
     );
   }
+  return { memoryKnown: true, note: `memory plan: ${fmtBytes(plan.total)} of the device's ${fmtBytes(device.memoryBytes)}` };
 }
 
 /**
