@@ -1,11 +1,12 @@
-import { DeviceLimitError, ShapeError } from '../errors.js';
+import { ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { numel, tensorView, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { dynamicMapTensor } from './nf4.js';
-import { checkWeight, FORMAT_CODE, matmulRef, STORED_FORMATS, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from './matmul.js';
+import { checkWeight, FORMAT_CODE, matmulRef, STORED_FORMATS, type LinearWeight, type StoredFormat } from './matmul.js';
+import { checkTileLimits, tileName, tileWarpN, type MatmulTile } from './matmul-tile.js';
 
 /**
  * Backward of the dequant-matmul Y (M, Nout) = X (M, K) · Wᵀ:
@@ -106,12 +107,8 @@ export const BACKWARD_TILES = {
 export const INPUT_GRAD_TILES: readonly MatmulTile[] = [BACKWARD_TILES.large, BACKWARD_TILES.small, BACKWARD_TILES.tall];
 export const WEIGHT_GRAD_TILES: readonly MatmulTile[] = [BACKWARD_TILES.large, BACKWARD_TILES.small, BACKWARD_TILES.tall, BACKWARD_TILES.wide];
 
-function warpJ(t: MatmulTile): number {
-  return t.wn ?? Math.min(16, t.bn / t.tn);
-}
-
 function tileConstants(t: MatmulTile): Record<string, number> {
-  return { WG_I: t.bm / t.tm, WG_J: t.bn / t.tn, TI: t.tm, TJ: t.tn, BL: t.bk, WARP_J: warpJ(t) };
+  return { WG_I: t.bm / t.tm, WG_J: t.bn / t.tn, TI: t.tm, TJ: t.tn, BL: t.bk, WARP_J: tileWarpN(t) };
 }
 
 /** Workgroup bytes of a tile: both operand tiles, double buffered (plus the NF4 table for `input`). */
@@ -120,19 +117,8 @@ export function backwardTileBytes(t: MatmulTile): number {
 }
 
 function checkTile(gpu: Gpu, t: MatmulTile, kind: 'input' | 'weightGrad'): void {
-  const where = `matmul backward (${kind}) tile ${tileName(t)}`;
   const threads = (t.bm / t.tm) * (t.bn / t.tn);
   const problems: string[] = [];
-  if (![4, 8].includes(t.tm) || ![4, 8].includes(t.tn)) problems.push('tm and tn must be 4 or 8');
-  if (![8, 16, 32].includes(t.bk)) problems.push('bk must be 8, 16 or 32');
-  if (t.bm % 32 !== 0 || t.bn % 32 !== 0) problems.push('bm and bn must be multiples of 32');
-  if (!Number.isInteger(threads) || threads % 32 !== 0 || threads > 256 || threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
-    problems.push(`(bm/tm)·(bn/tn) = ${threads} threads must be a multiple of 32, ≤ 256`);
-  }
-  const wn = warpJ(t);
-  if (![4, 8, 16, 32].includes(wn) || (t.bn / t.tn) % wn !== 0 || (t.bm / t.tm) % (32 / wn) !== 0) {
-    problems.push(`wn = ${wn} must be 4, 8, 16 or 32, divide bn/tn and have 32/wn divide bm/tm`);
-  }
   // slots (4 floats) each thread loads per step: at most 4 of each operand
   const perThread = (rows: number) => Math.ceil((rows * t.bk) / 4 / threads);
   if (perThread(t.bn) > 4 || perThread(t.bm) > 4) problems.push('bk·bm and bk·bn must be at most 16·threads');
@@ -141,13 +127,7 @@ function checkTile(gpu: Gpu, t: MatmulTile, kind: 'input' | 'weightGrad'): void 
     const ka = (t.bm * t.bk) / (4 * threads);
     if (![1, 2, 4].includes(ka)) problems.push(`bm·bk / (4·threads) = ${ka} must be 1, 2 or 4`);
   }
-  if (problems.length > 0) throw new ShapeError(`${where}: ${problems.join('; ')}`);
-  const bytes = backwardTileBytes(t);
-  if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
-    throw new DeviceLimitError(
-      `${where}: needs ${bytes} bytes of workgroup memory, this device allows ${gpu.limits.maxComputeWorkgroupStorageSize}; use a smaller bk or tile`,
-    );
-  }
+  checkTileLimits(gpu, `matmul backward (${kind}) tile ${tileName(t)}`, t, problems, backwardTileBytes(t));
 }
 
 /** How one backward matmul runs: its tile and the split of its reduction. */

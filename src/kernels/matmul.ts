@@ -1,10 +1,13 @@
-import { DeviceLimitError, ShapeError } from '../errors.js';
+import { ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { dynamicMapTensor, expectDoubleQuant, NF4_BLOCK, type DoubleQuant } from './nf4.js';
+import { checkTileLimits, tileName, tileWarpN, type MatmulTile } from './matmul-tile.js';
+
+export { tileName, type MatmulTile };
 
 /**
  * Dequant-matmul: Y (M, Nout) f32 = X (M, K) f32 · dequant(W)ᵀ, W the PyTorch (Nout, K) weight in
@@ -47,19 +50,6 @@ export interface LoraEpilogue {
   readonly scale: number;
 }
 
-/**
- * Output tile of one workgroup: bm × bn outputs, tm × tn per thread, reduction steps of bk;
- * wn threads along N in each group of 32 invocations (default 16, or bn/tn when smaller).
- */
-export interface MatmulTile {
-  readonly bm: number;
-  readonly bn: number;
-  readonly bk: number;
-  readonly tm: number;
-  readonly tn: number;
-  readonly wn?: number;
-}
-
 /** The largest LoRA rank the LORA epilogue takes. */
 export const MAX_LORA_RANK = 128;
 
@@ -77,14 +67,6 @@ export const MATMUL_TILES = {
   /** 64 × 64 outputs, 4 × 4 per thread: the most workgroups, for small or narrow outputs. */
   small: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
 } as const satisfies Record<string, MatmulTile>;
-
-function warpN(t: MatmulTile): number {
-  return t.wn ?? Math.min(16, t.bn / t.tn);
-}
-
-export function tileName(t: MatmulTile): string {
-  return `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}` + (t.wn === undefined ? '' : `/${t.wn}`);
-}
 
 /**
  * Parses "128x128x16" (per-thread 8×8 when the tile is ≥ 128 wide, else 4×4), "128x64x16/8x4" or
@@ -104,31 +86,14 @@ export function tileWorkgroupBytes(t: MatmulTile): number {
 }
 
 function checkTile(gpu: Gpu, t: MatmulTile): void {
-  const where = `matmul tile ${tileName(t)}`;
   const threads = (t.bm / t.tm) * (t.bn / t.tn);
   const problems: string[] = [];
-  if (![4, 8].includes(t.tm) || ![4, 8].includes(t.tn)) problems.push('tm and tn must be 4 or 8');
-  if (![8, 16, 32].includes(t.bk)) problems.push('bk must be 8, 16 or 32');
-  if (t.bm % 32 !== 0 || t.bn % 32 !== 0) problems.push('bm and bn must be multiples of 32');
-  if (!Number.isInteger(threads) || threads % 32 !== 0 || threads > 256 || threads > gpu.limits.maxComputeInvocationsPerWorkgroup) {
-    problems.push(`(bm/tm)·(bn/tn) = ${threads} threads must be a multiple of 32, ≤ 256`);
-  }
-  const wn = warpN(t);
-  if (![4, 8, 16, 32].includes(wn) || (t.bn / t.tn) % wn !== 0 || (t.bm / t.tm) % (32 / wn) !== 0) {
-    problems.push(`wn = ${wn} must be 4, 8, 16 or 32, divide bn/tn and have 32/wn divide bm/tm`);
-  }
   for (const [name, rows] of [['bm', t.bm], ['bn', t.bn]] as const) {
     // each thread loads 4 rows × (rows·bk / (4·threads)) reduction indices of that operand per step
     const perThread = (rows * t.bk) / (4 * threads);
     if (![1, 2, 4].includes(perThread)) problems.push(`${name}·bk / (4·threads) = ${perThread} must be 1, 2 or 4`);
   }
-  if (problems.length > 0) throw new ShapeError(`${where}: ${problems.join('; ')}`);
-  const bytes = tileWorkgroupBytes(t);
-  if (bytes > gpu.limits.maxComputeWorkgroupStorageSize) {
-    throw new DeviceLimitError(
-      `${where}: needs ${bytes} bytes of workgroup memory, this device allows ${gpu.limits.maxComputeWorkgroupStorageSize}; use a smaller bk or tile`,
-    );
-  }
+  checkTileLimits(gpu, `matmul tile ${tileName(t)}`, t, problems, tileWorkgroupBytes(t));
 }
 
 /**
@@ -241,7 +206,7 @@ export class Matmul {
               TM: tile.tm,
               TN: tile.tn,
               BK: tile.bk,
-              WARP_N: warpN(tile),
+              WARP_N: tileWarpN(tile),
               FORMAT: FORMAT_CODE[format],
               ACCUMULATE: accumulate,
               LORA: lora,
