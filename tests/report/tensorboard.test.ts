@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TensorBoardObserver } from '../../src/report/tensorboard-observer.js';
+import { createRunObservers } from '../../src/report/run-observers.js';
 import { crc32c, readEventFile, readRecords } from './tfevents-decoder.js';
 import { evalRecord, runStart, stepRecord } from './records.js';
 
@@ -101,5 +102,22 @@ describe('compiled (npm run build): bench/tensorboard-sample.js, the input of be
     const steps = (tag: string): number[] => events.filter((e) => e.values.some((v) => v.tag === tag)).map((e) => e.step);
     expect(steps('train/loss')).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
     expect(steps('eval/loss')).toEqual([10, 20]);
+  });
+});
+
+describe('createRunObservers with report_to', () => {
+  const stream = { isTTY: false, columns: 80, write: () => true };
+  it('adds no TensorBoard writer for report_to none', () => {
+    const seeing = createRunObservers(dir, stream, { reportTo: [] });
+    expect(seeing.tensorboard).toBeUndefined();
+    expect(seeing.notices).toEqual([]);
+  });
+
+  it('tensorboard: says where the files go; wandb: the same files and the exact sync command for this run', () => {
+    const tb = createRunObservers(dir, stream, { reportTo: ['tensorboard'] });
+    expect(tb.observers).toContain(tb.tensorboard);
+    expect(tb.notices).toEqual([`tensorboard: event files → ${tb.tensorboard!.logDir}; view with: tensorboard --logdir ${join(dir, 'runs')}`]);
+    const wb = createRunObservers(dir, stream, { reportTo: ['wandb'] });
+    expect(wb.notices[1]).toBe(`wandb: nothing is uploaded from here; sync this run's logs with: wandb sync --sync-tensorboard ${wb.tensorboard!.logDir}`);
   });
 });
