@@ -15,6 +15,7 @@ import { padBatch } from './pad-batch.js';
 import { LrSchedule, type SchedulerType } from './schedule.js';
 import type { Trainer } from './trainer.js';
 import { judgeEvaluation } from './best-metric.js';
+import { GpuQueueBound } from './gpu-queue.js';
 
 export interface LoopResult {
   readonly steps: number;
@@ -301,12 +302,14 @@ export async function trainLoop(
     );
     log(`training: ${total} optimiser steps (${perEpoch} per epoch), batch ${B} × ${T}, accumulation ${accumulation}, ${schedule.warmupSteps} warm-up steps`);
     const evalOn = evalProgram !== undefined;
+    const queueBound = new GpuQueueBound(gpu.device.queue);
     outer: while (step < total) {
       const { epoch } = position;
       let i = position.nextMicroBatch;
       for (const batch of iterateBatches(data.train, plan, epoch, i)) {
         if (step >= total) break;
         trainer.accumulate(padBatch(batch, B, T, padTokenId));
+        await queueBound.afterSubmit(); // at most two micro-batches in flight
         windowTokens += B * T;
         i++;
         position = { epoch, nextMicroBatch: i, microBatchesPerEpoch: perEpochMicro };
