@@ -8,6 +8,7 @@ import { formatFlags, parseFlags, type FlagSpec } from '../config/args.js';
 import { loadConfig } from '../config/load.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PREFIX } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
+import { resolveModelDir } from '../run/model-source.js';
 import { GGUF_FILE_TYPES, isGgufFileType } from '../export/gguf-model.js';
 import { formatBytes, runExportRequest } from '../export/export-command.js';
 import type { FolderDtype } from '../export/hf-folder.js';
@@ -48,17 +49,22 @@ function isAdapterDir(dir: string): boolean {
   return existsSync(join(dir, 'adapter_config.json')) && existsSync(join(dir, 'adapter_model.safetensors'));
 }
 
-/** The adapter folder and training config of a run's output folder. */
+/**
+ * The adapter folder and training config of `--run DIR`: a run's output folder (its config.yaml,
+ * else its newest checkpoint's; the final adapter/, else the newest checkpoint's) or a checkpoint.
+ */
 export function resolveRunFolder(dir: string): { adapterDir: string; configPath: string | undefined } {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ConfigError(`--run ${dir}: no such folder`);
-  const configPath = RUN_CONFIG_FILES.map((f) => join(dir, f)).find(existsSync);
-  if (isAdapterDir(dir)) return { adapterDir: dir, configPath };
-  for (const sub of RUN_ADAPTER_DIRS) if (isAdapterDir(join(dir, sub))) return { adapterDir: join(dir, sub), configPath };
   const checkpoints = readdirSync(dir)
     .map((f) => /^checkpoint-(\d+)$/.exec(f))
     .filter((m): m is RegExpExecArray => m !== null && isAdapterDir(join(dir, m[0])))
-    .sort((a, b) => Number(b[1]) - Number(a[1]));
-  if (checkpoints.length > 0) return { adapterDir: join(dir, checkpoints[0][0]), configPath };
+    .sort((a, b) => Number(b[1]) - Number(a[1]))
+    .map((m) => join(dir, m[0]));
+  const configIn = (d: string): string | undefined => RUN_CONFIG_FILES.map((f) => join(d, f)).find(existsSync);
+  const configPath = configIn(dir) ?? (checkpoints.length > 0 ? configIn(checkpoints[0]) : undefined);
+  if (isAdapterDir(dir)) return { adapterDir: dir, configPath };
+  for (const sub of RUN_ADAPTER_DIRS) if (isAdapterDir(join(dir, sub))) return { adapterDir: join(dir, sub), configPath };
+  if (checkpoints.length > 0) return { adapterDir: checkpoints[0], configPath };
   throw new ConfigError(`--run ${dir}: no adapter found (looked for adapter_config.json + adapter_model.safetensors in it, in ${RUN_ADAPTER_DIRS.join('/, ')}/ and in checkpoint-N/)`);
 }
 
@@ -83,11 +89,9 @@ export async function runExport(argv: string[]): Promise<number> {
 
   const config = configPath !== undefined ? loadConfig(configPath).config : undefined;
   let modelDir = one('model');
-  if (modelDir === undefined && config !== undefined && existsSync(join(config.model_id, 'config.json'))) modelDir = config.model_id;
-  if (modelDir === undefined) {
-    const hint = config ? ` (model_id "${config.model_id}" of ${configPath} is not a local folder)` : '';
-    throw new ConfigError(`export needs --model DIR, the base model folder the adapter was trained on${hint}`);
-  }
+  // The run's model, found as `train` finds it (embedded, random weights, local folder, Hub id through the cache).
+  if (modelDir === undefined && config !== undefined) modelDir = await resolveModelDir(config, (line) => console.error(line));
+  if (modelDir === undefined) throw new ConfigError(`export needs --model DIR (or --run DIR / --config FILE naming model_id), the base model the adapter was trained on`);
 
   const gguf = one('gguf');
   if (gguf !== undefined && !isGgufFileType(gguf)) throw new ConfigError(`--gguf ${gguf}: unknown type; choose one of ${GGUF_FILE_TYPES.join(', ')}`);

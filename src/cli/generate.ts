@@ -7,6 +7,8 @@ import { formatFlags, parseFlags, type FlagSpec } from '../config/args.js';
 import { loadConfig } from '../config/load.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PREFIX } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
+import { resolveModelDir } from '../run/model-source.js';
+import { resolveRunFolder } from './export.js';
 import { Generator } from '../generate/generator.js';
 import { inputTokens, userTurn, type GenerationInput } from '../generate/prompt.js';
 import { DEFAULT_SAMPLING } from '../generate/sampling.js';
@@ -18,7 +20,8 @@ import { Qwen3Model } from '../model/qwen3.js';
 import { QwenTokenizer, type ChatMessage } from '../model/tokenizer.js';
 
 const GENERATE_FLAGS: readonly FlagSpec[] = [
-  { name: 'model', takesValue: true, help: 'base model folder (Hugging Face: config.json + safetensors)' },
+  { name: 'model', takesValue: true, help: 'base model: a folder (config.json + safetensors) or a Hugging Face Hub id (through the cache, as train)' },
+  { name: 'run', takesValue: true, help: "a training run's output folder or checkpoint: its model, adapter and rendering (system prompt, user prefix)" },
   { name: 'adapter', takesValue: true, help: 'PEFT LoRA adapter folder, applied unmerged' },
   { name: 'base', takesValue: true, help: 'nf4 (default: the QLoRA base the adapter trained on) or full (the checkpoint\'s precision)' },
   { name: 'double-quant', takesValue: false, help: 'NF4 with double-quantised block scales (bnb_4bit_use_double_quant)' },
@@ -87,15 +90,20 @@ export async function runGenerate(argv: string[]): Promise<number> {
     console.log(GENERATE_USAGE);
     return 0;
   }
-  const modelDir = one('model');
-  if (modelDir === undefined) throw new ConfigError(`generate needs --model DIR\n\n${GENERATE_USAGE}`);
+  const run = one('run');
+  const found = run !== undefined ? resolveRunFolder(run) : undefined;
+  const configPath = one('config') ?? found?.configPath;
+  const trained = configPath !== undefined ? loadConfig(configPath).config : undefined;
+  const modelFlag = one('model');
+  // A folder, a Hub id or the run's model_id, resolved as `train` resolves them.
+  const modelSource = modelFlag !== undefined ? { model_id: modelFlag, random_weights: false, model_revision: 'main' } : run !== undefined ? trained : undefined;
+  if (modelSource === undefined) throw new ConfigError(`generate needs --model DIR|HUB_ID or --run DIR${run !== undefined ? ` (${run} has no config.yaml naming model_id)` : ''}\n\n${GENERATE_USAGE}`);
+  const modelDir = await resolveModelDir(modelSource, (line) => console.error(line));
   const sources = ['prompt', 'chat', 'messages'].filter((f) => flags.has(f));
   if (sources.length !== 1) throw new ConfigError(`generate needs exactly one of --prompt, --chat, --messages (got ${sources.length === 0 ? 'none' : sources.map((s) => `--${s}`).join(', ')})`);
   const base = one('base') ?? 'nf4';
   if (base !== 'nf4' && base !== 'full') throw new ConfigError(`--base ${base}: choose nf4 or full`);
   if (flags.has('double-quant') && base !== 'nf4') throw new ConfigError('--double-quant applies to --base nf4 only');
-  const configPath = one('config');
-  const trained = configPath !== undefined ? loadConfig(configPath).config : undefined;
   const systemText = one('system');
   const systemPrompt = systemText !== undefined ? (systemText === '' ? null : systemText) : trained ? trained.system_prompt : DEFAULT_SYSTEM_PROMPT;
   const userPrefix = one('user-prefix') ?? trained?.user_prefix ?? DEFAULT_USER_PREFIX;
@@ -125,10 +133,16 @@ export async function runGenerate(argv: string[]): Promise<number> {
   // Checked before the GPU is opened: a missing or broken model folder fails fast.
   const config = await readQwen3Config(modelDir);
   const tokenizer = await QwenTokenizer.load(modelDir);
+  const promptLength = inputTokens(tokenizer, input, config.vocabSize, options).length;
+  const context = config.maxPositionEmbeddings;
+  if (promptLength + maxNewTokens > context) {
+    throw new ConfigError(`--max-new-tokens ${maxNewTokens}: the prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens is past the model's context of ${context} tokens (max_position_embeddings in ${modelDir}/config.json); give --max-new-tokens ${Math.max(1, context - promptLength)} or less`);
+  }
+  if (maxContextFlag !== undefined && maxContextFlag > context) throw new ConfigError(`--max-context ${maxContextFlag}: past the model's context of ${context} tokens (max_position_embeddings in ${modelDir}/config.json)`);
   const gpu = await Gpu.open();
   try {
     const model = await Qwen3Model.load(gpu, modelDir, { base, doubleQuant: flags.has('double-quant') });
-    const adapterDir = one('adapter');
+    const adapterDir = one('adapter') ?? found?.adapterDir;
     const adapter = adapterDir !== undefined ? await loadLoraAdapter(gpu, adapterDir, config) : undefined;
     const promptTokens = inputTokens(tokenizer, input, config.vocabSize, options);
     const maxContext = maxContextFlag ?? Math.min(config.maxPositionEmbeddings, promptTokens.length + maxNewTokens);

@@ -4,11 +4,11 @@ import { loadConfig, resolveConfig, type LoadedConfig } from '../config/load.js'
 import { packageRoot } from '../config/paths.js';
 import type { TrainConfig } from '../config/schema.js';
 import { prepareDataset } from '../data/dataset.js';
-import { hubOptionsFromEnv, resolveRepo } from '../data/hub.js';
+import { hubOptionsFromEnv } from '../data/hub.js';
 import { removeStaleTemporaries } from '../io/temp-name.js';
 import { Gpu } from '../kernels/gpu.js';
 import { chooseLossChunk } from '../model/forward.js';
-import { embeddedConfig, EMBEDDED_MODEL_ID, materializeEmbeddedModel } from '../model/embedded.js';
+import { embeddedConfig, EMBEDDED_MODEL_ID } from '../model/embedded.js';
 import { readQwen3Config } from '../model/config.js';
 import { createLoraAdapter } from '../model/lora-init.js';
 import { Qwen3Model } from '../model/qwen3.js';
@@ -24,12 +24,13 @@ import { CHECKPOINT_FILES } from '../train/checkpoint-state.js';
 import { ConfigError } from '../errors.js';
 import { claimRunFolder, projectCommit, readRunRecord, RUN_RECORD_FORMAT, runCheckpoint, writeRendering, writeRunFolder, type RunRecord } from '../run/run-folder.js';
 import { existsSync } from 'node:fs';
+import { resolveModelDir as resolveModelFolder } from '../run/model-source.js';
 import { createRunObservers } from '../report/run-observers.js';
 import { runObserverOptions } from '../report/run-context.js';
 import { EMBEDDED_NOTICE } from '../report/embedded-notice.js';
 import { createRunSampler } from '../generate/run-samples.js';
 import { exportRun } from '../export/run-export.js';
-import { randomModelFor, readConfigSource } from '../model/random-model.js';
+import { readConfigSource } from '../model/random-model.js';
 import { Interrupt, INTERRUPT_EXIT_CODE, listenForInterrupt } from '../train/interrupt.js';
 import { runDryRun } from './dry-run.js';
 import { embeddedDefaultConfigPath } from './train-defaults.js';
@@ -122,11 +123,9 @@ export function stepSettings(config: TrainConfig, B: number, T: number, lossChun
   };
 }
 
-/** The model folder of model_id: the embedded model (created on first use), a local folder or a Hub download. */
-async function resolveModelDir(config: TrainConfig): Promise<string> {
-  if (config.model_id === EMBEDDED_MODEL_ID) return materializeEmbeddedModel(resolve('outputs', '.embedded-model'));
-  if (config.random_weights) return (await randomModelFor(config.model_id, resolve('outputs', '.random-models'), { log: (line) => console.log(line) })).dir;
-  return (await resolveRepo(config.model_id, 'model', hubOptionsFromEnv(process.env), { revision: config.model_revision })).path;
+/** The model folder of model_id (src/run/model-source.ts), logging what it creates. */
+function resolveModelDir(config: TrainConfig): Promise<string> {
+  return resolveModelFolder(config, (line) => console.log(line));
 }
 
 export async function runTrain(argv: string[]): Promise<number> {
