@@ -1,0 +1,107 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { fusedWeightUnsupported } from '../../src/kernels/cross-entropy-fused.js';
+import type { Gpu } from '../../src/kernels/gpu.js';
+import type { LinearWeight } from '../../src/kernels/matmul.js';
+import { byteLength, numel, tensorView, type DType, type Tensor } from '../../src/kernels/tensor.js';
+import { PROJECTIONS, projectionShape, type Projection } from '../../src/model/checkpoint.js';
+import { parseQwen3Config, type Qwen3Config } from '../../src/model/config.js';
+import { embeddedConfig } from '../../src/model/embedded.js';
+import type { LoraAdapter, LoraPair } from '../../src/model/lora.js';
+import type { ModelWeights } from '../../src/model/weights.js';
+import type { TrainKernels } from '../../src/train/kernels.js';
+import { planStep, type PlanCategory } from '../../src/train/plan.js';
+import type { RecomputePolicy } from '../../src/train/recompute.js';
+import { TrainStep } from '../../src/train/step.js';
+
+/**
+ * The plan is the allocation, at real sizes: TrainStep.build runs on a FAKE device that records
+ * every buffer it is asked to create and runs nothing (kernels that only hand back placeholder
+ * dispatches), for the embedded default model, the fixture-sized model and a Qwen3-4B-shaped
+ * config; the plan's bytes per category equal the recorded bytes.
+ */
+const qwen4b = parseQwen3Config(JSON.parse(readFileSync(join(import.meta.dirname, '../../configs/models/qwen3-4b.json'), 'utf8')), 'qwen3-4b.json');
+const fixture = parseQwen3Config(JSON.parse(readFileSync(join(import.meta.dirname, '../../../shared/fixtures/qwen3-tiny/model/config.json'), 'utf8')), 'config.json');
+
+class FakeGpu {
+  readonly created: number[] = [];
+  readonly limits = { maxStorageBufferBindingSize: 2 ** 31 - 4, maxBufferSize: 2 ** 40, minStorageBufferOffsetAlignment: 256 };
+  buffer(_label: string, bytes: number): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16); // WebGPU buffer sizes: Gpu.buffer's rounding
+    this.created.push(size);
+    return { size, destroy: () => undefined } as unknown as GPUBuffer;
+  }
+  tensor(label: string, shape: readonly number[], dtype: DType): Tensor {
+    return tensorView(this.buffer(label, byteLength(dtype, numel(shape))), label, shape, dtype);
+  }
+  tensorFrom(label: string, shape: readonly number[], dtype: DType): Tensor {
+    return this.tensor(label, shape, dtype);
+  }
+  write(): void {}
+}
+
+/** Kernels that record nothing and return a placeholder dispatch (a list, for calls that return several). */
+const fakeKernel = (): unknown => new Proxy({}, { get: () => () => [{ fake: true }] });
+function fakeKernels(fused: boolean): TrainKernels {
+  const names = ['embedding', 'rmsnorm', 'rope', 'attention', 'matmul', 'swiglu', 'crossEntropy', 'sum', 'gatherRows', 'matmulBackward', 'attentionBackward', 'dropout'];
+  return Object.fromEntries([...names, ...(fused ? ['crossEntropyFused'] : [])].map((n) => [n, fakeKernel()])) as unknown as TrainKernels;
+}
+
+function fakeModel(c: Qwen3Config, side: FakeGpu, r: number, dropout: number): { weights: ModelWeights; adapter: LoraAdapter; grads: Partial<Record<Projection, LoraPair>>[] } {
+  const t = (shape: number[]): Tensor => side.tensor('w', shape, 'f32');
+  const layers = Array.from({ length: c.numHiddenLayers }, () => ({
+    inputNorm: t([1]),
+    postNorm: t([1]),
+    qNorm: t([1]),
+    kNorm: t([1]),
+    proj: Object.fromEntries(PROJECTIONS.map((p) => [p, { format: 'nf4', nOut: projectionShape(c, p)[0], k: projectionShape(c, p)[1], data: t([1]) }])),
+  }));
+  const weights = { config: c, base: 'nf4', doubleQuant: false, embed: t([1]), finalNorm: t([1]), lmHead: { format: 'bf16', nOut: c.vocabSize, k: c.hiddenSize, data: t([1]) }, layers, bytes: 0 } as unknown as ModelWeights;
+  const pairs = () => Object.fromEntries(PROJECTIONS.map((p) => [p, { a: t([r, projectionShape(c, p)[1]]), b: t([projectionShape(c, p)[0], r]) }]));
+  const adapter: LoraAdapter = { config: { r, alpha: 2 * r, dropout, targetModules: PROJECTIONS, useRslora: false }, scale: 2, layers: layers.map(pairs) };
+  return { weights, adapter, grads: layers.map(pairs) };
+}
+
+describe('memory plan = allocation on a fake device (real sizes)', () => {
+  const shapes: [string, Qwen3Config, number, number, number][] = [
+    ['embedded default', embeddedConfig(), 8, 256, 16],
+    ['fixture', fixture, 2, 24, 4],
+    ['Qwen3-4B', qwen4b, 4, 512, 32],
+  ];
+  for (const [name, c, B, T, r] of shapes) {
+    it(`${name}: B${B}×${T}, r=${r}, checkpointing none/full/per-layer × dropout × fused (where it exists)/chunked head`, () => {
+      for (const recompute of ['none', 'full', { checkpointLayers: Math.floor(c.numHiddenLayers / 2) }] as RecomputePolicy[]) {
+        for (const dropout of [0, 0.05]) {
+          // The fused head exists for small hidden sizes only (cross-entropy-fused.ts); chunked everywhere.
+          const heads = fusedWeightUnsupported({ format: 'bf16', nOut: c.vocabSize, k: c.hiddenSize } as LinearWeight) ? (['chunked'] as const) : (['fused', 'chunked'] as const);
+          for (const lossHead of heads) {
+            const gpu = new FakeGpu();
+            const { weights, adapter, grads } = fakeModel(c, new FakeGpu(), r, dropout);
+            const step = TrainStep.build(gpu as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead });
+            const plan = planStep(c, {
+              batch: B,
+              seq: T,
+              r,
+              targets: PROJECTIONS,
+              gradientCheckpointing: recompute !== 'none',
+              recompute,
+              optimizer: 'adamw',
+              base: 'nf4',
+              doubleQuant: false,
+              lossChunkTokens: step.shape.lossChunkTokens,
+              loraDropout: dropout,
+              lossHead,
+            });
+            const what = `${name} ${JSON.stringify(recompute)} dropout ${dropout} ${lossHead}`;
+            const planned = (cat: PlanCategory) => plan.buffers.filter((b) => b.category === cat && b.allocatedBy !== 'kernels').reduce((a, b) => a + b.bytes * b.count, 0);
+            const allocated = (cat: PlanCategory) => step.allocations.filter((a) => a.category === cat).reduce((a, b) => a + b.bytes, 0);
+            for (const cat of ['saved', 'scratch', 'inputs'] as const) expect(allocated(cat), `${what}: ${cat}`).toBe(planned(cat));
+            // Everything the fake device was asked for is in the plan.
+            expect(gpu.created.reduce((a, b) => a + b, 0), what).toBe(planned('saved') + planned('scratch') + planned('inputs'));
+          }
+        }
+      }
+    });
+  }
+});
