@@ -4,6 +4,7 @@ import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
+import { quantileSearch } from './quantile-search.js';
 
 /**
  * NF4 (bitsandbytes' 4-bit NormalFloat, as QLoRA uses it) on the GPU, bit-exact with bitsandbytes'
@@ -153,30 +154,9 @@ export function nf4DoubleQuantizeRef(absmax: Float32Array, offset?: number): Dou
   return { codes, absmax2, offset: off };
 }
 
-/** bitsandbytes' dQuantize<0> (binary search, then the nearer neighbour by the f32 midpoint). */
+/** bitsandbytes' dQuantize<0>: the quantile search from −1 with the map's ends as outer brackets. */
 function dQuantizeRef(map: Float32Array, x: number): number {
-  let pivot = 127;
-  let upperPivot = 255;
-  let lowerPivot = 0;
-  let lower = -1;
-  let upper = 1;
-  let val = map[pivot];
-  for (let i = 64; i > 0; i >>= 1) {
-    if (x > val) {
-      lowerPivot = pivot;
-      lower = val;
-      pivot += i;
-    } else {
-      upperPivot = pivot;
-      upper = val;
-      pivot -= i;
-    }
-    val = map[pivot];
-  }
-  if (upperPivot === 255) upper = map[255];
-  if (lowerPivot === 0) lower = map[0];
-  if (x > val) return x > Math.fround(Math.fround(upper + val) * 0.5) ? upperPivot : pivot;
-  return x < Math.fround(Math.fround(lower + val) * 0.5) ? lowerPivot : pivot;
+  return quantileSearch(map, x, -1, true);
 }
 
 /** Reference dequantisation of double-quantised scales: f32(f32(map[code] · absmax2) + offset). */

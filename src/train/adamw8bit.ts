@@ -8,6 +8,7 @@ import { Adamw, adamwStateBytes, checkAdamwHyper, oneMinusF32, type AdamwHyper, 
 import { GRAD_NORM_STATE_WORDS } from './grad-norm.js';
 import { readStateTensors, writeStateTensors, type NamedStateBuffer, type StateTensor } from './optimizer-state.js';
 import { chunkElements, type ArenaLayout, type ArenaSlot } from './param-arena.js';
+import { quantileSearch } from '../kernels/quantile-search.js';
 
 /**
  * 8-bit AdamW as bitsandbytes' AdamW8bit / PagedAdamW8bit (what `optim: paged_adamw_8bit` runs on
@@ -112,28 +113,9 @@ export function dynamicMaps(): Float32Array {
   return out;
 }
 
-/** bitsandbytes' quantize_2D: a binary search from code 127, then the nearer bracketing code. */
+/** bitsandbytes' quantize_2D: the quantile search from −1 (signed map) or 0, without edge clamps. */
 export function quantizeDynamic(code: ArrayLike<number>, signed: boolean, x: number): number {
-  let pivot = 127;
-  let upperPivot = 255;
-  let lowerPivot = 0;
-  let lower = signed ? -1 : 0;
-  let upper = 1;
-  let val = code[127];
-  for (let i = 64; i > 0; i >>= 1) {
-    if (x > val) {
-      lowerPivot = pivot;
-      lower = val;
-      pivot += i;
-    } else {
-      upperPivot = pivot;
-      upper = val;
-      pivot -= i;
-    }
-    val = code[pivot];
-  }
-  if (x > val) return x > (upper + val) * 0.5 ? upperPivot : pivot;
-  return x < (lower + val) * 0.5 ? lowerPivot : pivot;
+  return quantileSearch(code, x, signed ? -1 : 0, false);
 }
 
 /** The step's scalars: bitsandbytes computes them in f32 in the kernel; here in float64, then f32. */
