@@ -204,10 +204,10 @@ export function shrinkingSettings(b: PlanBuffer, s: StepSettings, layers: number
         out.push('a smaller logits chunk (lossChunkTokens)');
         break;
       }
-      if (b.name.startsWith('saved') && !checkpointedAll) out.push('gradient_checkpointing: true (or checkpoint more layers)');
-      if (b.name.includes('dropped input')) out.push('lora_dropout: 0');
       if (b.name.startsWith('rope')) out.push('max_seq_length');
       else out.push('per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)', 'max_seq_length');
+      if (b.name.startsWith('saved') && !checkpointedAll) out.push('gradient_checkpointing: true (or checkpoint more layers)');
+      if (b.name.includes('dropped input')) out.push('lora_dropout: 0');
   }
   return out;
 }
