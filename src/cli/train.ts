@@ -152,6 +152,8 @@ export async function runTrain(argv: string[]): Promise<number> {
     return 0;
   }
 
+  // Ctrl-C before training starts (data preparation, model download and loading): nothing to save, exit 130 at once.
+  const beforeTraining = listenForInterrupt(process, new Interrupt(), { onFirst: () => exitInterrupted('before training started'), onSecond: () => exitInterrupted('before training started') });
   await removeStaleTemporaries(config.output_dir); // what a killed earlier run left (checkpoints, adapter, exports, report)
   if (!resume) await claimRunFolder(config.output_dir, args.flags.has('overwrite') || config.overwrite_output_dir, (line) => console.log(line));
   const modelDir = await resolveModelDir(config);
@@ -204,6 +206,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       seed: config.seed,
     });
     const pad = tokenizer.padTokenId ?? tokenizer.eosTokenId;
+    beforeTraining.dispose();
     const interrupt = new Interrupt();
     // Listening until the command returns: a second Ctrl-C while the checkpoint or the adapter is
     // being written still quits at once (writers leave only temporary names behind).
@@ -248,4 +251,10 @@ export async function runTrain(argv: string[]): Promise<number> {
     listening?.dispose();
     gpu.destroy();
   }
+}
+
+/** Ctrl-C before any step: the run folder holds no checkpoint of this run; exit with 130. */
+function exitInterrupted(when: string): never {
+  console.log(`interrupted ${when}: no step was trained; run the same command again to start over`);
+  process.exit(INTERRUPT_EXIT_CODE);
 }

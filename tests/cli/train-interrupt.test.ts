@@ -72,6 +72,25 @@ describe('node train.js and Ctrl-C', () => {
     expect(existsSync(join(folder.root, 'out', 'adapter', 'adapter_model.safetensors'))).toBe(true);
   }, 240_000);
 
+  it.each([
+    ['GPU start-up, right after data preparation', /^data: /m],
+    ['model loading', /^device: /m],
+  ])('SIGINT during %s exits with 130 cleanly, no stack trace', async (_phase, when) => {
+    const folder = makeTrainFolder('sigint-early');
+    let sent = false;
+    const r = await runTrainJs(folder.root, ['--config', folder.config], (out, signal) => {
+      if (!sent && when.test(out)) {
+        sent = true;
+        signal();
+      }
+    });
+    expect(r.signal, r.out).toBeNull(); // exited by itself, not killed by the signal
+    expect(r.code, r.out).toBe(130);
+    expect(r.out).toMatch(/^interrupted before training started: no step was trained/m);
+    expect(r.out).not.toMatch(/^step \d+\//m);
+    expect(r.out).not.toMatch(/Error|at .*\.js:\d+/);
+  }, 120_000);
+
   it('a second SIGINT exits with 130 at once', async () => {
     const folder = makeTrainFolder('sigint2', { max_steps: 50 });
     let sent = 0;
