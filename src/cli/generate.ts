@@ -2,7 +2,7 @@
  * `prompt-lora generate`: text from the model (+ adapter, unmerged, on the NF4 or full base) with
  * the KV cache on the GPU; tokens streamed to stdout as they come, statistics on stderr at the end.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { formatFlags, parseFlags, type FlagSpec } from '../config/args.js';
 import { loadConfig } from '../config/load.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PREFIX } from '../config/schema.js';
@@ -98,7 +98,9 @@ export async function runGenerate(argv: string[]): Promise<number> {
   // A folder, a Hub id or the run's model_id, resolved as `train` resolves them.
   const modelSource = modelFlag !== undefined ? { model_id: modelFlag, random_weights: false, model_revision: 'main' } : run !== undefined ? trained : undefined;
   if (modelSource === undefined) throw new ConfigError(`generate needs --model DIR|HUB_ID or --run DIR${run !== undefined ? ` (${run} has no config.yaml naming model_id)` : ''}\n\n${GENERATE_USAGE}`);
-  const modelDir = await resolveModelDir(modelSource, (line) => console.error(line));
+  // A path that is not there (not of the owner/name form of a Hub id) is read as a folder, so its error names the missing config.json.
+  const localPath = modelFlag !== undefined && (existsSync(modelFlag) || !/^[\w.-]+\/[\w.-]+$/.test(modelFlag));
+  const modelDir = localPath ? modelFlag : await resolveModelDir(modelSource, (line) => console.error(line));
   const sources = ['prompt', 'chat', 'messages'].filter((f) => flags.has(f));
   if (sources.length !== 1) throw new ConfigError(`generate needs exactly one of --prompt, --chat, --messages (got ${sources.length === 0 ? 'none' : sources.map((s) => `--${s}`).join(', ')})`);
   const base = one('base') ?? 'nf4';
