@@ -13,7 +13,7 @@ import type { RunObserverOptions } from './run-observers.js';
  */
 export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan, lossChunkTokens: number): RunObserverOptions {
   return {
-    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, lossChunkTokens), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
+    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, lossChunkTokens, plannedLossHead(plan)), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
     reportTo: config.report_to,
     hyperparameters: config,
   };
@@ -24,10 +24,18 @@ export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan
  * them), and the loss head fused (logits never stored; CPU adapters with subgroups of 8 and a bf16
  * lm_head) or chunked (logits of `lossChunkTokens` positions at a time).
  */
-export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number): string {
+export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number, lossHead?: string): string {
   const base = config.use_4bit ? 'NF4 dequantised in tiled f32 WGSL matmuls' : 'tiled f32 WGSL matmuls';
-  const fused = fusedHeadUnsupported(gpu);
-  return `${base}; loss head ${fused === undefined ? 'fused where the lm_head is bf16 (CPU adapter, logits never stored)' : `chunked, ${lossChunkTokens} tokens of logits at a time (${fused})`}`;
+  const unsupported = fusedHeadUnsupported(gpu);
+  const chunked = `chunked, ${lossChunkTokens} tokens of logits at a time`;
+  if (lossHead === 'fused') return `${base}; loss head fused (CPU adapter, logits never stored)`;
+  if (lossHead === 'chunked') return `${base}; loss head ${chunked}${unsupported ? ` (${unsupported})` : ''}`;
+  return `${base}; loss head ${unsupported === undefined ? 'fused where the lm_head is bf16 (CPU adapter, logits never stored)' : `${chunked} (${unsupported})`}`;
+}
+
+/** The loss head the memory plan was made for, where the plan records it (StepSettings.lossHead). */
+function plannedLossHead(plan: StepPlan): string | undefined {
+  return plan.settings.lossHead;
 }
 
 /** "5.70 GiB planned: weights 2.10 GiB, lora …" from the plan's totals. */
