@@ -192,6 +192,11 @@ export class ForwardProgram {
     return new ForwardProgram(gpu, weights, { ...shape, maxPosition, lossChunkTokens: head.chunkTokens, lossHead: head.mode }, bufs, head, list, allocated);
   }
 
+  /** Bytes of every buffer this program allocated (planForward in src/train/plan.ts lists them). */
+  get bytes(): number {
+    return this.allocated.reduce((a, b) => a + b.size, 0);
+  }
+
   /** Number of dispatches one forward records. */
   get dispatchCount(): number {
     return this.dispatches.length;

@@ -174,6 +174,60 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
   return Object.freeze({ settings: s, buffers: Object.freeze(buffers), totals: Object.freeze(totals), total, trainable, layers: L });
 }
 
+export interface ForwardSettings {
+  readonly batch: number;
+  readonly seq: number;
+  /** LoRA rank and targets (none: no adapter). */
+  readonly r?: number;
+  readonly targets: readonly Projection[];
+  readonly lossChunkTokens: number;
+  readonly lossHead?: LossHeadMode;
+  readonly captureLayers?: boolean;
+  readonly logitsLast?: boolean;
+  /** Largest position + 1 (rope table rows; default seq). */
+  readonly maxPosition?: number;
+}
+
+/**
+ * The buffers of the evaluation forward (ForwardProgram.build): the layer's shared, not-saved set
+ * (src/model/decoder-layer.ts), the residual stream, the loss head and what the shape asks for.
+ */
+export function planForward(c: Qwen3Config, s: ForwardSettings): { readonly buffers: readonly PlanBuffer[]; readonly total: number } {
+  const buffers: PlanBuffer[] = [];
+  const add = (name: string, shape: readonly number[], dtype: DType, count = 1): void => {
+    const bytes = Math.max(16, Math.ceil(byteLength(dtype, numel(shape)) / 16) * 16);
+    buffers.push(Object.freeze({ name, category: 'scratch', lifetime: 'step', shape: Object.freeze([...shape]), dtype, count, bytes, bound: true }));
+  };
+  const { hiddenSize: D, numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, intermediateSize: F, vocabSize: V } = c;
+  const B = s.batch;
+  const N = B * s.seq;
+  add('input_ids, position_ids, segment_ids (N) i32', [N], 'i32', 3);
+  add('x (N, D) f32 — residual stream', [N, D], 'f32');
+  for (const sp of savedSpecs({ N, D, H, Hkv, Dh, F, eps: c.rmsNormEps }, s.targets, s.r ?? 0, { save: false, lse: true })) add(sp.name, sp.shape, sp.dtype);
+  add('xf (N, D) f32', [N, D], 'f32');
+  if (s.logitsLast) {
+    add('last index (B) i32', [B], 'i32');
+    add('last rows (B, D) f32', [B, D], 'f32');
+    add('logits_last (B, V) f32', [B, V], 'f32');
+  }
+  if (s.captureLayers) {
+    add('identity index (N) i32', [N], 'i32');
+    add('layer_out (N, D) f32', [N, D], 'f32', c.numHiddenLayers);
+  }
+  add('rope cos, sin (maxPosition, Dh/2) f32', [s.maxPosition ?? s.seq, Dh / 2], 'f32', 2);
+  add('targets (N) i32', [N], 'i32');
+  add('token loss, lse, correct (N) f32', [N], 'f32', 3);
+  add('loss sum, correct sum (1) f32', [1], 'f32', 2);
+  if ((s.lossHead ?? 'chunked') === 'fused') {
+    add('head row positions, row of position (N) i32', [N], 'i32', 2);
+    add('head rows (1) u32', [1], 'u32');
+    add(`head partial (S, N, 4) f32`, [fusedSlices(V), N, FUSED_PARTIAL_WORDS], 'f32');
+  } else {
+    add(`logits chunk (${s.lossChunkTokens}, V) f32`, [s.lossChunkTokens, V], 'f32');
+  }
+  return Object.freeze({ buffers: Object.freeze(buffers), total: buffers.reduce((a, b) => a + b.bytes * b.count, 0) });
+}
+
 export interface DeviceBudget {
   readonly maxBufferSize: number;
   readonly maxStorageBufferBindingSize: number;

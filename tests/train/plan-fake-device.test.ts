@@ -11,7 +11,8 @@ import { embeddedConfig } from '../../src/model/embedded.js';
 import type { LoraAdapter, LoraPair } from '../../src/model/lora.js';
 import type { ModelWeights } from '../../src/model/weights.js';
 import type { TrainKernels } from '../../src/train/kernels.js';
-import { planStep, type PlanCategory } from '../../src/train/plan.js';
+import { planForward, planStep, type PlanCategory } from '../../src/train/plan.js';
+import { ForwardProgram } from '../../src/model/forward.js';
 import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { TrainStep } from '../../src/train/step.js';
 
@@ -102,6 +103,42 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
           }
         }
       }
+    });
+  }
+
+  for (const [name, c, B, T, r] of shapes) {
+    it(`${name}: the evaluation forward allocates what planForward lists (adapter or none, capture, logits_last, both heads)`, () => {
+      const heads = fusedWeightUnsupported({ format: 'bf16', nOut: c.vocabSize, k: c.hiddenSize } as LinearWeight) ? (['chunked'] as const) : (['fused', 'chunked'] as const);
+      let cases = 0;
+      for (const withAdapter of [false, true]) {
+        for (const extras of [false, true]) {
+          for (const lossHead of heads) {
+            const gpu = new FakeGpu();
+            const { weights, adapter } = fakeModel(c, new FakeGpu(), r, 0);
+            const program = ForwardProgram.build(gpu as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, withAdapter ? adapter : undefined, {
+              B,
+              T,
+              lossHead,
+              captureLayers: extras,
+              logitsLast: extras,
+            });
+            const plan = planForward(c, {
+              batch: B,
+              seq: T,
+              r: withAdapter ? r : undefined,
+              targets: withAdapter ? PROJECTIONS : [],
+              lossChunkTokens: program.shape.lossChunkTokens,
+              lossHead,
+              captureLayers: extras,
+              logitsLast: extras,
+            });
+            expect(gpu.created.reduce((a, b) => a + b, 0), `${name} adapter ${withAdapter} extras ${extras} ${lossHead}`).toBe(plan.total);
+            expect(program.bytes).toBe(plan.total);
+            cases++;
+          }
+        }
+      }
+      expect(cases).toBe(4 * heads.length);
     });
   }
 });
