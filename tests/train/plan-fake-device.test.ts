@@ -15,6 +15,7 @@ import { planForward, planStep, type PlanCategory } from '../../src/train/plan.j
 import { ForwardProgram } from '../../src/model/forward.js';
 import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { TrainStep } from '../../src/train/step.js';
+import { TINY_MODEL } from '../helpers/fixtures.js';
 
 /**
  * The plan is the allocation, at real sizes: TrainStep.build runs on a FAKE device that records
@@ -23,7 +24,7 @@ import { TrainStep } from '../../src/train/step.js';
  * config; the plan's bytes per category equal the recorded bytes.
  */
 const qwen4b = parseQwen3Config(JSON.parse(readFileSync(join(import.meta.dirname, '../../configs/models/qwen3-4b.json'), 'utf8')), 'qwen3-4b.json');
-const fixture = parseQwen3Config(JSON.parse(readFileSync(join(import.meta.dirname, '../../../shared/fixtures/qwen3-tiny/model/config.json'), 'utf8')), 'config.json');
+const fixture = parseQwen3Config(JSON.parse(readFileSync(join(TINY_MODEL, 'config.json'), 'utf8')), 'config.json');
 
 class FakeGpu {
   readonly created: number[] = [];
