@@ -209,19 +209,23 @@ async function writeTextFile(path: string, text: string, force = false): Promise
   await writeFileAtomic(path, text);
 }
 
-/** Refuses to start when the output disk has less free space than the planned bytes. */
-export async function checkFreeSpace(dir: string, bytes: number): Promise<void> {
+/**
+ * Refuses to start when the output disk has less free space than the planned bytes plus a margin;
+ * nothing to write (0 bytes: e.g. only the adapter already in place) needs no space and no margin.
+ */
+export async function checkFreeSpace(dir: string, bytes: number, fsStat: (path: string) => Promise<{ bavail: number | bigint; bsize: number | bigint }> = statfs): Promise<void> {
+  if (bytes <= 0) return;
   let probe = dir;
   while (!existsSync(probe) && dirname(probe) !== probe) probe = dirname(probe);
   let free: number;
   try {
-    const s = await statfs(probe);
+    const s = await fsStat(probe);
     free = Number(s.bavail) * Number(s.bsize);
   } catch {
     return; // a file system that cannot tell: the writers still fail cleanly on ENOSPC
   }
   if (free < bytes + SPACE_MARGIN) {
-    throw new ExportError(`${dir}: the export needs about ${formatBytes(bytes)} but only ${formatBytes(free)} is free on that disk; free space or choose another --out`);
+    throw new ExportError(`${dir}: the export needs about ${formatBytes(bytes)} (plus a ${formatBytes(SPACE_MARGIN)} margin) but only ${formatBytes(free)} is free on that disk; free space or choose another --out`);
   }
 }
 
