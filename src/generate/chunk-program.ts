@@ -150,6 +150,16 @@ export class ChunkProgram {
     return new ChunkProgram(gpu, C, maxContext, V, layout, new Int32Array(layout.length), input, logits, staging, new Float32Array(V), list, allocated, splits);
   }
 
+  /** Bytes of every buffer this program allocated (planChunkProgram in src/train/plan.ts lists them). */
+  get bytes(): number {
+    return this.allocated.reduce((a, b) => a + b.size, 0);
+  }
+
+  /** Words of the step-input buffer (ids | positions | chunk | last). */
+  get inputWords(): number {
+    return this.layout.length;
+  }
+
   /** Number of dispatches one step records. */
   get dispatchCount(): number {
     return this.dispatches.length;

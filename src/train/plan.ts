@@ -228,6 +228,31 @@ export function planForward(c: Qwen3Config, s: ForwardSettings): { readonly buff
   return Object.freeze({ buffers: Object.freeze(buffers), total: buffers.reduce((a, b) => a + b.bytes * b.count, 0) });
 }
 
+/**
+ * The buffers of one generation chunk program (src/generate/chunk-program.ts) of C rows: the
+ * layer's shared set without lse (KV-cache attention), its split scratch, the step-input buffer,
+ * the last row's head and the logits with their readback buffer. The KV cache itself is the
+ * Generator's (not listed here).
+ */
+export function planChunkProgram(c: Qwen3Config, s: { readonly rows: number; readonly splits: number; readonly r?: number; readonly targets: readonly Projection[]; readonly inputWords: number }): { readonly buffers: readonly PlanBuffer[]; readonly total: number } {
+  const buffers: PlanBuffer[] = [];
+  const add = (name: string, shape: readonly number[], dtype: DType, count = 1): void => {
+    const bytes = Math.max(16, Math.ceil(byteLength(dtype, numel(shape)) / 16) * 16);
+    buffers.push(Object.freeze({ name, category: 'scratch', lifetime: 'step', shape: Object.freeze([...shape]), dtype, count, bytes, bound: true }));
+  };
+  const { hiddenSize: D, numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, intermediateSize: F, vocabSize: V } = c;
+  const C = s.rows;
+  add('step input (ids | positions | chunk | last) i32', [s.inputWords], 'i32');
+  add('x (C, D) f32 — residual stream', [C, D], 'f32');
+  for (const sp of savedSpecs({ N: C, D, H, Hkv, Dh, F, eps: c.rmsNormEps }, s.targets, s.r ?? 0, { save: false, lse: false, rows: 'C' })) add(sp.name, sp.shape, sp.dtype);
+  add('attention splits (S, C, H·Dh) f32', [s.splits, C, H * Dh], 'f32');
+  add('attention split stats (S, C, H, 2) f32', [s.splits, C, H, 2], 'f32');
+  add('x last, xf (1, D) f32', [1, D], 'f32', 2);
+  add('rstd last (1) f32', [1], 'f32');
+  add('logits (1, V) f32, its readback', [1, V], 'f32', 2);
+  return Object.freeze({ buffers: Object.freeze(buffers), total: buffers.reduce((a, b) => a + b.bytes * b.count, 0) });
+}
+
 export interface DeviceBudget {
   readonly maxBufferSize: number;
   readonly maxStorageBufferBindingSize: number;

@@ -11,8 +11,11 @@ import { embeddedConfig } from '../../src/model/embedded.js';
 import type { LoraAdapter, LoraPair } from '../../src/model/lora.js';
 import type { ModelWeights } from '../../src/model/weights.js';
 import type { TrainKernels } from '../../src/train/kernels.js';
-import { planForward, planStep, type PlanCategory } from '../../src/train/plan.js';
+import { planChunkProgram, planForward, planStep, type PlanCategory } from '../../src/train/plan.js';
 import { ForwardProgram } from '../../src/model/forward.js';
+import { ChunkProgram } from '../../src/generate/chunk-program.js';
+import type { KvCache } from '../../src/generate/kv-cache.js';
+import type { AttentionDecode } from '../../src/kernels/attention-decode.js';
 import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { TrainStep } from '../../src/train/step.js';
 import { TINY_MODEL } from '../helpers/fixtures.js';
@@ -140,6 +143,29 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
         }
       }
       expect(cases).toBe(4 * heads.length);
+    });
+  }
+
+  for (const [name, c, , , r] of shapes) {
+    it(`${name}: generation's prefill and decode programs allocate what planChunkProgram lists`, () => {
+      const side = new FakeGpu();
+      const maxContext = 64;
+      const cache = {
+        maxContext,
+        layers: Array.from({ length: c.numHiddenLayers }, () => ({ k: side.tensor('k', [1], 'f32'), v: side.tensor('v', [1], 'f32') })),
+        rope: { cos: side.tensor('cos', [1], 'f32'), sin: side.tensor('sin', [1], 'f32') },
+      } as unknown as KvCache;
+      const attention = { splitsFor: () => 3, writeKv: () => ({ fake: true }), forward: () => [{ fake: true }] } as unknown as AttentionDecode;
+      for (const rows of [1, 16]) {
+        for (const withAdapter of [false, true]) {
+          const gpu = new FakeGpu();
+          const { weights, adapter } = fakeModel(c, new FakeGpu(), r, 0);
+          const program = ChunkProgram.build(gpu as unknown as Gpu, { kernels: fakeKernels(false), attention, weights, adapter: withAdapter ? adapter : undefined, cache, rows });
+          const plan = planChunkProgram(c, { rows, splits: program.splits, r: withAdapter ? r : undefined, targets: withAdapter ? PROJECTIONS : [], inputWords: program.inputWords });
+          expect(gpu.created.reduce((a, b) => a + b, 0), `${name} C=${rows} adapter ${withAdapter}`).toBe(plan.total);
+          expect(program.bytes).toBe(plan.total);
+        }
+      }
     });
   }
 });
