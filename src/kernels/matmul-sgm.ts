@@ -17,10 +17,11 @@ import type { Dispatch } from './dispatch.js';
  * Not yet: the LoRA epilogue, the input gradient dX = dY·W, operand scaling against f16
  * overflow (issue 11 items 1 and 4).
  *
- * Measured (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm.json, M = 2048, NF4):
- * 48 TFLOP/s at gate/up, 50 at q_proj, 45 at k/v_proj, 31–32 at o/down_proj — about half of the
- * probe's 100 (../shared/probes/subgroup-matrix/sgmm2.mjs) with the same 256 × 128 tile; the gap
- * is not yet explained. Tested on the GPU host by `npm run test:gpu` (tests/gpu; it needs vitest,
+ * Measured (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm-v2.json, M = 2048, NF4,
+ * picked tiles): 94 TFLOP/s at gate/up, 97 at q_proj, 62 at k/v_proj, 63 at o_proj, 61 at
+ * down_proj. The first version's strided staging loops ran at half that (48, 50, 45, 32, 31 in
+ * bench/results/h200-2026-12-02-matmul-sgm.json; `staging: 'loop'` re-measured the same in v2):
+ * the probe's speed came from its straight-line staging code. Tested on the GPU host by `npm run test:gpu` (tests/gpu; it needs vitest,
  * so pack the host bundle from a node_modules with dev dependencies, and without npm there run
  * `node node_modules/vitest/vitest.mjs run tests/gpu`).
  */
@@ -39,19 +40,19 @@ export interface SgmTile {
 
 export const SGM_TILES = {
   /**
-   * 128 × 256, 4 × 2 subgroups of 2 × 8 fragments: the fastest measured at q, gate/up, o and down
-   * (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm-tiles.json).
+   * 128 × 256, 4 × 2 subgroups of 2 × 8 fragments: the fastest with loop staging; with unrolled
+   * staging 76–80 TFLOP/s at gate/up and q, behind `tall` (H200, 2026-12-02, …-matmul-sgm-v2.json).
    */
   large: { sgM: 4, sgN: 2, fm: 2, fn: 8, bk: 32 },
-  /** 128 × 128, 4 × 2 subgroups of 2 × 4: the fastest measured at k/v_proj (64 workgroups of `large` starve the SMs). */
+  /** 128 × 128, 4 × 2 subgroups of 2 × 4: the fastest measured at k/v_proj (61.5 TFLOP/s; 64 workgroups of `tall` starve the SMs). */
   medium: { sgM: 4, sgN: 2, fm: 2, fn: 4, bk: 32 },
-  /** 256 × 128, 8 × 1 subgroups of 2 × 8: the probe's tile, second to `large` everywhere. */
+  /** 256 × 128, 8 × 1 subgroups of 2 × 8: the probe's tile, the fastest with unrolled staging at q, gate/up, o and down (94–97 and 61–63 TFLOP/s). */
   tall: { sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 32 },
   /** 64 × 64, 2 × 2 subgroups of 2 × 2, reduction steps of 64: small outputs. */
   tiny: { sgM: 2, sgN: 2, fm: 2, fn: 2, bk: 64 },
 } as const satisfies Record<string, SgmTile>;
 
-export const SGM_DEFAULT_TILES: readonly SgmTile[] = [SGM_TILES.large, SGM_TILES.medium, SGM_TILES.tiny];
+export const SGM_DEFAULT_TILES: readonly SgmTile[] = [SGM_TILES.tall, SGM_TILES.medium, SGM_TILES.tiny];
 
 /** The fragment size and the padding of staged rows (halves), as in the shader. */
 const FRAG = 16;
@@ -133,7 +134,7 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
 
 /**
  * The tile for an (m × n) output among `tiles` (largest first): the first that makes at least
- * `minWorkgroups` workgroups (default 100: on the H200 128 × 256 tiles won with 160 workgroups at
+ * `minWorkgroups` workgroups (default 100: on the H200 256 × 128 tiles won with 160 workgroups at
  * o/down_proj and lost with 64 at k/v_proj), else the one making the most.
  */
 export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, minWorkgroups = 100): SgmTile {
