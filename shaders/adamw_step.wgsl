@@ -28,6 +28,8 @@
 // every access coalesced.
 // Saves nothing.
 
+// #include "lib/grid_fold.wgsl"
+
 override WG: u32 = 256u;
 // true: torch's lerp form of the first-moment update; false: bitsandbytes' m·β1 + (1 − β1)·g.
 override LERP: bool = true;
@@ -62,7 +64,7 @@ struct GradNormState {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = (wg.y * 65535u + wg.x) * WG + lid.x;
+  let i = (foldedWorkgroup(wg)) * WG + lid.x;
   if (i >= params.count || gradNorm.nonFinite != 0u) {
     return;
   }

@@ -18,6 +18,8 @@
 // order (deterministic).
 // Saves nothing.
 
+// #include "lib/grid_fold.wgsl"
+
 override DH: u32 = 128u;
 override RT: u32 = 8u;
 override WG: u32 = 256u;
@@ -43,7 +45,7 @@ var<workgroup> partial: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let rows = params.batch * params.tokens * params.qHeads;
-  let row = (wg.y * 65535u + wg.x) * RPW + lid / RT;
+  let row = (foldedWorkgroup(wg)) * RPW + lid / RT;
   let lane = lid % RT;
   var s = 0.0;
   if (row < rows) {

@@ -13,6 +13,8 @@
 // Dispatch: (min(ceil(count / WG), 65535), ceil(count / (65535·WG))) workgroups of WG threads.
 // Saves nothing.
 
+// #include "lib/grid_fold.wgsl"
+
 override WG: u32 = 256u;
 override ACCUMULATE: bool = false;
 
@@ -37,7 +39,7 @@ fn pcg(v: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = (wg.y * 65535u + wg.x) * WG + lid.x;
+  let i = (foldedWorkgroup(wg)) * WG + lid.x;
   if (i >= params.count) {
     return;
   }

@@ -77,11 +77,7 @@ var<workgroup> tileA: array<vec4<f32>, SLOTS_A>;
 var<workgroup> tileB: array<vec4<f32>, SLOTS_B>;
 var<workgroup> nf4lut: array<f32, 16>;
 
-// bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code).
-const NF4_CODEBOOK = array<u32, 16>(
-  0xbf800000u, 0xbf3239b1u, 0xbf066b30u, 0xbeca32a0u, 0xbe91a24du, 0xbe3d353fu, 0xbdba7871u, 0x00000000u,
-  0x3da2faffu, 0x3e24cae3u, 0x3e7c04ddu, 0x3ead033au, 0x3ee1a4b8u, 0x3f1007abu, 0x3f3913b3u, 0x3f800000u,
-);
+// #include "lib/nf4_codebook.wgsl"
 
 // dY[i, l .. l+KA-1] in the first KA lanes (zeros past row M and past the slice end).
 fn loadDy(i: u32, l: u32, lEnd: u32) -> vec4<f32> {

@@ -12,6 +12,8 @@
 // (min(G, 65535), ceil(G / 65535)) with G = ceil(count / WG); element e = (wg.y·65535 + wg.x)·WG +
 // local.x. Consecutive invocations read consecutive floats of each slice (coalesced). Saves nothing.
 
+// #include "lib/grid_fold.wgsl"
+
 override WG: u32 = 256u;
 
 struct MatmulSliceSumParams {
@@ -27,7 +29,7 @@ struct MatmulSliceSumParams {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let e = (wg.y * 65535u + wg.x) * WG + lid.x;
+  let e = (foldedWorkgroup(wg)) * WG + lid.x;
   if (e >= params.count) {
     return;
   }

@@ -79,11 +79,7 @@ var<workgroup> nf4lut: array<f32, 16>;
 override QMAP_SIZE: u32 = select(1u, 256u, FORMAT == 3u);
 var<workgroup> qlut: array<f32, QMAP_SIZE>;
 
-// bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code).
-const NF4_CODEBOOK = array<u32, 16>(
-  0xbf800000u, 0xbf3239b1u, 0xbf066b30u, 0xbeca32a0u, 0xbe91a24du, 0xbe3d353fu, 0xbdba7871u, 0x00000000u,
-  0x3da2faffu, 0x3e24cae3u, 0x3e7c04ddu, 0x3ead033au, 0x3ee1a4b8u, 0x3f1007abu, 0x3f3913b3u, 0x3f800000u,
-);
+// #include "lib/nf4_codebook.wgsl"
 
 // X[row, k .. k+KA-1] in the first KA lanes (zeros past the edges).
 fn loadX(row: u32, k: u32) -> vec4<f32> {

@@ -74,11 +74,7 @@ var<workgroup> tiles: array<f16, TILE_HALVES>; // X tile [BM][SK], then W tile [
 var<workgroup> scratch: array<f32, MAX_SUBGROUPS * 256u>;
 var<workgroup> nf4lut: array<f16, 16>;
 
-// bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code); the same table as matmul_forward.wgsl.
-const NF4_CODEBOOK = array<u32, 16>(
-  0xbf800000u, 0xbf3239b1u, 0xbf066b30u, 0xbeca32a0u, 0xbe91a24du, 0xbe3d353fu, 0xbdba7871u, 0x00000000u,
-  0x3da2faffu, 0x3e24cae3u, 0x3e7c04ddu, 0x3ead033au, 0x3ee1a4b8u, 0x3f1007abu, 0x3f3913b3u, 0x3f800000u,
-);
+// #include "lib/nf4_codebook.wgsl"
 
 // Scale of NF4 block b (FORMAT 2: stored f32; FORMAT 3: map[code] · absmax2 + offset).
 fn blockScale(b: u32) -> f32 {

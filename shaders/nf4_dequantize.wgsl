@@ -13,6 +13,8 @@
 // Dispatch: one thread per packed word (8 outputs), WG threads per workgroup, workgroups
 // (min(G, 65535), ceil(G / 65535)) with G = ceil(numel / 8 / WG). Saves nothing.
 
+// #include "lib/grid_fold.wgsl"
+
 override WG: u32 = 256u;
 override DOUBLE_QUANT: bool = false;
 
@@ -28,11 +30,7 @@ struct Nf4DequantizeParams {
 @group(0) @binding(4) var<storage, read> absmax2: array<f32>;
 @group(0) @binding(5) var<storage, read> qmap: array<f32>;
 
-// bitsandbytes' NF4 codebook as f32 bit patterns (index = 4-bit code).
-const NF4_CODEBOOK = array<u32, 16>(
-  0xbf800000u, 0xbf3239b1u, 0xbf066b30u, 0xbeca32a0u, 0xbe91a24du, 0xbe3d353fu, 0xbdba7871u, 0x00000000u,
-  0x3da2faffu, 0x3e24cae3u, 0x3e7c04ddu, 0x3ead033au, 0x3ee1a4b8u, 0x3f1007abu, 0x3f3913b3u, 0x3f800000u,
-);
+// #include "lib/nf4_codebook.wgsl"
 
 fn blockScale(b: u32) -> f32 {
   if (DOUBLE_QUANT) {
@@ -44,7 +42,7 @@ fn blockScale(b: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let word = (wg.y * 65535u + wg.x) * WG + lid.x;
+  let word = (foldedWorkgroup(wg)) * WG + lid.x;
   if (word * 8u >= params.numel) {
     return;
   }

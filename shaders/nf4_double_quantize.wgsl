@@ -17,6 +17,8 @@
 // Dispatch: one workgroup of 256 threads per chunk of 256 scales, workgroups (min(C, 65535),
 // ceil(C / 65535)) with C = ceil(count / 256); chunk = wg.y · 65535 + wg.x. Saves nothing.
 
+// #include "lib/grid_fold.wgsl"
+
 struct Nf4DoubleQuantizeParams {
   count: u32,
 }
@@ -87,7 +89,7 @@ fn dQuantize(x: f32) -> u32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let chunk = wg.y * 65535u + wg.x;
+  let chunk = foldedWorkgroup(wg);
   let i = chunk * CHUNK + lid.x;
   let valid = i < params.count;
   lut[lid.x] = qmap[lid.x];

@@ -18,6 +18,8 @@
 // workgroup, workgroups (min(G, 65535), ceil(G / 65535)) with G = ceil(numel / 8 / WG);
 // word = (wg.y · 65535 + wg.x) · WG + local.x. Saves nothing (a load-time step).
 
+// #include "lib/grid_fold.wgsl"
+
 override WG: u32 = 256u;
 override INPUT_F32: bool = false;
 
@@ -89,7 +91,7 @@ fn element(e: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let word = (wg.y * 65535u + wg.x) * WG + lid.x;
+  let word = (foldedWorkgroup(wg)) * WG + lid.x;
   let valid = word * 8u < params.numel;
   var v: array<f32, 8>;
   var m = 0.0;

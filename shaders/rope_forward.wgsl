@@ -27,6 +27,8 @@
 // grid (min(G, 65535), ceil(G / 65535)) for G = ceil(N·(H + Hkv)·HALF / WG).
 // Saves nothing: the backward pass needs only the positions and the table.
 
+// #include "lib/grid_fold.wgsl"
+
 override HALF: u32 = 64u;
 override WG: u32 = 256u;
 override INVERSE: bool = false;
@@ -47,7 +49,7 @@ struct RopeParams {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let e = (wg.y * 65535u + wg.x) * WG + lid.x;
+  let e = (foldedWorkgroup(wg)) * WG + lid.x;
   let heads = params.qHeads + params.kHeads;
   let perToken = heads * HALF;
   if (e >= params.tokens * perToken) {

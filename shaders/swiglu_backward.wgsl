@@ -25,6 +25,8 @@
 // forward; element index = (wg.y · 65535 + wg.x) · WG + local.x.
 // Saves nothing.
 
+// #include "lib/grid_fold.wgsl"
+
 override WG: u32 = 256u;
 override IN_PLACE: bool = false;
 
@@ -41,7 +43,7 @@ struct SwigluParams {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = (wg.y * 65535u + wg.x) * WG + lid.x;
+  let i = (foldedWorkgroup(wg)) * WG + lid.x;
   if (i >= params.count) {
     return;
   }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ShaderError } from '../errors.js';
+import { composeShader } from './shader-source.js';
 
 /**
  * WGSL sources live in <package root>/shaders/*.wgsl. This module is at src/kernels/ when run from
@@ -24,8 +25,13 @@ export function shaderPath(file: string): string {
   return join(shaderDir, file);
 }
 
-/** The text of shaders/<file>; a missing file is a ShaderError naming it. */
+/** The text of shaders/<file> with its `// #include` lines resolved (shader-source.ts); a missing file is a ShaderError naming it. */
 export function readShader(file: string): string {
+  return composeShader(file, readShaderFile);
+}
+
+/** The text of shaders/<file> as stored. */
+export function readShaderFile(file: string): string {
   const path = shaderPath(file);
   try {
     return readFileSync(path, 'utf8');
