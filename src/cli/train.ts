@@ -30,6 +30,7 @@ import { runObserverOptions } from '../report/run-context.js';
 import { EMBEDDED_NOTICE } from '../report/embedded-notice.js';
 import { createRunSampler } from '../generate/run-samples.js';
 import { exportRun } from '../export/run-export.js';
+import { redoExportCommand } from '../export/redo-command.js';
 import { readConfigSource } from '../model/random-model.js';
 import { Interrupt, INTERRUPT_EXIT_CODE, listenForInterrupt } from '../train/interrupt.js';
 import { runDryRun } from './dry-run.js';
@@ -242,7 +243,18 @@ export async function runTrain(argv: string[]): Promise<number> {
     trainer.destroy();
     await writeRendering(config.output_dir, config, tokenizer.chatTemplate);
     console.log(`adapter (PEFT layout, ${result.bestStep !== undefined && config.load_best_model_at_end ? `best: step ${result.bestStep}` : `step ${result.steps}`}) → ${adapterDir}`);
-    const exported = await exportRun({ config, modelDir, adapterDir, outDir: config.output_dir, log });
+    let exported: Awaited<ReturnType<typeof exportRun>>;
+    try {
+      exported = await exportRun({ config, modelDir, adapterDir, outDir: config.output_dir, log });
+    } catch (e) {
+      // Training succeeded, the export did not: the run is marked failed (report.html, metrics.jsonl),
+      // the adapter stays, and the one command that redoes only the export is printed.
+      const redo = redoExportCommand(config, packageRoot());
+      const message = `export failed: ${(e as Error).message}. The adapter is kept in ${adapterDir}; redo only the export with: ${redo}`;
+      for (const o of seeing.observers) await o.onEnd?.({ steps: result.steps, reason: 'failed', bestStep: result.bestStep, bestEvalLoss: result.bestEvalLoss, elapsedSeconds: (performance.now() - t0) / 1000, message, lastCheckpoint: result.lastCheckpoint });
+      console.error(`prompt-lora train: ${message}`);
+      return 1;
+    }
     console.log(`report: ${resolve(config.output_dir, 'report.html')} (plots, sample generations); metrics: ${resolve(config.output_dir, 'metrics.jsonl')}`);
     for (const line of exported.summary) console.log(line);
     if (config.model_id === EMBEDDED_MODEL_ID) for (const line of EMBEDDED_NOTICE) console.log(line);

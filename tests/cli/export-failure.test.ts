@@ -1,0 +1,35 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { makeTrainFolder } from './train-fixture.js';
+
+/**
+ * An export that fails after training: exit 1, the run marked failed in report.html and
+ * metrics.jsonl, the adapter kept, and the printed command (run exactly as printed) redoes only the export.
+ */
+const TRAIN_JS = join(import.meta.dirname, '../../train.js');
+
+describe('train: an export failure after training', () => {
+  it('marks the run failed, keeps the adapter, and prints a command that redoes the export', () => {
+    const folder = makeTrainFolder('export-fails', { export_gguf: 'q8_0', export_modelfile: false, max_steps: 2 });
+    const out = join(folder.root, 'out');
+    // the GGUF's final name is taken by a folder: the rename at the end of the GGUF write fails
+    mkdirSync(join(out, 'out-q8_0.gguf', 'blocker'), { recursive: true });
+    const first = spawnSync(process.execPath, [TRAIN_JS, '--config', folder.config], { cwd: folder.root, encoding: 'utf8' });
+    const text = first.stdout + first.stderr;
+    expect(first.status, text).toBe(1);
+    const m = /redo only the export with: (.+)$/m.exec(text);
+    expect(m, text).not.toBeNull();
+    expect(existsSync(join(out, 'adapter', 'adapter_model.safetensors'))).toBe(true);
+    const ends = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type?: string; reason?: string });
+    expect(ends.filter((r) => r.type === 'end').pop()?.reason).toBe('failed');
+    expect(readFileSync(join(out, 'report.html'), 'utf8')).toMatch(/failed/);
+
+    rmSync(join(out, 'out-q8_0.gguf'), { recursive: true });
+    const redo = spawnSync(m![1], { cwd: folder.root, encoding: 'utf8', shell: true });
+    expect(redo.status, redo.stdout + redo.stderr).toBe(0);
+    expect(existsSync(join(out, 'out-q8_0.gguf'))).toBe(true);
+    expect(existsSync(join(out, 'adapter', 'adapter_model.safetensors'))).toBe(true);
+  }, 240_000);
+});
