@@ -24,7 +24,9 @@ describe('train: an export failure after training', () => {
     expect(existsSync(join(out, 'adapter', 'adapter_model.safetensors'))).toBe(true);
     const ends = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type?: string; reason?: string });
     expect(ends.filter((r) => r.type === 'end').pop()?.reason).toBe('failed');
-    expect(readFileSync(join(out, 'report.html'), 'utf8')).toMatch(/failed/);
+    const report = readFileSync(join(out, 'report.html'), 'utf8');
+    expect(report).toMatch(/class="[^"]*status-failed/);
+    expect(report).toContain('redo only the export with');
 
     rmSync(join(out, 'out-q8_0.gguf'), { recursive: true });
     const redo = spawnSync(m![1], { cwd: folder.root, encoding: 'utf8', shell: true });
