@@ -31,6 +31,7 @@ import { EMBEDDED_NOTICE } from '../report/embedded-notice.js';
 import { createRunSampler } from '../generate/run-samples.js';
 import { exportRun } from '../export/run-export.js';
 import { redoExportCommand } from '../export/redo-command.js';
+import { checkExportSpace } from '../export/space-check.js';
 import { readConfigSource } from '../model/random-model.js';
 import { Interrupt, INTERRUPT_EXIT_CODE, listenForInterrupt } from '../train/interrupt.js';
 import { runDryRun } from './dry-run.js';
@@ -187,6 +188,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     console.log(formatPlan(plan));
     checkPlan(plan, { ...gpu.limits, memoryBytes: guessDeviceMemory(gpu.adapterInfo.description) });
 
+    await checkExportSpace(config.output_dir, modelDir, config); // the configured export must fit before training starts
     const t0 = performance.now();
     const model = await Qwen3Model.load(gpu, modelDir, { base: config.use_4bit ? 'nf4' : 'full', doubleQuant: config.bnb_4bit_use_double_quant });
     console.log(`model: ${modelDir} loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s (${config.use_4bit ? 'NF4' : 'full-precision'} base)`);

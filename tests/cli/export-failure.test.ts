@@ -1,7 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/load.js';
+import { plannedExportBytes } from '../../src/export/space-check.js';
 import { makeTrainFolder } from './train-fixture.js';
 
 /**
@@ -11,7 +13,7 @@ import { makeTrainFolder } from './train-fixture.js';
 const TRAIN_JS = join(import.meta.dirname, '../../train.js');
 
 describe('train: an export failure after training', () => {
-  it('marks the run failed, keeps the adapter, and prints a command that redoes the export', () => {
+  it('marks the run failed, keeps the adapter, and prints a command that redoes the export', async () => {
     const folder = makeTrainFolder('export-fails', { export_gguf: 'q8_0', export_modelfile: false, max_steps: 2 });
     const out = join(folder.root, 'out');
     // the GGUF's final name is taken by a folder: the rename at the end of the GGUF write fails
@@ -32,6 +34,12 @@ describe('train: an export failure after training', () => {
     const redo = spawnSync(m![1], { cwd: folder.root, encoding: 'utf8', shell: true });
     expect(redo.status, redo.stdout + redo.stderr).toBe(0);
     expect(existsSync(join(out, 'out-q8_0.gguf'))).toBe(true);
+    // the space check made before training counted the tensor data of that file (its header is in the margin)
+    const planned = await plannedExportBytes(folder.model, loadConfig(folder.config).config);
+    const written = statSync(join(out, 'out-q8_0.gguf')).size;
+    expect(planned).toBeGreaterThan(0);
+    expect(written - planned).toBeGreaterThanOrEqual(0);
+    expect(written - planned).toBeLessThan(64 * 1024 * 1024);
     expect(existsSync(join(out, 'adapter', 'adapter_model.safetensors'))).toBe(true);
   }, 240_000);
 });
