@@ -5,6 +5,7 @@ import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, type Tensor } from './tensor.js';
+import { foldGrid } from './grid.js';
 
 /**
  * Backward pass of `Attention.forward` (causal GQA attention with packed-segment masking) in the
@@ -308,7 +309,7 @@ export class AttentionBackward {
     const params = { batch: B, tokens: T, qHeads: H, kvHeads: Hkv, scale };
     const rowsPerGroup = DELTA_WORKGROUP / this.deltaRowThreads;
     const g = Math.ceil((N * H) / rowsPerGroup);
-    const deltaGrid: [number, number] = g > 65535 ? [65535, Math.ceil(g / 65535)] : [g, 1];
+    const deltaGrid = foldGrid(g);
     const { dkdv, dq } = this.tiles;
     return [
       this.deltaKernel.bind(`${label} delta`, { delta: t.delta, dO: t.dO, o: t.o }, params, deltaGrid),

@@ -4,6 +4,7 @@ import type { Gpu } from './gpu.js';
 import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, type Tensor } from './tensor.js';
+import { GRID_FOLD } from './grid.js';
 
 /**
  * Attention for generation: a chunk of n ≤ C new tokens at positions p0 .. p0+n−1 against a KV
@@ -279,7 +280,7 @@ export class AttentionDecode {
 
   private grid(label: string, threads: number): number {
     const g = groups(threads, ELEMENTWISE_WG);
-    if (g > 65535) throw new DeviceLimitError(`${label}: ${threads} threads need ${g} workgroups, more than 65535 in one dimension; use smaller chunks`);
+    if (g > GRID_FOLD) throw new DeviceLimitError(`${label}: ${threads} threads need ${g} workgroups, more than ${GRID_FOLD} in one dimension; use smaller chunks`);
     return g;
   }
 }

@@ -4,6 +4,7 @@ import type { Gpu } from './gpu.js';
 import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
+import { foldGrid } from './grid.js';
 
 /**
  * Inverted dropout on the LoRA input (as PEFT's lora_dropout): a mask regenerated from
@@ -53,7 +54,7 @@ export class Dropout {
     const count = numel(t.x.shape);
     const g = groups(count, WG);
     const { threshold, scale } = dropoutConstants(o.p);
-    return (o.accumulate ? this.add : this.write).bind(label, t, { count, threshold, scale, salt: o.salt >>> 0 }, g > 65535 ? [65535, Math.ceil(g / 65535)] : [g]);
+    return (o.accumulate ? this.add : this.write).bind(label, t, { count, threshold, scale, salt: o.salt >>> 0 }, foldGrid(g));
   }
 }
 

@@ -7,6 +7,7 @@ import type { Dispatch } from './dispatch.js';
 import { dynamicMapTensor } from './nf4.js';
 import { checkWeight, FORMAT_CODE, matmulRef, STORED_FORMATS, type LinearWeight, type StoredFormat } from './matmul.js';
 import { checkTileLimits, tileName, tileWarpN, type MatmulTile } from './matmul-tile.js';
+import { foldGrid } from './grid.js';
 
 /**
  * Backward of the dequant-matmul Y (M, Nout) = X (M, K) · Wᵀ:
@@ -434,7 +435,7 @@ export class MatmulBackward {
 
   private sumSlices(label: string, out: Tensor, partial: Tensor, slices: number, count: number, scale: number, accumulate: boolean): Dispatch {
     const g = Math.ceil(count / SLICE_SUM_WORKGROUP);
-    const grid: [number, number] = g > 65535 ? [65535, Math.ceil(g / 65535)] : [g, 1];
+    const grid = foldGrid(g);
     return this.sliceSum.bind(label, { out, partial }, { count, slices, scale, accumulate: accumulate ? 1 : 0 }, grid);
   }
 

@@ -6,6 +6,7 @@ import { checkWeight, FORMAT_CODE, type LinearWeight, type LoraEpilogue, MAX_LOR
 import { dynamicMapTensor } from './nf4.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
+import { GRID_FOLD } from './grid.js';
 
 /**
  * Dequant matrix-vector product for generation's one-token steps: Y (M, Nout) [+]= X (M, K) ·
@@ -115,7 +116,7 @@ export class Matvec {
     const scales = stored === 'nf4dq' ? w.doubleQuant! : undefined;
     const lanes = matvecLanes(w.k);
     const g = Math.ceil(w.nOut / (WG / lanes));
-    const gy = Math.ceil(g / 65535);
+    const gy = Math.ceil(g / GRID_FOLD);
     return kernel.bind(
       where,
       { y, x, ...weightBindings(stored, w, lora, this.qmap, this.unused) },

@@ -5,6 +5,7 @@ import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { quantileSearch } from './quantile-search.js';
+import { foldGrid } from './grid.js';
 
 /**
  * NF4 (bitsandbytes' 4-bit NormalFloat, as QLoRA uses it) on the GPU, bit-exact with bitsandbytes'
@@ -231,10 +232,10 @@ export const nf4DoubleQuantizeSpec: KernelSpec<typeof Nf4DoubleQuantizeParams> =
 
 const WG = 256;
 
-/** Workgroups for `count` items of `perGroup` each, folded into 2D past the 65535 limit. */
+/** Workgroups for `count` items of `perGroup` each, folded into 2D past the 65535 limit (foldGrid). */
 function grid(count: number, perGroup: number): [number, number] {
   const g = Math.max(1, Math.ceil(count / perGroup));
-  return g > 65535 ? [65535, Math.ceil(g / 65535)] : [g, 1];
+  return foldGrid(g);
 }
 
 /** The dynamic map (256 f32) as a GPU tensor; shared by the double-quantisation and matmul kernels. */

@@ -4,6 +4,7 @@ import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
+import { foldGrid } from './grid.js';
 
 /**
  * Rotary position embedding, "rotate_half" convention (Qwen3, Llama): for a head vector x of Dh
@@ -143,7 +144,7 @@ export class Rope {
     expectTensor(label, t.sin, t.cos.shape, 'f32');
     const maxPos = t.cos.shape[0];
     const g = groups(N * (H + Hkv) * half, ROPE_WORKGROUP);
-    const grid: [number, number] = g > 65535 ? [65535, Math.ceil(g / 65535)] : [g, 1];
+    const grid = foldGrid(g);
     return kernel.bind(label, { q: t.q, k: t.k, cosT: t.cos, sinT: t.sin, posIds: t.posIds }, { tokens: N, qHeads: H, kHeads: Hkv, maxPos }, grid);
   }
 }

@@ -4,6 +4,7 @@ import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
+import { foldGrid } from './grid.js';
 
 /**
  * SwiGLU: act = silu(gate) · up, elementwise over (N, F). Backward: dgate = dact·u·σ(g)·(1 + g·(1 − σ(g))),
@@ -135,9 +136,8 @@ function expectDisjoint(where: string, a: Tensor, b: Tensor): void {
 }
 
 /** One element per invocation; grids past 65535 workgroups fold into y (the shaders' index rule). */
-function elementGrid(count: number): [number, number?] {
-  const g = groups(count, SWIGLU_WORKGROUP);
-  return g > 65535 ? [65535, Math.ceil(count / (65535 * SWIGLU_WORKGROUP))] : [g];
+function elementGrid(count: number): [number, number] {
+  return foldGrid(groups(count, SWIGLU_WORKGROUP));
 }
 
 /** float64 reference: silu(g)·u = g·u / (1 + e^−g). */

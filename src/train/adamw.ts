@@ -7,6 +7,7 @@ import { expectTensor, numel, tensorView, type Tensor } from '../kernels/tensor.
 import { GRAD_NORM_STATE_WORDS } from './grad-norm.js';
 import { readStateTensors, writeStateTensors, type NamedStateBuffer, type StateTensor } from './optimizer-state.js';
 import { chunkElements } from './param-arena.js';
+import { foldGrid } from '../kernels/grid.js';
 
 /**
  * AdamW on the GPU, exactly as torch.optim.AdamW (torch's _single_tensor_adamw / Adam with
@@ -192,7 +193,7 @@ export class Adamw {
 /** 2-D grid of one invocation per element (x ≤ 65535 workgroups). */
 function grid(count: number): [number, number] {
   const g = groups(count, ADAMW_WORKGROUP);
-  return g > 65535 ? [65535, Math.ceil(g / 65535)] : [g, 1];
+  return foldGrid(g);
 }
 
 /** AdamW with its own moment buffers for one flat parameter set (e.g. a ParamArena). */

@@ -9,6 +9,7 @@ import { GRAD_NORM_STATE_WORDS } from './grad-norm.js';
 import { readStateTensors, writeStateTensors, type NamedStateBuffer, type StateTensor } from './optimizer-state.js';
 import { chunkElements, type ArenaLayout, type ArenaSlot } from './param-arena.js';
 import { quantileSearch } from '../kernels/quantile-search.js';
+import { foldGrid } from '../kernels/grid.js';
 
 /**
  * 8-bit AdamW as bitsandbytes' AdamW8bit / PagedAdamW8bit (what `optim: paged_adamw_8bit` runs on
@@ -216,7 +217,7 @@ export class Adamw8bit {
       const blockBase = off / BNB_BLOCK;
       const tensors = { param: view(t.params), grad: view(t.grads), codes1: view(t.codes1), codes2: view(t.codes2), absmax: t.absmax, qmaps: t.qmaps, gradNorm: t.gradNorm };
       const wgs = Math.min(options.maxWorkgroups ?? ADAMW8BIT_MAX_WORKGROUPS, groups(Math.ceil(count / BNB_BLOCK), BLOCKS_PER_GROUP));
-      const grid: [number, number] = wgs > 65535 ? [65535, Math.ceil(wgs / 65535)] : [wgs, 1];
+      const grid = foldGrid(wgs);
       stages.push({ dispatch: this.kernel.bindWritable(`${label} ${stages.length}`, tensors, { count, blockBase, ...init }, grid), count, blockBase });
     }
     return new Adamw8bitProgram(where, hyper, stages);
