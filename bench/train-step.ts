@@ -2,10 +2,14 @@
  * Full QLoRA training-step benchmark at a real model's shapes with random weights (no download):
  *   node dist/bench/train-step.js [--config configs/models/qwen3-4b.json] [--batch 4] [--seq 512]
  *        [--r 32] [--checkpointing on|off|both] [--optim adamw|adamw_8bit] [--steps 4] [--json FILE]
+ *        [--accumulation 1] [--queue-bound off|on|both]
  * One step = forward + backward of a micro-batch + grad-norm + optimiser update, timed over
  * --steps steps after one warm-up (wall clock around onSubmittedWorkDone). Reports tokens/s and the
  * planned GPU memory of the step (WebGPU cannot report allocations: the plan lists every buffer,
  * and the step's own buffers are counted as allocated).
+ * --accumulation runs that many micro-batches per optimiser step; --queue-bound on waits after each
+ * micro-batch's submit for the one before it, as the training loop does (src/train/gpu-queue.ts),
+ * so the cost of that bound on the step time is measured side by side with the unbounded queue.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -17,6 +21,7 @@ import { Qwen3Model } from '../src/model/qwen3.js';
 import { RandomQwen3Source } from '../src/model/random-source.js';
 import { createTrainKernels } from '../src/train/kernels.js';
 import { fmtBytes, planStep } from '../src/train/plan.js';
+import { GpuQueueBound } from '../src/train/gpu-queue.js';
 import { Trainer } from '../src/train/trainer.js';
 
 const { values } = parseArgs({
@@ -29,6 +34,8 @@ const { values } = parseArgs({
     optim: { type: 'string', default: 'adamw' },
     steps: { type: 'string', default: '4' },
     json: { type: 'string' },
+    accumulation: { type: 'string', default: '1' },
+    'queue-bound': { type: 'string', default: 'off' },
   },
 });
 const config = parseQwen3Config(JSON.parse(readFileSync(values.config!, 'utf8')), values.config!);
@@ -38,6 +45,8 @@ const r = Number(values.r);
 const steps = Number(values.steps);
 const optim = values.optim === 'adamw_8bit' ? 'adamw_8bit' : 'adamw';
 const modes = values.checkpointing === 'both' ? [true, false] : [values.checkpointing !== 'off'];
+const accumulation = Number(values.accumulation);
+const bounds = values['queue-bound'] === 'both' ? [false, true] : [values['queue-bound'] === 'on'];
 
 const gpu = await Gpu.open();
 console.log(`device: ${gpu.describe()}`);
@@ -47,41 +56,50 @@ const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % confi
 const batch = { B, T, inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T), examples: [], targets: 0 };
 const results = [];
 for (const checkpointing of modes) {
-  const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout: 0, targetModules: PROJECTIONS, useRslora: false }, 1);
-  const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
-  trainer.accumulate(batch);
-  trainer.step(1e-4);
-  await gpu.sync();
-  const t0 = performance.now();
-  for (let s = 0; s < steps; s++) {
+  for (const bounded of bounds) {
+    const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout: 0, targetModules: PROJECTIONS, useRslora: false }, 1);
+    const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
     trainer.accumulate(batch);
     trainer.step(1e-4);
+    await gpu.sync();
+    const queue = bounded ? new GpuQueueBound(gpu.device.queue) : undefined;
+    const t0 = performance.now();
+    for (let s = 0; s < steps; s++) {
+      for (let a = 0; a < accumulation; a++) {
+        trainer.accumulate(batch);
+        if (queue) await queue.afterSubmit();
+      }
+      trainer.step(1e-4);
+    }
+    await gpu.sync();
+    const sec = (performance.now() - t0) / 1000 / steps;
+    const loss = (await trainer.readLossSum()) / (B * T - B);
+    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: 0 });
+    const rec = {
+      device: gpu.describe(),
+      date: new Date().toISOString(),
+      B,
+      T,
+      r,
+      checkpointing,
+      optim,
+      accumulation,
+      queueBound: bounded,
+      stepS: sec,
+      tokensPerS: (B * T * accumulation) / sec,
+      dispatches: trainer.program.dispatchCount,
+      plannedGiB: plan.total / 2 ** 30,
+      allocatedGiB: (model.weights.bytes + trainer.program.bytes) / 2 ** 30,
+      loss,
+    };
+    console.log(
+      `step B=${B} T=${T} r=${r} all 7, checkpointing ${checkpointing ? 'on ' : 'off'} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
+        `${(sec * 1000).toFixed(0)} ms/step, ${((B * T * accumulation) / sec).toFixed(0)} tokens/s, ` +
+        `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}`,
+    );
+    results.push(rec);
+    trainer.destroy();
   }
-  await gpu.sync();
-  const sec = (performance.now() - t0) / 1000 / steps;
-  const loss = (await trainer.readLossSum()) / (B * T - B);
-  const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: 0 });
-  const rec = {
-    device: gpu.describe(),
-    date: new Date().toISOString(),
-    B,
-    T,
-    r,
-    checkpointing,
-    optim,
-    stepS: sec,
-    tokensPerS: (B * T) / sec,
-    dispatches: trainer.program.dispatchCount,
-    plannedGiB: plan.total / 2 ** 30,
-    allocatedGiB: (model.weights.bytes + trainer.program.bytes) / 2 ** 30,
-    loss,
-  };
-  console.log(
-    `step B=${B} T=${T} r=${r} all 7, checkpointing ${checkpointing ? 'on ' : 'off'} ${optim}: ${(sec * 1000).toFixed(0)} ms/step, ${rec.tokensPerS.toFixed(0)} tokens/s, ` +
-      `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}`,
-  );
-  results.push(rec);
-  trainer.destroy();
 }
 if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
 gpu.destroy();
