@@ -95,7 +95,11 @@ export interface SampleRecord {
 export interface RunObserver {
   onStart?(start: RunStart): void | Promise<void>;
   onStep?(record: StepRecord): void | Promise<void>;
+  /** An evaluation on the eval split begins at `step` (its result comes as onEval). */
+  onEvalStart?(step: number): void | Promise<void>;
   onEval?(record: EvalRecord): void | Promise<void>;
+  /** Sample generation begins at `step` (the samples come as onSamples). */
+  onSamplesStart?(step: number): void | Promise<void>;
   onSamples?(samples: readonly SampleRecord[]): void | Promise<void>;
   onCheckpoint?(record: CheckpointRecord): void | Promise<void>;
   onEnd?(end: RunEnd): void | Promise<void>;

@@ -261,6 +261,7 @@ export async function trainLoop(
   const evalNow = async (): Promise<boolean> => {
     const norm = await trainer.readGradNorm();
     ensureFinite(norm.skippedSteps, undefined);
+    await notify((o) => o.onEvalStart?.(step));
     const t0 = performance.now();
     const { loss: evalLoss, accuracy: evalTokenAccuracy } = await evaluate();
     if (!Number.isFinite(evalLoss)) throw new NonFiniteError(`step ${step}: eval_loss is ${evalLoss}; the adapter has diverged. ${resumeAdvice()}`);
@@ -274,6 +275,7 @@ export async function trainLoop(
     evals.push(record);
     await notify((o) => o.onEval?.(record));
     if (options.samples) {
+      await notify((o) => o.onSamplesStart?.(step));
       const samples = await options.samples(step);
       await notify((o) => o.onSamples?.(samples));
     }

@@ -3,7 +3,7 @@ import { ProgressObserver, type ProgressStream } from '../../src/report/progress
 import { renderProgressBar } from '../../src/report/progress-bar.js';
 import { formatBytes, formatDuration, formatExp } from '../../src/report/format-units.js';
 import { formatEndLine, formatEvalLine, formatStepLine } from '../../src/report/log-lines.js';
-import { evalRecord, runStart, stepRecord } from './records.js';
+import { evalRecord, runStart, sample, stepRecord } from './records.js';
 
 /** A stream that records what was written, with a settable terminal flag and width. */
 class FakeStream implements ProgressStream {
@@ -98,7 +98,10 @@ describe('ProgressObserver', () => {
     p.message('model: loaded in 2.8 s');
     p.onStep(stepRecord(10));
     p.onStep(stepRecord(20, { loss: 1.2345 }));
+    p.onEvalStart(20);
     p.onEval(evalRecord(20, 1.5));
+    p.onSamplesStart(20);
+    p.onSamples([sample(20, 'a', 'b'), sample(20, 'c', 'd')]);
     p.onStep(stepRecord(30));
     p.onEnd({ steps: 30, reason: 'early_stopping', bestStep: 20, bestEvalLoss: 1.5, elapsedSeconds: 45 });
     return p;
@@ -112,27 +115,66 @@ describe('ProgressObserver', () => {
       'model: loaded in 2.8 s',
       formatStepLine(stepRecord(10)),
       formatStepLine(stepRecord(20, { loss: 1.2345 })),
+      'eval: evaluating at step 20…',
       'step 20: eval_loss 1.5000 (best)',
+      'samples: generating at step 20…',
+      'samples: 2 generated at step 20 (shown in report.html)',
       formatStepLine(stepRecord(30)),
       'early stopping after 30 steps (45s); best eval_loss 1.5000 at step 20',
       '',
     ]);
   });
 
-  it('redraws one bar in place on a terminal, with messages above it', () => {
+  it('redraws one bar in place on a terminal, with messages and each logged step kept above it', () => {
     const out = new FakeStream(true, 100);
     run(out);
     const lines = screen(out.text);
-    // Messages and the eval line each on their own line, then the last bar kept, then the end line.
-    expect(lines[0]).toBe('model: loaded in 2.8 s');
-    expect(lines[1]).toBe('step 20: eval_loss 1.5000 (best)');
-    expect(lines[2]).toBe(renderProgressBar({ step: 30, totalSteps: 200, record: stepRecord(30) }, 100));
-    expect(lines[3]).toBe('early stopping after 30 steps (45s); best eval_loss 1.5000 at step 20');
-    expect(lines.length).toBe(5);
+    // Messages, step lines, eval and sample lines each on their own line (the scroll-back), then the
+    // last bar kept, then the end line.
+    expect(lines).toEqual([
+      'model: loaded in 2.8 s',
+      formatStepLine(stepRecord(10)),
+      formatStepLine(stepRecord(20, { loss: 1.2345 })),
+      'eval: evaluating at step 20…',
+      'step 20: eval_loss 1.5000 (best)',
+      'samples: generating at step 20…',
+      'samples: 2 generated at step 20 (shown in report.html)',
+      formatStepLine(stepRecord(30)),
+      renderProgressBar({ step: 30, totalSteps: 200, record: stepRecord(30) }, 100),
+      'early stopping after 30 steps (45s); best eval_loss 1.5000 at step 20',
+      '',
+    ]);
     // Every redraw starts by clearing the line: one bar per logged step plus the start bar.
     expect(out.text.split(CLEAR).length - 1).toBeGreaterThanOrEqual(4);
     // The intermediate bar of step 20 was drawn (then overwritten).
     expect(out.text).toContain(renderProgressBar({ step: 20, totalSteps: 200, record: stepRecord(20, { loss: 1.2345 }) }, 100));
+  });
+
+  it('leaves a failed run\'s error out of its end line (the caller prints it once, on stderr)', () => {
+    for (const tty of [false, true]) {
+      const out = new FakeStream(tty, 100);
+      const p = new ProgressObserver(out);
+      p.onStart(runStart());
+      p.onStep(stepRecord(10));
+      const message = 'no space left on device while writing out/checkpoint-4/optimizer.safetensors';
+      p.onEnd({ steps: 12, reason: 'failed', elapsedSeconds: 10, message, lastCheckpoint: 'out/checkpoint-2' });
+      expect(out.text).not.toContain('no space left');
+      expect(screen(out.text).at(-2)).toBe('failed at step 12 after 10s; last checkpoint out/checkpoint-2');
+    }
+  });
+
+  it('says nothing was run when a resumed run had already finished', () => {
+    const out = new FakeStream(false);
+    const p = new ProgressObserver(out);
+    p.onStart(runStart({ startStep: 200 }));
+    p.onEnd({ steps: 200, reason: 'completed', elapsedSeconds: 1 });
+    expect(out.text).toBe('nothing to do: the run had already finished at step 200 (0 steps run)\n');
+    // A resume that ran steps still ends with "done".
+    const ran = new FakeStream(false);
+    const q = new ProgressObserver(ran);
+    q.onStart(runStart({ startStep: 100 }));
+    q.onEnd({ steps: 200, reason: 'completed', elapsedSeconds: 1 });
+    expect(ran.text).toBe('done: 200 steps in 1s\n');
   });
 
   it('follows the terminal width at each redraw', () => {
@@ -143,7 +185,9 @@ describe('ProgressObserver', () => {
     out.columns = 50;
     out.text = '';
     p.onStep(stepRecord(20));
-    const drawn = out.text.slice(CLEAR.length);
+    // The step's line (kept), then the bar redrawn at the new width.
+    expect(out.text.startsWith(`${CLEAR}${formatStepLine(stepRecord(20))}\n`)).toBe(true);
+    const drawn = out.text.slice(`${CLEAR}${formatStepLine(stepRecord(20))}\n`.length);
     expect(drawn.length).toBeLessThanOrEqual(49);
     expect(drawn).toBe(renderProgressBar({ step: 20, totalSteps: 200, record: stepRecord(20) }, 50));
   });
