@@ -7,6 +7,7 @@ import { readPeftAdapter } from '../../src/model/peft.js';
 import { NODE_FS, type FileSystem } from '../../src/io/atomic-file.js';
 import { Gpu } from '../../src/kernels/gpu.js';
 import { openCheckpoint } from '../../src/train/checkpoint-reader.js';
+import { ProgressObserver } from '../../src/report/progress-observer.js';
 import type { RunObserver } from '../../src/train/events.js';
 import type { Trainer } from '../../src/train/trainer.js';
 import { testGpu } from '../helpers/gpu.js';
@@ -81,13 +82,19 @@ describe('robustness', () => {
     };
     const before: Record<string, string>[] = [];
     const snapshot: RunObserver = { onCheckpoint: (r) => void (r.step === 2 && before.push(digest(r.dir))) };
-    const run = setup.run(config, data, { observers: [snapshot], checkpointFs: full });
+    let shown = '';
+    const progress = new ProgressObserver({ write: (t: string) => (shown += t), isTTY: false });
+    const run = setup.run(config, data, { observers: [snapshot, progress], checkpointFs: full });
     await expect(run).rejects.toThrow(CheckpointError);
     const message = await run.catch((e: Error) => e.message);
     const previous = join(out, 'checkpoint-2');
     expect(message).toBe(
       `no space left on device while writing ${join(out, 'checkpoint-4', 'optimizer.safetensors')}; the previous checkpoint ${previous} is intact; free space or lower save_total_limit`,
     );
+    // The message is printed once: by the caller from the thrown error (the CLI, on stderr); the
+    // progress output's end line says where the run stopped without repeating it.
+    expect(shown).not.toContain('no space left');
+    expect(shown).toMatch(/^failed at step 4 after .*; last checkpoint /m);
     // Nothing of checkpoint-4 (no temporary folder), checkpoint-2 byte for byte as written, and resumable.
     expect(readdirSync(out)).toEqual(['checkpoint-2']);
     expect(digest(previous)).toEqual(before[0]);
