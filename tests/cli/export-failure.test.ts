@@ -23,6 +23,8 @@ describe('train: an export failure after training', () => {
     expect(first.status, text).toBe(1);
     const m = /redo only the export with: (.+)$/m.exec(text);
     expect(m, text).not.toBeNull();
+    // The failure is printed once (stderr), not also in the progress output's end line.
+    expect(text.split('redo only the export with').length - 1, text).toBe(1);
     expect(existsSync(join(out, 'adapter', 'adapter_model.safetensors'))).toBe(true);
     const ends = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type?: string; reason?: string });
     expect(ends.filter((r) => r.type === 'end').pop()?.reason).toBe('failed');
