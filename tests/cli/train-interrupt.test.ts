@@ -70,6 +70,13 @@ describe('node train.js and Ctrl-C', () => {
     expect(steps).toEqual(Array.from({ length: 4 - step }, (_, i) => step + 1 + i));
     expect(second.out).toMatch(/^done: 4 steps/m);
     expect(existsSync(join(folder.root, 'out', 'adapter', 'adapter_model.safetensors'))).toBe(true);
+
+    // Resuming the finished run again runs no step and says so (not "done: 4 steps").
+    const third = await runTrainJs(folder.root, ['--config', folder.config, '--resume']);
+    expect(third.code, third.out).toBe(0);
+    expect(third.out).not.toMatch(/^step \d+\/4 /m);
+    expect(third.out).not.toMatch(/^done: /m);
+    expect(third.out).toMatch(/^nothing to do: the run had already finished at step 4 \(0 steps run\)$/m);
   }, 240_000);
 
   it.each([
