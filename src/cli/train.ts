@@ -7,7 +7,6 @@ import { prepareDataset } from '../data/dataset.js';
 import { hubOptionsFromEnv } from '../data/hub.js';
 import { removeStaleTemporaries } from '../io/temp-name.js';
 import { Gpu } from '../kernels/gpu.js';
-import { chooseLossChunk } from '../model/forward.js';
 import { embeddedConfig, EMBEDDED_MODEL_ID } from '../model/embedded.js';
 import { readQwen3Config } from '../model/config.js';
 import { createLoraAdapter } from '../model/lora-init.js';
@@ -17,7 +16,8 @@ import { trainLoop, type LoopResult } from '../train/loop.js';
 import { Trainer } from '../train/trainer.js';
 import { resolveOptim } from '../train/adamw8bit.js';
 import { adapterFromGpu, savePeftAdapter } from '../model/peft.js';
-import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepSettings } from '../train/plan.js';
+import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepPlan } from '../train/plan.js';
+import { runStepSettings, stepSettings } from '../train/step-settings.js';
 import { checkResumeConfig } from '../train/checkpoint-config.js';
 import { openCheckpoint, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
 import { CHECKPOINT_FILES } from '../train/checkpoint-state.js';
@@ -109,20 +109,16 @@ async function loadRunConfig(args: ReturnType<typeof parseConfigArgs>, overrides
   return { loaded: { ...loaded, warnings: [...loaded.warnings, ...checkResumeConfig(opened.config, loaded.config, dir)] }, label, resume: opened };
 }
 
-/** Settings of the memory plan for a config and batch shape. */
-export function stepSettings(config: TrainConfig, B: number, T: number, lossChunkTokens: number): StepSettings {
-  return {
-    batch: B,
-    seq: T,
-    r: config.lora_r,
-    targets: config.lora_target_modules,
-    gradientCheckpointing: config.gradient_checkpointing,
-    optimizer: /8bit/.test(config.optim) ? 'adamw_8bit' : 'adamw',
-    base: config.use_4bit ? 'nf4' : 'full',
-    doubleQuant: config.bnb_4bit_use_double_quant,
-    lossChunkTokens,
-    loraDropout: config.lora_dropout,
-  };
+/** Settings of the memory plan for a config and batch shape (src/train/step-settings.ts). */
+export { stepSettings };
+
+/**
+ * What both the run and --dry-run print of the plan: the table, then checkPlan's note (checkPlan
+ * throws, after the table is out, for what cannot fit).
+ */
+export function printPlan(plan: StepPlan, gpu: Gpu, out: (line: string) => void): void {
+  out(formatPlan(plan));
+  out(checkPlan(plan, { ...gpu.limits, memoryBytes: guessDeviceMemory(gpu.adapterInfo.description) }).note);
 }
 
 /** The model folder of model_id (src/run/model-source.ts), logging what it creates. */
@@ -145,10 +141,23 @@ export async function runTrain(argv: string[]): Promise<number> {
 
   if (args.dryRun) {
     await runDryRun(config, {
-      memoryPlan: async (c, shape) => {
+      memoryPlan: async (c) => {
         const model =
           c.model_id === EMBEDDED_MODEL_ID ? embeddedConfig() : c.random_weights ? (await readConfigSource(c.model_id)).config : await readQwen3Config(await resolveModelDir(c));
-        return formatPlan(planStep(model, stepSettings(c, shape.B, shape.T, 1024)));
+        const gpu = await Gpu.open();
+        try {
+          // The run's step is built for (per_device_train_batch_size, max_seq_length) whatever the longest batch: plan that.
+          const lines: string[] = [];
+          try {
+            printPlan(planStep(model, runStepSettings(c, model, gpu, c.per_device_train_batch_size, c.max_seq_length)), gpu, (l) => lines.push(l));
+          } catch (e) {
+            for (const l of lines) console.log(l);
+            throw e;
+          }
+          return lines.join('\n');
+        } finally {
+          gpu.destroy();
+        }
       },
     });
     return 0;
@@ -184,9 +193,8 @@ export async function runTrain(argv: string[]): Promise<number> {
     const modelConfig = await readQwen3Config(modelDir);
     const B = config.per_device_train_batch_size;
     const T = config.max_seq_length;
-    const plan = planStep(modelConfig, stepSettings(config, B, T, chooseLossChunk(gpu, B * T, modelConfig.vocabSize)));
-    console.log(formatPlan(plan));
-    checkPlan(plan, { ...gpu.limits, memoryBytes: guessDeviceMemory(gpu.adapterInfo.description) });
+    const plan = planStep(modelConfig, runStepSettings(config, modelConfig, gpu, B, T));
+    printPlan(plan, gpu, (l) => console.log(l));
 
     await checkExportSpace(config.output_dir, modelDir, config); // the configured export must fit before training starts
     const t0 = performance.now();
@@ -202,7 +210,9 @@ export async function runTrain(argv: string[]): Promise<number> {
     const trainer = await Trainer.create(gpu, model, adapter, {
       B,
       T,
-      checkpointing: config.gradient_checkpointing,
+      checkpointing: plan.settings.gradientCheckpointing,
+      recompute: plan.settings.recompute,
+      lossChunkTokens: plan.settings.lossChunkTokens,
       optimizer: resolveOptim(config.optim),
       hyper: { beta1: config.adam_beta1, beta2: config.adam_beta2, eps: config.adam_epsilon, weightDecay: config.weight_decay },
       maxGradNorm: config.max_grad_norm,
@@ -218,7 +228,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       onSecond: () => process.exit(INTERRUPT_EXIT_CODE),
     });
     const sampler = await createRunSampler(gpu, model, trainer.lora, tokenizer, config);
-    const seeing = createRunObservers(config.output_dir, process.stdout, runObserverOptions(config, gpu, plan, chooseLossChunk(gpu, B * T, modelConfig.vocabSize)));
+    const seeing = createRunObservers(config.output_dir, process.stdout, runObserverOptions(config, gpu, plan, plan.settings.lossChunkTokens));
     // Every line goes through the progress observer: on a terminal it lands above the bar.
     const log = (line: string): void => seeing.progress.message(line);
     for (const line of seeing.notices) log(line);

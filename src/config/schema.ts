@@ -138,7 +138,17 @@ export const configSchema = z
     max_grad_norm: numeric(z.number().min(0, 'max_grad_norm must be ≥ 0')).default(1.0),
     fp16: z.boolean().default(false),
     bf16: z.boolean().default(true),
-    gradient_checkpointing: z.boolean().default(true),
+    /**
+     * true: every layer recomputed in the backward (less memory); false: none; an integer k or
+     * { checkpoint_layers: k }: layers 0..k−1 only (k ≤ the model's layers, checked once it is known).
+     */
+    gradient_checkpointing: z
+      .union([
+        z.boolean(),
+        numeric(z.number().int('gradient_checkpointing must be true, false, a whole number of layers k ≥ 0 or {checkpoint_layers: k}').min(0, 'gradient_checkpointing: the layer count k must be ≥ 0')),
+        z.object({ checkpoint_layers: numeric(z.number().int('gradient_checkpointing.checkpoint_layers must be a whole number').min(0, 'gradient_checkpointing.checkpoint_layers must be ≥ 0')) }).strict(),
+      ], { error: 'expected true, false, a whole number of layers k ≥ 0 or {checkpoint_layers: k}' })
+      .default(true),
     auto_find_batch_size: z.boolean().default(false),
 
     // ── Logging, saving, evaluation ───────────────────────────────────────────────────────

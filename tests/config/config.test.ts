@@ -112,6 +112,18 @@ describe('config', () => {
     expect(problems({ test_size: 1.5 })).toMatch(/test_size: must be a fraction in \[0, 1\) or a whole row count/);
   });
 
+  it('gradient_checkpointing: true/false, a layer count k or {checkpoint_layers: k}; anything else names the key', () => {
+    expect(resolveConfig({}, 'c.yaml').config.gradient_checkpointing).toBe(true);
+    expect(resolveConfig({ gradient_checkpointing: false }, 'c.yaml').config.gradient_checkpointing).toBe(false);
+    expect(resolveConfig({ gradient_checkpointing: 3 }, 'c.yaml').config.gradient_checkpointing).toBe(3);
+    expect(resolveConfig({ gradient_checkpointing: { checkpoint_layers: 2 } }, 'c.yaml').config.gradient_checkpointing).toEqual({ checkpoint_layers: 2 });
+    expect(problems({ gradient_checkpointing: -1 })).toMatch(/gradient_checkpointing: .*k must be ≥ 0/);
+    expect(problems({ gradient_checkpointing: 1.5 })).toMatch(/gradient_checkpointing: .*whole number of layers k ≥ 0 or \{checkpoint_layers: k\}/);
+    expect(problems({ gradient_checkpointing: { checkpoint_layers: -2 } })).toMatch(/gradient_checkpointing.*checkpoint_layers must be ≥ 0/);
+    expect(problems({ gradient_checkpointing: { layers: 2 } })).toMatch(/gradient_checkpointing/);
+    expect(problems({ gradient_checkpointing: 'yes' })).toMatch(/gradient_checkpointing: found "yes".*expected true, false/);
+  });
+
   it('accepts numbers written as strings (PyYAML-era configs) and all-linear', () => {
     const c = resolveConfig({ learning_rate: '2e-4', lora_target_modules: 'all-linear' }, 'c.yaml').config;
     expect(c.learning_rate).toBe(2e-4);

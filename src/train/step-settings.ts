@@ -1,0 +1,50 @@
+/**
+ * The step settings of a run — what the memory plan is asked about and what the Trainer builds —
+ * computed in one place for the real run and `--dry-run` alike, so both print the same plan for the
+ * same config and device: the recompute policy from `gradient_checkpointing`, the loss head the
+ * step will get on this adapter (fused on CPU adapters where the lm_head allows it, else chunked)
+ * and its logits chunk (chooseLossChunk on this device's binding limit).
+ */
+import type { TrainConfig } from '../config/schema.js';
+import { fusedHeadUnsupported, fusedWeightUnsupported } from '../kernels/cross-entropy-fused.js';
+import type { Gpu } from '../kernels/gpu.js';
+import type { Qwen3Config } from '../model/config.js';
+import { chooseLossChunk, type LossHeadMode } from '../model/loss-head.js';
+import type { LinearWeight } from '../kernels/matmul.js';
+import type { StepSettings } from './plan.js';
+import { checkpointedLayers, recomputePolicy } from './recompute.js';
+
+/** Settings of the memory plan for a config and batch shape, with the loss head given. */
+export function stepSettings(config: TrainConfig, B: number, T: number, lossChunkTokens: number, lossHead: LossHeadMode = 'chunked'): StepSettings {
+  const recompute = recomputePolicy(config.gradient_checkpointing);
+  return {
+    batch: B,
+    seq: T,
+    r: config.lora_r,
+    targets: config.lora_target_modules,
+    gradientCheckpointing: recompute !== 'none',
+    recompute,
+    optimizer: /8bit/.test(config.optim) ? 'adamw_8bit' : 'adamw',
+    base: config.use_4bit ? 'nf4' : 'full',
+    doubleQuant: config.bnb_4bit_use_double_quant,
+    lossChunkTokens,
+    lossHead,
+    loraDropout: config.lora_dropout,
+  };
+}
+
+/** The loss head TrainStep gets on `gpu` ('auto' in src/model/loss-head.ts): the loaded lm_head is bf16 (V, D). */
+export function deviceLossHead(gpu: Gpu, model: Qwen3Config): LossHeadMode {
+  const lmHead = { format: 'bf16', nOut: model.vocabSize, k: model.hiddenSize } as LinearWeight;
+  return fusedHeadUnsupported(gpu) === undefined && fusedWeightUnsupported(lmHead) === undefined ? 'fused' : 'chunked';
+}
+
+/**
+ * The one function both `train` and `train --dry-run` plan with: settings for `config` at (B, T) on
+ * `gpu`. Checks the per-layer checkpoint count against the model's layers (error names the key).
+ */
+export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): StepSettings {
+  const s = stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model));
+  checkpointedLayers(s.recompute!, model.numHiddenLayers);
+  return s;
+}
