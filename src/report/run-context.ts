@@ -3,6 +3,7 @@ import { fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { EMBEDDED_MODEL_ID } from '../model/embedded.js';
 import type { StepPlan } from '../train/plan.js';
+import { describeRecompute } from '../train/recompute.js';
 import { formatBytes } from './format-units.js';
 import { describeRun } from './run-description.js';
 import type { RunObserverOptions } from './run-observers.js';
@@ -13,7 +14,7 @@ import type { RunObserverOptions } from './run-observers.js';
  */
 export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan, lossChunkTokens: number): RunObserverOptions {
   return {
-    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, lossChunkTokens, plannedLossHead(plan)), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
+    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, lossChunkTokens, plannedLossHead(plan)), checkpointing: planCheckpointing(plan), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
     reportTo: config.report_to,
     hyperparameters: config,
   };
@@ -31,6 +32,11 @@ export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: numb
   if (lossHead === 'fused') return `${base}; loss head fused (CPU adapter, logits never stored)`;
   if (lossHead === 'chunked') return `${base}; loss head ${chunked}${unsupported ? ` (${unsupported})` : ''}`;
   return `${base}; loss head ${unsupported === undefined ? 'fused where the lm_head is bf16 (CPU adapter, logits never stored)' : `${chunked} (${unsupported})`}`;
+}
+
+/** Which layers the plan recomputes, in words ("on", "off", "layers 0..k−1 of L"). */
+export function planCheckpointing(plan: StepPlan): string {
+  return describeRecompute(plan.settings.recompute ?? (plan.settings.gradientCheckpointing ? 'full' : 'none'), plan.layers);
 }
 
 /** The loss head the memory plan was made for, where the plan records it (StepSettings.lossHead). */

@@ -28,6 +28,8 @@ export interface DescribeRunInput {
   readonly device: string;
   /** e.g. "f32 WGSL matmuls (NF4 dequantised in the kernel); loss head fused on the CPU adapter". */
   readonly computePath: string;
+  /** Which layers are recomputed, as the plan has it: "on", "off" or "layers 0..k−1 of L" (describeRecompute). */
+  readonly checkpointing: string;
   /** e.g. "5.70 GiB planned (weights 2.1 GiB, …)". */
   readonly memoryPlan: string;
   readonly embedded: boolean;
@@ -43,7 +45,7 @@ export function describeRun(input: DescribeRunInput): RunDescription {
     learningRate: `${formatExp(c.learning_rate)}, ${c.lr_scheduler_type}${kwargs ? ` (${kwargs})` : ''} schedule, weight decay ${c.weight_decay}`,
     epochs: c.max_steps > 0 ? `max_steps ${c.max_steps}` : `${c.num_train_epochs}`,
     optimiser: `${c.optim} (β1 ${c.adam_beta1}, β2 ${c.adam_beta2}, ε ${c.adam_epsilon}), max grad norm ${c.max_grad_norm}`,
-    precision: `${c.use_4bit ? `NF4${c.bnb_4bit_use_double_quant ? ' + double quant' : ''}` : 'full-precision'} base, gradient checkpointing ${c.gradient_checkpointing ? 'on' : 'off'}`,
+    precision: `${c.use_4bit ? `NF4${c.bnb_4bit_use_double_quant ? ' + double quant' : ''}` : 'full-precision'} base, gradient checkpointing ${input.checkpointing}`,
     computePath: input.computePath,
     device: input.device,
     memoryPlan: input.memoryPlan,

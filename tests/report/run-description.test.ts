@@ -1,4 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { parseQwen3Config } from '../../src/model/config.js';
+import { planCheckpointing } from '../../src/report/run-context.js';
+import { planStep } from '../../src/train/plan.js';
+import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { resolveConfig } from '../../src/config/load.js';
 import { EMBEDDED_NOTICE, REAL_FINE_TUNE_COMMAND } from '../../src/report/embedded-notice.js';
 import { renderReportHtml } from '../../src/report/report-html.js';
@@ -9,7 +14,7 @@ import { evalRecord, runStart, stepRecord } from './records.js';
 
 const config = resolveConfig({ model_id: 'Qwen/Qwen3-4B-Instruct-2507', dataset_id: './rows.jsonl', lora_r: 32, lora_alpha: 64, learning_rate: 2e-4 }, 'c.yaml').config;
 const description = (embedded = false) =>
-  describeRun({ config, device: 'test GPU [shader-f16]', computePath: 'tiled f32 WGSL matmuls; loss head chunked', memoryPlan: '5.70 GiB planned', embedded });
+  describeRun({ config, device: 'test GPU [shader-f16]', computePath: 'tiled f32 WGSL matmuls; loss head chunked', checkpointing: 'layers 0..17 of 36', memoryPlan: '5.70 GiB planned', embedded });
 
 describe('start-of-run block', () => {
   it('prints the effective batch in tokens per optimiser step, steps per epoch, total steps and the compute path', () => {
@@ -25,6 +30,17 @@ describe('start-of-run block', () => {
     expect(block).toMatch(/model +Qwen\/Qwen3-4B-Instruct-2507\n/);
     expect(block).toMatch(/device +test GPU/);
     expect(block).toMatch(/memory plan +5\.70 GiB planned/);
+    expect(block).toMatch(/gradient checkpointing layers 0\.\.17 of 36/);
+  });
+
+  it('names the recomputed layers as the plan has them (true, false, k, {checkpoint_layers: k})', () => {
+    const model = parseQwen3Config(JSON.parse(readFileSync('configs/models/qwen3-4b.json', 'utf8')), 'qwen3-4b.json');
+    const plan = (gradientCheckpointing: boolean, recompute?: RecomputePolicy) =>
+      planStep(model, { batch: 1, seq: 64, r: 8, targets: ['q_proj'], gradientCheckpointing, optimizer: 'adamw', base: 'nf4', doubleQuant: false, lossChunkTokens: 64, loraDropout: 0, ...(recompute ? { recompute } : {}) });
+    expect(planCheckpointing(plan(true))).toBe('on');
+    expect(planCheckpointing(plan(false))).toBe('off');
+    expect(planCheckpointing(plan(true, { checkpointLayers: 18 }))).toBe('layers 0..17 of 36');
+    expect(planCheckpointing(plan(true, { checkpointLayers: 0 }))).toBe('off');
   });
 });
 
