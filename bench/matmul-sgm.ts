@@ -18,8 +18,7 @@ import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
 import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
 import type { LinearWeight, StoredFormat } from '../src/kernels/matmul.js';
 import { MatmulSgm, parseSgmTile, type SgmStaging, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
-import { NF4_CODEBOOK } from '../src/kernels/nf4.js';
-import type { Tensor } from '../src/kernels/tensor.js';
+import { makeWeight, sampledError, Words } from './bench-weight.js';
 
 const FULL = [
   { name: 'q_proj', m: 2048, k: 2560, n: 4096 },
@@ -32,91 +31,6 @@ const SMALL = [
   { name: 'small', m: 100, k: 128, n: 200 },
   { name: 'square', m: 512, k: 512, n: 512 },
 ] as const;
-
-class Words {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 1;
-  }
-  next(): number {
-    let s = this.s;
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    this.s = s >>> 0;
-    return this.s;
-  }
-  unit(): number {
-    return this.next() / 4294967296;
-  }
-}
-
-interface BenchWeight {
-  readonly w: LinearWeight;
-  row(j: number): Float64Array;
-}
-
-function makeWeight(gpu: Gpu, format: StoredFormat, n: number, k: number, seed: number): BenchWeight {
-  const rnd = new Words(seed);
-  if (format === 'f32') {
-    const v = new Float32Array(n * k);
-    for (let i = 0; i < v.length; i++) v[i] = (rnd.unit() * 2 - 1) * 0.05;
-    return { w: { format, nOut: n, k, data: gpu.tensorFrom('w f32', [n, k], 'f32', v) }, row: (j) => Float64Array.from(v.subarray(j * k, (j + 1) * k)) };
-  }
-  if (format === 'bf16') {
-    // bf16 in ±[2^-8, 2^-4): sign, exponent 119..122, random mantissa
-    const halves = new Uint16Array(n * k);
-    for (let i = 0; i < halves.length; i++) {
-      const r = rnd.next();
-      halves[i] = ((r & 0x8000) | ((119 + ((r >>> 7) & 3)) << 7) | (r & 0x7f)) & 0xffff;
-    }
-    const f = new Float32Array(1);
-    const u = new Uint32Array(f.buffer);
-    const value = (h: number) => ((u[0] = h << 16), f[0]);
-    return {
-      w: { format, nOut: n, k, data: gpu.tensorFrom('w bf16', [n, k], 'bf16x2', new Uint32Array(halves.buffer)) },
-      row: (j) => Float64Array.from(halves.subarray(j * k, (j + 1) * k), value),
-    };
-  }
-  if (format !== 'nf4') throw new Error(`bench/matmul-sgm: format ${format} not benchmarked (use nf4, bf16 or f32)`);
-  const packed = new Uint32Array((n * k) / 8);
-  for (let i = 0; i < packed.length; i++) packed[i] = rnd.next();
-  const bytes = new Uint8Array(packed.buffer);
-  const absmax = new Float32Array((n * k) / 64);
-  for (let i = 0; i < absmax.length; i++) absmax[i] = 0.02 + rnd.unit() * 0.04;
-  return {
-    w: { format: 'nf4', nOut: n, k, data: gpu.tensorFrom('w nf4', [n, k], 'nf4x8', packed), absmax: gpu.tensorFrom('absmax', [absmax.length], 'f32', absmax) },
-    row: (j) => {
-      const out = new Float64Array(k);
-      for (let c = 0; c < k; c++) {
-        const e = j * k + c;
-        const byte = bytes[e >> 1];
-        out[c] = NF4_CODEBOOK[(e & 1) === 0 ? byte >> 4 : byte & 15] * absmax[e >> 6];
-      }
-      return out;
-    },
-  };
-}
-
-async function sampledError(gpu: Gpu, y: Tensor, x: Float32Array, bw: BenchWeight, m: number, n: number, k: number): Promise<number> {
-  const out = await gpu.readF32(y);
-  const rnd = new Words(7);
-  let worst = 0;
-  for (let s = 0; s < 64; s++) {
-    const i = s === 0 ? m - 1 : rnd.next() % m;
-    const j = s === 0 ? n - 1 : rnd.next() % n;
-    const w = bw.row(j);
-    let ref = 0;
-    let mag = 0;
-    for (let c = 0; c < k; c++) {
-      ref += x[i * k + c] * w[c];
-      mag += Math.abs(x[i * k + c] * w[c]);
-    }
-    const err = Math.abs(out[i * n + j] - ref) / Math.max(mag, 1e-30);
-    worst = Number.isFinite(err) ? Math.max(worst, err) : Infinity;
-  }
-  return worst;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
