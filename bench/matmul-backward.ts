@@ -24,6 +24,7 @@ import { MatmulBackward, type BackwardPlan } from '../src/kernels/matmul-backwar
 import { tileName, type LinearWeight, type MatmulTile, type StoredFormat } from '../src/kernels/matmul.js';
 import { dynamicMap, NF4_CODEBOOK } from '../src/kernels/nf4.js';
 import type { Tensor } from '../src/kernels/tensor.js';
+import { Words } from './bench-weight.js';
 
 /** One benchmarked call: out (rows, cols) = Σ over `red` terms. */
 interface Case {
@@ -68,26 +69,6 @@ function cases(small: boolean, formats: readonly StoredFormat[]): Case[] {
   list.push({ name: 'lm_head dX', kind: 'input', m: tc, nOut: v, k: d, format: 'bf16' });
   list.push({ name: 'lm_head dX', kind: 'inputSplit', m: tc, nOut: v, k: d, format: 'bf16' });
   return list;
-}
-
-/** xorshift32 words: fast enough for the lm_head's 195 M weight words and 156 M gradients. */
-class Words {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 1;
-  }
-  next(): number {
-    let s = this.s;
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    this.s = s >>> 0;
-    return this.s;
-  }
-  /** Uniform in [−1, 1). */
-  signed(): number {
-    return (this.next() / 4294967296) * 2 - 1;
-  }
 }
 
 function randomF32(n: number, seed: number, scale = 1): Float32Array {
