@@ -228,7 +228,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       onSecond: () => process.exit(INTERRUPT_EXIT_CODE),
     });
     const sampler = await createRunSampler(gpu, model, trainer.lora, tokenizer, config);
-    const seeing = createRunObservers(config.output_dir, process.stdout, runObserverOptions(config, gpu, plan, plan.settings.lossChunkTokens));
+    const seeing = createRunObservers(config.output_dir, process.stdout, runObserverOptions(config, gpu, plan));
     // Every line goes through the progress observer: on a terminal it lands above the bar.
     const log = (line: string): void => seeing.progress.message(line);
     for (const line of seeing.notices) log(line);

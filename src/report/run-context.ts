@@ -2,6 +2,7 @@ import type { TrainConfig } from '../config/schema.js';
 import { fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { EMBEDDED_MODEL_ID } from '../model/embedded.js';
+import type { LossHeadMode } from '../model/loss-head.js';
 import type { StepPlan } from '../train/plan.js';
 import { describeRecompute } from '../train/recompute.js';
 import { formatBytes } from './format-units.js';
@@ -12,9 +13,9 @@ import type { RunObserverOptions } from './run-observers.js';
  * The CLI's one call to describe a run for the observers (start block, report.html, TensorBoard):
  * the config, the device, the compute path this device takes, and the memory plan's totals.
  */
-export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan, lossChunkTokens: number): RunObserverOptions {
+export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan): RunObserverOptions {
   return {
-    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, lossChunkTokens, plannedLossHead(plan)), checkpointing: planCheckpointing(plan), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
+    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, plan.settings.lossChunkTokens, plan.settings.lossHead ?? 'chunked'), checkpointing: planCheckpointing(plan), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
     reportTo: config.report_to,
     hyperparameters: config,
   };
@@ -22,26 +23,20 @@ export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan
 
 /**
  * Which kernels the step runs on this device: tiled f32 WGSL matmuls (the base dequantised inside
- * them), and the loss head fused (logits never stored; CPU adapters with subgroups of 8 and a bf16
- * lm_head) or chunked (logits of `lossChunkTokens` positions at a time).
+ * them), and the loss head the plan was made for (StepSettings.lossHead, 'chunked' by default as in
+ * planStep): fused (logits never stored; CPU adapters with subgroups of 8 and a bf16 lm_head) or
+ * chunked (logits of `lossChunkTokens` positions at a time).
  */
-export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number, lossHead?: string): string {
+export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number, lossHead: LossHeadMode): string {
   const base = config.use_4bit ? 'NF4 dequantised in tiled f32 WGSL matmuls' : 'tiled f32 WGSL matmuls';
-  const unsupported = fusedHeadUnsupported(gpu);
-  const chunked = `chunked, ${lossChunkTokens} tokens of logits at a time`;
   if (lossHead === 'fused') return `${base}; loss head fused (CPU adapter, logits never stored)`;
-  if (lossHead === 'chunked') return `${base}; loss head ${chunked}${unsupported ? ` (${unsupported})` : ''}`;
-  return `${base}; loss head ${unsupported === undefined ? 'fused where the lm_head is bf16 (CPU adapter, logits never stored)' : `${chunked} (${unsupported})`}`;
+  const unsupported = fusedHeadUnsupported(gpu);
+  return `${base}; loss head chunked, ${lossChunkTokens} tokens of logits at a time${unsupported ? ` (${unsupported})` : ''}`;
 }
 
 /** Which layers the plan recomputes, in words ("on", "off", "layers 0..k−1 of L"). */
 export function planCheckpointing(plan: StepPlan): string {
   return describeRecompute(plan.settings.recompute ?? (plan.settings.gradientCheckpointing ? 'full' : 'none'), plan.layers);
-}
-
-/** The loss head the memory plan was made for, where the plan records it (StepSettings.lossHead). */
-function plannedLossHead(plan: StepPlan): string | undefined {
-  return plan.settings.lossHead;
 }
 
 /** "5.70 GiB planned: weights 2.10 GiB, lora …" from the plan's totals. */
