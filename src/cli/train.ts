@@ -22,8 +22,7 @@ import { checkResumeConfig } from '../train/checkpoint-config.js';
 import { openCheckpoint, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
 import { CHECKPOINT_FILES } from '../train/checkpoint-state.js';
 import { ConfigError } from '../errors.js';
-import { claimRunFolder, projectCommit, readRunRecord, RUN_RECORD_FORMAT, runCheckpoint, writeRendering, writeRunFolder, type RunRecord } from '../run/run-folder.js';
-import { existsSync } from 'node:fs';
+import { claimRunFolder, projectCommit, readRunRecord, resolveResumeDir, RUN_RECORD_FORMAT, writeRendering, writeRunFolder, type RunRecord } from '../run/run-folder.js';
 import { resolveModelDir as resolveModelFolder } from '../run/model-source.js';
 import { createRunObservers } from '../report/run-observers.js';
 import { runObserverOptions } from '../report/run-context.js';
@@ -66,13 +65,6 @@ Ctrl-C finishes the current step, writes a checkpoint and exits with 130 (twice:
 
 ${formatFlags([...CONFIG_FLAGS, ...TRAIN_FLAGS])}`;
 
-/** The checkpoint a --resume request names: a checkpoint folder, or a run folder (its run's newest). */
-async function resumeTarget(request: string): Promise<string> {
-  if (existsSync(join(request, CHECKPOINT_FILES.state))) return request;
-  if (!existsSync(request)) throw new ConfigError(`--resume ${request}: no such folder; name a checkpoint folder (output_dir/checkpoint-<step>) or a run's output_dir`);
-  return runCheckpoint(request, `--resume ${request}`);
-}
-
 /**
  * The config of the run and the checkpoint to resume. `--resume DIR` continues that run: its
  * config.yaml (the checkpoint's) with its folder as output_dir, the command line's overrides on top;
@@ -84,7 +76,7 @@ async function loadRunConfig(args: ReturnType<typeof parseConfigArgs>, overrides
   const resumeFlag = args.flags.get('resume');
   const explicit = resumeFlag?.[0];
   if (explicit !== undefined) {
-    const dir = await resumeTarget(explicit);
+    const dir = await resolveResumeDir(explicit, explicit);
     const opened = await openCheckpoint(dir);
     const runDir = dirname(dir);
     const loaded =
@@ -104,7 +96,7 @@ async function loadRunConfig(args: ReturnType<typeof parseConfigArgs>, overrides
   const label = `${configPath}${args.configPath ? '' : ' (embedded default)'}`;
   const request = resumeFlag ? 'latest' : (loaded.config.resume_from_checkpoint ?? undefined);
   if (request === undefined) return { loaded, label };
-  const dir = request === 'latest' ? await runCheckpoint(loaded.config.output_dir, '--resume') : await resumeTarget(request);
+  const dir = await resolveResumeDir(request, loaded.config.output_dir);
   const opened = await openCheckpoint(dir);
   return { loaded: { ...loaded, warnings: [...loaded.warnings, ...checkResumeConfig(opened.config, loaded.config, dir)] }, label, resume: opened };
 }

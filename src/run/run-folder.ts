@@ -152,3 +152,14 @@ export async function runCheckpoint(outputDir: string, how: string): Promise<str
   }
   return latest;
 }
+
+/**
+ * The checkpoint a resume request names: 'latest' is the newest checkpoint of the run recorded in
+ * `outputDir`; a path is a checkpoint folder, or a run folder (then its run's newest checkpoint).
+ */
+export async function resolveResumeDir(request: string, outputDir: string): Promise<string> {
+  if (request === 'latest') return runCheckpoint(outputDir, '--resume');
+  if (existsSync(join(request, CHECKPOINT_FILES.state))) return request;
+  if (!existsSync(request)) throw new ConfigError(`--resume ${request}: no such folder; name a checkpoint folder (output_dir/checkpoint-<step>) or a run's output_dir`);
+  return runCheckpoint(request, `--resume ${request}`);
+}

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { CheckpointError, ConfigError } from '../errors.js';
+import { CheckpointError } from '../errors.js';
 import { readPeftAdapter } from '../model/peft.js';
 import type { Qwen3Config } from '../model/config.js';
 import { peftKey } from '../model/lora.js';
@@ -45,24 +45,6 @@ export async function listCheckpoints(outputDir: string): Promise<CheckpointEntr
 export async function latestCheckpoint(outputDir: string): Promise<CheckpointEntry | undefined> {
   const all = await listCheckpoints(outputDir);
   return all[all.length - 1];
-}
-
-/**
- * The checkpoint to resume from: `request` 'latest' means the newest under `outputDir`; a path is
- * either a checkpoint folder or an output folder (then its newest checkpoint).
- */
-export async function resolveResumeDir(request: string, outputDir: string): Promise<string> {
-  const latestIn = async (dir: string, how: string): Promise<string> => {
-    const latest = await latestCheckpoint(dir);
-    if (!latest) {
-      throw new ConfigError(`${how}: no complete checkpoint (checkpoint-<step>/ with ${CHECKPOINT_FILES.state}) in ${resolve(dir)}; run without --resume to start afresh, or name a checkpoint folder`);
-    }
-    return latest.dir;
-  };
-  if (request === 'latest') return latestIn(outputDir, '--resume');
-  if (existsSync(join(request, CHECKPOINT_FILES.state))) return request;
-  if (!existsSync(request)) throw new ConfigError(`--resume ${request}: no such folder; name a checkpoint folder (output_dir/checkpoint-<step>) or an output_dir holding checkpoints`);
-  return latestIn(request, `--resume ${request}`);
 }
 
 export interface OpenedCheckpoint {
