@@ -10,7 +10,8 @@
 export { Gpu, type GpuOptions, type OptionalFeature } from './kernels/gpu.js';
 export type { Tensor, DType } from './kernels/tensor.js';
 export { Qwen3Model, type ForwardOptions } from './model/qwen3.js';
-export { ForwardProgram, shiftTargets, type Batch, type ForwardResult, type ForwardShape } from './model/forward.js';
+export type { Batch } from './batch.js';
+export { ForwardProgram, shiftTargets, type ForwardResult, type ForwardShape } from './model/forward.js';
 export { loadModelWeights, type LoadOptions } from './model/load.js';
 export type { ModelWeights, LayerWeights, BaseFormat } from './model/weights.js';
 export { loadLoraAdapter, parseAdapterConfig, peftKey, loraScale, type LoraAdapter, type LoraConfig, type LoraPair } from './model/lora.js';

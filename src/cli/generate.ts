@@ -12,7 +12,7 @@ import { resolveRunFolder } from './export.js';
 import { Generator } from '../generate/generator.js';
 import { inputTokens, userTurn, type GenerationInput } from '../generate/prompt.js';
 import { DEFAULT_SAMPLING } from '../generate/sampling.js';
-import { SEED_PARAMETERS } from '../export/modelfile.js';
+import { SEED_PARAMETERS } from '../config/sampling-parameters.js';
 import { Gpu } from '../kernels/gpu.js';
 import { readQwen3Config } from '../model/config.js';
 import { loadLoraAdapter } from '../model/lora.js';

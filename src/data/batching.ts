@@ -15,9 +15,8 @@
  */
 import type { TokenizedExample } from './render.js';
 import { STREAM, mixSeed, permutation } from './shuffle.js';
+import type { Batch } from '../batch.js';
 import { IGNORE_INDEX } from '../labels.js';
-
-export { IGNORE_INDEX } from '../labels.js';
 
 /** Where one example lies in a batch. */
 export interface BatchExample {
@@ -31,17 +30,11 @@ export interface BatchExample {
   targets: number;
 }
 
-export interface Batch {
+/** A Batch (src/batch.ts) as the batcher lays it out: every field present, with its shape and where each example lies. */
+export interface PlacedBatch extends Required<Batch> {
+  /** Rows and tokens per row: the arrays are (B, T) row-major; padding is padTokenId, label −100, a segment of its own. */
   B: number;
   T: number;
-  /** (B, T) i32 token ids; padding is padTokenId. */
-  inputIds: Int32Array;
-  /** (B, T) i32 ids of trained tokens, −100 elsewhere; NOT shifted (loss: logits[t] vs labels[t+1]). */
-  labels: Int32Array;
-  /** (B, T) i32 RoPE positions, restarting at 0 for every example (and for the padding run). */
-  positionIds: Int32Array;
-  /** (B, T) i32 segment ids 0, 1, … per example within a row; padding has the next id of its row. */
-  segmentIds: Int32Array;
   examples: BatchExample[];
   /** Σ over the batch of positions with labels[b, t+1] ≠ −100: the loss's denominator. */
   targets: number;
@@ -130,7 +123,7 @@ function groupByLengthOrder(order: number[], lengths: readonly number[], batchSi
 }
 
 /** Lays out the rows `rowIds` of `plan` as one batch. */
-export function buildBatch(examples: readonly Pick<TokenizedExample, 'ids' | 'loss'>[], plan: BatchPlan, rowIds: readonly number[]): Batch {
+export function buildBatch(examples: readonly Pick<TokenizedExample, 'ids' | 'loss'>[], plan: BatchPlan, rowIds: readonly number[]): PlacedBatch {
   const { packing, maxSeqLength, fixedLength, padTokenId } = plan.options;
   const B = rowIds.length;
   let T = maxSeqLength;
@@ -182,7 +175,7 @@ export function* iterateBatches(
   plan: BatchPlan,
   epoch: number,
   startBatch = 0,
-): Generator<Batch> {
+): Generator<PlacedBatch> {
   const batches = epochBatchRows(plan, epoch);
   for (let i = startBatch; i < batches.length; i++) yield buildBatch(examples, plan, batches[i]);
 }

@@ -1,4 +1,5 @@
 import { ExportError } from '../errors.js';
+import { SEED_PARAMETERS, type ModelfileParameters } from '../config/sampling-parameters.js';
 import type { ChatMessage, ChatTemplateOptions } from '../model/tokenizer.js';
 
 /**
@@ -18,28 +19,9 @@ import type { ChatMessage, ChatTemplateOptions } from '../model/tokenizer.js';
  * starts with the prefix gets it twice (training skipped it), and a system message other than the
  * first is not supported by the TEMPLATE.
  *
- * Parameters default to the seed's v7 Modelfile (temperature 0.8, top_p 0.9, num_ctx 512,
- * num_predict 120, repeat_penalty 1.25) plus top_k 20 (Qwen3's recommended value; the seed left
- * Ollama's 40). Stops: <|im_end|>, <|im_start|> and, unless the model is meant to think, <think>.
+ * Parameters default to SEED_PARAMETERS (src/config/sampling-parameters.ts). Stops: <|im_end|>,
+ * <|im_start|> and, unless the model is meant to think, <think>.
  */
-
-export interface ModelfileParameters {
-  readonly temperature: number;
-  readonly top_p: number;
-  readonly top_k: number;
-  readonly num_ctx: number;
-  readonly num_predict: number;
-  readonly repeat_penalty: number;
-}
-
-export const SEED_PARAMETERS: ModelfileParameters = Object.freeze({
-  temperature: 0.8,
-  top_p: 0.9,
-  top_k: 20,
-  num_ctx: 512,
-  num_predict: 120,
-  repeat_penalty: 1.25,
-});
 
 /** What the model's chat template writes around an assistant turn (see probeChatTemplate). */
 export interface ChatTemplateShape {

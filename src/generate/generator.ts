@@ -12,7 +12,7 @@ import { inputTokens, type ChatOptions, type GenerationInput } from './prompt.js
 import { SamplerRng } from './rng.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingOptions } from './sampling.js';
 import { TextStream } from './text-stream.js';
-import { SEED_PARAMETERS } from '../export/modelfile.js';
+import { SEED_PARAMETERS } from '../config/sampling-parameters.js';
 
 /**
  * Text generation with a KV cache on the GPU, the LoRA adapter applied unmerged on the NF4 or

@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { SEED_PARAMETERS } from '../export/modelfile.js';
+import { SEED_PARAMETERS } from '../config/sampling-parameters.js';
 import type { SamplerRng } from './rng.js';
 
 /**

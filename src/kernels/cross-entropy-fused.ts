@@ -5,7 +5,7 @@ import { Kernel, type KernelSpec } from './kernel.js';
 import type { LinearWeight } from './matmul.js';
 import { defineParams } from './params.js';
 import { expectTensor, type Tensor } from './tensor.js';
-import { IGNORE_INDEX } from './cross-entropy.js';
+import { IGNORE_INDEX } from '../labels.js';
 
 /**
  * The lm_head (tied bf16 embedding E (V, D)) and the cross-entropy in one pass, for CPU adapters

@@ -17,7 +17,6 @@ import { IGNORE_INDEX } from '../labels.js';
  * The backward pass overwrites the chunk's logits with dlogits = c·(softmax − one-hot) per valid row
  * (0 for ignored rows) from the saved lse; the hidden-state gradient dlogits·E is the caller's matmul.
  */
-export { IGNORE_INDEX };
 
 export const CrossEntropyParams = defineParams('CrossEntropyParams', [
   ['rows', 'u32'],

@@ -3,7 +3,8 @@ import { submitDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
 import type { Tensor } from '../kernels/tensor.js';
-import { IGNORE_INDEX } from '../kernels/cross-entropy.js';
+import type { Batch } from '../batch.js';
+import { IGNORE_INDEX } from '../labels.js';
 import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass, type Saved } from './decoder-layer.js';
 import type { ModelKernels } from './kernels.js';
 import { LossHead, type LossHeadMode } from './loss-head.js';
@@ -12,6 +13,7 @@ import type { ModelWeights } from './weights.js';
 import { checkBatchInputs } from './input-checks.js';
 
 export { chooseLossChunk } from './loss-head.js';
+export type { Batch } from '../batch.js';
 
 /**
  * The forward pass of Qwen3 (+ optional LoRA) for a fixed batch shape (B, T), built once: every
@@ -47,17 +49,6 @@ export interface ForwardShape {
   readonly lossChunkTokens?: number;
   /** The loss head's implementation (default 'auto': fused on CPU adapters, chunked elsewhere). */
   readonly lossHead?: LossHeadMode | 'auto';
-}
-
-export interface Batch {
-  /** (B·T) token ids in [0, V) */
-  readonly inputIds: Int32Array;
-  /** (B·T) labels, −100 = no loss; unshifted (position t+1's label is scored by position t's logits). */
-  readonly labels?: Int32Array;
-  /** (B·T) positions, restarting at 0 for each packed example; default 0..T−1 in every row. */
-  readonly positionIds?: Int32Array;
-  /** (B·T) example id of each token within its row; default 0 everywhere. */
-  readonly segmentIds?: Int32Array;
 }
 
 export interface ForwardResult {

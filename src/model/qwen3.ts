@@ -1,5 +1,6 @@
 import type { Gpu } from '../kernels/gpu.js';
-import { ForwardProgram, type Batch, type ForwardResult, type ForwardShape } from './forward.js';
+import type { Batch } from '../batch.js';
+import { ForwardProgram, type ForwardResult, type ForwardShape } from './forward.js';
 import { createModelKernels, type ModelKernels } from './kernels.js';
 import { loadModelWeights, type LoadOptions } from './load.js';
 import type { LoraAdapter } from './lora.js';

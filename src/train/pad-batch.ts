@@ -1,4 +1,5 @@
-import { IGNORE_INDEX, type Batch } from '../data/batching.js';
+import type { PlacedBatch } from '../data/batching.js';
+import { IGNORE_INDEX } from '../labels.js';
 import { ShapeError } from '../errors.js';
 
 /**
@@ -6,7 +7,7 @@ import { ShapeError } from '../errors.js';
  * padding (pad token, label −100, a segment of their own, positions counting from 0), so they are
  * never scored and never attended to by real tokens.
  */
-export function padBatch(batch: Batch, B: number, T: number, padTokenId: number): Batch {
+export function padBatch(batch: PlacedBatch, B: number, T: number, padTokenId: number): PlacedBatch {
   if (batch.B > B || batch.T > T) throw new ShapeError(`padBatch: batch (${batch.B}, ${batch.T}) is larger than the program's (${B}, ${T})`);
   if (batch.B === B && batch.T === T) return batch;
   const inputIds = new Int32Array(B * T).fill(padTokenId);

@@ -3,7 +3,7 @@ import { CheckpointError, ConfigError } from '../errors.js';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
 import type { Tensor } from '../kernels/tensor.js';
-import type { Batch } from '../model/forward.js';
+import type { Batch } from '../batch.js';
 import type { LoraAdapter } from '../model/lora.js';
 import type { Qwen3Model } from '../model/qwen3.js';
 import { AdamwOptimizer, type AdamwHyper, type AdamwVariant } from './adamw.js';

@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import {
-  IGNORE_INDEX,
   buildBatch,
   epochBatchRows,
   iterateBatches,
   packBestFitDecreasing,
   planBatches,
   stepsPerEpoch,
-  type Batch,
+  type PlacedBatch,
   type BatchPlanOptions,
 } from '../../src/data/batching.js';
+import { IGNORE_INDEX } from '../../src/labels.js';
 import { Rng } from '../helpers/random.js';
 
 interface Ex {
@@ -31,7 +31,7 @@ function randomExamples(rng: Rng, count: number, minLen: number, maxLen: number,
 const base: BatchPlanOptions = { batchSize: 3, maxSeqLength: 64, packing: true, groupByLength: false, seed: 42, padTokenId: 0 };
 
 /** The batch holding example `index` alone (B = 1, T = its length). */
-function aloneBatch(examples: Ex[], index: number): Batch {
+function aloneBatch(examples: Ex[], index: number): PlacedBatch {
   const one = [examples[index]];
   const plan = planBatches(one, { ...base, packing: false, batchSize: 1, padToMultipleOf: 1 });
   return buildBatch(one, plan, [0]);
@@ -43,7 +43,7 @@ function aloneBatch(examples: Ex[], index: number): Batch {
  * logits = h·Wᵀ. Returns the cross-entropy of logits[b, t] against labels[b, t+1] at every
  * position (NaN where labels[b, t+1] = −100). Softmaxes subtract their max.
  */
-function toyTokenLosses(batch: Batch, w: ToyWeights, useSegments = true): Float64Array {
+function toyTokenLosses(batch: PlacedBatch, w: ToyWeights, useSegments = true): Float64Array {
   const { B, T } = batch;
   const { D, H, V } = w;
   const Dh = D / H;
@@ -121,7 +121,7 @@ function toyWeights(rng: Rng, V: number, D: number, H: number): ToyWeights {
 }
 
 /** Mean loss of each placed example (over its own targets). */
-function perExampleLoss(batch: Batch, tokenLoss: Float64Array): Map<number, number> {
+function perExampleLoss(batch: PlacedBatch, tokenLoss: Float64Array): Map<number, number> {
   const res = new Map<number, number>();
   for (const e of batch.examples) {
     let sum = 0;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IGNORE_INDEX } from '../../src/kernels/cross-entropy.js';
+import { IGNORE_INDEX } from '../../src/labels.js';
 import { compactTargets, CrossEntropyFused, crossEntropyFusedRef, fusedHeadUnsupported, fusedSlices, FUSED_PARTIAL_WORDS } from '../../src/kernels/cross-entropy-fused.js';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
 import type { Gpu } from '../../src/kernels/gpu.js';

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CrossEntropy, crossEntropyBackwardRef, crossEntropyForwardRef, IGNORE_INDEX } from '../../src/kernels/cross-entropy.js';
+import { CrossEntropy, crossEntropyBackwardRef, crossEntropyForwardRef } from '../../src/kernels/cross-entropy.js';
+import { IGNORE_INDEX } from '../../src/labels.js';
 import { tensorView } from '../../src/kernels/tensor.js';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
 import type { Gpu } from '../../src/kernels/gpu.js';

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { IGNORE_INDEX } from '../../src/kernels/cross-entropy.js';
+import { IGNORE_INDEX } from '../../src/labels.js';
 import { fusedHeadUnsupported } from '../../src/kernels/cross-entropy-fused.js';
 import { loadLoraAdapter } from '../../src/model/lora.js';
 import { shiftTargets } from '../../src/model/forward.js';
