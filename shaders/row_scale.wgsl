@@ -1,0 +1,83 @@
+// Per-row scale that keeps a row inside f16's range before it is converted to f16 (issue 11 item 4):
+//   amax[m]      = max_k |X[m][k]|
+//   rowScale[m]  = 2^e,  e = clamp(14 − ceil(log2 amax[m]), −126, 127)
+//                = 1     when amax[m] is 0, infinite or NaN
+// so that |X[m][k]·rowScale[m]| ≤ 2^14 (f16's largest finite value is 65504 ≈ 2^16, two octaves of
+// headroom for the rounding of the staged values and for sums of a few of them) and the row's
+// largest element lands in [2^13, 2^14], where f16 keeps 11 significant bits down to 2^-27 of it.
+// A row holding a NaN or ±Inf keeps scale 1, so the non-finite value reaches the output (and the
+// step's NaN check) instead of being scaled away. The scale is a power of two: multiplying by it
+// and by 1 / rowScale in the matmul's f32 epilogue is exact (clamping e keeps 2^e a normal f32).
+//
+// Everything is done on the bits, with no float operation, so NaN ordering, flushed subnormals or
+// an inexact log2 cannot change the result: for f32 bits b ≥ 0 (sign cleared) the unsigned order
+// of b is the order of |x| (+Inf is 0x7f800000, every NaN above it), so amax is a u32 max;
+// ceil(log2 amax) is the exponent field minus 127, plus 1 when the mantissa is not zero (normal
+// amax), or 32 − clz(mantissa − 1) − 149 (subnormal amax = mantissa·2^-149).
+//
+// Bindings (group 0):
+//   0 params     uniform    RowScaleParams { m, k }
+//   1 row_scale  read_write (M) f32   the scale of each row
+//   2 x          read       (M, K) f32, read as u32 bits
+// Dispatch: foldGrid(M) workgroups of WG invocations (shaders/lib/grid_fold.wgsl), one per row;
+// invocation t takes the maximum of |X[m][k]| over k ≡ t (mod WG), then a tree in workgroup
+// memory takes the row's maximum. Saves nothing.
+
+override WG: u32 = 256u;
+
+struct RowScaleParams {
+  m: u32,
+  k: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: RowScaleParams;
+@group(0) @binding(1) var<storage, read_write> row_scale: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<u32>;
+
+var<workgroup> partial: array<u32, WG>;
+
+// #include "lib/grid_fold.wgsl"
+
+// ceil(log2 v) for the bits of a finite positive f32 (0 < bits < 0x7f800000).
+fn ceilLog2(bits: u32) -> i32 {
+  let exponent = bits >> 23u;
+  let mantissa = bits & 0x7fffffu;
+  if (exponent == 0u) {
+    return i32(32u - countLeadingZeros(mantissa - 1u)) - 149;
+  }
+  return i32(exponent) - 127 + select(0, 1, mantissa != 0u);
+}
+
+// The scale for a row whose largest |x| has bits `amax`.
+fn scaleFor(amax: u32) -> f32 {
+  if (amax == 0u || amax >= 0x7f800000u) {
+    return 1.0;
+  }
+  let e = clamp(14 - ceilLog2(amax), -126, 127);
+  return bitcast<f32>(u32(e + 127) << 23u);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = foldedWorkgroup(wg);
+  // rows past M (the last fold row) take part in the barriers and write nothing
+  let live = row < params.m;
+  var a = 0u;
+  if (live) {
+    let base = row * params.k;
+    for (var j = lid; j < params.k; j += WG) {
+      a = max(a, x[base + j] & 0x7fffffffu);
+    }
+  }
+  partial[lid] = a;
+  workgroupBarrier();
+  for (var h = WG / 2u; h > 0u; h >>= 1u) {
+    if (lid < h) {
+      partial[lid] = max(partial[lid], partial[lid + h]);
+    }
+    workgroupBarrier();
+  }
+  if (live && lid == 0u) {
+    row_scale[row] = scaleFor(partial[0]);
+  }
+}
