@@ -1,13 +1,14 @@
 // Per-row scale that keeps a row inside f16's range before it is converted to f16 (issue 11 item 4):
 //   amax[m]      = max_k |X[m][k]|
-//   rowScale[m]  = 2^e,  e = clamp(14 − ceil(log2 amax[m]), −126, 127)
+//   rowScale[m]  = 2^e,  e = clamp(14 − ceil(log2 amax[m]), −126, 126)
 //                = 1     when amax[m] is 0, infinite or NaN
 // so that |X[m][k]·rowScale[m]| ≤ 2^14 (f16's largest finite value is 65504 ≈ 2^16, two octaves of
 // headroom for the rounding of the staged values and for sums of a few of them) and the row's
 // largest element lands in [2^13, 2^14], where f16 keeps 11 significant bits down to 2^-27 of it.
 // A row holding a NaN or ±Inf keeps scale 1, so the non-finite value reaches the output (and the
 // step's NaN check) instead of being scaled away. The scale is a power of two: multiplying by it
-// and by 1 / rowScale in the matmul's f32 epilogue is exact (clamping e keeps 2^e a normal f32).
+// and by 1 / rowScale in the matmul's f32 epilogue is exact (clamping e keeps both 2^e and 2^-e
+// normal f32, which GPUs do not flush; only rows with amax ≤ 2^-113 reach the clamp).
 //
 // Everything is done on the bits, with no float operation, so NaN ordering, flushed subnormals or
 // an inexact log2 cannot change the result: for f32 bits b ≥ 0 (sign cleared) the unsigned order
@@ -53,7 +54,7 @@ fn scaleFor(amax: u32) -> f32 {
   if (amax == 0u || amax >= 0x7f800000u) {
     return 1.0;
   }
-  let e = clamp(14 - ceilLog2(amax), -126, 127);
+  let e = clamp(14 - ceilLog2(amax), -126, 126);
   return bitcast<f32>(u32(e + 127) << 23u);
 }
 

@@ -8,8 +8,9 @@ import { foldGrid } from './grid.js';
 
 /**
  * Per-row f16 scale (issue 11 item 4): rowScale (M) f32 = 2^(14 − ceil(log2 max_k |X[m][k]|)) for
- * X (M, K) f32, clamped to f32's normal exponents −126..127, and 1 where the row is all zeros or
- * holds a NaN or ±Inf (so a non-finite activation or gradient still reaches the loss and the
+ * X (M, K) f32, the exponent clamped to −126..126 (the scale and its reciprocal both normal f32,
+ * which GPUs do not flush; only rows with max |x| ≤ 2^-113 reach the clamp), and 1 where the row
+ * is all zeros or holds a NaN or ±Inf (so a non-finite activation or gradient still reaches the loss and the
  * step's NaN check). The tensor-core kernels stage f16(X[m][k]·rowScale[m]) — at most 2^14 in
  * magnitude, far from f16's 65504, and at least 2^13 for the row's largest element, far above
  * f16's subnormals at 2^-14 — and multiply their f32 results by 1/rowScale[m], exactly, the scale
@@ -37,6 +38,9 @@ export const ROW_SCALE_WORKGROUP = 256;
 
 /** The exponent of rowScale before clamping: the largest |value| of a scaled row is ≤ 2^ROW_SCALE_TARGET_LOG2. */
 export const ROW_SCALE_TARGET_LOG2 = 14;
+
+/** The clamp of rowScale's exponent: 2^±126 are the extreme normal f32 whose reciprocal is normal too. */
+export const ROW_SCALE_MAX_LOG2 = 126;
 
 export interface RowScaleTensors {
   /** (M) f32 — written: the scale of each row. */
@@ -67,7 +71,7 @@ export class RowScale {
 }
 
 /**
- * float64 reference of the rule: for each of the m rows of x (m, k), 2^clamp(14 − c, −126, 127)
+ * float64 reference of the rule: for each of the m rows of x (m, k), 2^clamp(14 − c, −126, 126)
  * with c the least integer such that max |x| ≤ 2^c; 1 for a row of zeros or one holding NaN/±Inf.
  */
 export function rowScaleRef(x: ArrayLike<number>, m: number, k: number): Float64Array {
@@ -88,7 +92,7 @@ export function rowScaleRef(x: ArrayLike<number>, m: number, k: number): Float64
     let c = Math.ceil(Math.log2(amax));
     while (2 ** c < amax) c++;
     while (2 ** (c - 1) >= amax) c--;
-    out[i] = 2 ** Math.min(127, Math.max(-126, ROW_SCALE_TARGET_LOG2 - c));
+    out[i] = 2 ** Math.min(ROW_SCALE_MAX_LOG2, Math.max(-ROW_SCALE_MAX_LOG2, ROW_SCALE_TARGET_LOG2 - c));
   }
   return out;
 }

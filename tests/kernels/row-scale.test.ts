@@ -41,7 +41,7 @@ function makeRows(rng: Rng, m: number, k: number): Float32Array {
       case 7: // near f32's largest: e = 14 − 128
         row[at] = 3e38;
         break;
-      case 8: // f32 subnormals only: e would exceed 127 and is clamped
+      case 8: // f32 subnormals only: e would exceed 126 and is clamped
         for (let j = 0; j < k; j++) row[j] = (j % 3) * 2 ** -140;
         break;
       case 9: // a single nonzero subnormal
@@ -95,12 +95,14 @@ describe('row scale', () => {
         continue;
       }
       expect(amax * s[i]).toBeLessThanOrEqual(2 ** 14);
-      // clamped rows (f32 subnormals only) stop at 2^127
-      if (s[i] < 2 ** 127) expect(amax * s[i]).toBeGreaterThan(2 ** 13);
+      // clamped rows (f32 subnormals only) stop at 2^126
+      if (s[i] < 2 ** 126) expect(amax * s[i]).toBeGreaterThan(2 ** 13);
     }
     // hand-worked: max |x| = 1e5 → ceil(log2 1e5) = 17 → 2^-3; 256 = 2^8 → 2^6; 1 + 2^-23 → 2^13
     expect(Array.from(rowScaleRef([3, -1e5, 256, 1, 1 + 2 ** -23, 0.5], 3, 2))).toEqual([2 ** -3, 2 ** 6, 2 ** 13]);
     expect(Array.from(rowScaleRef([1e-10, 0, NaN, 1, 0, 0], 3, 2))).toEqual([2 ** 47, 1, 1]);
+    // 2^-113: e = 14 + 113 = 127, clamped to 126; 2^-112: exactly 126
+    expect(Array.from(rowScaleRef([2 ** -113, 0, 2 ** -112, 0], 2, 2))).toEqual([2 ** 126, 2 ** 126]);
   });
 
   it('rejects mismatched shapes', async () => {
