@@ -1,6 +1,7 @@
 import { dirname, join, resolve } from 'node:path';
 import { CONFIG_FLAGS, formatFlags, parseConfigArgs, type FlagSpec } from '../config/args.js';
 import { loadConfig, resolveConfig, type LoadedConfig } from '../config/load.js';
+import { resumeCommand } from '../config/command-line.js';
 import { packageRoot } from '../config/paths.js';
 import type { TrainConfig } from '../config/schema.js';
 import { prepareDataset } from '../data/dataset.js';
@@ -26,7 +27,7 @@ import { claimRunFolder, projectCommit, readRunRecord, resolveResumeDir, RUN_REC
 import { resolveModelDir as resolveModelFolder } from '../run/model-source.js';
 import { createRunObservers } from '../report/run-observers.js';
 import { runObserverOptions } from '../report/run-context.js';
-import { EMBEDDED_NOTICE } from '../report/embedded-notice.js';
+import { embeddedNotice } from '../report/embedded-notice.js';
 import { createRunSampler } from '../generate/run-samples.js';
 import { exportRun } from '../export/run-export.js';
 import { redoExportCommand } from '../export/redo-command.js';
@@ -239,7 +240,11 @@ export async function runTrain(argv: string[]): Promise<number> {
     }
     if (result.reason === 'interrupted') {
       trainer.destroy();
-      console.log(`interrupted at step ${result.steps}: checkpoint ${result.lastCheckpoint}; continue with: node train.js --resume ${result.lastCheckpoint}`);
+      console.log(
+        result.lastCheckpoint !== undefined
+          ? `interrupted at step ${result.steps}: checkpoint ${result.lastCheckpoint}; continue with: ${resumeCommand(result.lastCheckpoint)}`
+          : `interrupted at step ${result.steps}: no checkpoint was written`,
+      );
       return INTERRUPT_EXIT_CODE;
     }
     const adapterDir = resolve(config.output_dir, 'adapter');
@@ -261,7 +266,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     }
     console.log(`report: ${resolve(config.output_dir, 'report.html')} (plots, sample generations); metrics: ${resolve(config.output_dir, 'metrics.jsonl')}`);
     for (const line of exported.summary) console.log(line);
-    if (config.model_id === EMBEDDED_MODEL_ID) for (const line of EMBEDDED_NOTICE) console.log(line);
+    if (config.model_id === EMBEDDED_MODEL_ID) for (const line of embeddedNotice()) console.log(line);
     return 0;
   } finally {
     listening?.dispose();

@@ -1,4 +1,5 @@
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
+import { shownPath } from '../config/command-line.js';
 import type { TrainConfig } from '../config/schema.js';
 
 /**
@@ -7,10 +8,7 @@ import type { TrainConfig } from '../config/schema.js';
  * flags. --force: the outputs it replaces are this run's own.
  */
 export function redoExportCommand(config: TrainConfig, packageRoot: string, cwd: string = process.cwd()): string {
-  const shown = (p: string): string => {
-    const r = relative(cwd, p);
-    return shellWord(r !== '' && !r.startsWith('..') ? r : p);
-  };
+  const shown = (p: string): string => shownPath(p, cwd);
   const flags: string[] = [];
   if (config.export_gguf !== null) flags.push('--gguf', config.export_gguf);
   if (config.export_lora_gguf) flags.push('--lora-gguf');
@@ -20,6 +18,3 @@ export function redoExportCommand(config: TrainConfig, packageRoot: string, cwd:
   return ['node', shown(join(packageRoot, 'bin', 'prompt-lora.js')), 'export', '--run', dir, '--out', dir, '--force', ...flags].join(' ');
 }
 
-function shellWord(s: string): string {
-  return /^[\w./@:+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}

@@ -2,7 +2,7 @@ import type { SampleRecord } from '../train/events.js';
 import { escapeHtml } from './escape-html.js';
 import { formatBytes, formatDuration, formatExp } from './format-units.js';
 import { renderLineChart, type ChartSeries } from './line-chart.js';
-import { EMBEDDED_NOTICE } from './embedded-notice.js';
+import { embeddedNotice } from './embedded-notice.js';
 import { runRows, type RunDescription } from './run-description.js';
 import type { RunHistory } from './run-history.js';
 
@@ -85,7 +85,7 @@ export function renderReportHtml(history: RunHistory, updated: string, descripti
 
 /** The embedded model has random weights: say so above everything else. */
 function renderEmbeddedNotice(): string {
-  const [first, ...rest] = EMBEDDED_NOTICE;
+  const [first, ...rest] = embeddedNotice();
   return `<p class="notice" id="embedded-notice"><strong>${escapeHtml(first)}</strong><br>${rest.map(escapeHtml).join('<br>')}</p>`;
 }
 

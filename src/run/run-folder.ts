@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { stringify as stringifyYaml } from 'yaml';
+import { resumeCommand } from '../config/command-line.js';
 import type { TrainConfig } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
@@ -102,7 +103,7 @@ export async function claimRunFolder(outputDir: string, overwrite: boolean, log:
   if (!overwrite) {
     throw new ConfigError(
       `output_dir ${outputDir} holds another run (${earlier.slice(-3).join(', ')}${earlier.length > 3 ? ` and ${earlier.length - 3} more` : ''}). ` +
-        `Continue that run with \`node train.js --resume ${outputDir}\`, choose another --output-dir, or pass --overwrite (overwrite_output_dir: true) to remove it and start afresh.`,
+        `Continue that run with \`${resumeCommand(outputDir)}\`, choose another --output-dir, or pass --overwrite (overwrite_output_dir: true) to remove it and start afresh.`,
     );
   }
   const removed = await clearRunFolder(outputDir);

@@ -1,3 +1,4 @@
+import { resumeCommand } from '../config/command-line.js';
 import type { TrainConfig } from '../config/schema.js';
 import { iterateBatches, planBatches, stepsPerEpoch } from '../data/batching.js';
 import type { TokenizedExample } from '../data/render.js';
@@ -178,7 +179,7 @@ export async function trainLoop(
   const elapsed = (): number => elapsedBefore + (performance.now() - runStart) / 1000;
   const epochAt = (p: DataPosition): number => p.epoch + p.nextMicroBatch / perEpochMicro;
   const resumeAdvice = (): string =>
-    lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}: continue from it with \`node train.js --resume ${lastCheckpoint}\`.` : 'No checkpoint was written yet (save_strategy / save_steps).';
+    lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}: continue from it with \`${resumeCommand(lastCheckpoint)}\`.` : 'No checkpoint was written yet (save_strategy / save_steps).';
 
   // Tokens/s window: tokens since the last record and the time spent in evaluations and saves.
   let windowTokens = 0;

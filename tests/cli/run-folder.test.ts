@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { listCheckpoints } from '../../src/train/checkpoint-reader.js';
@@ -56,7 +56,6 @@ function snapshot(root: string, skip: string): Map<string, string> {
 describe('a run folder', () => {
   it('the interruption hint, run as printed, continues that run to the uninterrupted adapter; a folder holds one run', async () => {
     const folder = makeTrainFolder('runfolder', { save_steps: 2 });
-    symlinkSync(TRAIN_JS, join(folder.root, 'train.js'));
     const flags = ['--config', folder.config, '--set', 'max_steps=5', '--set', 'learning_rate=0.02'];
 
     const reference = await train(folder.root, [...flags, '--output-dir', 'runs/a']);

@@ -5,7 +5,7 @@ import { planCheckpointing } from '../../src/report/run-context.js';
 import { planStep } from '../../src/train/plan.js';
 import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { resolveConfig } from '../../src/config/load.js';
-import { EMBEDDED_NOTICE, REAL_FINE_TUNE_COMMAND } from '../../src/report/embedded-notice.js';
+import { embeddedNotice, realFineTuneCommand } from '../../src/report/embedded-notice.js';
 import { renderReportHtml } from '../../src/report/report-html.js';
 import { describeRun } from '../../src/report/run-description.js';
 import { RunHistory } from '../../src/report/run-history.js';
@@ -71,7 +71,7 @@ describe('report.html explains the run', () => {
     const html = renderReportHtml(history(), '2026-12-02T12:00:00Z', description(true));
     expect(html).toContain('id="embedded-notice"');
     expect(html).toMatch(/random weights: its sample generations are noise by design/);
-    expect(html).toContain(REAL_FINE_TUNE_COMMAND);
-    expect(EMBEDDED_NOTICE.join('\n')).toContain('configs/qwen3-4b-deforum-v7.yaml');
+    expect(html).toContain(realFineTuneCommand());
+    expect(embeddedNotice().join('\n')).toContain('configs/qwen3-4b-deforum-v7.yaml');
   });
 });
