@@ -30,12 +30,7 @@ struct DropoutParams {
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> seed: array<u32>;
 
-// PCG-style integer hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020).
-fn pcg(v: u32) -> u32 {
-  let state = v * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}
+// #include "lib/dropout_hash.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -43,9 +38,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   if (i >= params.count) {
     return;
   }
-  let h = pcg(pcg(pcg(seed[0]) ^ params.salt) ^ i);
   var v = 0.0;
-  if (h >= params.threshold) {
+  if (dropoutKeep(dropoutStream(seed[0], params.salt), i, params.threshold)) {
     v = x[i] * params.scale;
   }
   if (ACCUMULATE) {

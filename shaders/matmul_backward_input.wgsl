@@ -1,5 +1,10 @@
 // Matmul backward, input gradient:  dX (M, K) f32  =  [dX +] scale · dY (M, N) f32 · dequant(W) (N, K)
-// the gradient of Y = X · Wᵀ with respect to X. W is the PyTorch (N, K) weight, read in place from
+// the gradient of Y = X · Wᵀ with respect to X; with LORA (one slice, scale 1) the LoRA branch's
+// term joins the same pass:
+//   dX = [dX +] dY · dequant(W) + mask(dU (M, R) · A (R, K))
+// for y = x·Wᵀ + s·dropout(x)·Aᵀ·Bᵀ, dU = s·dY·B computed before; mask is LoRA dropout's
+// (lib/dropout_hash.wgsl, threshold 0: none): the R reduction steps run first, the mask multiplies
+// the accumulators elementwise, then the N steps add dY·W on top. W is the PyTorch (N, K) weight, read in place from
 // the forward's packed data in the format FORMAT picks (0 f32, 1 bf16x2, 2 nf4x8 with f32 block
 // scales, 3 nf4x8 with double-quantised scales): no transposed or dequantised copy. The reduction
 // runs over N (the forward's output width; V = 151936 for the tied lm_head).
@@ -11,8 +16,9 @@
 // (deterministic).
 //
 // Bindings (group 0):
-//   0 params   uniform    MatmulInputGradParams { m, n, k, slice, scale, offset }
-//                         offset: the double-quantisation mean (FORMAT 3)
+//   0 params   uniform    MatmulInputGradParams { m, n, k, slice, scale, offset, r, threshold, drop_scale, salt }
+//                         offset: the double-quantisation mean (FORMAT 3); r, threshold,
+//                         drop_scale (1 / (1 − p)), salt: the LoRA term (LORA only)
 //   1 dx       read_write (S, M, K) f32 (S = 1: dX; read too when accumulating)
 //   2 dy       read       (M, N) f32
 //   3 w        read       (N, K) weight words: f32 bits | bf16x2 | nf4x8 (8 codes a word, element
@@ -20,6 +26,9 @@
 //   4 absmax   read       FORMAT 2: (N·K / 64) f32 bits; FORMAT 3: (N·K / 64) u8x4 codes; else unused
 //   5 absmax2  read       FORMAT 3: (ceil(N·K / 64 / 256)) f32; else unused
 //   6 qmap     read       FORMAT 3: (256) f32 bitsandbytes' signed dynamic map; else unused
+//   7 du       read       LORA: (M, R) f32 dU; else unused
+//   8 lora_a   read       LORA: (R, K) f32 lora_A; else unused
+//   9 seed     read       LORA with threshold > 0: (1) u32 dropout seed; else unused
 // Dispatch: (ceil(M / BI), ceil(K / BJ), S) workgroups of (WG_J, WG_I) threads, BI = WG_I·TI and
 // BJ = WG_J·TJ, WG_I·WG_J a multiple of 32 and at most 256. Saves nothing.
 //
@@ -43,6 +52,7 @@ override TJ: u32 = 8u; // 4 or 8
 override BL: u32 = 8u; // 8 or 16
 override FORMAT: u32 = 0u;
 override ACCUMULATE: bool = false; // dX += … instead of dX = …
+override LORA: bool = false;       // add mask(dU · A) (one slice only)
 // threads along j within each group of 32 consecutive invocations (a warp on NVIDIA)
 override WARP_J: u32 = 16u;
 
@@ -62,6 +72,10 @@ struct MatmulInputGradParams {
   slice: u32,
   scale: f32,
   offset: f32,
+  r: u32,
+  threshold: u32,
+  drop_scale: f32,
+  salt: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: MatmulInputGradParams;
@@ -71,6 +85,9 @@ struct MatmulInputGradParams {
 @group(0) @binding(4) var<storage, read> absmax: array<u32>;
 @group(0) @binding(5) var<storage, read> absmax2: array<f32>;
 @group(0) @binding(6) var<storage, read> qmap: array<f32>;
+@group(0) @binding(7) var<storage, read> du: array<f32>;
+@group(0) @binding(8) var<storage, read> lora_a: array<f32>;
+@group(0) @binding(9) var<storage, read> seed: array<u32>;
 
 // [buffer][l][slot], a slot = 4 consecutive rows of dY (swizzled) or 4 columns of W
 var<workgroup> tileA: array<vec4<f32>, SLOTS_A>;
@@ -78,6 +95,7 @@ var<workgroup> tileB: array<vec4<f32>, SLOTS_B>;
 var<workgroup> nf4lut: array<f32, 16>;
 
 // #include "lib/nf4_codebook.wgsl"
+// #include "lib/dropout_hash.wgsl"
 
 // dY[i, l .. l+KA-1] in the first KA lanes (zeros past row M and past the slice end).
 fn loadDy(i: u32, l: u32, lEnd: u32) -> vec4<f32> {
@@ -87,6 +105,32 @@ fn loadDy(i: u32, l: u32, lEnd: u32) -> vec4<f32> {
     for (var q = 0u; q < KA; q++) {
       if (l + q < lEnd) {
         v[q] = dy[base + q];
+      }
+    }
+  }
+  return v;
+}
+
+// dU[i, l .. l+KA-1] (zeros past row M and past R).
+fn loadDu(i: u32, l: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  if (i < params.m) {
+    for (var q = 0u; q < KA; q++) {
+      if (l + q < params.r) {
+        v[q] = du[i * params.r + l + q];
+      }
+    }
+  }
+  return v;
+}
+
+// A[l, j .. j+3] as f32 bits (zeros past the edges).
+fn loadA(l: u32, j: u32) -> vec4<u32> {
+  var v = vec4<u32>(0u);
+  if (l < params.r) {
+    for (var q = 0u; q < 4u; q++) {
+      if (j + q < params.k) {
+        v[q] = bitcast<u32>(lora_a[l * params.k + j + q]);
       }
     }
   }
@@ -153,9 +197,9 @@ fn loadW(l: u32, j: u32, lEnd: u32) -> vec4<u32> {
   return v;
 }
 
-// The 4 values loadW fetched, as f32.
-fn decodeW(raw: vec4<u32>) -> vec4<f32> {
-  if (FORMAT == 0u || params.k % 4u != 0u) {
+// The 4 values loadW fetched, as f32 (`plain`: loadA's f32 bits).
+fn decodeW(raw: vec4<u32>, plain: bool) -> vec4<f32> {
+  if (plain || FORMAT == 0u || params.k % 4u != 0u) {
     return bitcast<vec4<f32>>(raw);
   }
   if (FORMAT == 1u) {
@@ -176,6 +220,61 @@ fn decodeW(raw: vec4<u32>) -> vec4<f32> {
   // two bytes: elements e, e+1 in the high and low nibble of the first, e+2, e+3 of the second
   let half = raw.x >> (raw.w - 1u);
   return a * vec4<f32>(nf4lut[(half >> 4u) & 15u], nf4lut[half & 15u], nf4lut[(half >> 12u) & 15u], nf4lut[(half >> 8u) & 15u]);
+}
+
+// The global loads of step t: dU and A while t < loraSteps, else dY and W at l0 + (t − loraSteps)·BL.
+fn load(
+  t: u32,
+  loraSteps: u32,
+  l0: u32,
+  lEnd: u32,
+  i0: u32,
+  j0: u32,
+  rgA: u32,
+  kgA: u32,
+  li: u32,
+  ra: ptr<function, array<vec4<f32>, 4>>,
+  rw: ptr<function, array<vec4<u32>, 4>>,
+) {
+  let lora = t < loraSteps;
+  let l = select(l0 + (t - loraSteps) * BL, t * BL, lora);
+  for (var a = 0u; a < 4u; a++) {
+    if (lora) {
+      (*ra)[a] = loadDu(i0 + 4u * rgA + a, l + kgA * KA);
+    } else {
+      (*ra)[a] = loadDy(i0 + 4u * rgA + a, l + kgA * KA, lEnd);
+    }
+  }
+  for (var q = 0u; q < PW; q++) {
+    let s = li + q * THREADS;
+    if (s < SLOTS_W) {
+      if (lora) {
+        (*rw)[q] = loadA(l + s / (BJ / 4u), j0 + 4u * (s % (BJ / 4u)));
+      } else {
+        (*rw)[q] = loadW(l + s / (BJ / 4u), j0 + 4u * (s % (BJ / 4u)), lEnd);
+      }
+    }
+  }
+}
+
+// acc ← mask ⊙ acc: LoRA dropout's keep bit of each output element (row, col) of this thread,
+// kept ones times drop_scale (the same element index row·K + col as the forward's dropped input).
+fn dropoutMask(i0: u32, j0: u32, tx: u32, ty: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
+  let stream = dropoutStream(seed[0], params.salt);
+  for (var g = 0u; g < TI / 4u; g++) {
+    for (var a = 0u; a < 4u; a++) {
+      let row = i0 + g * 4u * WG_I + 4u * ty + a;
+      for (var h = 0u; h < TJ / 4u; h++) {
+        let col = j0 + h * 4u * WG_J + 4u * tx;
+        var v = (*acc)[(g * 4u + a) * 2u + h];
+        for (var q = 0u; q < 4u; q++) {
+          let keep = row < params.m && col + q < params.k && dropoutKeep(stream, row * params.k + col + q, params.threshold);
+          v[q] = select(0.0, v[q] * params.drop_scale, keep);
+        }
+        (*acc)[(g * 4u + a) * 2u + h] = v;
+      }
+    }
+  }
 }
 
 @compute @workgroup_size(WG_J, WG_I)
@@ -202,23 +301,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (lEnd > l0) {
     steps = (lEnd - l0 + BL - 1u) / BL;
   }
+  // with LORA the first loraSteps steps reduce over R (dU · A), the rest over N (dY · W)
+  let loraSteps = select(0u, (params.r + BL - 1u) / BL, LORA);
+  steps += loraSteps;
 
   var acc: array<vec4<f32>, 16>; // [row a of the thread][column group h]: TI × TJ / 4 used
   var ra: array<vec4<f32>, 4>;   // dY rows 4·rgA + a of the step being loaded
   var rw: array<vec4<u32>, 4>;   // W slots li + q·THREADS, still encoded
 
   // step 0's global loads; each step then stores what the previous one loaded
-  for (var a = 0u; a < 4u; a++) {
-    ra[a] = loadDy(i0 + 4u * rgA + a, l0 + kgA * KA, lEnd);
-  }
-  for (var q = 0u; q < PW; q++) {
-    let s = li + q * THREADS;
-    if (s < SLOTS_W) {
-      rw[q] = loadW(l0 + s / (BJ / 4u), j0 + 4u * (s % (BJ / 4u)), lEnd);
-    }
-  }
+  load(0u, loraSteps, l0, lEnd, i0, j0, rgA, kgA, li, &ra, &rw);
   for (var t = 0u; t < steps; t++) {
     let buf = t & 1u;
+    let plain = t < loraSteps;
     for (var q = 0u; q < KA; q++) {
       let l = kgA * KA + q;
       tileA[(buf * BL + l) * (BI / 4u) + (rgA ^ ((l / KA) & 7u))] = vec4<f32>(ra[0][q], ra[1][q], ra[2][q], ra[3][q]);
@@ -226,24 +321,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var q = 0u; q < PW; q++) {
       let s = li + q * THREADS;
       if (s < SLOTS_W) {
-        tileB[buf * SLOTS_W + s] = decodeW(rw[q]);
+        tileB[buf * SLOTS_W + s] = decodeW(rw[q], plain);
       }
     }
     // one barrier a step: the other buffer, written next step, was last read before this barrier
     workgroupBarrier();
 
-    let next = t + 1u;
-    if (next < steps) {
-      let ln = l0 + next * BL;
-      for (var a = 0u; a < 4u; a++) {
-        ra[a] = loadDy(i0 + 4u * rgA + a, ln + kgA * KA, lEnd);
-      }
-      for (var q = 0u; q < PW; q++) {
-        let s = li + q * THREADS;
-        if (s < SLOTS_W) {
-          rw[q] = loadW(ln + s / (BJ / 4u), j0 + 4u * (s % (BJ / 4u)), lEnd);
-        }
-      }
+    if (t + 1u < steps) {
+      load(t + 1u, loraSteps, l0, lEnd, i0, j0, rgA, kgA, li, &ra, &rw);
     }
 
     for (var kk = 0u; kk < BL; kk++) {
@@ -262,6 +347,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           }
         }
       }
+    }
+    if (LORA && t + 1u == loraSteps && params.threshold > 0u) {
+      dropoutMask(i0, j0, tx, ty, &acc);
     }
   }
 

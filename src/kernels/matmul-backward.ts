@@ -1,11 +1,12 @@
-import { ShapeError } from '../errors.js';
+import { DeviceLimitError, ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { numel, tensorView, type Tensor } from './tensor.js';
+import { expectTensor, numel, tensorView, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { dynamicMapTensor } from './nf4.js';
-import { checkWeight, FORMAT_CODE, matmulRef, STORED_FORMATS, type LinearWeight, type StoredFormat } from './matmul.js';
+import { checkWeight, FORMAT_CODE, matmulRef, MAX_LORA_RANK, STORED_FORMATS, type LinearWeight, type StoredFormat } from './matmul.js';
+import { dropoutConstants } from './dropout.js';
 import { checkTileLimits, tileName, tileWarpN, type MatmulTile } from './matmul-tile.js';
 import { foldGrid } from './grid.js';
 
@@ -20,7 +21,8 @@ import { foldGrid } from './grid.js';
  *   dU  = s·dY·B    (inputSplit: dx = dU (M, R), w = { format 'f32', nOut: Nout, k: R, data: B },
  *                    scale s; one pass of `input` gives only M/128 workgroups at R = 32)
  *   dA += dUᵀ·x     (weightGrad: dw = dA (R, K), dy = dU, x)
- *   dX (+)= dY·W + dU·A  (input twice, the second with w = A (R, K) and accumulate).
+ *   dX (+)= dY·W + dU·A  (one `input` pass with t.lora = { du, a }: the R reduction steps run
+ *                         before the N steps; with LoRA dropout the R part is masked first).
  *
  * Long reductions run split into S slices: one dispatch writes each slice's partial sum into a
  * (S, rows, cols) f32 scratch buffer, a second adds the slices in a fixed order into the output, so
@@ -36,6 +38,10 @@ export const MatmulInputGradParams = defineParams('MatmulInputGradParams', [
   ['slice', 'u32'],
   ['scale', 'f32'],
   ['offset', 'f32'],
+  ['r', 'u32'],
+  ['threshold', 'u32'],
+  ['drop_scale', 'f32'],
+  ['salt', 'u32'],
 ] as const);
 
 export const matmulInputGradSpec: KernelSpec<typeof MatmulInputGradParams> = {
@@ -48,6 +54,9 @@ export const matmulInputGradSpec: KernelSpec<typeof MatmulInputGradParams> = {
     { name: 'absmax', access: 'read' },
     { name: 'absmax2', access: 'read' },
     { name: 'qmap', access: 'read' },
+    { name: 'du', access: 'read' },
+    { name: 'lora_a', access: 'read' },
+    { name: 'seed', access: 'read' },
   ],
   params: MatmulInputGradParams,
 };
@@ -255,6 +264,18 @@ export interface InputGradTensors {
   dy: Tensor;
   /** The forward's (Nout, K) weight, as the forward holds it. */
   w: LinearWeight;
+  /** `input` only: the LoRA branch's term mask(dU·A) added in the same pass (scale must be 1). */
+  lora?: LoraInputGrad;
+}
+
+/** dX += mask(dU (M, R) · A (R, K)): the LoRA branch's share of the input gradient. */
+export interface LoraInputGrad {
+  /** (M, R) f32 — dU = s·dY·B. */
+  readonly du: Tensor;
+  /** (R, K) f32 — lora_A. */
+  readonly a: Tensor;
+  /** LoRA dropout: the forward's mask (probability, the projection's salt, the (1) u32 seed). */
+  readonly dropout?: { readonly p: number; readonly salt: number; readonly seed: Tensor };
 }
 
 export interface WeightGradTensors {
@@ -284,19 +305,29 @@ export class MatmulBackward {
     /** (256) f32 dynamic map for double-quantised scales; (4) f32 stand-in for unused bindings. */
     private readonly qmap: Tensor,
     private readonly unused: Tensor,
+    private readonly unusedSeed: Tensor,
   ) {}
 
   static async create(gpu: Gpu, options: MatmulBackwardOptions = {}): Promise<MatmulBackward> {
     const inputTiles = options.inputTiles ?? INPUT_GRAD_TILES;
     const weightGradTiles = options.weightGradTiles ?? WEIGHT_GRAD_TILES;
     const formats = options.formats ?? STORED_FORMATS;
+    const storage = matmulInputGradSpec.bindings.length - 1;
+    if (gpu.limits.maxStorageBuffersPerShaderStage < storage) {
+      throw new DeviceLimitError(
+        `MatmulBackward (matmul_backward_input.wgsl): binds ${storage} storage buffers (dY, W and its scales, dU, lora_A, seed), this device allows ` +
+          `${gpu.limits.maxStorageBuffersPerShaderStage} per shader stage; use a GPU driver that offers more`,
+      );
+    }
     const inputKernels = new Map<string, Kernel<typeof MatmulInputGradParams>>();
     for (const tile of inputTiles) {
       checkTile(gpu, tile, 'input');
       for (const format of formats) {
         for (const accumulate of [false, true]) {
-          const constants = { ...tileConstants(tile), FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate };
-          inputKernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulInputGradSpec, constants));
+          for (const lora of [false, true]) {
+            const constants = { ...tileConstants(tile), FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate, LORA: lora };
+            inputKernels.set(variantKey(format, accumulate, tile, lora), await Kernel.create(gpu, matmulInputGradSpec, constants));
+          }
         }
       }
     }
@@ -319,6 +350,7 @@ export class MatmulBackward {
       Math.min(options.maxScratchBytes ?? DEFAULT_MAX_SCRATCH_BYTES, gpu.limits.maxStorageBufferBindingSize),
       dynamicMapTensor(gpu),
       gpu.tensor('matmul backward unused binding', [4], 'f32'),
+      gpu.tensor('matmul backward unused seed', [1], 'u32'),
     );
   }
 
@@ -338,7 +370,10 @@ export class MatmulBackward {
     });
   }
 
-  /** dX (M, K) f32 (+)= scale · dY (M, Nout) · W (Nout, K), one dispatch (the reduction over Nout unsplit). */
+  /**
+   * dX (M, K) f32 (+)= scale · dY (M, Nout) · W (Nout, K), one dispatch (the reduction over Nout
+   * unsplit); with `t.lora` also + mask(dU · A) in the same pass (scale 1).
+   */
   input(label: string, t: InputGradTensors, opts: MatmulBackwardCallOptions = {}): Dispatch {
     const list = this.inputDispatches(label, t, { ...opts, slices: 1 }, false);
     return list[0];
@@ -350,6 +385,7 @@ export class MatmulBackward {
    * Returns 1 or 2 dispatches, to be recorded consecutively in order.
    */
   inputSplit(label: string, t: InputGradTensors, opts: MatmulBackwardSplitOptions = {}): Dispatch[] {
+    if (t.lora) throw new ShapeError(`${label}: the LoRA term joins only the one-pass \`input\`, not inputSplit`);
     return this.inputDispatches(label, t, opts, true);
   }
 
@@ -406,10 +442,11 @@ export class MatmulBackward {
     const weightTensors = [w.data, w.absmax, w.doubleQuant?.codes, w.doubleQuant?.absmax2].filter((x): x is Tensor => x !== undefined);
     expectNoAlias(where, dx, [dy, ...weightTensors]);
     const scale = checkScale(where, opts.scale);
+    const lora = t.lora ? loraParams(where, t.lora, m, w.k, scale) : undefined;
     const plan = this.planInput(m, w.nOut, w.k, split, opts);
     const accumulate = opts.accumulate ?? false;
     // a split's main pass writes plain partial sums; the slice sum scales and accumulates
-    const kernel = this.inputKernels.get(variantKey(stored, accumulate && plan.slices === 1, plan.tile));
+    const kernel = this.inputKernels.get(variantKey(stored, accumulate && plan.slices === 1, plan.tile, lora !== undefined));
     if (!kernel) {
       throw new ShapeError(`${where}: format ${stored} with tile ${tileName(plan.tile)} was not compiled; pass both to MatmulBackward.create`);
     }
@@ -422,9 +459,12 @@ export class MatmulBackward {
       absmax: stored === 'nf4' ? w.absmax! : scales ? scales.codes : unused,
       absmax2: scales ? scales.absmax2 : unused,
       qmap: scales ? this.qmap : unused,
+      du: t.lora?.du ?? unused,
+      lora_a: t.lora?.a ?? unused,
+      seed: t.lora?.dropout?.seed ?? this.unusedSeed,
     });
     const grid: [number, number, number] = [Math.ceil(m / plan.tile.bm), Math.ceil(w.k / plan.tile.bn), plan.slices];
-    const base = { m, n: w.nOut, k: w.k, slice: plan.slice, offset: scales?.offset ?? 0 };
+    const base = { m, n: w.nOut, k: w.k, slice: plan.slice, offset: scales?.offset ?? 0, ...(lora ?? { r: 0, threshold: 0, drop_scale: 1, salt: 0 }) };
     if (plan.slices === 1) return [kernel.bind(where, bound(dx), { ...base, scale }, grid)];
     const partial = this.scratchTensor(plan, m, w.k);
     return [
@@ -446,8 +486,21 @@ export class MatmulBackward {
   }
 }
 
-function variantKey(format: StoredFormat, accumulate: boolean, tile: MatmulTile): string {
-  return `${format}|${accumulate ? 'acc' : 'set'}|${tileName(tile)}`;
+function variantKey(format: StoredFormat, accumulate: boolean, tile: MatmulTile, lora = false): string {
+  return `${format}|${accumulate ? 'acc' : 'set'}|${tileName(tile)}${lora ? '|lora' : ''}`;
+}
+
+/** The LoRA term's params of `input` (rank, dropout threshold, scale and salt), its tensors checked. */
+function loraParams(where: string, l: LoraInputGrad, m: number, k: number, scale: number): { r: number; threshold: number; drop_scale: number; salt: number } {
+  const r = l.a.shape[0] ?? 0;
+  if (scale !== 1) throw new ShapeError(`${where}: the LoRA term needs scale 1, got ${scale}`);
+  if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
+  expectTensor(where, l.a, [r, k], 'f32');
+  expectTensor(where, l.du, [m, r], 'f32');
+  const d = l.dropout;
+  if (d) expectTensor(where, d.seed, [1], 'u32');
+  const { threshold, scale: dropScale } = dropoutConstants(d?.p ?? 0);
+  return { r, threshold, drop_scale: dropScale, salt: (d?.salt ?? 0) >>> 0 };
 }
 
 /** Rows of an f32 tensor (…, width): the product of its leading dimensions. */

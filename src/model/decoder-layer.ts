@@ -5,7 +5,7 @@ import type { DType, Tensor } from '../kernels/tensor.js';
 import { PROJECTIONS, type Projection } from './checkpoint.js';
 import type { ModelKernels } from './kernels.js';
 import type { LoraAdapter, LoraPair } from './lora.js';
-import { projectionBackward, projectionDown, projectionForward, type LinearKernel, type ProjectionDropout, type ProjectionKernels, type ProjectionUnit } from './projection.js';
+import { projectionBackward, projectionDown, projectionForward, projectionsDown, type LinearKernel, type ProjectionDropout, type ProjectionKernels, type ProjectionUnit } from './projection.js';
 import type { LayerWeights } from './weights.js';
 
 /**
@@ -260,17 +260,21 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
   const { x, saved: s, attention } = o;
   const lw = layer.weights;
   const L = layer.label;
-  const proj = (p: Projection, y: Tensor, input: Tensor, accumulate: boolean): void =>
-    projectionForward(list, k, layer.proj[p], { y, x: input, u: s.u[p], accumulate }, pass.linear);
+  // the LoRA U of every targeted projection reading `input`, in one pass over it where the kernel allows
+  const down = (ps: readonly Projection[], input: Tensor): Set<ProjectionUnit> =>
+    projectionsDown(list, k, ps.map((p) => layer.proj[p]), input, ps.map((p) => s.u[p]));
+  const proj = (p: Projection, y: Tensor, input: Tensor, accumulate: boolean, ready: Set<ProjectionUnit>): void =>
+    projectionForward(list, k, layer.proj[p], { y, x: input, u: s.u[p], accumulate, uReady: ready.has(layer.proj[p]) }, pass.linear);
   const copy = (label: string, dst: Tensor, src: Tensor): void => {
     if (dst === src) return;
     if (!pass.identity) throw new Error(`${label}: a copy of the residual stream needs the identity index`);
     list.push(k.gatherRows.forward(label, dst, src, pass.identity));
   };
   list.push(k.rmsnorm.forward(`${L} input_layernorm`, { y: s.hn1, rstd: s.rstd1, x, weight: lw.inputNorm }, { rows: N, width: D, eps }));
-  proj('q_proj', s.q, s.hn1, false);
-  proj('k_proj', s.k, s.hn1, false);
-  proj('v_proj', s.v, s.hn1, false);
+  const qkv = down(['q_proj', 'k_proj', 'v_proj'], s.hn1);
+  proj('q_proj', s.q, s.hn1, false, qkv);
+  proj('k_proj', s.k, s.hn1, false, qkv);
+  proj('v_proj', s.v, s.hn1, false, qkv);
   list.push(k.rmsnorm.forward(`${L} q_norm`, { y: s.qn, rstd: s.qRstd, x: s.q, weight: lw.qNorm }, { rows: N * H, width: Dh, eps }));
   list.push(k.rmsnorm.forward(`${L} k_norm`, { y: s.kn, rstd: s.kRstd, x: s.k, weight: lw.kNorm }, { rows: N * Hkv, width: Dh, eps }));
   list.push(k.rope.forward(`${L} rope`, { q: s.qn, k: s.kn, cos: rope.cos, sin: rope.sin, posIds: rope.posIds }, { N, H, Hkv }));
@@ -289,17 +293,18 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
     );
   }
   copy(`${L} x_mid ← x_l`, s.xMid, x);
-  proj('o_proj', s.xMid, s.attn, true);
+  proj('o_proj', s.xMid, s.attn, true, down(['o_proj'], s.attn));
   list.push(k.rmsnorm.forward(`${L} post_attention_layernorm`, { y: s.hn2, rstd: s.rstd2, x: s.xMid, weight: lw.postNorm }, { rows: N, width: D, eps }));
-  proj('gate_proj', s.gate, s.hn2, false);
-  proj('up_proj', s.up, s.hn2, false);
+  const gateUp = down(['gate_proj', 'up_proj'], s.hn2);
+  proj('gate_proj', s.gate, s.hn2, false, gateUp);
+  proj('up_proj', s.up, s.hn2, false, gateUp);
   list.push(k.swiglu.forward(`${L} swiglu`, s.act, s.gate, s.up));
   if (o.recompute) {
-    projectionDown(list, k, layer.proj.down_proj, s.act, s.u.down_proj, pass.linear);
+    if (down(['down_proj'], s.act).size === 0) projectionDown(list, k, layer.proj.down_proj, s.act, s.u.down_proj, pass.linear);
     return;
   }
   copy(`${L} x_out ← x_mid`, o.out, s.xMid);
-  proj('down_proj', o.out, s.act, true);
+  proj('down_proj', o.out, s.act, true, down(['down_proj'], s.act));
 }
 
 export interface LayerBackwardOptions {

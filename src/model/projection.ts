@@ -2,7 +2,9 @@ import type { Dispatch } from '../kernels/dispatch.js';
 import type { Dropout } from '../kernels/dropout.js';
 import type { LinearWeight, Matmul, MatmulCall } from '../kernels/matmul.js';
 import type { MatmulBackward } from '../kernels/matmul-backward.js';
+import type { LoraDown } from '../kernels/lora-down.js';
 import { numel, tensorView, type Tensor } from '../kernels/tensor.js';
+import { LORA_DOWN_GROUPS } from '../kernels/lora-down.js';
 import type { LoraPair } from './lora.js';
 
 /**
@@ -10,10 +12,14 @@ import type { LoraPair } from './lora.js';
  * is targeted, its LoRA pair (A, B) with scale s:
  *
  *   forward   U = dropout(x)·Aᵀ;  y (=|+=) x·Wᵀ + s·U·Bᵀ        (U kept for the backward)
- *   backward  dX (=|+=) dy·W;  dB += s·dyᵀ·U;  dU = s·dy·B;  dA += dUᵀ·dropout(x);  dX += mask(dU·A)
+ *   backward  dB += s·dyᵀ·U;  dU = s·dy·B;  dA += dUᵀ·dropout(x);  dX (=|+=) dy·W + mask(dU·A)
  *
  * The dropout mask is regenerated in the backward from the micro-batch's seed and a per-projection
  * salt, never stored. Without dropout the LoRA input is x itself.
+ * Passes over x: with the lora-down kernel, `projectionsDown` computes U for every targeted
+ * projection that reads the same x (q/k/v, gate/up) in one dispatch, mask included, and the base
+ * matmuls then only add s·U·Bᵀ in their epilogue; in the backward the LoRA term of dX joins the
+ * dy·W pass (matmul-backward `input` with `lora`), so dX is written once.
  */
 export interface ProjectionUnit {
   /** Dispatch label, e.g. "L3 q_proj" or "layer 3 q_proj". */
@@ -33,7 +39,7 @@ export interface ProjectionDropout {
   readonly seed: Tensor;
   /** (N, ≥ K) f32 — the dropped input. */
   readonly xDrop: Tensor;
-  /** (N, ≥ K) f32 — dU·A before its mask. */
+  /** (N, ≥ K) f32 — was dU·A before its mask; unused since dX takes the masked term in its own pass (the step still allocates it). */
   readonly dDrop: Tensor;
 }
 
@@ -41,6 +47,8 @@ export interface ProjectionKernels {
   readonly matmul: Matmul;
   readonly matmulBackward?: MatmulBackward;
   readonly dropout?: Dropout;
+  /** U for the projections sharing one input in one pass (training; without it, one lora_A matmul each). */
+  readonly loraDown?: LoraDown;
 }
 
 /** The matrix kernel a projection runs on (the tiled matmul, or a matrix-vector kernel for one row). */
@@ -66,17 +74,47 @@ export function projectionDown(list: Dispatch[], k: ProjectionKernels, unit: Pro
   list.push(linear(`${unit.label} lora_A`, { y: u, x: xa, w: loraWeight(unit) }));
 }
 
-/** y (=|+=) x·Wᵀ (+ s·U·Bᵀ with U = dropout(x)·Aᵀ written into `u`). */
+/**
+ * U_p = dropout_p(x)·A_pᵀ for the targeted ones of `units` (projections reading the same x) in one
+ * lora-down dispatch: x is read once for all of them. Returns the units whose U it wrote (to be
+ * passed to `projectionForward` with uReady); none when the kernel is absent or the U buffers are
+ * shared (evaluation and generation keep one U for every projection), and those run as before.
+ */
+export function projectionsDown(list: Dispatch[], k: ProjectionKernels, units: readonly ProjectionUnit[], x: Tensor, us: readonly (Tensor | undefined)[]): Set<ProjectionUnit> {
+  const done = new Set<ProjectionUnit>();
+  const group = units.map((unit, i) => ({ unit, u: us[i] })).filter((e): e is { unit: ProjectionUnit; u: Tensor } => e.unit.lora !== undefined && e.u !== undefined);
+  if (!k.loraDown || group.length === 0) return done;
+  const buffers = new Set([x.buffer, ...group.map((e) => e.u.buffer)]);
+  if (buffers.size !== group.length + 1) return done;
+  const drops = group.map((e) => e.unit.dropout);
+  const d = drops[0];
+  if (drops.some((o) => (o === undefined) !== (d === undefined) || (o && d && (o.p !== d.p || o.seed !== d.seed)))) return done;
+  for (let i = 0; i < group.length; i += LORA_DOWN_GROUPS) {
+    const part = group.slice(i, i + LORA_DOWN_GROUPS);
+    const label = `${part.map((e) => e.unit.label).join(' + ')} lora_A${d ? ' (dropout)' : ''}`;
+    list.push(
+      k.loraDown.forward(
+        label,
+        { u: part.map((e) => e.u), x, a: part.map((e) => e.unit.lora!.pair.a), seed: d?.seed },
+        { dropout: d ? { p: d.p, salts: part.map((e) => e.unit.dropout!.salt) } : undefined },
+      ),
+    );
+    for (const e of part) done.add(e.unit);
+  }
+  return done;
+}
+
+/** y (=|+=) x·Wᵀ (+ s·U·Bᵀ with U = dropout(x)·Aᵀ written into `u`, unless `uReady`: already there). */
 export function projectionForward(
   list: Dispatch[],
   k: ProjectionKernels,
   unit: ProjectionUnit,
-  io: { readonly y: Tensor; readonly x: Tensor; readonly u?: Tensor; readonly accumulate: boolean },
+  io: { readonly y: Tensor; readonly x: Tensor; readonly u?: Tensor; readonly accumulate: boolean; readonly uReady?: boolean },
   linear: LinearKernel = k.matmul.forward.bind(k.matmul),
 ): void {
   const { y, x, u, accumulate } = io;
   if (unit.lora && u) {
-    projectionDown(list, k, unit, x, u, linear);
+    if (!io.uReady) projectionDown(list, k, unit, x, u, linear);
     list.push(linear(unit.label, { y, x, w: unit.w, accumulate, lora: { u, b: unit.lora.pair.b, scale: unit.lora.scale } }));
   } else {
     list.push(linear(unit.label, { y, x, w: unit.w, accumulate }));
@@ -84,8 +122,8 @@ export function projectionForward(
 }
 
 /**
- * Backward given dy: dX (=|+=) dy·W, and for a targeted projection with gradients
- * dB += s·dyᵀ·U;  dU = s·dy·B;  dA += dUᵀ·dropout(x);  dX += mask(dU·A).
+ * Backward given dy: dX (=|+=) dy·W, and for a targeted projection with gradients, in order
+ * dB += s·dyᵀ·U;  dU = s·dy·B;  dA += dUᵀ·dropout(x);  then dX (=|+=) dy·W + mask(dU·A) in one pass.
  */
 export function projectionBackward(
   list: Dispatch[],
@@ -96,25 +134,23 @@ export function projectionBackward(
   const mb = k.matmulBackward;
   if (!mb) throw new Error(`${unit.label}: the backward needs the matmul-backward kernel`);
   const { dX, dy, x, u, dU, accumulate } = io;
-  list.push(mb.input(`${unit.label} dX`, { dx: dX, dy, w: unit.w }, { accumulate }));
   const g = unit.grad;
-  if (!unit.lora || !g || !u) return;
+  if (!unit.lora || !g || !u) {
+    list.push(mb.input(`${unit.label} dX`, { dx: dX, dy, w: unit.w }, { accumulate }));
+    return;
+  }
   const s = unit.lora.scale;
   list.push(...mb.weightGrad(`${unit.label} dB`, { dw: g.b, dy, x: u }, { accumulate: true, scale: s }));
   list.push(...mb.inputSplit(`${unit.label} dU`, { dx: dU, dy, w: { format: 'f32', nOut: unit.w.nOut, k: unit.lora.r, data: unit.lora.pair.b } }, { scale: s }));
-  const aw = loraWeight(unit);
   const d = unit.dropout;
   if (d) {
     if (!k.dropout) throw new Error(`${unit.label}: LoRA dropout needs the dropout kernel`);
-    const N = rowsOf(x);
-    const xa = viewK(d.xDrop, N, unit.w.k);
-    const dd = viewK(d.dDrop, N, unit.w.k);
+    const xa = viewK(d.xDrop, rowsOf(x), unit.w.k);
     list.push(k.dropout.forward(`${unit.label} lora dropout (again)`, { out: xa, x, seed: d.seed }, { p: d.p, salt: d.salt, accumulate: false }));
     list.push(...mb.weightGrad(`${unit.label} dA`, { dw: g.a, dy: dU, x: xa }, { accumulate: true }));
-    list.push(mb.input(`${unit.label} dU·A`, { dx: dd, dy: dU, w: aw }));
-    list.push(k.dropout.forward(`${unit.label} dX lora (masked)`, { out: dX, x: dd, seed: d.seed }, { p: d.p, salt: d.salt, accumulate: true }));
   } else {
     list.push(...mb.weightGrad(`${unit.label} dA`, { dw: g.a, dy: dU, x }, { accumulate: true }));
-    list.push(mb.input(`${unit.label} dX lora`, { dx: dX, dy: dU, w: aw }, { accumulate: true }));
   }
+  const lora = { du: dU, a: unit.lora.pair.a, dropout: d ? { p: d.p, salt: d.salt, seed: d.seed } : undefined };
+  list.push(mb.input(`${unit.label} dX + dX lora${d ? ' (masked)' : ''}`, { dx: dX, dy, w: unit.w, lora }, { accumulate }));
 }

@@ -1,6 +1,7 @@
 import { AttentionBackward } from '../kernels/attention-backward.js';
 import { Dropout } from '../kernels/dropout.js';
 import type { Gpu } from '../kernels/gpu.js';
+import { LoraDown } from '../kernels/lora-down.js';
 import { MatmulBackward } from '../kernels/matmul-backward.js';
 import type { Qwen3Config } from '../model/config.js';
 import { createModelKernels, type ModelKernels } from '../model/kernels.js';
@@ -10,6 +11,7 @@ export interface TrainKernels extends ModelKernels {
   readonly matmulBackward: MatmulBackward;
   readonly attentionBackward: AttentionBackward;
   readonly dropout: Dropout;
+  readonly loraDown: LoraDown;
 }
 
 export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?: ModelKernels): Promise<TrainKernels> {
@@ -19,5 +21,6 @@ export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?
     matmulBackward: await MatmulBackward.create(gpu),
     attentionBackward: await AttentionBackward.create(gpu, { headDim: config.headDim }),
     dropout: await Dropout.create(gpu),
+    loraDown: await LoraDown.create(gpu),
   });
 }
