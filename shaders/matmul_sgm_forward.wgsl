@@ -1,30 +1,42 @@
-// Dequant-matmul forward on subgroup matrices (tensor cores):  Y (M, N) f32 = [Y +] X (M, K) · dequant(W)ᵀ
-// X f32 is converted to f16 and W (PyTorch (N, K) layout; FORMAT 0 f32, 1 bf16x2, 2 nf4x8 with f32
-// block scales, 3 nf4x8 with double-quantised scales, as in matmul_forward.wgsl) is decoded to f16
-// while the tiles are staged in workgroup memory; 16×16×16 f16 fragments multiply with f32
-// accumulation. ACCUMULATE adds into Y (the residual stream). K must be a multiple of BK (the host
-// requires K % 64 == 0, the NF4 block); M and N are arbitrary.
+// Dequant-matmul forward on subgroup matrices (tensor cores), f16 operands scaled per row:
+//   Y (M, N) f32 = [Y +] diag(1/s) · f16(diag(s) · X) · f16(dequant(W))ᵀ  [+ scale · U (M, R) · Lᵀ]
+// X (M, K) f32 is multiplied row by row by s = row_scale (M) f32 — powers of two from
+// shaders/row_scale.wgsl that bring each row's largest |x| into [2^13, 2^14] — and converted to f16
+// while staging, so activations past f16's 65504 do not overflow and tiny rows do not underflow
+// (issue 11 item 4); W (PyTorch (N, K) layout; FORMAT 0 f32, 1 bf16x2, 2 nf4x8 with f32 block
+// scales, 3 nf4x8 with double-quantised scales, as in matmul_forward.wgsl) is decoded to f16 while
+// staging; 16×16×16 f16 fragments multiply with f32 accumulation. The epilogue, in f32, multiplies
+// output row m by 1/s[m] (exact), adds the LoRA term scale · U[m]·L[n] (LORA; U = X·Aᵀ computed
+// before, L the (N, R) lora_B) and Y's old value (ACCUMULATE, the residual stream), as
+// matmul_forward.wgsl does. K must be a multiple of BK (the host requires K % 64 == 0, the NF4
+// block); M and N are arbitrary.
 //
 // Bindings (group 0):
-//   0 params   uniform    MatmulSgmParams { m, n, k, offset }   offset for FORMAT 3
-//   1 y        read_write (M, N) f32
-//   2 x        read       (M, K) f32, read as vec4
-//   3 w        read       (N, K) weight, read as vec4<u32>: 4 f32 | 8 bf16 | 32 nf4 codes (element
-//                         8i+2j in the high nibble of byte j of word i; blocks of 64 over the flattened weight)
-//   4 absmax   read       FORMAT 2: (N·K / 64) f32 bits; FORMAT 3: (N·K / 64) u8x4 codes; else unused
-//   5 absmax2  read       FORMAT 3: (ceil(N·K / 64 / 256)) f32; else unused
-//   6 qmap     read       FORMAT 3: (256) f32 bitsandbytes' signed dynamic map; else unused
+//   0 params     uniform    MatmulSgmParams { m, n, k, r, scale, offset }   r, scale for LORA; offset for FORMAT 3
+//   1 y          read_write (M, N) f32
+//   2 x          read       (M, K) f32, read as vec4
+//   3 row_scale  read       (M) f32 powers of two (2^-126 .. 2^126)
+//   4 w          read       (N, K) weight, read as vec4<u32>: 4 f32 | 8 bf16 | 32 nf4 codes (element
+//                           8i+2j in the high nibble of byte j of word i; blocks of 64 over the flattened weight)
+//   5 absmax     read       FORMAT 2: (N·K / 64) f32 bits; FORMAT 3: (N·K / 64) u8x4 codes; else unused
+//   6 absmax2    read       FORMAT 3: (ceil(N·K / 64 / 256)) f32; else unused
+//   7 qmap       read       FORMAT 3: (256) f32 bitsandbytes' signed dynamic map; else unused
+//   8 u          read       LORA: (M, R) f32; else unused
+//   9 lora_b     read       LORA: (N, R) f32; else unused
 // Dispatch: (ceil(N / BN), ceil(M / BM)) workgroups of SG_M·SG_N subgroups of 32 invocations.
+// Saves nothing (the backward needs X and its row scales, which the caller keeps).
 //
 // Tiling: each workgroup owns a BM × BN tile of Y, BM = SG_M·FM·16 and BN = SG_N·FN·16; subgroup
 // (sm, sn) owns FM × FN fragments of 16 × 16 (rows sm·FM·16 .., columns sn·FN·16 ..), held as
-// result matrices for the whole reduction. Each K step of BK: all invocations stage the X tile
-// (BM × BK, f16, row-major) and the W tile (BN × BK, f16, one row per output column) with rows
-// padded to BK + 8 halves (without padding the fragment loads conflict on banks: 2× slower in the
-// probe); one barrier; each subgroup loads its FM left and FN right fragments per 16 of k and
-// issues FM·FN multiply-accumulates; one barrier. Workgroups wholly inside Y store fragments
-// straight to Y (and with ACCUMULATE start from Y's values); edge workgroups pass each fragment
-// through a per-subgroup 16 × 16 f32 scratch and write only the elements inside Y.
+// result matrices for the whole reduction. The tile's BM row scales and their reciprocals are read
+// once into workgroup memory. Each K step of BK: all invocations stage the X tile (BM × BK,
+// f16(x·s), row-major) and the W tile (BN × BK, f16, one row per output column) with rows padded
+// to BK + 8 halves (without padding the fragment loads conflict on banks: 2× slower in the probe);
+// one barrier; each subgroup loads its FM left and FN right fragments per 16 of k and issues
+// FM·FN multiply-accumulates; one barrier. Result fragments are opaque, so the per-row epilogue
+// passes each through a per-subgroup 16 × 16 f32 scratch: lane l then owns column l % 16 and rows
+// l / 16 + 2q (q < 8) of the fragment, reads its L row once per r for the 8 rows' LoRA sums, and
+// writes the elements inside Y.
 // The 2 × 8 accumulators are named variables, each used under `if (FM > i && FN > j)` (override
 // constants, so the unused ones compile away): an array of them indexed in loops ran about 2×
 // slower on an H200 (45.6 against 22.2 TFLOP/s at gate/up, 256 × 128 tiles).
@@ -41,6 +53,7 @@ override FN: u32 = 8u;    // fragments per subgroup along N: 1 .. 8
 override BK: u32 = 32u;   // reduction step: 32 or 64
 override FORMAT: u32 = 2u;
 override ACCUMULATE: bool = false;
+override LORA: bool = false;
 override UNROLL: bool = true; // straight-line staging (see stageTiles); needs NX, NW <= 8
 
 const PAD = 8u;
@@ -51,28 +64,37 @@ override SK: u32 = BK + PAD; // row stride of the staged tiles, in halves
 override B_OFFSET: u32 = BM * SK; // the W tile follows the X tile in `tiles`
 // subgroupMatrixLoad/Store take only fixed-size (or runtime-sized) arrays, not override-sized
 // ones: the staging arrays have the largest size a tile may use, (BM + BN)·SK ≤ TILE_HALVES
-// halves and ≤ MAX_SUBGROUPS subgroups (src/kernels/matmul-sgm.ts checks both), 38 KiB in all
+// halves, ≤ MAX_SUBGROUPS subgroups and BM ≤ MAX_ROWS (src/kernels/matmul-sgm.ts checks all
+// three), 40 KiB in all
 const TILE_HALVES = 15360u;
 const MAX_SUBGROUPS = 8u;
+const MAX_ROWS = 256u;
 
 struct MatmulSgmParams {
   m: u32,
   n: u32,
   k: u32,
+  r: u32,
+  scale: f32,
   offset: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: MatmulSgmParams;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> absmax: array<u32>;
-@group(0) @binding(5) var<storage, read> absmax2: array<f32>;
-@group(0) @binding(6) var<storage, read> qmap: array<f32>;
+@group(0) @binding(3) var<storage, read> row_scale: array<f32>;
+@group(0) @binding(4) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> absmax: array<u32>;
+@group(0) @binding(6) var<storage, read> absmax2: array<f32>;
+@group(0) @binding(7) var<storage, read> qmap: array<f32>;
+@group(0) @binding(8) var<storage, read> u: array<f32>;
+@group(0) @binding(9) var<storage, read> lora_b: array<f32>;
 
 var<workgroup> tiles: array<f16, TILE_HALVES>; // X tile [BM][SK], then W tile [BN][SK]
 var<workgroup> scratch: array<f32, MAX_SUBGROUPS * 256u>;
 var<workgroup> nf4lut: array<f16, 16>;
+var<workgroup> rowS: array<f32, MAX_ROWS>;   // row_scale of the tile's rows (1 past row M)
+var<workgroup> rowInv: array<f32, MAX_ROWS>; // 1 / row_scale, the epilogue's factor
 
 // #include "lib/nf4_codebook.wgsl"
 
@@ -91,7 +113,7 @@ override W_ITEMS: u32 = BN * BK / 8u;
 override NX: u32 = (X_ITEMS + THREADS - 1u) / THREADS;
 override NW: u32 = (W_ITEMS + THREADS - 1u) / THREADS;
 
-// Stages item i of the X tile: X[m0 + r, k0 + c .. c+4) as f16 (zeros below row M).
+// Stages item i of the X tile: X[m0 + r, k0 + c .. c+4) · s[r] as f16 (zeros below row M).
 fn stageXItem(i: u32, m0: u32, k0: u32) {
   if (i >= X_ITEMS) {
     return;
@@ -100,7 +122,7 @@ fn stageXItem(i: u32, m0: u32, k0: u32) {
   let c = (i % (BK / 4u)) * 4u;
   var v = vec4<f16>(0.0h);
   if (m0 + r < params.m) {
-    v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u]);
+    v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u] * rowS[r]);
   }
   let d = r * SK + c;
   tiles[d] = v.x;
@@ -202,39 +224,40 @@ alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 
-// Y offset of fragment (i, j) of this subgroup, whose first row and column are rowF, colF.
-fn fragOffset(rowF: u32, colF: u32, i: u32, j: u32) -> u32 {
-  return (rowF + 16u * i) * params.n + colF + 16u * j;
-}
-
-// The starting value of fragment (i, j): Y's values with ACCUMULATE in interior workgroups, else 0.
-fn initFrag(interior: bool, rowF: u32, colF: u32, i: u32, j: u32) -> Frag {
-  if (ACCUMULATE && interior) {
-    return subgroupMatrixLoad<Frag>(&y, fragOffset(rowF, colF, i, j), false, params.n);
-  }
-  return Frag();
-}
-
-// Writes fragment (i, j): straight to Y in interior workgroups, else through the subgroup's
-// scratch, element by element inside Y (adding to Y with ACCUMULATE, which the interior path
-// already folded into the accumulator).
-fn storeFrag(acc: Frag, interior: bool, sg: u32, lane: u32, rowF: u32, colF: u32, i: u32, j: u32) {
-  if (interior) {
-    subgroupMatrixStore(&y, fragOffset(rowF, colF, i, j), acc, false, params.n);
-    return;
-  }
+// Writes fragment (i, j) of subgroup sg, whose first tile row and Y column are rowT, colF: through
+// the subgroup's scratch; lane `lane` writes column colF + 16j + lane % 16 of tile rows
+// rowT + 16i + lane / 16 + 2q (q < 8): acc / s [+ scale · U[row]·L[col]] [+ Y's old value],
+// the elements inside Y only.
+fn storeFrag(acc: Frag, sg: u32, lane: u32, m0: u32, rowT: u32, colF: u32, i: u32, j: u32) {
   subgroupMatrixStore(&scratch, sg * 256u, acc, false, 16u);
   workgroupBarrier();
-  for (var t = lane; t < 256u; t += 32u) {
-    let row = rowF + 16u * i + t / 16u;
-    let col = colF + 16u * j + t % 16u;
+  let c = lane % 16u;
+  let col = colF + 16u * j + c;
+  let r0 = rowT + 16u * i + lane / 16u; // tile row of the lane's element q = 0
+  var lora: array<f32, 8>; // U[row]·L[col] of the lane's 8 elements
+  if (LORA) {
+    let colL = min(col, params.n - 1u) * params.r; // columns past N (not written) read row N - 1
+    for (var t = 0u; t < params.r; t++) {
+      let b = lora_b[colL + t];
+      for (var q = 0u; q < 8u; q++) {
+        let row = min(m0 + r0 + 2u * q, params.m - 1u);
+        lora[q] += u[row * params.r + t] * b;
+      }
+    }
+  }
+  for (var q = 0u; q < 8u; q++) {
+    let rt = r0 + 2u * q;
+    let row = m0 + rt;
     if (row < params.m && col < params.n) {
       let o = row * params.n + col;
-      if (ACCUMULATE) {
-        y[o] = y[o] + scratch[sg * 256u + t];
-      } else {
-        y[o] = scratch[sg * 256u + t];
+      var v = scratch[sg * 256u + (lane / 16u + 2u * q) * 16u + c] * rowInv[rt];
+      if (LORA) {
+        v += params.scale * lora[q];
       }
+      if (ACCUMULATE) {
+        v += y[o];
+      }
+      y[o] = v;
     }
   }
   workgroupBarrier();
@@ -257,39 +280,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let codebook = NF4_CODEBOOK;
     nf4lut[li] = f16(bitcast<f32>(codebook[li]));
   }
-  let interior = m0 + BM <= params.m && n0 + BN <= params.n;
-  let rowF = m0 + sm * FM * 16u; // first row of this subgroup's fragments
+  for (var i = li; i < BM; i += THREADS) {
+    var s = 1.0;
+    if (m0 + i < params.m) {
+      s = row_scale[m0 + i];
+    }
+    rowS[i] = s;
+    rowInv[i] = 1.0 / s;
+  }
+  let rowT = sm * FM * 16u; // first tile row of this subgroup's fragments
   let colF = n0 + sn * FN * 16u;
 
-  var acc00 = initFrag(interior, rowF, colF, 0u, 0u);
-  var acc01 = Frag(); var acc02 = Frag(); var acc03 = Frag(); var acc04 = Frag(); var acc05 = Frag(); var acc06 = Frag(); var acc07 = Frag();
+  var acc00 = Frag(); var acc01 = Frag(); var acc02 = Frag(); var acc03 = Frag(); var acc04 = Frag(); var acc05 = Frag(); var acc06 = Frag(); var acc07 = Frag();
   var acc10 = Frag(); var acc11 = Frag(); var acc12 = Frag(); var acc13 = Frag(); var acc14 = Frag(); var acc15 = Frag(); var acc16 = Frag(); var acc17 = Frag();
-  if (ACCUMULATE && interior) {
-    if (FN > 1u) { acc01 = initFrag(interior, rowF, colF, 0u, 1u); }
-    if (FN > 2u) { acc02 = initFrag(interior, rowF, colF, 0u, 2u); }
-    if (FN > 3u) { acc03 = initFrag(interior, rowF, colF, 0u, 3u); }
-    if (FN > 4u) { acc04 = initFrag(interior, rowF, colF, 0u, 4u); }
-    if (FN > 5u) { acc05 = initFrag(interior, rowF, colF, 0u, 5u); }
-    if (FN > 6u) { acc06 = initFrag(interior, rowF, colF, 0u, 6u); }
-    if (FN > 7u) { acc07 = initFrag(interior, rowF, colF, 0u, 7u); }
-    if (FM > 1u) {
-      acc10 = initFrag(interior, rowF, colF, 1u, 0u);
-      if (FN > 1u) { acc11 = initFrag(interior, rowF, colF, 1u, 1u); }
-      if (FN > 2u) { acc12 = initFrag(interior, rowF, colF, 1u, 2u); }
-      if (FN > 3u) { acc13 = initFrag(interior, rowF, colF, 1u, 3u); }
-      if (FN > 4u) { acc14 = initFrag(interior, rowF, colF, 1u, 4u); }
-      if (FN > 5u) { acc15 = initFrag(interior, rowF, colF, 1u, 5u); }
-      if (FN > 6u) { acc16 = initFrag(interior, rowF, colF, 1u, 6u); }
-      if (FN > 7u) { acc17 = initFrag(interior, rowF, colF, 1u, 7u); }
-    }
-  }
   workgroupBarrier();
 
   for (var k0 = 0u; k0 < params.k; k0 += BK) {
     stageTiles(li, m0, n0, k0);
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk += 16u) {
-      let aRow = (sm * FM * 16u) * SK + kk;
+      let aRow = rowT * SK + kk;
       let a0 = subgroupMatrixLoad<Left>(&tiles, aRow, false, SK);
       var a1 = Left();
       if (FM > 1u) { a1 = subgroupMatrixLoad<Left>(&tiles, aRow + 16u * SK, false, SK); }
@@ -305,22 +315,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
   }
 
-  storeFrag(acc00, interior, sg, lane, rowF, colF, 0u, 0u);
-  if (FN > 1u) { storeFrag(acc01, interior, sg, lane, rowF, colF, 0u, 1u); }
-  if (FN > 2u) { storeFrag(acc02, interior, sg, lane, rowF, colF, 0u, 2u); }
-  if (FN > 3u) { storeFrag(acc03, interior, sg, lane, rowF, colF, 0u, 3u); }
-  if (FN > 4u) { storeFrag(acc04, interior, sg, lane, rowF, colF, 0u, 4u); }
-  if (FN > 5u) { storeFrag(acc05, interior, sg, lane, rowF, colF, 0u, 5u); }
-  if (FN > 6u) { storeFrag(acc06, interior, sg, lane, rowF, colF, 0u, 6u); }
-  if (FN > 7u) { storeFrag(acc07, interior, sg, lane, rowF, colF, 0u, 7u); }
+  storeFrag(acc00, sg, lane, m0, rowT, colF, 0u, 0u);
+  if (FN > 1u) { storeFrag(acc01, sg, lane, m0, rowT, colF, 0u, 1u); }
+  if (FN > 2u) { storeFrag(acc02, sg, lane, m0, rowT, colF, 0u, 2u); }
+  if (FN > 3u) { storeFrag(acc03, sg, lane, m0, rowT, colF, 0u, 3u); }
+  if (FN > 4u) { storeFrag(acc04, sg, lane, m0, rowT, colF, 0u, 4u); }
+  if (FN > 5u) { storeFrag(acc05, sg, lane, m0, rowT, colF, 0u, 5u); }
+  if (FN > 6u) { storeFrag(acc06, sg, lane, m0, rowT, colF, 0u, 6u); }
+  if (FN > 7u) { storeFrag(acc07, sg, lane, m0, rowT, colF, 0u, 7u); }
   if (FM > 1u) {
-    storeFrag(acc10, interior, sg, lane, rowF, colF, 1u, 0u);
-    if (FN > 1u) { storeFrag(acc11, interior, sg, lane, rowF, colF, 1u, 1u); }
-    if (FN > 2u) { storeFrag(acc12, interior, sg, lane, rowF, colF, 1u, 2u); }
-    if (FN > 3u) { storeFrag(acc13, interior, sg, lane, rowF, colF, 1u, 3u); }
-    if (FN > 4u) { storeFrag(acc14, interior, sg, lane, rowF, colF, 1u, 4u); }
-    if (FN > 5u) { storeFrag(acc15, interior, sg, lane, rowF, colF, 1u, 5u); }
-    if (FN > 6u) { storeFrag(acc16, interior, sg, lane, rowF, colF, 1u, 6u); }
-    if (FN > 7u) { storeFrag(acc17, interior, sg, lane, rowF, colF, 1u, 7u); }
+    storeFrag(acc10, sg, lane, m0, rowT, colF, 1u, 0u);
+    if (FN > 1u) { storeFrag(acc11, sg, lane, m0, rowT, colF, 1u, 1u); }
+    if (FN > 2u) { storeFrag(acc12, sg, lane, m0, rowT, colF, 1u, 2u); }
+    if (FN > 3u) { storeFrag(acc13, sg, lane, m0, rowT, colF, 1u, 3u); }
+    if (FN > 4u) { storeFrag(acc14, sg, lane, m0, rowT, colF, 1u, 4u); }
+    if (FN > 5u) { storeFrag(acc15, sg, lane, m0, rowT, colF, 1u, 5u); }
+    if (FN > 6u) { storeFrag(acc16, sg, lane, m0, rowT, colF, 1u, 6u); }
+    if (FN > 7u) { storeFrag(acc17, sg, lane, m0, rowT, colF, 1u, 7u); }
   }
 }

@@ -1,24 +1,37 @@
 import { DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
-import { checkWeight, FORMAT_CODE, STORED_FORMATS, weightBindings, type LinearWeight, type StoredFormat } from './matmul.js';
+import {
+  checkWeight,
+  FORMAT_CODE,
+  MAX_LORA_RANK,
+  STORED_FORMATS,
+  WEIGHT_BINDING_SPECS,
+  weightBindings,
+  type MatmulCall,
+  type StoredFormat,
+} from './matmul.js';
 import { defineParams } from './params.js';
 import { dynamicMapTensor, NF4_BLOCK } from './nf4.js';
-import { numel, type Tensor } from './tensor.js';
+import { expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 
 /**
  * Dequant-matmul on subgroup matrices (tensor cores): Y (M, nOut) f32 [+]= X (M, K) · dequant(W)ᵀ
- * with X f32 converted to f16 and W (f32, bf16, NF4 with or without double quantisation) decoded
- * to f16 while staging, 16×16×16 f16 fragments with f32 accumulation (shaders/matmul_sgm_forward.wgsl).
- * A standalone kernel for now: the training step still calls `Matmul` (issue 11 integrates it).
- * Needs `chromium-experimental-subgroup-matrix`, `shader-f16` and an f16→f32 16×16×16 config
+ * [+ scale · U · Bᵀ], the f32 `Matmul.forward`'s call plus the (M) f32 row scales of X from
+ * `RowScale` (row-scale.ts): X f32 is staged as f16(X[m]·rowScale[m]) — at most 2^14, so
+ * activations past f16's 65504 do not overflow and rows of 1e-10 do not underflow — W (f32, bf16,
+ * NF4 with or without double quantisation) is decoded to f16 while staging, 16×16×16 f16
+ * fragments accumulate in f32, and the f32 epilogue multiplies row m by 1/rowScale[m] (exact, a
+ * power of two), adds the LoRA term and, with `accumulate`, Y's old value
+ * (shaders/matmul_sgm_forward.wgsl). Standalone for now: the training step still calls `Matmul`
+ * (issue 11 integrates it; `forward` takes Matmul.forward's call plus `rowScale`). Needs
+ * `chromium-experimental-subgroup-matrix`, `shader-f16` and an f16→f32 16×16×16 config
  * (`sgmUnsupportedReason` says why not); K must be a multiple of 64 (the NF4 block).
- * Not yet: the LoRA epilogue, the input gradient dX = dY·W, operand scaling against f16
- * overflow (issue 11 items 1 and 4).
  *
- * Measured (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm-v2.json, M = 2048, NF4,
- * picked tiles): 94 TFLOP/s at gate/up, 97 at q_proj, 62 at k/v_proj, 63 at o_proj, 61 at
+ * Measured before the row scales and the epilogues (each fragment was stored straight to Y; the
+ * per-row factor now takes every fragment through workgroup memory) on an H200, 2026-12-02
+ * (bench/results/h200-2026-12-02-matmul-sgm-v2.json, M = 2048, NF4, picked tiles): 94 TFLOP/s at gate/up, 97 at q_proj, 62 at k/v_proj, 63 at o_proj, 61 at
  * down_proj. The first version's strided staging loops ran at half that (48, 50, 45, 32, 31 in
  * bench/results/h200-2026-12-02-matmul-sgm.json; `staging: 'loop'` re-measured the same in v2):
  * the probe's speed came from its straight-line staging code. Tested on the GPU host by `npm run test:gpu` (tests/gpu; it needs vitest,
@@ -93,9 +106,12 @@ export function sgmTileHalves(t: SgmTile): number {
   return (bm + bn) * (t.bk + PAD);
 }
 
-/** Bytes of workgroup memory the shader declares (the same for every tile): staging, edge scratch, NF4 table. */
+/** The most tile rows (BM) the shader's row-scale arrays hold. */
+const MAX_ROWS = 256;
+
+/** Bytes of workgroup memory the shader declares (the same for every tile): staging, epilogue scratch, NF4 table, row scales and their reciprocals. */
 export function sgmTileWorkgroupBytes(): number {
-  return TILE_HALVES * 2 + MAX_SUBGROUPS * FRAG * FRAG * 4 + 16 * 2;
+  return TILE_HALVES * 2 + MAX_SUBGROUPS * FRAG * FRAG * 4 + 16 * 2 + 2 * MAX_ROWS * 4;
 }
 
 /**
@@ -121,6 +137,7 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
   const threads = 32 * t.sgM * t.sgN;
   if (threads > Math.min(256, maxInvocations)) problems.push(`${threads} invocations exceed ${Math.min(256, maxInvocations)}`);
   if (t.sgM * t.sgN > MAX_SUBGROUPS) problems.push(`${t.sgM * t.sgN} subgroups exceed ${MAX_SUBGROUPS}`);
+  if (sgmTileRows(t).bm > MAX_ROWS) problems.push(`BM = ${sgmTileRows(t).bm} rows exceed the shader's ${MAX_ROWS} row scales`);
   const halves = sgmTileHalves(t);
   if (halves > TILE_HALVES) problems.push(`(BM + BN)·(bk + ${PAD}) = ${halves} staged halves exceed the shader's ${TILE_HALVES}`);
   const items = sgmStagingItems(t);
@@ -161,6 +178,8 @@ export const MatmulSgmParams = defineParams('MatmulSgmParams', [
   ['m', 'u32'],
   ['n', 'u32'],
   ['k', 'u32'],
+  ['r', 'u32'],
+  ['scale', 'f32'],
   ['offset', 'f32'],
 ] as const);
 
@@ -170,10 +189,8 @@ export const matmulSgmForwardSpec: KernelSpec<typeof MatmulSgmParams> = {
     { name: 'params', access: 'uniform' },
     { name: 'y', access: 'read_write' },
     { name: 'x', access: 'read' },
-    { name: 'w', access: 'read' },
-    { name: 'absmax', access: 'read' },
-    { name: 'absmax2', access: 'read' },
-    { name: 'qmap', access: 'read' },
+    { name: 'row_scale', access: 'read' },
+    ...WEIGHT_BINDING_SPECS,
   ],
   params: MatmulSgmParams,
 };
@@ -185,17 +202,19 @@ export interface MatmulSgmOptions {
   readonly formats?: readonly StoredFormat[];
   /** Epilogues to compile (default both: overwrite and accumulate). */
   readonly accumulate?: readonly boolean[];
+  /** LoRA epilogues to compile (default both: without and with). */
+  readonly lora?: readonly boolean[];
   /** How tiles are staged (default 'unrolled'). */
   readonly staging?: SgmStaging;
 }
 
-export interface MatmulSgmCall {
-  /** (M, nOut) f32 output; read too when `accumulate`. */
-  readonly y: Tensor;
-  /** (M, k) f32 input, k a multiple of 64. */
-  readonly x: Tensor;
-  readonly w: LinearWeight;
-  readonly accumulate?: boolean;
+/**
+ * `Matmul.forward`'s call (y (M, nOut) f32, x (M, k) f32 with k a multiple of 64, w, accumulate,
+ * lora) with the row scales of x and a subgroup-matrix tile in place of an f32 one.
+ */
+export interface MatmulSgmCall extends Omit<MatmulCall, 'tile'> {
+  /** (M) f32 powers of two, RowScale's output for x: row m is staged as f16(x[m]·rowScale[m]). */
+  readonly rowScale: Tensor;
   /** Force a compiled tile; default pickSgmTile. */
   readonly tile?: SgmTile;
 }
@@ -220,8 +239,20 @@ export class MatmulSgm {
       if (problems.length > 0) throw new DeviceLimitError(`subgroup-matrix tile ${sgmTileName(tile)}: ${problems.join('; ')}`);
       for (const format of options.formats ?? STORED_FORMATS) {
         for (const accumulate of options.accumulate ?? [false, true]) {
-          const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate, UNROLL: staging === 'unrolled' };
-          kernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulSgmForwardSpec, constants));
+          for (const lora of options.lora ?? [false, true]) {
+            const constants = {
+              SG_M: tile.sgM,
+              SG_N: tile.sgN,
+              FM: tile.fm,
+              FN: tile.fn,
+              BK: tile.bk,
+              FORMAT: FORMAT_CODE[format],
+              ACCUMULATE: accumulate,
+              LORA: lora,
+              UNROLL: staging === 'unrolled',
+            };
+            kernels.set(variantKey(format, accumulate, lora, tile), await Kernel.create(gpu, matmulSgmForwardSpec, constants));
+          }
         }
       }
     }
@@ -232,9 +263,9 @@ export class MatmulSgm {
     return pickSgmTile(this.tiles, m, n);
   }
 
-  /** Records Y (M, nOut) [+]= X · dequant(W)ᵀ. */
+  /** Records Y (M, nOut) [+]= X · dequant(W)ᵀ [+ scale · U · Bᵀ], X staged as f16(X[m]·rowScale[m]). */
   forward(label: string, call: MatmulSgmCall): Dispatch {
-    const { y, x, w } = call;
+    const { y, x, w, lora, rowScale } = call;
     const accumulate = call.accumulate ?? false;
     const where = `${label} (matmul-sgm ${w.nOut}×${w.k} ${w.format})`;
     const stored = checkWeight(where, w);
@@ -246,24 +277,34 @@ export class MatmulSgm {
     }
     const m = numel(x.shape) / w.k;
     if (numel(y.shape) / w.nOut !== m) throw new ShapeError(`${where}: x has ${m} rows but y has ${numel(y.shape) / w.nOut}`);
-    const tile = call.tile ?? this.pickTile(m, w.nOut);
-    const kernel = this.kernels.get(variantKey(stored, accumulate, tile));
-    if (!kernel) {
-      throw new ShapeError(`${where}: variant ${stored}${accumulate ? '+accumulate' : ''} with tile ${sgmTileName(tile)} was not compiled; pass it to MatmulSgm.create`);
+    expectTensor(`${where} rowScale`, rowScale, [m], 'f32');
+    let r = 0;
+    if (lora) {
+      r = lora.u.shape[lora.u.shape.length - 1] ?? 0;
+      if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
+      expectTensor(where, lora.u, [m, r], 'f32');
+      expectTensor(where, lora.b, [w.nOut, r], 'f32');
+      if (!Number.isFinite(lora.scale)) throw new ShapeError(`${where}: LoRA scale ${lora.scale} is not finite`);
     }
-    const b = weightBindings(stored, w, undefined, this.qmap, this.unused);
+    const tile = call.tile ?? this.pickTile(m, w.nOut);
+    const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined, tile));
+    if (!kernel) {
+      throw new ShapeError(
+        `${where}: variant ${stored}${accumulate ? '+accumulate' : ''}${lora ? '+lora' : ''} with tile ${sgmTileName(tile)} was not compiled; pass it to MatmulSgm.create`,
+      );
+    }
     const { bm, bn } = sgmTileRows(tile);
     return kernel.bind(
       where,
-      { y, x, w: b.w, absmax: b.absmax, absmax2: b.absmax2, qmap: b.qmap },
-      { m, n: w.nOut, k: w.k, offset: w.doubleQuant?.offset ?? 0 },
+      { y, x, row_scale: rowScale, ...weightBindings(stored, w, lora, this.qmap, this.unused) },
+      { m, n: w.nOut, k: w.k, r, scale: lora?.scale ?? 0, offset: w.doubleQuant?.offset ?? 0 },
       [Math.ceil(w.nOut / bn), Math.ceil(m / bm)],
     );
   }
 }
 
-function variantKey(format: StoredFormat, accumulate: boolean, tile: SgmTile): string {
-  return `${format}|${accumulate ? 'acc' : 'set'}|${sgmTileName(tile)}`;
+function variantKey(format: StoredFormat, accumulate: boolean, lora: boolean, tile: SgmTile): string {
+  return `${format}|${accumulate ? 'acc' : 'set'}|${lora ? 'lora' : 'plain'}|${sgmTileName(tile)}`;
 }
 
 /** A number rounded to the nearest f16 (ties to even; overflow to ±Infinity; subnormals kept). */
@@ -311,7 +352,9 @@ export function matmulSgmRef(x: ArrayLike<number>, w: ArrayLike<number>, m: numb
  * Relative roundings hold while the f16 values stay normal (|v| ≥ 2⁻¹⁴ ≈ 6.1e-5): an NF4 code
  * (≥ 0.08 in magnitude, or 0) times a block scale above 8e-4 does; a smaller bf16/f32 weight
  * element errs by at most 2⁻²⁵ absolute, negligible against Σ|x·w| at the sizes tested.
- * (Issue 11 item 4, scaling operands out of f16's overflow/underflow range, is not done here.)
+ * With X's rows scaled by RowScale (largest |x| in [2^13, 2^14]) an element of X stays normal in
+ * f16 down to 2^-27 of its row's largest; smaller ones err by at most 2^-25 / rowScale absolute
+ * (f16 subnormals), negligible against the row's Σ|x·w| unless almost all of a row is that small.
  */
 export function sgmRelBound(format: StoredFormat, k: number): number {
   const weight = format === 'nf4' || format === 'nf4dq' ? 3 : 1;

@@ -16,7 +16,9 @@ import {
   sgmUnsupportedReason,
   type SgmTile,
 } from '../../src/kernels/matmul-sgm.js';
-import type { LinearWeight, StoredFormat } from '../../src/kernels/matmul.js';
+import { accumulateRef, loraEpilogueRef, type LinearWeight, type StoredFormat } from '../../src/kernels/matmul.js';
+import { RowScale, rowScaleRef } from '../../src/kernels/row-scale.js';
+import type { Tensor } from '../../src/kernels/tensor.js';
 import { NF4_CODEBOOK, nf4DequantizeRef, nf4DoubleDequantizeRef, nf4DoubleQuantizeRef, nf4QuantizeRef } from '../../src/kernels/nf4.js';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
 import { DeviceError, ShapeError } from '../../src/errors.js';
@@ -129,29 +131,88 @@ function makeWeight(rng: Rng, format: StoredFormat, n: number, k: number): { w: 
   return { w: { format: 'nf4', nOut: n, k, data, doubleQuant }, dense: nf4DequantizeRef(q.packed, nf4DoubleDequantizeRef(dq), n * k) };
 }
 
-/** Every output finite and within sgmRelBound · Σ|x·w| of the float64 reference (+ y0 when accumulating). */
-function expectWithinBound(what: string, out: Float32Array, ref: Float64Array, abs: Float64Array, bound: number): void {
-  let bad = -1;
+/**
+ * Activations for the f16-range proof (issue 11 item 4), by row i % 6: ordinary N(0, 1); N(0, 1)
+ * with outliers of 1e5 and ±5e4 (f16 overflows past 65504); all large, N(0, 1)·3e4 clipped to
+ * ±1e5; tiny gradients N(0, 1)·1e-10 (below f16's smallest subnormal, 6e-8); magnitudes spread
+ * over 1e-10 .. 1e-6; one 1e5 outlier among values of 1e-3. `mag` is each row's typical size, for
+ * U and Y's old values in the same row (U = X·Aᵀ, a residual row grows with its activations).
+ */
+function makeActivations(rng: Rng, m: number, k: number): { xv: Float32Array; mag: Float64Array } {
+  const xv = new Float32Array(m * k);
+  const mag = new Float64Array(m);
+  for (let i = 0; i < m; i++) {
+    const row = xv.subarray(i * k, (i + 1) * k);
+    const kind = i % 6;
+    for (let j = 0; j < k; j++) row[j] = rng.normal();
+    const at = rng.int(0, k);
+    mag[i] = [1, 1, 3e4, 1e-10, 1e-8, 1][kind];
+    if (kind === 1) {
+      row[at] = -1e5;
+      row[(at + 7) % k] = 5e4;
+    } else if (kind === 2) {
+      for (let j = 0; j < k; j++) row[j] = Math.max(-1e5, Math.min(1e5, row[j] * 3e4));
+      row[at] = 1e5;
+    } else if (kind === 3) {
+      for (let j = 0; j < k; j++) row[j] *= 1e-10;
+    } else if (kind === 4) {
+      for (let j = 0; j < k; j++) row[j] = Math.sign(row[j]) * 10 ** rng.uniform(-10, -6);
+    } else if (kind === 5) {
+      for (let j = 0; j < k; j++) row[j] *= 1e-3;
+      row[at] = 1e5;
+    }
+  }
+  return { xv, mag };
+}
+
+/**
+ * The per-element tolerance: sgmRelBound(format, K)·Σ_k|x_k·w_k| (f16 unit roundoff 2^-11 for
+ * each f16 operand rounding — x·s once, the weight once or, NF4, three times — plus the f32
+ * accumulation over K; the scaling by powers of two is exact) + (r + 4)·2^-24·|scale|·Σ_q|u_q·b_q|
+ * (the LoRA sum in f32: r roundings of partial sums and the scale multiply) + 4·2^-24 of
+ * |y0| + Σ|x·w| + |scale|·Σ|u·b| (the two epilogue additions and the final rounding).
+ */
+function tolerance(format: StoredFormat, k: number, xw: Float64Array, ub: Float64Array | undefined, r: number, scale: number, y0: ArrayLike<number> | undefined): Float64Array {
+  const bound = sgmRelBound(format, k);
+  return xw.map((a, i) => {
+    const l = ub ? Math.abs(scale) * ub[i] : 0;
+    return bound * a + (r + 4) * 2 ** -24 * l + 4 * 2 ** -24 * ((y0 ? Math.abs(y0[i]) : 0) + a + l);
+  });
+}
+
+/**
+ * Every output of the rows not in `skipRows` within `allowed` of the float64 reference (a NaN
+ * fails), and the tolerance not vacuous: in each row its sum is under a tenth of Σ|ref|. Returns
+ * the worst error as a fraction of its tolerance; a failure names the index, both values, the count.
+ */
+function expectWithin(what: string, out: Float32Array, ref: Float64Array, allowed: Float64Array, n: number, skipRows: ReadonlySet<number> = new Set()): number {
+  let bad = 0;
+  let first = -1;
   let worst = 0;
   for (let i = 0; i < ref.length; i++) {
+    if (skipRows.has(Math.floor(i / n))) continue;
     const err = Math.abs(out[i] - ref[i]);
-    const allowed = bound * abs[i] + 1e-30;
-    if (!(err <= allowed)) {
-      bad = i;
-      break;
+    if (!(err <= allowed[i] + 1e-37)) {
+      bad++;
+      if (first < 0) first = i;
+    } else {
+      worst = Math.max(worst, err / (allowed[i] + 1e-37));
     }
-    worst = Math.max(worst, err / allowed);
   }
-  if (bad >= 0) throw new Error(`${what}: output ${bad} is ${out[bad]}, reference ${ref[bad]}, allowed ±${bound * abs[bad]}`);
-  // the bound is not vacuous: it is far below the outputs' own size
-  let mag = 0;
-  let absSum = 0;
-  for (let i = 0; i < ref.length; i++) {
-    mag += Math.abs(ref[i]);
-    absSum += abs[i];
+  if (bad > 0) {
+    throw new Error(`${what}: ${bad} outputs off; first [${Math.floor(first / n)}, ${first % n}] is ${out[first]}, reference ${ref[first]}, allowed ±${allowed[first]}`);
   }
-  expect(bound * absSum).toBeLessThan(mag / 20);
-  console.log(`${what}: worst error ${(worst * 100).toFixed(1)}% of the bound`);
+  for (let row = 0; row < ref.length / n; row++) {
+    if (skipRows.has(row)) continue;
+    let tol = 0;
+    let mag = 0;
+    for (let j = 0; j < n; j++) {
+      tol += allowed[row * n + j];
+      mag += Math.abs(ref[row * n + j]);
+    }
+    expect(tol, `${what}: row ${row}'s tolerance ${tol} against Σ|ref| ${mag}`).toBeLessThan(mag / 10);
+  }
+  return worst;
 }
 
 // [M, N, K]: M and N not multiples of any tile (edge workgroups next to interior ones), K a
@@ -161,69 +222,153 @@ const SIZES: readonly (readonly [number, number, number])[] = [
   [37, 18, 64],
 ];
 const FORMATS: readonly StoredFormat[] = ['nf4', 'nf4dq', 'bf16', 'f32'];
+const LORA_RANK = 5; // not a multiple of 4
+const LORA_SCALE = 2;
 
 describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on the GPU', () => {
   let mm: MatmulSgm;
+  let rs: RowScale;
   beforeAll(async () => {
     mm = await MatmulSgm.create(gpu, { tiles: [...SGM_DEFAULT_TILES, SGM_TILES.large] });
+    rs = await RowScale.create(gpu);
   });
+
+  /** The row scales of x (m, k) on the GPU, checked against the float64 rule. */
+  async function rowScaleOf(x: Tensor, xv: Float32Array, m: number, k: number): Promise<Tensor> {
+    const rowScale = gpu.tensor('rowScale', [m], 'f32');
+    gpu.fill32(rowScale, NAN_WORD);
+    submitDispatches(gpu, [rs.forward('row scale', { rowScale, x }, k)]);
+    expect(Array.from(await gpu.readF32(rowScale))).toEqual(Array.from(rowScaleRef(xv, m, k)));
+    return rowScale;
+  }
 
   // the default tiles (the probe's 256 × 128 first: 8 X items per invocation, the unrolled maximum) and 128 × 256
   for (const tile of [...SGM_DEFAULT_TILES, SGM_TILES.large] as readonly SgmTile[]) {
     for (const format of FORMATS) {
       for (const [M, N, K] of SIZES) {
-        it(`${format}, tile ${sgmTileName(tile)}: plain and accumulate match float64 at M=${M} N=${N} K=${K}`, async () => {
+        it(`${format}, tile ${sgmTileName(tile)}, M=${M} N=${N} K=${K}: activations up to 1e5 and down to 1e-10 at f16 rounding error, plain, +LoRA, +accumulate`, async () => {
           const rng = new Rng(M * 7919 + N * 31 + K + format.length * 13 + tile.fm * tile.fn);
           const { w, dense } = makeWeight(rng, format, N, K);
-          const xv = rng.f32(M * K);
+          const { xv, mag } = makeActivations(rng, M, K);
           const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
-          const { y: plain, abs } = matmulSgmRef(xv, dense, M, N, K);
-          const bound = sgmRelBound(format, K);
+          const rowScale = await rowScaleOf(x, xv, M, K);
+          const uv = Float32Array.from({ length: M * LORA_RANK }, (_, i) => rng.normal() * 0.1 * mag[Math.floor(i / LORA_RANK)]);
+          const bv = rng.f32(N * LORA_RANK, 0.05);
+          const lora = { u: gpu.tensorFrom('u', [M, LORA_RANK], 'f32', uv), b: gpu.tensorFrom('lora_b', [N, LORA_RANK], 'f32', bv), scale: LORA_SCALE };
+          const y0 = Float32Array.from({ length: M * N }, (_, i) => rng.normal() * mag[Math.floor(i / N)]);
+          const { y: plain, abs: xw } = matmulSgmRef(xv, dense, M, N, K);
+          const ub = matmulSgmRef(uv, bv, M, N, LORA_RANK).abs;
           const y = gpu.tensor('y', [M, N], 'f32');
-          gpu.fill32(y, NAN_WORD);
-          submitDispatches(gpu, [mm.forward('plain', { y, x, w, tile })]);
-          expectWithinBound(`${format} ${sgmTileName(tile)} plain`, await gpu.readF32(y), plain, abs, bound);
-          const y0 = rng.f32(M * N);
-          gpu.write(y, y0);
-          submitDispatches(gpu, [mm.forward('accumulate', { y, x, w, tile, accumulate: true })]);
-          const withY0 = plain.map((v, i) => v + y0[i]);
-          // y0 enters the f32 sums: at most K·2^-24·|y0| more (≤ 2^-16·|y0| for K ≤ 192)
-          const absY0 = abs.map((v, i) => v + (Math.abs(y0[i]) * 2 ** -16) / bound);
-          expectWithinBound(`${format} ${sgmTileName(tile)} accumulate`, await gpu.readF32(y), withY0, absY0, bound);
+          const worst: string[] = [];
+          for (const [withLora, accumulate] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+            const name = `${format} ${sgmTileName(tile)}${withLora ? ' +lora' : ''}${accumulate ? ' +accumulate' : ''}`;
+            if (accumulate) gpu.write(y, y0);
+            else gpu.fill32(y, NAN_WORD);
+            submitDispatches(gpu, [mm.forward(name, { y, x, rowScale, w, tile, accumulate, lora: withLora ? lora : undefined })]);
+            const ref = Float64Array.from(plain);
+            if (withLora) loraEpilogueRef(ref, uv, bv, M, N, LORA_RANK, LORA_SCALE);
+            if (accumulate) accumulateRef(ref, y0);
+            const allowed = tolerance(format, K, xw, withLora ? ub : undefined, LORA_RANK, LORA_SCALE, accumulate ? y0 : undefined);
+            worst.push(`${withLora ? 'lora' : ''}${accumulate ? 'acc' : ''}${withLora || accumulate ? '' : 'plain'} ${(100 * expectWithin(name, await gpu.readF32(y), ref, allowed, N)).toFixed(1)}%`);
+          }
+          console.log(`${format} ${sgmTileName(tile)} ${M}x${N}x${K}: worst error as a share of the tolerance: ${worst.join(', ')}`);
         });
       }
     }
   }
 
+  it('the proof is not vacuous: with every row scale 1 the same activations overflow f16 to ±Inf and the 1e-10 rows underflow to 0', async () => {
+    const rng = new Rng(77);
+    const [M, N, K] = [60, 40, 128];
+    const { w } = makeWeight(rng, 'bf16', N, K);
+    const { xv } = makeActivations(rng, M, K);
+    const y = gpu.tensor('y', [M, N], 'f32');
+    gpu.fill32(y, NAN_WORD);
+    const ones = gpu.tensorFrom('rowScale ones', [M], 'f32', new Float32Array(M).fill(1));
+    submitDispatches(gpu, [mm.forward('unscaled', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), rowScale: ones, w })]);
+    const out = await gpu.readF32(y);
+    for (let i = 0; i < M; i++) {
+      const row = Array.from(out.subarray(i * N, (i + 1) * N));
+      // kinds 1 and 2 hold |x| ≥ 1e5 > 65504: f16(x) = ±Inf, so every output of the row is ±Inf or NaN
+      if (i % 6 === 1 || i % 6 === 2) expect(row.every((v) => !Number.isFinite(v)), `row ${i}: ${row.slice(0, 4)}`).toBe(true);
+      // kind 3: |x| ~ 1e-10 < 2^-25 rounds to f16 zero (an f16 subnormal at most), where the scaled kernel keeps 11 bits
+      if (i % 6 === 3) expect(row.every((v) => Math.abs(v) < 1e-12), `row ${i}: ${row.slice(0, 4)}`).toBe(true);
+    }
+  });
+
+  it('a row holding NaN gives NaN outputs and a row holding Inf non-finite ones (never silently 0); the other rows are untouched', async () => {
+    const rng = new Rng(123);
+    const [M, N, K] = [45, 70, 128];
+    const { w, dense } = makeWeight(rng, 'nf4', N, K);
+    const xv = rng.f32(M * K);
+    xv[3 * K + 17] = NaN;
+    xv[10 * K + 100] = Infinity;
+    xv.fill(0, 20 * K, 21 * K);
+    const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
+    const rowScale = await rowScaleOf(x, xv, M, K);
+    const scales = await gpu.readF32(rowScale);
+    expect([scales[3], scales[10], scales[20]]).toEqual([1, 1, 1]);
+    const uv = rng.f32(M * LORA_RANK, 0.1);
+    const bv = rng.f32(N * LORA_RANK, 0.05);
+    const lora = { u: gpu.tensorFrom('u', [M, LORA_RANK], 'f32', uv), b: gpu.tensorFrom('lora_b', [N, LORA_RANK], 'f32', bv), scale: LORA_SCALE };
+    const y0 = rng.f32(M * N);
+    const { y: plain, abs: xw } = matmulSgmRef(xv.map((v) => (Number.isFinite(v) ? v : 0)), dense, M, N, K);
+    const ub = matmulSgmRef(uv, bv, M, N, LORA_RANK).abs;
+    const y = gpu.tensor('y', [M, N], 'f32');
+    for (const withExtras of [false, true]) {
+      if (withExtras) gpu.write(y, y0);
+      else gpu.fill32(y, NAN_WORD);
+      submitDispatches(gpu, [mm.forward('nan rows', { y, x, rowScale, w, accumulate: withExtras, lora: withExtras ? lora : undefined })]);
+      const out = await gpu.readF32(y);
+      expect(Array.from(out.subarray(3 * N, 4 * N)).every(Number.isNaN), 'row 3 (NaN) all NaN').toBe(true);
+      expect(Array.from(out.subarray(10 * N, 11 * N)).every((v) => !Number.isFinite(v)), 'row 10 (Inf) all non-finite').toBe(true);
+      const ref = Float64Array.from(plain);
+      if (withExtras) accumulateRef(loraEpilogueRef(ref, uv, bv, M, N, LORA_RANK, LORA_SCALE), y0);
+      const allowed = tolerance('nf4', K, xw, withExtras ? ub : undefined, LORA_RANK, LORA_SCALE, withExtras ? y0 : undefined);
+      // row 20 is all zeros: exactly 0 without the epilogues (its tolerance is 0), the epilogues' values with them
+      expectWithin(`nan rows${withExtras ? ' +lora +accumulate' : ''}`, out, ref, allowed, N, new Set([3, 10, 20]));
+      for (let j = 0; j < N; j++) expect(Math.abs(out[20 * N + j] - ref[20 * N + j])).toBeLessThanOrEqual(allowed[20 * N + j]);
+    }
+  });
+
   it('the strided-loop staging (the first version) matches float64 too', async () => {
-    const loop = await MatmulSgm.create(gpu, { tiles: [SGM_TILES.large], formats: ['nf4', 'bf16'], accumulate: [false], staging: 'loop' });
+    const loop = await MatmulSgm.create(gpu, { tiles: [SGM_TILES.large], formats: ['nf4', 'bf16'], accumulate: [false], lora: [false], staging: 'loop' });
     for (const format of ['nf4', 'bf16'] as const) {
       const rng = new Rng(11 + format.length);
       const [M, N, K] = [300, 200, 192];
       const { w, dense } = makeWeight(rng, format, N, K);
-      const xv = rng.f32(M * K);
+      const { xv } = makeActivations(rng, M, K);
+      const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
+      const rowScale = await rowScaleOf(x, xv, M, K);
       const y = gpu.tensor('y', [M, N], 'f32');
       gpu.fill32(y, NAN_WORD);
-      submitDispatches(gpu, [loop.forward('loop', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w, tile: SGM_TILES.large })]);
+      submitDispatches(gpu, [loop.forward('loop', { y, x, rowScale, w, tile: SGM_TILES.large })]);
       const { y: ref, abs } = matmulSgmRef(xv, dense, M, N, K);
-      expectWithinBound(`${format} loop staging`, await gpu.readF32(y), ref, abs, sgmRelBound(format, K));
+      expectWithin(`${format} loop staging`, await gpu.readF32(y), ref, tolerance(format, K, abs, undefined, 0, 0, undefined), N);
     }
   });
 
-  it('picks a tile when none is forced, and refuses K not a multiple of 64 and variants not compiled', async () => {
+  it('picks a tile when none is forced, and refuses K not a multiple of 64, wrong row scales, bad LoRA and variants not compiled', async () => {
     const rng = new Rng(5);
     const [M, N, K] = [70, 130, 128];
     const { w, dense } = makeWeight(rng, 'nf4', N, K);
-    const xv = rng.f32(M * K);
+    const { xv } = makeActivations(rng, M, K);
+    const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
+    const rowScale = await rowScaleOf(x, xv, M, K);
     const y = gpu.tensor('y', [M, N], 'f32');
     gpu.fill32(y, NAN_WORD);
-    submitDispatches(gpu, [mm.forward('picked', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w })]);
+    submitDispatches(gpu, [mm.forward('picked', { y, x, rowScale, w })]);
     const { y: ref, abs } = matmulSgmRef(xv, dense, M, N, K);
-    expectWithinBound('picked tile', await gpu.readF32(y), ref, abs, sgmRelBound('nf4', K));
+    expectWithin('picked tile', await gpu.readF32(y), ref, tolerance('nf4', K, abs, undefined, 0, 0, undefined), N);
     const w96 = makeWeight(rng, 'bf16', 8, 96).w;
-    expect(() => mm.forward('k96', { y: gpu.tensor('y', [4, 8], 'f32'), x: gpu.tensor('x', [4, 96], 'f32'), w: w96 })).toThrow(/multiple of 64/);
-    expect(() => mm.forward('bad x', { y, x: gpu.tensor('x', [M, K + 64], 'f32'), w })).toThrow(ShapeError);
-    const only = await MatmulSgm.create(gpu, { tiles: [SGM_TILES.tiny], formats: ['f32'], accumulate: [false] });
-    expect(() => only.forward('nf4', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), w })).toThrow(/not compiled/);
+    const s4 = gpu.tensor('s', [4], 'f32');
+    expect(() => mm.forward('k96', { y: gpu.tensor('y', [4, 8], 'f32'), x: gpu.tensor('x', [4, 96], 'f32'), rowScale: s4, w: w96 })).toThrow(/multiple of 64/);
+    expect(() => mm.forward('bad x', { y, x: gpu.tensor('x', [M, K + 64], 'f32'), rowScale, w })).toThrow(ShapeError);
+    expect(() => mm.forward('bad scales', { y, x, rowScale: gpu.tensor('s', [M + 1], 'f32'), w })).toThrow(/rowScale/);
+    const bigU = gpu.tensor('u', [M, 129], 'f32');
+    expect(() => mm.forward('rank', { y, x, rowScale, w, lora: { u: bigU, b: gpu.tensor('b', [N, 129], 'f32'), scale: 1 } })).toThrow(/LoRA rank 129/);
+    expect(() => mm.forward('b shape', { y, x, rowScale, w, lora: { u: gpu.tensor('u', [M, 4], 'f32'), b: gpu.tensor('b', [N, 5], 'f32'), scale: 1 } })).toThrow(ShapeError);
+    const only = await MatmulSgm.create(gpu, { tiles: [SGM_TILES.tiny], formats: ['f32'], accumulate: [false], lora: [false] });
+    expect(() => only.forward('nf4', { y, x, rowScale, w })).toThrow(/not compiled/);
   });
 });
