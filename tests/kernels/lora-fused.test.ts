@@ -4,13 +4,15 @@ import { dropoutRef } from '../../src/kernels/dropout.js';
 import type { Gpu } from '../../src/kernels/gpu.js';
 import { LoraDown, loraDownRef } from '../../src/kernels/lora-down.js';
 import { tileName, type MatmulTile, type StoredFormat } from '../../src/kernels/matmul.js';
-import { BACKWARD_TILES, MatmulBackward, matmulInputGradRef } from '../../src/kernels/matmul-backward.js';
+import { BACKWARD_TILES, MatmulBackward, matmulInputGradLoraRef, matmulInputGradRef } from '../../src/kernels/matmul-backward.js';
+import { matmulRef } from '../../src/kernels/matmul.js';
 import type { Tensor } from '../../src/kernels/tensor.js';
 import { ShapeError } from '../../src/errors.js';
 import { expectRelNorm, NAN_WORD } from '../helpers/compare.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
 import { destroyTestWeight, makeTestWeight } from '../helpers/weights.js';
+import { expectGradient, weightedSum } from './gradcheck.js';
 
 /**
  * The two passes that take the LoRA branch along with work that reads the same data:
@@ -28,6 +30,26 @@ function output(gpu: Gpu, label: string, shape: number[], prior?: Float32Array):
   else gpu.fill32(t, NAN_WORD);
   return t;
 }
+
+describe('float64 references', () => {
+  it('dX = dY·W + mask(dU·A), dU = s·dY·B, equals central differences of y = x·Wᵀ + s·dropout(x)·Aᵀ·Bᵀ', () => {
+    const [m, n, k, r, s] = [4, 5, 7, 3, 1.5];
+    const rng = new Rng(21);
+    const [w, a, b, x, dy] = [rng.f32(n * k), rng.f32(r * k), rng.f32(n * r), rng.f32(m * k), rng.f32(m * n)];
+    for (const p of [0, 0.4]) {
+      const drop = (v: ArrayLike<number>) => (p > 0 ? dropoutRef(v, p, SEED, 9) : Float64Array.from(v));
+      // the mask is fixed by (seed, salt, index), so y is linear in x
+      const forward = (xx: ArrayLike<number>) => {
+        const y = matmulRef(xx, w, m, n, k);
+        const ub = matmulRef(matmulRef(drop(xx), a, m, r, k), b, m, n, r);
+        return y.map((v, i) => v + s * ub[i]);
+      };
+      const du = matmulInputGradRef(dy, b, m, n, r, s);
+      const dx = matmulInputGradLoraRef(dy, w, du, a, { m, n, k, r }, p > 0 ? { p, seed: SEED, salt: 9 } : undefined);
+      expectGradient(`dx, dropout ${p}`, weightedSum(dy, forward), x, dx);
+    }
+  });
+});
 
 describe('lora down: U_g = dropout_g(x)·A_gᵀ for G projections in one pass', () => {
   let gpu: Gpu;
@@ -117,8 +139,6 @@ describe('input gradient with the LoRA term: dX (+)= dY·W + mask(dU·A) in one 
         const du = gpu.tensorFrom('dU', [M, R], 'f32', duv);
         const a = gpu.tensorFrom('lora_A', [R, K], 'f32', av);
         const seed = gpu.tensorFrom('seed', [1], 'u32', new Uint32Array([SEED]));
-        const base = matmulInputGradRef(dyv, dense, M, N, K);
-        const dua = matmulInputGradRef(duv, av, M, R, K); // dU (M, R) · A (R, K)
         const dx0 = rng.f32(M * K);
         const cases = tiles.flatMap((tile, i) => [
           { tile, accumulate: i % 2 === 1, p: 0 },
@@ -129,8 +149,7 @@ describe('input gradient with the LoRA term: dX (+)= dY·W + mask(dU·A) in one 
           const dropout = c.p > 0 ? { p: c.p, salt: 11, seed } : undefined;
           const d = mb.input('L0 q_proj dX', { dx, dy, w, lora: { du, a, dropout } }, { accumulate: c.accumulate, tile: c.tile });
           submitDispatches(gpu, [d]);
-          const lora = c.p > 0 ? dropoutRef(dua, c.p, SEED, 11) : dua;
-          const ref = Float64Array.from(base, (v, i) => (c.accumulate ? dx0[i] : 0) + v + lora[i]);
+          const ref = matmulInputGradLoraRef(dyv, dense, duv, av, { m: M, n: N, k: K, r: R }, c.p > 0 ? { p: c.p, seed: SEED, salt: 11 } : undefined, c.accumulate ? dx0 : undefined);
           expectRelNorm(`${format} ${tileName(c.tile)} ${c.accumulate ? 'accumulate' : 'overwrite'} p=${c.p}`, await gpu.readF32(dx), ref, TOL);
           dx.buffer.destroy();
         }
