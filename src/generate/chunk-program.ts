@@ -5,7 +5,9 @@ import type { Gpu } from '../kernels/gpu.js';
 import type { MatmulCall } from '../kernels/matmul.js';
 import type { Matvec } from '../kernels/matvec.js';
 import { tensorView, type Tensor } from '../kernels/tensor.js';
-import { BufferUsage, MapMode } from '../kernels/usage.js';
+import { MapMode } from '../kernels/usage.js';
+import { allocatePlan, type PlanAllocation, type PlanBuffer } from '../model/buffer-plan.js';
+import { CHUNK_BUFFERS, planChunkProgram } from './chunk-plan.js';
 import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass } from '../model/decoder-layer.js';
 import type { ModelKernels } from '../model/kernels.js';
 import type { LoraAdapter } from '../model/lora.js';
@@ -86,7 +88,9 @@ export class ChunkProgram {
     private readonly staging: GPUBuffer,
     private readonly hostLogits: Float32Array,
     private readonly dispatches: readonly Dispatch[],
-    private readonly allocated: readonly GPUBuffer[],
+    private readonly allocation: PlanAllocation,
+    /** The plan the program allocated (planChunkProgram, src/generate/chunk-plan.ts). */
+    readonly plan: readonly PlanBuffer[],
     /** Key splits of the attention (for benchmarks and tests). */
     readonly splits: number,
   ) {}
@@ -102,36 +106,33 @@ export class ChunkProgram {
     }
     const { hiddenSize: D, numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, intermediateSize: F, vocabSize: V, rmsNormEps: eps } = c;
     const maxContext = cache.maxContext;
-    const allocated: GPUBuffer[] = [];
-    const t = (label: string, dims: number[], dtype: 'f32' | 'i32' = 'f32'): Tensor => {
-      const tensor = gpu.tensor(label, dims, dtype);
-      allocated.push(tensor.buffer);
-      return tensor;
-    };
     const layout = inputLayout(C, gpu.limits.minStorageBufferOffsetAlignment);
-    const input = t('step input (ids | positions | chunk | last) i32', [layout.length], 'i32');
-    const view = (at: number, n: number, label: string) => tensorView(input.buffer, label, [n], 'i32', at * 4);
+    const splits = attention.splitsFor(C, Hkv, maxContext);
+    const R = adapter?.config.r ?? 0;
+    const targets = adapter?.config.targetModules ?? [];
+    // Every buffer of the program, from its plan.
+    const plan = planChunkProgram(c, { rows: C, splits, r: adapter ? R : undefined, targets, inputWords: layout.length });
+    const a = allocatePlan(gpu, plan.buffers);
+    const n = CHUNK_BUFFERS;
+    const input = a.one(n.input);
+    const view = (at: number, count: number, label: string) => tensorView(input.buffer, label, [count], 'i32', at * 4);
     const ids = view(layout.ids, C, 'input ids (C) i32');
     const pos = view(layout.pos, C, 'positions (C) i32');
     const chunk = view(layout.chunk, 4, 'chunk (4) i32 — [p0, n, −, −]');
     const last = view(layout.last, 1, 'last row (1) i32 — n−1');
-    const splits = attention.splitsFor(C, Hkv, maxContext);
-    const R = adapter?.config.r ?? 0;
-    const targets = adapter?.config.targetModules ?? [];
     const dims: LayerDims = { N: C, D, H, Hkv, Dh, F, eps };
-    const x = t('x (C, D) f32 — residual stream', [C, D]);
+    const x = a.one(n.x);
     const b = {
       x,
-      saved: allocSaved(savedSpecs(dims, targets, R, { save: false, lse: false, rows: 'C' }), targets, (sp) => t(`${sp.name} f32`, [...sp.shape]), x),
-      oPart: t('attention splits (S, C, H·Dh) f32', [splits, C, H * Dh]),
-      mlPart: t('attention split stats (S, C, H, 2) f32', [splits, C, H, 2]),
-      xLast: t('x last (1, D) f32 — residual stream at row n−1', [1, D]),
-      xf: t('xf (1, D) f32 — final norm of the last row', [1, D]),
-      rstdLast: t('rstd last (1) f32', [1]),
+      saved: allocSaved(savedSpecs(dims, targets, R, { save: false, lse: false, rows: 'C' }), targets, (sp) => a.one(sp.name), x),
+      oPart: a.one(n.oPart),
+      mlPart: a.one(n.mlPart),
+      xLast: a.one(n.xLast),
+      xf: a.one(n.xf),
+      rstdLast: a.one(n.rstdLast),
     };
-    const logits = t('logits (1, V) f32', [1, V]);
-    const staging = gpu.buffer('logits readback (V) f32', V * 4, BufferUsage.MAP_READ | BufferUsage.COPY_DST);
-    allocated.push(staging);
+    const logits = a.one(n.logits);
+    const staging = a.one(n.readback).buffer;
 
     const list: Dispatch[] = [];
     const oneRow = (label: string, call: MatmulCall): Dispatch => (matvec?.supports(call.w) ? matvec.forward(label, call) : k.matmul.forward(label, call));
@@ -147,12 +148,17 @@ export class ChunkProgram {
     list.push(k.gatherRows.forward('last row', b.xLast, b.x, last));
     list.push(k.rmsnorm.forward('final norm', { y: b.xf, rstd: b.rstdLast, x: b.xLast, weight: weights.finalNorm }, { rows: 1, width: D, eps }));
     list.push(oneRow('lm_head', { y: logits, x: b.xf, w: weights.lmHead }));
-    return new ChunkProgram(gpu, C, maxContext, V, layout, new Int32Array(layout.length), input, logits, staging, new Float32Array(V), list, allocated, splits);
+    return new ChunkProgram(gpu, C, maxContext, V, layout, new Int32Array(layout.length), input, logits, staging, new Float32Array(V), list, a, plan.buffers, splits);
   }
 
-  /** Bytes of every buffer this program allocated (planChunkProgram in src/train/plan.ts lists them). */
+  /** Bytes of every buffer this program allocated (its plan's). */
   get bytes(): number {
-    return this.allocated.reduce((a, b) => a + b.size, 0);
+    return this.allocation.bytes;
+  }
+
+  /** Every buffer this program created: its plan entry, label and bytes. */
+  get allocations(): PlanAllocation['records'] {
+    return this.allocation.records;
   }
 
   /** Words of the step-input buffer (ids | positions | chunk | last). */
@@ -231,6 +237,6 @@ export class ChunkProgram {
 
   /** Frees the program's buffers (weights, adapter and cache stay). */
   destroy(): void {
-    for (const buf of this.allocated) buf.destroy();
+    this.allocation.destroy();
   }
 }

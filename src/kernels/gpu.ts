@@ -134,6 +134,15 @@ export class Gpu {
   }
 
   /**
+   * A Gpu over another device object with `like`'s adapter, features and subgroup-matrix configs:
+   * for the recording device (src/kernels/recording-device.ts), on which programs are built to be
+   * counted, not run.
+   */
+  static over(device: GPUDevice, like: Pick<Gpu, 'adapterInfo' | 'features' | 'subgroupMatrixConfigs'>): Gpu {
+    return new Gpu({} as GPU, device, like.adapterInfo, new Set(like.features), like.subgroupMatrixConfigs);
+  }
+
+  /**
    * Runs `fn` after every earlier call has finished. Error scopes are per device, not per call, so
    * pipelines created concurrently (Promise.all) could catch each other's validation errors.
    */

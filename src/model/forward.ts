@@ -1,13 +1,15 @@
 import { ConfigError, ShapeError } from '../errors.js';
 import { submitDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
-import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
+import { ropeTable } from '../kernels/rope.js';
 import type { Tensor } from '../kernels/tensor.js';
 import type { Batch } from '../batch.js';
 import { IGNORE_INDEX } from '../labels.js';
 import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass, type Saved } from './decoder-layer.js';
 import type { ModelKernels } from './kernels.js';
-import { LossHead, type LossHeadMode } from './loss-head.js';
+import { allocatePlan, type PlanAllocation, type PlanBuffer } from './buffer-plan.js';
+import { FORWARD_BUFFERS, planForward } from './forward-plan.js';
+import { chooseLossHeadFor, LossHead, type LossHeadMode } from './loss-head.js';
 import type { LoraAdapter } from './lora.js';
 import type { ModelWeights } from './weights.js';
 import { checkBatchInputs } from './input-checks.js';
@@ -110,7 +112,9 @@ export class ForwardProgram {
     private readonly bufs: Buffers,
     private readonly head: LossHead,
     private readonly dispatches: readonly Dispatch[],
-    private readonly allocated: readonly GPUBuffer[],
+    private readonly allocation: PlanAllocation,
+    /** The plan the program allocated (planForward, src/model/forward-plan.ts). */
+    readonly plan: readonly PlanBuffer[],
   ) {}
 
   static build(gpu: Gpu, kernels: ModelKernels, weights: ModelWeights, adapter: LoraAdapter | undefined, shape: ForwardShape): ForwardProgram {
@@ -131,31 +135,42 @@ export class ForwardProgram {
     if (maxPosition > c.maxPositionEmbeddings) {
       throw new ConfigError(`forward: positions up to ${maxPosition} exceed max_position_embeddings ${c.maxPositionEmbeddings} of config.json`);
     }
-    const allocated: GPUBuffer[] = [];
-    const t = (label: string, dims: number[], dtype: 'f32' | 'i32'): Tensor => {
-      const tensor = gpu.tensor(label, dims, dtype);
-      allocated.push(tensor.buffer);
-      return tensor;
-    };
     const R = adapter?.config.r ?? 0;
     const targets = adapter?.config.targetModules ?? [];
     const dims: LayerDims = { N, D, H, Hkv, Dh, F, eps: c.rmsNormEps };
-    const x = t('x (N, D) f32 — residual stream', [N, D], 'f32');
+    const choice = chooseLossHeadFor(gpu, kernels, weights.lmHead, { N, backward: false, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
+    // Every buffer of the program, from its plan.
+    const plan = planForward(c, {
+      batch: B,
+      seq: T,
+      r: adapter ? R : undefined,
+      targets,
+      lossChunkTokens: choice.chunkTokens,
+      lossHead: choice.mode,
+      captureLayers: shape.captureLayers,
+      logitsLast: shape.logitsLast,
+      maxPosition,
+    });
+    const a = allocatePlan(gpu, plan.buffers);
+    const n = FORWARD_BUFFERS;
+    const x = a.one(n.x);
     const bufs: Buffers = {
-      ids: t('input_ids (N) i32', [N], 'i32'),
-      pos: t('position_ids (N) i32', [N], 'i32'),
-      seg: t('segment_ids (N) i32', [N], 'i32'),
+      ids: a.one(n.inputIds),
+      pos: a.one(n.positionIds),
+      seg: a.one(n.segmentIds),
       x,
-      saved: allocSaved(savedSpecs(dims, targets, R, { save: false, lse: true }), targets, (sp) => t(`${sp.name} f32`, [...sp.shape], 'f32'), x),
-      xf: t('xf (N, D) f32 — final norm output', [N, D], 'f32'),
-      lastIdx: shape.logitsLast ? t('last index (B) i32', [B], 'i32') : undefined,
-      lastRows: shape.logitsLast ? t('last rows (B, D) f32', [B, D], 'f32') : undefined,
-      logitsLast: shape.logitsLast ? t('logits_last (B, V) f32', [B, V], 'f32') : undefined,
-      identity: shape.captureLayers ? t('identity index (N) i32', [N], 'i32') : undefined,
-      layerOut: shape.captureLayers ? Array.from({ length: c.numHiddenLayers }, (_, l) => t(`layer_out.${l} (N, D) f32`, [N, D], 'f32')) : [],
+      saved: allocSaved(savedSpecs(dims, targets, R, { save: false, lse: true }), targets, (sp) => a.one(sp.name), x),
+      xf: a.one(n.xf),
+      lastIdx: a.maybe(n.lastIdx),
+      lastRows: a.maybe(n.lastRows),
+      logitsLast: a.maybe(n.logitsLast),
+      identity: a.maybe(n.identity),
+      layerOut: shape.captureLayers ? [...a.all(n.layerOut)] : [],
     };
-    const table = uploadRopeTable(gpu, ropeTable(c.ropeTheta, Dh, maxPosition), 'rope');
-    allocated.push(table.cos.buffer, table.sin.buffer);
+    const table = ropeTable(c.ropeTheta, Dh, maxPosition);
+    const rope = { cos: a.one(n.ropeCos), sin: a.one(n.ropeSin) };
+    gpu.write(rope.cos, table.cos);
+    gpu.write(rope.sin, table.sin);
     if (bufs.identity) gpu.write(bufs.identity, Int32Array.from({ length: N }, (_, i) => i));
     if (bufs.lastIdx) gpu.write(bufs.lastIdx, Int32Array.from({ length: B }, (_, b) => b * T + T - 1));
 
@@ -164,7 +179,7 @@ export class ForwardProgram {
     const eps = c.rmsNormEps;
     list.push(k.embedding.forward('embed', { x: bufs.x, table: weights.embed, ids: bufs.ids }, { tokens: N, hidden: D, vocab: V }));
 
-    const pass: LayerPass = { kernels: k, dims, rope: { cos: table.cos, sin: table.sin, posIds: bufs.pos } };
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: bufs.pos } };
     const attention = { kind: 'packed', B, T, segIds: bufs.seg } as const;
     for (let l = 0; l < c.numHiddenLayers; l++) {
       layerForward(list, pass, decoderLayer(`layer ${l}`, weights.layers[l], adapterLayer(adapter, l)), { x: bufs.x, out: bufs.x, saved: bufs.saved, attention });
@@ -172,20 +187,24 @@ export class ForwardProgram {
     }
     list.push(k.rmsnorm.forward('final norm', { y: bufs.xf, rstd: bufs.saved.rstd1, x: bufs.x, weight: weights.finalNorm }, { rows: N, width: D, eps }));
 
-    const head = LossHead.build(gpu, k, weights.lmHead, bufs.xf, undefined, { N, backward: false, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
-    allocated.push(...head.allocated);
+    const head = LossHead.build(gpu, k, weights.lmHead, bufs.xf, undefined, { N, backward: false }, choice, a);
     list.push(...head.dispatches);
 
     if (bufs.lastIdx && bufs.lastRows && bufs.logitsLast) {
       list.push(k.gatherRows.forward('last rows', bufs.lastRows, bufs.xf, bufs.lastIdx));
       list.push(k.matmul.forward('lm_head last', { y: bufs.logitsLast, x: bufs.lastRows, w: weights.lmHead }));
     }
-    return new ForwardProgram(gpu, weights, { ...shape, maxPosition, lossChunkTokens: head.chunkTokens, lossHead: head.mode }, bufs, head, list, allocated);
+    return new ForwardProgram(gpu, weights, { ...shape, maxPosition, lossChunkTokens: head.chunkTokens, lossHead: head.mode }, bufs, head, list, a, plan.buffers);
   }
 
-  /** Bytes of every buffer this program allocated (planForward in src/train/plan.ts lists them). */
+  /** Bytes of every buffer this program allocated (its plan's). */
   get bytes(): number {
-    return this.allocated.reduce((a, b) => a + b.size, 0);
+    return this.allocation.bytes;
+  }
+
+  /** Every buffer this program created: its plan entry, label and bytes. */
+  get allocations(): PlanAllocation['records'] {
+    return this.allocation.records;
   }
 
   /** Number of dispatches one forward records. */
@@ -239,7 +258,7 @@ export class ForwardProgram {
 
   /** Frees the program's buffers (the weights stay). */
   destroy(): void {
-    for (const b of this.allocated) b.destroy();
+    this.allocation.destroy();
   }
 }
 

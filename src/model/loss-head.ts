@@ -7,6 +7,7 @@ import type { LinearWeight, Matmul } from '../kernels/matmul.js';
 import type { MatmulBackward } from '../kernels/matmul-backward.js';
 import type { SumReduce } from '../kernels/reduce.js';
 import { tensorView, type DType, type Tensor } from '../kernels/tensor.js';
+import { planBuffer, type PlanAllocation, type PlanBuffer } from './buffer-plan.js';
 
 /**
  * The model's head over N positions: logits = xf · Eᵀ, the cross-entropy of each position against its
@@ -63,6 +64,49 @@ export function chooseLossChunk(gpu: Gpu, N: number, V: number, requested?: numb
   return Math.min(fit, 1024, Math.ceil(N / 64) * 64);
 }
 
+/** The head's implementation and logits chunk as a program gets them (`auto` and the default chunk resolved). */
+export interface LossHeadChoice {
+  readonly mode: LossHeadMode;
+  /** Positions per logits chunk (chunked mode; the chunk the plan assumes either way). */
+  readonly chunkTokens: number;
+}
+
+/** Resolves `shape.mode` and `shape.lossChunkTokens` on this device (chooseLossHead, chooseLossChunk). */
+export function chooseLossHeadFor(gpu: Gpu, k: LossHeadKernels, lmHead: LinearWeight, shape: LossHeadShape): LossHeadChoice {
+  return { mode: chooseLossHead(k, lmHead, shape.mode), chunkTokens: chooseLossChunk(gpu, shape.N, lmHead.nOut, shape.lossChunkTokens) };
+}
+
+/** Names of the head's plan entries (lossHeadPlan lists them, LossHead.build takes them). */
+export const HEAD_BUFFERS = {
+  targets: 'targets (N) i32 — shifted labels',
+  tokenLoss: 'token loss (N) f32',
+  tokenLse: 'token lse (N) f32',
+  correct: 'token correct (N) f32',
+  lossSum: 'loss sum (1) f32',
+  correctSum: 'correct sum (1) f32',
+  rowPos: 'head row positions (N) i32',
+  rowOf: 'head row of position (N) i32',
+  rows: 'head rows (1) u32',
+  partial: 'head partial (S, N, 4) f32',
+  dxPartial: 'head dx partial (S, N, D) f32',
+  logits: 'logits chunk (Tc, V) f32',
+} as const;
+
+/** The head's buffers over N positions of a (V, D) lm_head: scratch rewritten every step. */
+export function lossHeadPlan(N: number, V: number, D: number, choice: LossHeadChoice, backward: boolean): PlanBuffer[] {
+  const b = (name: string, shape: number[], dtype: DType): PlanBuffer => planBuffer(name, 'scratch', 'step', shape, dtype);
+  const H = HEAD_BUFFERS;
+  const out = [b(H.targets, [N], 'i32'), b(H.tokenLoss, [N], 'f32'), b(H.tokenLse, [N], 'f32'), b(H.correct, [N], 'f32'), b(H.lossSum, [1], 'f32'), b(H.correctSum, [1], 'f32')];
+  if (choice.mode === 'fused') {
+    const S = fusedSlices(V);
+    out.push(b(H.rowPos, [N], 'i32'), b(H.rowOf, [N], 'i32'), b(H.rows, [1], 'u32'), b(H.partial, [S, N, FUSED_PARTIAL_WORDS], 'f32'));
+    if (backward) out.push(b(H.dxPartial, [S, N, D], 'f32'));
+  } else {
+    out.push(b(H.logits, [choice.chunkTokens, V], 'f32'));
+  }
+  return out;
+}
+
 export class LossHead {
   private constructor(
     private readonly gpu: Gpu,
@@ -85,37 +129,27 @@ export class LossHead {
     private readonly rows: { rowPos: Tensor; rowOf: Tensor; count: Tensor } | undefined,
     /** The head's dispatches in order (forward, backward when asked, the two sums). */
     readonly dispatches: readonly Dispatch[],
-    /** Buffers this head allocated, and their bytes. */
-    readonly allocated: readonly GPUBuffer[],
-    readonly bytes: number,
   ) {}
 
   /**
    * Builds the head reading xf (N, D) f32 and, with `backward`, writing dxf (N, D) f32 (overwritten:
-   * zero rows for positions without a target). `lmHead` is the tied (V, D) embedding.
+   * zero rows for positions without a target). `lmHead` is the tied (V, D) embedding. Its buffers
+   * are the program's, allocated from `lossHeadPlan` (names HEAD_BUFFERS) with `choice`.
    */
-  static build(gpu: Gpu, k: LossHeadKernels, lmHead: LinearWeight, xf: Tensor, dxf: Tensor | undefined, shape: LossHeadShape): LossHead {
+  static build(gpu: Gpu, k: LossHeadKernels, lmHead: LinearWeight, xf: Tensor, dxf: Tensor | undefined, shape: { readonly N: number; readonly backward: boolean }, choice: LossHeadChoice, bufs: PlanAllocation): LossHead {
     const { N, backward } = shape;
     const D = lmHead.k;
     const V = lmHead.nOut;
     if (xf.shape[0] !== N || xf.shape[1] !== D) throw new ShapeError(`loss head: xf is [${xf.shape.join(', ')}], expected (N, D) = (${N}, ${D})`);
     if (backward && (!dxf || dxf.shape[0] !== N || dxf.shape[1] !== D)) throw new ShapeError(`loss head: backward needs dxf of (N, D) = (${N}, ${D})`);
-    const mode = chooseLossHead(k, lmHead, shape.mode);
-    const chunk = chooseLossChunk(gpu, N, V, shape.lossChunkTokens);
-    const allocated: GPUBuffer[] = [];
-    let bytes = 0;
-    const t = (label: string, dims: number[], dtype: DType): Tensor => {
-      const tensor = gpu.tensor(label, dims, dtype);
-      allocated.push(tensor.buffer);
-      bytes += tensor.buffer.size;
-      return tensor;
-    };
-    const targets = t('targets (N) i32 — shifted labels', [N], 'i32');
-    const tokenLoss = t('token loss (N) f32', [N], 'f32');
-    const tokenLse = t('token lse (N) f32', [N], 'f32');
-    const correct = t('token correct (N) f32', [N], 'f32');
-    const lossSum = t('loss sum (1) f32', [1], 'f32');
-    const correctSum = t('correct sum (1) f32', [1], 'f32');
+    const { mode, chunkTokens: chunk } = choice;
+    const H = HEAD_BUFFERS;
+    const targets = bufs.one(H.targets);
+    const tokenLoss = bufs.one(H.tokenLoss);
+    const tokenLse = bufs.one(H.tokenLse);
+    const correct = bufs.one(H.correct);
+    const lossSum = bufs.one(H.lossSum);
+    const correctSum = bufs.one(H.correctSum);
     const list: Dispatch[] = [];
     let rows: { rowPos: Tensor; rowOf: Tensor; count: Tensor } | undefined;
 
@@ -123,19 +157,19 @@ export class LossHead {
       const fused = k.crossEntropyFused!;
       const slices = fusedSlices(V);
       const fs = { rows: N, vocab: V, hidden: D, slices };
-      rows = { rowPos: t('head row positions (N) i32', [N], 'i32'), rowOf: t('head row of position (N) i32', [N], 'i32'), count: t('head rows (1) u32', [1], 'u32') };
+      rows = { rowPos: bufs.one(H.rowPos), rowOf: bufs.one(H.rowOf), count: bufs.one(H.rows) };
       const lists = { targets, ...rows };
-      const partial = t(`head partial (S=${slices}, N, 4) f32`, [slices, N, FUSED_PARTIAL_WORDS], 'f32');
+      const partial = bufs.one(H.partial);
       list.push(fused.forward('lm_head + cross-entropy (fused)', { partial, x: xf, w: lmHead, ...lists }, fs));
       list.push(fused.merge('cross-entropy merge (fused)', { loss: tokenLoss, lse: tokenLse, correct, partial, targets, rowOf: rows.rowOf }, fs));
       if (backward) {
-        const dxPartial = t(`head dx partial (S=${slices}, N, D) f32`, [slices, N, D], 'f32');
+        const dxPartial = bufs.one(H.dxPartial);
         list.push(fused.backward('lm_head + cross-entropy backward (fused)', { dxPartial, x: xf, w: lmHead, lse: tokenLse, ...lists }, { ...fs, scale: 1 }));
         list.push(fused.dx('lm_head backward slices → dxf (fused)', { dx: dxf!, dxPartial, rowOf: rows.rowOf }, fs));
       }
     } else {
       if (backward && !k.matmulBackward) throw new ShapeError('loss head: the chunked backward needs the matmul backward kernels');
-      const logits = t(`logits chunk (${chunk}, V) f32`, [chunk, V], 'f32');
+      const logits = bufs.one(H.logits);
       for (let start = 0; start < N; start += chunk) {
         const n = Math.min(chunk, N - start);
         const rowsOf = (x: Tensor, name: string): Tensor => tensorView(x.buffer, `${name} rows ${start}..`, [n, D], 'f32', x.offset + start * D * 4);
@@ -151,7 +185,7 @@ export class LossHead {
     }
     list.push(k.sum.forward('loss sum', { out: lossSum, values: tokenLoss }, { n: N, accumulate: false }));
     list.push(k.sum.forward('correct sum', { out: correctSum, values: correct }, { n: N, accumulate: false }));
-    return new LossHead(gpu, mode, chunk, V, targets, tokenLoss, lossSum, correct, correctSum, rows, list, allocated, bytes);
+    return new LossHead(gpu, mode, chunk, V, targets, tokenLoss, lossSum, correct, correctSum, rows, list);
   }
 
   /**

@@ -3,7 +3,7 @@ import { fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { EMBEDDED_MODEL_ID } from '../model/embedded.js';
 import type { LossHeadMode } from '../model/loss-head.js';
-import type { StepPlan } from '../train/plan.js';
+import { formatDispatchCounts, type StepPlan } from '../train/plan.js';
 import { describeRecompute } from '../train/recompute.js';
 import { formatBytes } from './format-units.js';
 import { describeRun } from './run-description.js';
@@ -42,5 +42,6 @@ export function planCheckpointing(plan: StepPlan): string {
 /** "5.70 GiB planned: weights 2.10 GiB, lora …" from the plan's totals. */
 export function memoryPlanSummary(plan: StepPlan): string {
   const parts = Object.entries(plan.totals).filter(([, b]) => b > 0).map(([cat, b]) => `${cat} ${formatBytes(b)}`);
-  return `${formatBytes(plan.total)} planned (${parts.join(', ')}); ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`;
+  const dispatches = plan.dispatches ? `; ${formatDispatchCounts(plan.dispatches)}` : '';
+  return `${formatBytes(plan.total)} planned (${parts.join(', ')}); ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters${dispatches}`;
 }

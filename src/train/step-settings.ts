@@ -11,7 +11,8 @@ import type { Gpu } from '../kernels/gpu.js';
 import type { Qwen3Config } from '../model/config.js';
 import { chooseLossChunk, type LossHeadMode } from '../model/loss-head.js';
 import type { LinearWeight } from '../kernels/matmul.js';
-import type { StepSettings } from './plan.js';
+import { countStepDispatches } from './dispatch-count.js';
+import { planStep, withDispatchCounts, type StepPlan, type StepSettings } from './plan.js';
 import { checkpointedLayers, recomputePolicy } from './recompute.js';
 
 /** Settings of the memory plan for a config and batch shape, with the loss head given. */
@@ -47,4 +48,14 @@ export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gp
   const s = stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model));
   checkpointedLayers(s.recompute!, model.numHiddenLayers);
   return s;
+}
+
+/**
+ * The run's memory plan for `config` at (B, T) on `gpu` — what `train` and `train --dry-run` both
+ * print and the Trainer allocates from — with its dispatch counts (the Trainer built from this
+ * plan on a recording device with `gpu`'s adapter, features and limits).
+ */
+export async function runPlan(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): Promise<StepPlan> {
+  const plan = planStep(model, runStepSettings(config, model, gpu, B, T));
+  return withDispatchCounts(plan, await countStepDispatches(gpu, model, plan));
 }

@@ -1,18 +1,20 @@
-import { ShapeError } from '../errors.js';
+import { ConfigError, ShapeError } from '../errors.js';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.js';
 import type { Gpu } from '../kernels/gpu.js';
-import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
-import type { DType, Tensor } from '../kernels/tensor.js';
+import { ropeTable } from '../kernels/rope.js';
+import type { Tensor } from '../kernels/tensor.js';
 import { PROJECTIONS, type Projection } from '../model/checkpoint.js';
 import type { Batch } from '../batch.js';
 import { shiftTargets } from '../model/forward.js';
+import { allocatePlan, type PlanAllocation, type PlanAllocationRecord, type PlanBuffer } from '../model/buffer-plan.js';
 import { adapterLayer, allocSaved, decoderLayer, gradScratchSpecs, layerBackward, layerForward, savedSpecs, type LayerDims, type LayerGradScratch, type LayerPass, type Saved } from '../model/decoder-layer.js';
-import { LossHead, type LossHeadMode } from '../model/loss-head.js';
+import { chooseLossHeadFor, LossHead, type LossHeadMode } from '../model/loss-head.js';
 import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { TrainKernels } from './kernels.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
 import { checkBatchInputs } from '../model/input-checks.js';
+import { layerSavedName, microBatchEntries, planDifferences, planMicroBatch, sharedSavedName, STEP_BUFFERS } from './step-plan.js';
 
 /**
  * One micro-batch of QLoRA training, built once for a fixed (B, T): the forward pass saving what
@@ -46,13 +48,19 @@ export interface StepShape {
   readonly lossHead?: LossHeadMode | 'auto';
   /** Which layers are recomputed (default: 'full' when `checkpointing`, else 'none'). */
   readonly recompute?: RecomputePolicy;
+  /**
+   * The run's memory plan (planStep's buffers, as printed): the step allocates its own entries of it
+   * (inputs, saved, scratch) and refuses a plan made for other settings. Default: planMicroBatch
+   * for this shape.
+   */
+  readonly plan?: readonly PlanBuffer[];
 }
 
-/** One buffer the step allocated: its label, plan category and bytes. */
-export interface StepAllocation {
-  readonly name: string;
-  readonly category: 'saved' | 'scratch' | 'inputs';
-  readonly bytes: number;
+/** Dispatches of one micro-batch by phase, as recorded: forward, loss head (forward and backward), backward. */
+export interface StepDispatchCounts {
+  readonly forward: number;
+  readonly lossHead: number;
+  readonly backward: number;
 }
 
 export interface MicroBatchResult {
@@ -65,7 +73,7 @@ export interface MicroBatchResult {
 export class TrainStep {
   private constructor(
     private readonly gpu: Gpu,
-    readonly shape: Required<Omit<StepShape, 'recompute'>> & { readonly recompute: RecomputePolicy },
+    readonly shape: Required<Omit<StepShape, 'recompute' | 'plan'>> & { readonly recompute: RecomputePolicy },
     private readonly inputs: { ids: Tensor; pos: Tensor; seg: Tensor; seed: Tensor },
     private readonly head: LossHead,
     /** (1) f32 — Σ token loss of the last micro-batch (the trainer adds it into its running sum on the GPU). */
@@ -76,10 +84,11 @@ export class TrainStep {
      */
     readonly correctSum: Tensor,
     private readonly dispatches: readonly Dispatch[],
-    private readonly allocated: readonly GPUBuffer[],
-    readonly bytes: number,
-    /** Every buffer the step allocated, with its plan category. */
-    readonly allocations: readonly StepAllocation[],
+    /** The dispatch list's phases (their sum is dispatchCount). */
+    readonly phases: StepDispatchCounts,
+    private readonly buffers: PlanAllocation,
+    /** The plan entries the step allocated (exactly: `allocations` lists each buffer created). */
+    readonly plan: readonly PlanBuffer[],
   ) {}
 
   static build(gpu: Gpu, k: TrainKernels, weights: ModelWeights, adapter: LoraAdapter, grads: readonly Partial<Record<Projection, LoraPair>>[], shape: StepShape): TrainStep {
@@ -98,53 +107,44 @@ export class TrainStep {
     const eps = c.rmsNormEps;
     if (adapter.layers.length !== L || grads.length !== L) throw new ShapeError(`train step: adapter has ${adapter.layers.length} layers, the model ${L}`);
 
-    const allocated: GPUBuffer[] = [];
-    const allocations: StepAllocation[] = [];
-    let bytes = 0;
-    const t = (label: string, dims: readonly number[], category: StepAllocation['category'], dtype: DType = 'f32'): Tensor => {
-      const tensor = gpu.tensor(label, [...dims], dtype);
-      allocated.push(tensor.buffer);
-      allocations.push({ name: label, category, bytes: tensor.buffer.size });
-      bytes += tensor.buffer.size;
-      return tensor;
-    };
     const recompute: RecomputePolicy = shape.recompute ?? (checkpointing ? 'full' : 'none');
     const K = checkpointedLayers(recompute, L);
     const targets = adapter.config.targetModules;
     const dims: LayerDims = { N, D, H, Hkv, Dh, F, eps };
-    const specs = savedSpecs(dims, targets, R, { save: true, lse: true });
-    const savedSet = (tag: string, category: StepAllocation['category']): Saved => allocSaved(specs, targets, (sp) => t(`${tag} ${sp.name}`, sp.shape, category, sp.dtype));
-
-    const inputs = {
-      ids: t('input_ids (N) i32', [N], 'inputs', 'i32'),
-      pos: t('position_ids (N) i32', [N], 'inputs', 'i32'),
-      seg: t('segment_ids (N) i32', [N], 'inputs', 'i32'),
-      seed: t('dropout seed (1) u32', [1], 'inputs', 'u32'),
-    };
-    // LoRA dropout: the dropped input of a projection, regenerated in the backward pass from the
-    // micro-batch's seed, and the gradient dU·A before its mask is applied on the way into dX.
+    const choice = chooseLossHeadFor(gpu, k, weights.lmHead, { N, backward: true, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
+    const own = planMicroBatch(c, { batch: B, seq: T, r: R, targets, recompute, loraDropout: adapter.config.dropout, lossHead: choice.mode, lossChunkTokens: choice.chunkTokens });
+    let plan: readonly PlanBuffer[] = own;
+    if (shape.plan) {
+      plan = microBatchEntries(shape.plan);
+      const diff = planDifferences(plan, own);
+      if (diff.length > 0) throw new ConfigError(`train step: the memory plan was made for other settings than the step is built for (B=${B}, T=${T}, r=${R}, ${targets.length} targets, recompute ${JSON.stringify(recompute)}, ${choice.mode} head of ${choice.chunkTokens}):\n  ${diff.slice(0, 8).join('\n  ')}`);
+    }
+    // Every buffer of the step, from its plan.
+    const bufs = allocatePlan(gpu, plan);
+    const n = STEP_BUFFERS;
+    const inputs = { ids: bufs.one(n.inputIds), pos: bufs.one(n.positionIds), seg: bufs.one(n.segmentIds), seed: bufs.one(n.seed) };
     const dropP = adapter.config.dropout;
-    const maxK = Math.max(D, H * Dh, F);
-    const xDrop = dropP > 0 ? t('lora dropped input (N, max K)', [N, maxK], 'scratch') : undefined;
-    const dDrop = dropP > 0 ? t('lora dU·A before the mask (N, max K)', [N, maxK], 'scratch') : undefined;
+    const xDrop = bufs.maybe(n.xDrop);
+    const dDrop = bufs.maybe(n.dDrop);
     const salt = (l: number, proj: Projection): number => l * 8 + PROJECTIONS.indexOf(proj);
-    const identity = t('identity index (N) i32', [N], 'scratch', 'i32');
+    const identity = bufs.one(n.identity);
     gpu.write(identity, Int32Array.from({ length: N }, (_, i) => i));
     /** x_0 … x_L: every layer's input and the last layer's output (N, D) f32. */
-    const xs = Array.from({ length: L + 1 }, (_, l) => t(`x_${l} (N, D)`, [N, D], 'saved'));
+    const xs = bufs.all(n.xs);
     // Layers 0..K−1 are recomputed into one shared set; layers K..L−1 keep their own.
-    const shared = K > 0 ? savedSet('layer scratch', 'scratch') : undefined;
-    const layerSaved: Saved[] = Array.from({ length: L }, (_, l) => (l < K ? shared! : savedSet(`layer ${l}`, 'saved')));
+    const specs = savedSpecs(dims, targets, R, { save: true, lse: true });
+    const shared = K > 0 ? allocSaved(specs, targets, (sp) => bufs.one(sharedSavedName(sp.name))) : undefined;
+    const layerSaved: Saved[] = Array.from({ length: L }, (_, l) => (l < K ? shared! : allocSaved(specs, targets, (sp) => bufs.all(layerSavedName(sp.name))[l - K])));
     // Gradient scratch.
-    const scratch = Object.fromEntries(gradScratchSpecs(dims, targets.length > 0 ? R : undefined).map((sp) => [sp.key, t(sp.name, sp.shape, 'scratch')])) as unknown as LayerGradScratch;
+    const scratch = Object.fromEntries(gradScratchSpecs(dims, targets.length > 0 ? R : undefined).map((sp) => [sp.key, bufs.one(sp.name)])) as unknown as LayerGradScratch;
     // Head.
-    const xf = t('xf (N, D): final norm output', [N, D], 'scratch');
-    const dxf = t('dxf (N, D)', [N, D], 'scratch');
-    const rstdF = t('final rstd (N)', [N], 'scratch');
-    const rope = uploadRopeTable(gpu, ropeTable(c.ropeTheta, Dh, T), 'rope');
-    allocated.push(rope.cos.buffer, rope.sin.buffer);
-    allocations.push({ name: 'rope cos', category: 'scratch', bytes: rope.cos.buffer.size }, { name: 'rope sin', category: 'scratch', bytes: rope.sin.buffer.size });
-    bytes += rope.cos.buffer.size + rope.sin.buffer.size;
+    const xf = bufs.one(n.xf);
+    const dxf = bufs.one(n.dxf);
+    const rstdF = bufs.one(n.rstdF);
+    const table = ropeTable(c.ropeTheta, Dh, T);
+    const rope = { cos: bufs.one(n.ropeCos), sin: bufs.one(n.ropeSin) };
+    gpu.write(rope.cos, table.cos);
+    gpu.write(rope.sin, table.sin);
 
     const list: Dispatch[] = [];
     const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: inputs.pos }, identity };
@@ -160,10 +160,8 @@ export class TrainStep {
     for (let l = 0; l < L; l++) layerForward(list, pass, layers[l], { x: xs[l], out: xs[l + 1], saved: layerSaved[l], attention });
     // Head: final norm, then logits → loss (and Σ correct) → dxf.
     list.push(k.rmsnorm.forward('final norm', { y: xf, rstd: rstdF, x: xs[L], weight: weights.finalNorm }, { rows: N, width: D, eps }));
-    const head = LossHead.build(gpu, k, weights.lmHead, xf, dxf, { N, backward: true, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
-    allocated.push(...head.allocated);
-    allocations.push({ name: 'loss head', category: 'scratch', bytes: head.bytes });
-    bytes += head.bytes;
+    const forwardCount = list.length;
+    const head = LossHead.build(gpu, k, weights.lmHead, xf, dxf, { N, backward: true }, choice, bufs);
     list.push(...head.dispatches);
     list.push(k.rmsnorm.backward('final norm backward', { dx: scratch.dx, dy: dxf, x: xs[L], weight: weights.finalNorm, rstd: rstdF }, { rows: N, width: D, accumulate: false }));
     // Backward through the layers, recomputing the checkpointed ones (0..K−1) first.
@@ -179,10 +177,20 @@ export class TrainStep {
       head.lossSum,
       head.correctSum,
       list,
-      allocated,
-      bytes,
-      allocations,
+      { forward: forwardCount, lossHead: head.dispatches.length, backward: list.length - forwardCount - head.dispatches.length },
+      bufs,
+      plan,
     );
+  }
+
+  /** Bytes of every buffer the step allocated (its plan entries). */
+  get bytes(): number {
+    return this.buffers.bytes;
+  }
+
+  /** Every buffer the step created: its plan entry, label, category and bytes. */
+  get allocations(): readonly PlanAllocationRecord[] {
+    return this.buffers.records;
   }
 
   get dispatchCount(): number {
@@ -224,6 +232,6 @@ export class TrainStep {
   }
 
   destroy(): void {
-    for (const b of this.allocated) b.destroy();
+    this.buffers.destroy();
   }
 }

@@ -12,6 +12,7 @@ import { createGradNormState, GradNorm, GRAD_NORM_STATE_WORDS, readGradNormState
 import { createTrainKernels, type TrainKernels } from './kernels.js';
 import type { StateTensor } from './optimizer-state.js';
 import { moveLoraToArena, type ArenaLoraAdapter } from './param-arena.js';
+import type { StepPlan } from './plan.js';
 import { TrainStep } from './step.js';
 
 export interface TrainerOptions {
@@ -27,9 +28,24 @@ export interface TrainerOptions {
   readonly lossChunkTokens?: number;
   /** Seed of the LoRA-dropout masks (each micro-batch derives its own from it and its index). */
   readonly seed?: number;
+  /** The run's memory plan (planStep, as printed): the micro-batch program allocates its buffers from it. */
+  readonly plan?: StepPlan;
 }
 
 type Optimizer = AdamwOptimizer | Adamw8bitOptimizer;
+
+/** Dispatches the Trainer records: per micro-batch (its step's phases and the two running sums) and per optimiser step. */
+export interface TrainerDispatchCounts {
+  readonly forward: number;
+  readonly lossHead: number;
+  readonly backward: number;
+  /** lossAccum += loss sum, correctAccum += correct count. */
+  readonly runningSums: number;
+  /** forward + lossHead + backward + runningSums: one micro-batch's submit. */
+  readonly microBatch: number;
+  /** Gradient norm and clipping, then the optimiser update: one optimiser step's submit. */
+  readonly optimizerStep: number;
+}
 
 /**
  * Everything of a Trainer that a checkpoint must hold to continue bit for bit (the data position,
@@ -102,7 +118,7 @@ export class Trainer {
   static async create(gpu: Gpu, model: Qwen3Model, adapter: LoraAdapter, options: TrainerOptions, kernels?: TrainKernels): Promise<Trainer> {
     const k = kernels ?? (await createTrainKernels(gpu, model.config, model.kernels));
     const arena = moveLoraToArena(gpu, 'lora', adapter, { destroySource: true });
-    const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, recompute: options.recompute, lossChunkTokens: options.lossChunkTokens });
+    const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, recompute: options.recompute, lossChunkTokens: options.lossChunkTokens, plan: options.plan?.buffers, lossHead: options.plan?.settings.lossHead });
     const normState = createGradNormState(gpu, 'grad norm');
     const norm = (await GradNorm.create(gpu)).bind('grad norm', { state: normState, grads: arena.arena.grads }, { maxNorm: options.maxGradNorm });
     const target = { params: arena.arena.params, grads: arena.arena.grads, slots: arena.arena.layout.slots };
@@ -115,6 +131,18 @@ export class Trainer {
     const correctAccum = gpu.tensor('running right-argmax count (1)', [1], 'f32');
     const correctAdd = k.sum.forward('running right-argmax count += micro-batch count', { out: correctAccum, values: program.correctSum }, { n: 1, accumulate: true });
     return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0, lossAccum, lossAdd, correctAccum, correctAdd);
+  }
+
+  /** Recorded after each micro-batch: the running loss and right-argmax sums. */
+  private get runningSums(): readonly Dispatch[] {
+    return [this.lossAdd, this.correctAdd];
+  }
+
+  /** The dispatches of a micro-batch and of an optimiser step, as recorded. */
+  get dispatchCounts(): TrainerDispatchCounts {
+    const p = this.program.phases;
+    const runningSums = this.runningSums.length;
+    return { ...p, runningSums, microBatch: p.forward + p.lossHead + p.backward + runningSums, optimizerStep: this.norm.dispatches.length + this.optimizer.dispatches.length };
   }
 
   /** The adapter whose tensors are the live (trained) parameters. */
@@ -133,7 +161,7 @@ export class Trainer {
       this.cleared = true;
     }
     this.program.encode(enc);
-    encodeDispatches(this.gpu, enc, [this.lossAdd, this.correctAdd]);
+    encodeDispatches(this.gpu, enc, this.runningSums);
     this.gpu.device.queue.submit([enc.finish()]);
     this.targets += n;
     this.lossTargets += n;

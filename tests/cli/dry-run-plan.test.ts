@@ -14,13 +14,16 @@ import { makeTrainFolder } from './train-fixture.js';
 describe('node train.js --dry-run: the same memory plan as the run', () => {
   afterEach(() => vi.restoreAllMocks());
 
-  const planOf = (lines: readonly string[]): { table: string; note: string } => {
+  const planOf = (lines: readonly string[]): { table: string; note: string; dispatches: string } => {
     const start = lines.findIndex((l) => l.startsWith('memory plan: batch'));
     expect(start, lines.join('\n')).toBeGreaterThanOrEqual(0);
     const table = lines[start];
     const note = lines.slice(start).find((l) => /^memory plan: [\d.]+ \w?i?B/.test(l));
     expect(note, lines.join('\n')).toBeDefined();
-    return { table, note: note! };
+    // The dispatch counts per micro-batch and per optimiser step, right under the plan's first line.
+    const dispatches = lines[start + 1];
+    expect(dispatches, lines.join('\n')).toMatch(/^ {2}\d+ dispatches per micro-batch \(forward \d+, loss head \d+, backward \d+, running sums 2\), \d+ per optimiser step$/);
+    return { table, note: note!, dispatches };
   };
 
   for (const checkpointing of [true, 1] as const) {
@@ -34,6 +37,7 @@ describe('node train.js --dry-run: the same memory plan as the run', () => {
       const dryPlan = planOf(dry.split('\n'));
       expect(dryPlan.table).toBe(real.table);
       expect(dryPlan.note).toBe(real.note);
+      expect(dryPlan.dispatches).toBe(real.dispatches);
       const total = /total\s+([\d.]+ \w+)/.exec(real.table.split('\n').join(' ')) ?? /memory plan: ([\d.]+ \w+)/.exec(real.note);
       expect(total).not.toBeNull();
       expect(dry).toContain(real.note);

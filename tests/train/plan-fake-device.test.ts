@@ -11,7 +11,9 @@ import { embeddedConfig } from '../../src/model/embedded.js';
 import type { LoraAdapter, LoraPair } from '../../src/model/lora.js';
 import type { ModelWeights } from '../../src/model/weights.js';
 import type { TrainKernels } from '../../src/train/kernels.js';
-import { planChunkProgram, planForward, planStep, type PlanCategory } from '../../src/train/plan.js';
+import { planStep, type PlanBuffer, type PlanCategory } from '../../src/train/plan.js';
+import { planForward } from '../../src/model/forward-plan.js';
+import { planChunkProgram } from '../../src/generate/chunk-plan.js';
 import { ForwardProgram } from '../../src/model/forward.js';
 import { ChunkProgram } from '../../src/generate/chunk-program.js';
 import type { KvCache } from '../../src/generate/kv-cache.js';
@@ -30,12 +32,16 @@ const qwen4b = parseQwen3Config(JSON.parse(readFileSync(join(import.meta.dirname
 const fixture = parseQwen3Config(JSON.parse(readFileSync(join(TINY_MODEL, 'config.json'), 'utf8')), 'config.json');
 
 class FakeGpu {
-  readonly created: number[] = [];
+  /** Every buffer asked for: its label and size. */
+  readonly created: { label: string; bytes: number }[] = [];
   readonly limits = { maxStorageBufferBindingSize: 2 ** 31 - 4, maxBufferSize: 2 ** 40, minStorageBufferOffsetAlignment: 256 };
-  buffer(_label: string, bytes: number): GPUBuffer {
+  buffer(label: string, bytes: number): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16); // WebGPU buffer sizes: Gpu.buffer's rounding
-    this.created.push(size);
+    this.created.push({ label, bytes: size });
     return { size, destroy: () => undefined } as unknown as GPUBuffer;
+  }
+  get createdBytes(): number {
+    return this.created.reduce((a, b) => a + b.bytes, 0);
   }
   tensor(label: string, shape: readonly number[], dtype: DType): Tensor {
     return tensorView(this.buffer(label, byteLength(dtype, numel(shape))), label, shape, dtype);
@@ -51,6 +57,14 @@ const fakeKernel = (): unknown => new Proxy({}, { get: () => () => [{ fake: true
 function fakeKernels(fused: boolean): TrainKernels {
   const names = ['embedding', 'rmsnorm', 'rope', 'attention', 'matmul', 'swiglu', 'crossEntropy', 'sum', 'gatherRows', 'matmulBackward', 'attentionBackward', 'dropout'];
   return Object.fromEntries([...names, ...(fused ? ['crossEntropyFused'] : [])].map((n) => [n, fakeKernel()])) as unknown as TrainKernels;
+}
+
+/**
+ * The buffers a plan's entries stand for, one per buffer (an entry of count n is n buffers, labelled
+ * "name [i]"), with the entry's bytes: what the fake device must have been asked for, exactly.
+ */
+function expectedBuffers(entries: readonly PlanBuffer[]): { label: string; bytes: number }[] {
+  return entries.flatMap((b) => Array.from({ length: b.count }, (_, i) => ({ label: b.count > 1 ? `${b.name} [${i}]` : b.name, bytes: b.bytes })));
 }
 
 function fakeModel(c: Qwen3Config, side: FakeGpu, r: number, dropout: number): { weights: ModelWeights; adapter: LoraAdapter; grads: Partial<Record<Projection, LoraPair>>[] } {
@@ -102,8 +116,18 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
             const planned = (cat: PlanCategory) => plan.buffers.filter((b) => b.category === cat && b.allocatedBy !== 'kernels').reduce((a, b) => a + b.bytes * b.count, 0);
             const allocated = (cat: PlanCategory) => step.allocations.filter((a) => a.category === cat).reduce((a, b) => a + b.bytes, 0);
             for (const cat of ['saved', 'scratch', 'inputs'] as const) expect(allocated(cat), `${what}: ${cat}`).toBe(planned(cat));
-            // Everything the fake device was asked for is in the plan.
-            expect(gpu.created.reduce((a, b) => a + b, 0), what).toBe(planned('saved') + planned('scratch') + planned('inputs'));
+            // Everything the fake device was asked for is in the plan, and nothing else: the same buffers (names, bytes).
+            expect(gpu.createdBytes, what).toBe(planned('saved') + planned('scratch') + planned('inputs'));
+            const own = plan.buffers.filter((b) => b.allocatedBy === undefined);
+            expect(own.every((b) => b.category === 'saved' || b.category === 'scratch' || b.category === 'inputs'), what).toBe(true);
+            expect(gpu.created, what).toEqual(expectedBuffers(own));
+            expect(step.plan, what).toEqual(own);
+            // The step built from the printed plan allocates that plan; a plan for other settings is refused.
+            const again = new FakeGpu();
+            TrainStep.build(again as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead, plan: plan.buffers });
+            expect(again.created, what).toEqual(gpu.created);
+            const other = planStep(c, { ...plan.settings, seq: T + 8 });
+            expect(() => TrainStep.build(new FakeGpu() as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead, plan: other.buffers }), what).toThrow(/memory plan was made for other settings/);
           }
         }
       }
@@ -136,7 +160,9 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
               captureLayers: extras,
               logitsLast: extras,
             });
-            expect(gpu.created.reduce((a, b) => a + b, 0), `${name} adapter ${withAdapter} extras ${extras} ${lossHead}`).toBe(plan.total);
+            const what = `${name} adapter ${withAdapter} extras ${extras} ${lossHead}`;
+            expect(gpu.createdBytes, what).toBe(plan.total);
+            expect(gpu.created, what).toEqual(expectedBuffers(plan.buffers));
             expect(program.bytes).toBe(plan.total);
             cases++;
           }
@@ -162,7 +188,9 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
           const { weights, adapter } = fakeModel(c, new FakeGpu(), r, 0);
           const program = ChunkProgram.build(gpu as unknown as Gpu, { kernels: fakeKernels(false), attention, weights, adapter: withAdapter ? adapter : undefined, cache, rows });
           const plan = planChunkProgram(c, { rows, splits: program.splits, r: withAdapter ? r : undefined, targets: withAdapter ? PROJECTIONS : [], inputWords: program.inputWords });
-          expect(gpu.created.reduce((a, b) => a + b, 0), `${name} C=${rows} adapter ${withAdapter}`).toBe(plan.total);
+          const what = `${name} C=${rows} adapter ${withAdapter}`;
+          expect(gpu.createdBytes, what).toBe(plan.total);
+          expect(gpu.created, what).toEqual(expectedBuffers(plan.buffers));
           expect(program.bytes).toBe(plan.total);
         }
       }

@@ -1,0 +1,91 @@
+import type { Projection } from '../model/checkpoint.js';
+import type { Qwen3Config } from '../model/config.js';
+import { gradScratchSpecs, savedSpecs, type LayerDims } from '../model/decoder-layer.js';
+import { planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
+import { lossHeadPlan, type LossHeadMode } from '../model/loss-head.js';
+import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
+
+/**
+ * The buffers of one micro-batch program (TrainStep.build allocates exactly these, by name):
+ * inputs, every layer's input x_l, the Saved sets (one shared set for the recomputed layers 0..K−1,
+ * one per layer for K..L−1), the gradient scratch, the head and the rope table.
+ */
+export interface MicroBatchSettings {
+  /** B rows of T tokens. */
+  readonly batch: number;
+  readonly seq: number;
+  readonly r: number;
+  readonly targets: readonly Projection[];
+  readonly recompute: RecomputePolicy;
+  /** lora_dropout > 0 needs a dropped copy of each LoRA input. */
+  readonly loraDropout: number;
+  readonly lossHead: LossHeadMode;
+  /** Tokens per logits chunk. */
+  readonly lossChunkTokens: number;
+}
+
+/** Names of the step's own plan entries (the Saved and gradient-scratch sets are named from their specs). */
+export const STEP_BUFFERS = {
+  inputIds: 'input_ids (N) i32',
+  positionIds: 'position_ids (N) i32',
+  segmentIds: 'segment_ids (N) i32',
+  seed: 'dropout seed (1) u32',
+  xDrop: 'lora dropped input (N, max K)',
+  dDrop: 'lora dU·A before the mask (N, max K)',
+  identity: 'identity index (N) i32',
+  xs: 'x_l (N, D): input of each layer, then the last output',
+  xf: 'xf (N, D): final norm output',
+  dxf: 'dxf (N, D): its gradient',
+  rstdF: 'final rstd (N)',
+  ropeCos: 'rope cos (T, Dh/2) f32',
+  ropeSin: 'rope sin (T, Dh/2) f32',
+} as const;
+
+/** Plan names of a Saved buffer: the recomputed layers' shared set, or the per-layer saved sets. */
+export const sharedSavedName = (spec: string): string => `layer scratch ${spec}`;
+export const layerSavedName = (spec: string): string => `saved ${spec}`;
+
+export function planMicroBatch(c: Qwen3Config, s: MicroBatchSettings): PlanBuffer[] {
+  const L = c.numHiddenLayers;
+  const { hiddenSize: D, numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, intermediateSize: F, vocabSize: V } = c;
+  const N = s.batch * s.seq;
+  const K = checkpointedLayers(s.recompute, L);
+  const dims: LayerDims = { N, D, H, Hkv, Dh, F, eps: c.rmsNormEps };
+  const n = STEP_BUFFERS;
+  const out: PlanBuffer[] = [
+    planBuffer(n.inputIds, 'inputs', 'step', [N], 'i32'),
+    planBuffer(n.positionIds, 'inputs', 'step', [N], 'i32'),
+    planBuffer(n.segmentIds, 'inputs', 'step', [N], 'i32'),
+    planBuffer(n.seed, 'inputs', 'step', [1], 'u32'),
+  ];
+  // LoRA dropout: the dropped input of a projection, regenerated in the backward pass from the
+  // micro-batch's seed, and the gradient dU·A before its mask is applied on the way into dX.
+  if (s.loraDropout > 0) {
+    const maxK = Math.max(D, H * Dh, F);
+    out.push(planBuffer(n.xDrop, 'scratch', 'layer', [N, maxK], 'f32'), planBuffer(n.dDrop, 'scratch', 'layer', [N, maxK], 'f32'));
+  }
+  out.push(planBuffer(n.identity, 'scratch', 'run', [N], 'i32'));
+  out.push(planBuffer(n.xs, 'saved', 'step', [N, D], 'f32', { count: L + 1 }));
+  for (const sp of savedSpecs(dims, s.targets, s.r, { save: true, lse: true })) {
+    if (K > 0) out.push(planBuffer(sharedSavedName(sp.name), 'scratch', 'layer', sp.shape, sp.dtype));
+    if (K < L) out.push(planBuffer(layerSavedName(sp.name), 'saved', 'step', sp.shape, sp.dtype, { count: L - K }));
+  }
+  for (const sp of gradScratchSpecs(dims, s.targets.length > 0 ? s.r : undefined)) out.push(planBuffer(sp.name, 'scratch', sp.key === 'dx' ? 'step' : 'layer', sp.shape, 'f32'));
+  out.push(planBuffer(n.xf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.dxf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.rstdF, 'scratch', 'step', [N], 'f32'));
+  out.push(planBuffer(n.ropeCos, 'scratch', 'run', [s.seq, Dh / 2], 'f32'), planBuffer(n.ropeSin, 'scratch', 'run', [s.seq, Dh / 2], 'f32'));
+  out.push(...lossHeadPlan(N, V, D, { mode: s.lossHead, chunkTokens: s.lossChunkTokens }, true));
+  return out;
+}
+
+/** The entries of a whole step plan that the micro-batch program allocates itself. */
+export function microBatchEntries(buffers: readonly PlanBuffer[]): PlanBuffer[] {
+  return buffers.filter((b) => b.allocatedBy === undefined && (b.category === 'inputs' || b.category === 'saved' || b.category === 'scratch'));
+}
+
+/** Differences between two lists of plan entries (name, count, bytes), for an error message; empty when equal. */
+export function planDifferences(a: readonly PlanBuffer[], b: readonly PlanBuffer[]): string[] {
+  const key = (x: PlanBuffer): string => `${x.name}: ${x.count} × ${x.bytes} B`;
+  const ka = new Set(a.map(key));
+  const kb = new Set(b.map(key));
+  return [...[...ka].filter((k) => !kb.has(k)).map((k) => `planned only: ${k}`), ...[...kb].filter((k) => !ka.has(k)).map((k) => `built only: ${k}`)];
+}
