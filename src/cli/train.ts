@@ -17,8 +17,8 @@ import { trainLoop, type LoopResult } from '../train/loop.js';
 import { Trainer } from '../train/trainer.js';
 import { resolveOptim } from '../train/adamw8bit.js';
 import { adapterFromGpu, savePeftAdapter } from '../model/peft.js';
-import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepPlan } from '../train/plan.js';
-import { runStepSettings, stepSettings } from '../train/step-settings.js';
+import { checkPlan, formatPlan, guessDeviceMemory, type StepPlan } from '../train/plan.js';
+import { runPlan, stepSettings } from '../train/step-settings.js';
 import { checkResumeConfig } from '../train/checkpoint-config.js';
 import { openCheckpoint, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
 import { CHECKPOINT_FILES } from '../train/checkpoint-state.js';
@@ -142,7 +142,7 @@ export async function runTrain(argv: string[]): Promise<number> {
           // The run's step is built for (per_device_train_batch_size, max_seq_length) whatever the longest batch: plan that.
           const lines: string[] = [];
           try {
-            printPlan(planStep(model, runStepSettings(c, model, gpu, c.per_device_train_batch_size, c.max_seq_length)), gpu, (l) => lines.push(l));
+            printPlan(await runPlan(c, model, gpu, c.per_device_train_batch_size, c.max_seq_length), gpu, (l) => lines.push(l));
           } catch (e) {
             for (const l of lines) console.log(l);
             throw e;
@@ -186,7 +186,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     const modelConfig = await readQwen3Config(modelDir);
     const B = config.per_device_train_batch_size;
     const T = config.max_seq_length;
-    const plan = planStep(modelConfig, runStepSettings(config, modelConfig, gpu, B, T));
+    const plan = await runPlan(config, modelConfig, gpu, B, T);
     printPlan(plan, gpu, (l) => console.log(l));
 
     await checkExportSpace(config.output_dir, modelDir, config); // the configured export must fit before training starts
@@ -210,6 +210,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       hyper: { beta1: config.adam_beta1, beta2: config.adam_beta2, eps: config.adam_epsilon, weightDecay: config.weight_decay },
       maxGradNorm: config.max_grad_norm,
       seed: config.seed,
+      plan,
     });
     const pad = tokenizer.padTokenId ?? tokenizer.eosTokenId;
     beforeTraining.dispose();
