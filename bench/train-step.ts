@@ -2,7 +2,7 @@
  * Full QLoRA training-step benchmark at a real model's shapes with random weights (no download):
  *   node dist/bench/train-step.js [--config configs/models/qwen3-4b.json] [--batch 4] [--seq 512]
  *        [--r 32] [--checkpointing on|off|both] [--optim adamw|adamw_8bit] [--steps 4] [--json FILE]
- *        [--accumulation 1] [--queue-bound off|on|both]
+ *        [--accumulation 1] [--queue-bound off|on|both] [--dropout 0]
  * One step = forward + backward of a micro-batch + grad-norm + optimiser update, timed over
  * --steps steps after one warm-up (wall clock around onSubmittedWorkDone). Reports tokens/s and the
  * planned GPU memory of the step (WebGPU cannot report allocations: the plan lists every buffer,
@@ -10,6 +10,7 @@
  * --accumulation runs that many micro-batches per optimiser step; --queue-bound on waits after each
  * micro-batch's submit for the one before it, as the training loop does (src/train/gpu-queue.ts),
  * so the cost of that bound on the step time is measured side by side with the unbounded queue.
+ * --dropout sets lora_dropout (its masks add dispatches: the dispatch count of each setting is printed).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     json: { type: 'string' },
     accumulation: { type: 'string', default: '1' },
     'queue-bound': { type: 'string', default: 'off' },
+    dropout: { type: 'string', default: '0' },
   },
 });
 const config = parseQwen3Config(JSON.parse(readFileSync(values.config!, 'utf8')), values.config!);
@@ -47,6 +49,7 @@ const optim = values.optim === 'adamw_8bit' ? 'adamw_8bit' : 'adamw';
 const modes = values.checkpointing === 'both' ? [true, false] : [values.checkpointing !== 'off'];
 const accumulation = Number(values.accumulation);
 const bounds = values['queue-bound'] === 'both' ? [false, true] : [values['queue-bound'] === 'on'];
+const dropout = Number(values.dropout);
 
 const gpu = await Gpu.open();
 console.log(`device: ${gpu.describe()}`);
@@ -57,7 +60,7 @@ const batch = { B, T, inputIds: ids, labels: ids, positionIds: Int32Array.from({
 const results = [];
 for (const checkpointing of modes) {
   for (const bounded of bounds) {
-    const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout: 0, targetModules: PROJECTIONS, useRslora: false }, 1);
+    const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout, targetModules: PROJECTIONS, useRslora: false }, 1);
     const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
     trainer.accumulate(batch);
     trainer.step(1e-4);
@@ -74,7 +77,7 @@ for (const checkpointing of modes) {
     await gpu.sync();
     const sec = (performance.now() - t0) / 1000 / steps;
     const loss = (await trainer.readLossSum()) / (B * T - B);
-    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: 0 });
+    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: dropout });
     const rec = {
       device: gpu.describe(),
       date: new Date().toISOString(),
@@ -85,6 +88,7 @@ for (const checkpointing of modes) {
       optim,
       accumulation,
       queueBound: bounded,
+      dropout,
       stepS: sec,
       tokensPerS: (B * T * accumulation) / sec,
       dispatches: trainer.program.dispatchCount,
@@ -93,7 +97,7 @@ for (const checkpointing of modes) {
       loss,
     };
     console.log(
-      `step B=${B} T=${T} r=${r} all 7, checkpointing ${checkpointing ? 'on ' : 'off'} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
+      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, checkpointing ${checkpointing ? 'on ' : 'off'} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
         `${(sec * 1000).toFixed(0)} ms/step, ${((B * T * accumulation) / sec).toFixed(0)} tokens/s, ` +
         `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}`,
     );

@@ -91,7 +91,9 @@ export function projectionsDown(list: Dispatch[], k: ProjectionKernels, units: r
   if (drops.some((o) => (o === undefined) !== (d === undefined) || (o && d && (o.p !== d.p || o.seed !== d.seed)))) return done;
   for (let i = 0; i < group.length; i += LORA_DOWN_GROUPS) {
     const part = group.slice(i, i + LORA_DOWN_GROUPS);
-    const label = `${part.map((e) => e.unit.label).join(' + ')} lora_A${d ? ' (dropout)' : ''}`;
+    // "L3 q_proj + k_proj + v_proj lora_A": the first unit's label, the others' projection names
+    const names = part.map((e, j) => (j === 0 ? e.unit.label : e.unit.label.split(' ').pop()!));
+    const label = `${names.join(' + ')} lora_A${d ? ' (dropout)' : ''}`;
     list.push(
       k.loraDown.forward(
         label,
