@@ -6,6 +6,7 @@ import { Matvec } from '../kernels/matvec.js';
 import type { LoraAdapter } from '../model/lora.js';
 import type { Qwen3Model } from '../model/qwen3.js';
 import { QwenTokenizer } from '../model/tokenizer.js';
+import type { PlanBuffer } from '../model/buffer-plan.js';
 import { ChunkProgram } from './chunk-program.js';
 import { KvCache } from './kv-cache.js';
 import { inputTokens, type ChatOptions, type GenerationInput } from './prompt.js';
@@ -129,6 +130,11 @@ export class Generator {
 
   get maxContext(): number {
     return this.cache.maxContext;
+  }
+
+  /** Every buffer this Generator allocated, from the plans: the KV cache's, the prefill and decode programs'. */
+  get plan(): readonly PlanBuffer[] {
+    return [...this.cache.plan, ...this.prefillProgram.plan, ...this.decodeProgram.plan];
   }
 
   get prefillChunk(): number {

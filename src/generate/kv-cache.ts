@@ -1,7 +1,8 @@
 import { ConfigError } from '../errors.js';
 import type { Gpu } from '../kernels/gpu.js';
-import { ropeTable, uploadRopeTable } from '../kernels/rope.js';
+import { ropeTable } from '../kernels/rope.js';
 import type { Tensor } from '../kernels/tensor.js';
+import { allocatePlan, planBuffer, type PlanAllocation, type PlanBuffer } from '../model/buffer-plan.js';
 import type { Qwen3Config } from '../model/config.js';
 
 /**
@@ -20,6 +21,26 @@ export interface KvCacheLayer {
   readonly v: Tensor;
 }
 
+/** Names of the cache's plan entries. */
+export const KV_CACHE_BUFFERS = {
+  k: 'kv cache k (Hkv, maxContext, Dh) f32',
+  v: 'kv cache v (Hkv, maxContext, Dh) f32',
+  ropeCos: 'generation rope cos (maxContext, Dh/2) f32',
+  ropeSin: 'generation rope sin (maxContext, Dh/2) f32',
+} as const;
+
+/** The cache's buffers (KvCache.create allocates exactly these): k and v of every layer, the rope table. */
+export function planKvCache(c: Qwen3Config, maxContext: number): PlanBuffer[] {
+  const { numHiddenLayers: L, numKeyValueHeads: Hkv, headDim: Dh } = c;
+  const n = KV_CACHE_BUFFERS;
+  return [
+    planBuffer(n.k, 'scratch', 'run', [Hkv, maxContext, Dh], 'f32', { count: L }),
+    planBuffer(n.v, 'scratch', 'run', [Hkv, maxContext, Dh], 'f32', { count: L }),
+    planBuffer(n.ropeCos, 'scratch', 'run', [maxContext, Dh / 2], 'f32'),
+    planBuffer(n.ropeSin, 'scratch', 'run', [maxContext, Dh / 2], 'f32'),
+  ];
+}
+
 export class KvCache {
   private constructor(
     readonly maxContext: number,
@@ -27,6 +48,9 @@ export class KvCache {
     /** (maxContext, Dh/2) f32 each. */
     readonly rope: { readonly cos: Tensor; readonly sin: Tensor },
     readonly bytes: number,
+    private readonly allocation: PlanAllocation,
+    /** The plan the cache allocated (planKvCache). */
+    readonly plan: readonly PlanBuffer[],
   ) {}
 
   /** Bytes a cache of `maxContext` tokens takes for this model (the rope table not counted). */
@@ -39,21 +63,20 @@ export class KvCache {
     if (maxContext > config.maxPositionEmbeddings) {
       throw new ConfigError(`KV cache: maxContext ${maxContext} exceeds max_position_embeddings ${config.maxPositionEmbeddings} of config.json; use a smaller context`);
     }
-    const { numKeyValueHeads: Hkv, headDim: Dh } = config;
-    const layers = Array.from({ length: config.numHiddenLayers }, (_, l) => ({
-      k: gpu.tensor(`kv cache ${l} k (Hkv, maxContext, Dh) f32`, [Hkv, maxContext, Dh], 'f32'),
-      v: gpu.tensor(`kv cache ${l} v (Hkv, maxContext, Dh) f32`, [Hkv, maxContext, Dh], 'f32'),
-    }));
-    const rope = uploadRopeTable(gpu, ropeTable(config.ropeTheta, Dh, maxContext), 'generation rope');
-    return new KvCache(maxContext, layers, rope, KvCache.bytesFor(config, maxContext));
+    const plan = planKvCache(config, maxContext);
+    const a = allocatePlan(gpu, plan);
+    const n = KV_CACHE_BUFFERS;
+    const ks = a.all(n.k);
+    const vs = a.all(n.v);
+    const layers = ks.map((k, l) => ({ k, v: vs[l] }));
+    const table = ropeTable(config.ropeTheta, config.headDim, maxContext);
+    const rope = { cos: a.one(n.ropeCos), sin: a.one(n.ropeSin) };
+    gpu.write(rope.cos, table.cos);
+    gpu.write(rope.sin, table.sin);
+    return new KvCache(maxContext, layers, rope, KvCache.bytesFor(config, maxContext), a, plan);
   }
 
   destroy(): void {
-    for (const l of this.layers) {
-      l.k.buffer.destroy();
-      l.v.buffer.destroy();
-    }
-    this.rope.cos.buffer.destroy();
-    this.rope.sin.buffer.destroy();
+    this.allocation.destroy();
   }
 }

@@ -33,7 +33,7 @@ export interface PlanBuffer {
    * Who allocates it: the program that plans it (default), the kernels (shared by every program),
    * the model loader, the LoRA arena or the optimiser.
    */
-  readonly allocatedBy?: 'kernels' | 'model' | 'arena' | 'optimizer';
+  readonly allocatedBy?: 'kernels' | 'model' | 'arena' | 'optimizer' | 'trainer';
   /** 'readback': a MAP_READ | COPY_DST staging buffer (default: a storage buffer). */
   readonly usage?: 'storage' | 'readback';
 }
@@ -90,9 +90,9 @@ export class PlanAllocation {
   ) {}
 
   /**
-   * Allocates every entry of `plan` that the program itself allocates (no `allocatedBy`): `count`
-   * buffers of `bytes` each, labelled with the entry's name (and " [i]" when count > 1). Duplicate
-   * names are refused: a name is how the program finds its buffer.
+   * Allocates every entry of `plan` (the caller passes its own): `count` buffers of `bytes` each,
+   * labelled with the entry's name (and " [i]" when count > 1). Duplicate names are refused: a
+   * name is how the program finds its buffer.
    */
   static allocate(gpu: Gpu, plan: readonly PlanBuffer[]): PlanAllocation {
     const byName = new Map<string, { entry: PlanBuffer; tensors: Tensor[] }>();
@@ -100,7 +100,6 @@ export class PlanAllocation {
     const buffers: GPUBuffer[] = [];
     try {
       for (const entry of plan) {
-        if (entry.allocatedBy !== undefined) continue;
         if (byName.has(entry.name)) throw new ShapeError(`memory plan: two buffers are named "${entry.name}"`);
         if (entry.dtype === 'u8') throw new ShapeError(`memory plan: "${entry.name}" is u8, which no program allocates as a tensor`);
         const tensors: Tensor[] = [];

@@ -8,7 +8,7 @@ import { DEFAULT_MAX_SCRATCH_BYTES } from '../kernels/matmul-backward.js';
 import { planBuffer, type PlanBuffer, type PlanCategory, type PlanLifetime } from '../model/buffer-plan.js';
 import type { LossHeadMode } from '../model/loss-head.js';
 import { checkpointedLayers, describeRecompute, type RecomputePolicy } from './recompute.js';
-import { planMicroBatch } from './step-plan.js';
+import { planMicroBatch, planRunningSums } from './step-plan.js';
 import type { TrainerDispatchCounts } from './trainer.js';
 
 /**
@@ -134,6 +134,7 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
       lossChunkTokens: s.lossChunkTokens,
     }),
   );
+  buffers.push(...planRunningSums());
   // Split reductions of the matmul backward (partial sums, then a fixed-order reduce): one buffer
   // of at most DEFAULT_MAX_SCRATCH_BYTES, allocated by the kernels (not by the step).
   add('matmul backward split-reduction scratch f32', 'scratch', 'run', [DEFAULT_MAX_SCRATCH_BYTES / 4], 'f32', 1, true, 'kernels');

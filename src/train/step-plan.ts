@@ -89,3 +89,17 @@ export function planDifferences(a: readonly PlanBuffer[], b: readonly PlanBuffer
   const kb = new Set(b.map(key));
   return [...[...ka].filter((k) => !kb.has(k)).map((k) => `planned only: ${k}`), ...[...kb].filter((k) => !ka.has(k)).map((k) => `built only: ${k}`)];
 }
+
+/** Names of the Trainer's own entries: the running sums over the micro-batches since the last reset. */
+export const TRAINER_BUFFERS = {
+  lossAccum: 'running loss sum (1) f32',
+  correctAccum: 'running right-argmax count (1) f32',
+} as const;
+
+/** The Trainer's own buffers (Trainer.create allocates exactly these). */
+export function planRunningSums(): PlanBuffer[] {
+  return [
+    planBuffer(TRAINER_BUFFERS.lossAccum, 'scratch', 'run', [1], 'f32', { allocatedBy: 'trainer' }),
+    planBuffer(TRAINER_BUFFERS.correctAccum, 'scratch', 'run', [1], 'f32', { allocatedBy: 'trainer' }),
+  ];
+}

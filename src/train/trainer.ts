@@ -14,6 +14,8 @@ import type { StateTensor } from './optimizer-state.js';
 import { moveLoraToArena, type ArenaLoraAdapter } from './param-arena.js';
 import type { StepPlan } from './plan.js';
 import { TrainStep } from './step.js';
+import { planDifferences, planRunningSums, TRAINER_BUFFERS } from './step-plan.js';
+import { allocatePlan, type PlanAllocation } from '../model/buffer-plan.js';
 
 export interface TrainerOptions {
   readonly B: number;
@@ -113,6 +115,8 @@ export class Trainer {
     /** (1) f32 — Σ right-argmax target tokens since the last reset (token accuracy's numerator). */
     private readonly correctAccum: Tensor,
     private readonly correctAdd: Dispatch,
+    /** The Trainer's own buffers (the running sums), from the plan. */
+    private readonly own: PlanAllocation,
   ) {}
 
   static async create(gpu: Gpu, model: Qwen3Model, adapter: LoraAdapter, options: TrainerOptions, kernels?: TrainKernels): Promise<Trainer> {
@@ -126,11 +130,15 @@ export class Trainer {
       options.optimizer.kind === 'adamw'
         ? await AdamwOptimizer.create(gpu, 'adamw', target, normState, options.hyper, { variant: options.optimizer.variant })
         : await Adamw8bitOptimizer.create(gpu, 'adamw8bit', target, normState, options.hyper);
-    const lossAccum = gpu.tensor('running loss sum (1)', [1], 'f32');
+    const sums = planRunningSums();
+    const planned = options.plan?.buffers.filter((b) => b.allocatedBy === 'trainer');
+    if (planned && planDifferences(planned, sums).length > 0) throw new ConfigError(`Trainer: the memory plan's running sums differ from the Trainer's: ${planDifferences(planned, sums).join('; ')}`);
+    const own = allocatePlan(gpu, sums);
+    const lossAccum = own.one(TRAINER_BUFFERS.lossAccum);
     const lossAdd = k.sum.forward('running loss sum += micro-batch loss', { out: lossAccum, values: program.lossSum }, { n: 1, accumulate: true });
-    const correctAccum = gpu.tensor('running right-argmax count (1)', [1], 'f32');
+    const correctAccum = own.one(TRAINER_BUFFERS.correctAccum);
     const correctAdd = k.sum.forward('running right-argmax count += micro-batch count', { out: correctAccum, values: program.correctSum }, { n: 1, accumulate: true });
-    return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0, lossAccum, lossAdd, correctAccum, correctAdd);
+    return new Trainer(gpu, arena, program, norm, normState, optimizer, options.seed ?? 0, lossAccum, lossAdd, correctAccum, correctAdd, own);
   }
 
   /** Recorded after each micro-batch: the running loss and right-argmax sums. */
@@ -287,7 +295,6 @@ export class Trainer {
   destroy(): void {
     this.program.destroy();
     this.adapter.arena.destroy();
-    this.lossAccum.buffer.destroy();
-    this.correctAccum.buffer.destroy();
+    this.own.destroy();
   }
 }

@@ -16,7 +16,7 @@ import { planForward } from '../../src/model/forward-plan.js';
 import { planChunkProgram } from '../../src/generate/chunk-plan.js';
 import { ForwardProgram } from '../../src/model/forward.js';
 import { ChunkProgram } from '../../src/generate/chunk-program.js';
-import type { KvCache } from '../../src/generate/kv-cache.js';
+import { KvCache, planKvCache } from '../../src/generate/kv-cache.js';
 import type { AttentionDecode } from '../../src/kernels/attention-decode.js';
 import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { TrainStep } from '../../src/train/step.js';
@@ -113,7 +113,7 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
               lossHead,
             });
             const what = `${name} ${JSON.stringify(recompute)} dropout ${dropout} ${lossHead}`;
-            const planned = (cat: PlanCategory) => plan.buffers.filter((b) => b.category === cat && b.allocatedBy !== 'kernels').reduce((a, b) => a + b.bytes * b.count, 0);
+            const planned = (cat: PlanCategory) => plan.buffers.filter((b) => b.category === cat && b.allocatedBy === undefined).reduce((a, b) => a + b.bytes * b.count, 0);
             const allocated = (cat: PlanCategory) => step.allocations.filter((a) => a.category === cat).reduce((a, b) => a + b.bytes, 0);
             for (const cat of ['saved', 'scratch', 'inputs'] as const) expect(allocated(cat), `${what}: ${cat}`).toBe(planned(cat));
             // Everything the fake device was asked for is in the plan, and nothing else: the same buffers (names, bytes).
@@ -173,7 +173,7 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
   }
 
   for (const [name, c, , , r] of shapes) {
-    it(`${name}: generation's prefill and decode programs allocate what planChunkProgram lists`, () => {
+    it(`${name}: generation's KV cache, prefill and decode programs allocate what planKvCache and planChunkProgram list`, () => {
       const side = new FakeGpu();
       const maxContext = 64;
       const cache = {
@@ -182,6 +182,11 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
         rope: { cos: side.tensor('cos', [1], 'f32'), sin: side.tensor('sin', [1], 'f32') },
       } as unknown as KvCache;
       const attention = { splitsFor: () => 3, writeKv: () => ({ fake: true }), forward: () => [{ fake: true }] } as unknown as AttentionDecode;
+      // The KV cache the programs share: every layer's k and v, the rope table.
+      const kvGpu = new FakeGpu();
+      KvCache.create(kvGpu as unknown as Gpu, c, maxContext);
+      expect(kvGpu.created, `${name} KV cache`).toEqual(expectedBuffers(planKvCache(c, maxContext)));
+      expect(kvGpu.createdBytes).toBe(KvCache.bytesFor(c, maxContext) + 2 * maxContext * (c.headDim / 2) * 4);
       for (const rows of [1, 16]) {
         for (const withAdapter of [false, true]) {
           const gpu = new FakeGpu();
