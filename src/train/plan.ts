@@ -192,6 +192,22 @@ function largestWithRemedies(plan: StepPlan, n = 3): string {
   return big.map((b) => `  ${fmtBytes(b.bytes * b.count)} ${b.count > 1 ? `${b.count} × ` : ''}"${b.name}" [${b.category}]: lower ${shrinkingSettings(b, plan.settings, plan.layers).join(', ') || 'nothing in the config'}`).join('\n');
 }
 
+/** The refusal of the first buffer over a device's buffer limits (maxBufferSize, or maxStorageBufferBindingSize when bound), or undefined. */
+export function bufferLimitError(plan: StepPlan, device: DeviceBudget): DeviceLimitError | undefined {
+  for (const b of plan.buffers) {
+    const remedy = `lower ${shrinkingSettings(b, plan.settings, plan.layers).join(', ') || 'nothing in the config'}`;
+    if (b.bytes > device.maxBufferSize) {
+      return new DeviceLimitError(`memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)}, over this device's maxBufferSize ${fmtBytes(device.maxBufferSize)}; ${remedy}`);
+    }
+    if (b.bound && b.bytes > device.maxStorageBufferBindingSize) {
+      return new DeviceLimitError(
+        `memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)} in one shader binding, over this device's maxStorageBufferBindingSize ${fmtBytes(device.maxStorageBufferBindingSize)}; ${remedy}`,
+      );
+    }
+  }
+  return undefined;
+}
+
 export interface PlanCheck {
   /** Whether the device's memory is known (else only per-buffer limits were checked). */
   readonly memoryKnown: boolean;
@@ -204,17 +220,8 @@ export interface PlanCheck {
  * the settings that shrink them. Returns whether the device memory was known.
  */
 export function checkPlan(plan: StepPlan, device: DeviceBudget): PlanCheck {
-  for (const b of plan.buffers) {
-    const remedy = `lower ${shrinkingSettings(b, plan.settings, plan.layers).join(', ') || 'nothing in the config'}`;
-    if (b.bytes > device.maxBufferSize) {
-      throw new DeviceLimitError(`memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)}, over this device's maxBufferSize ${fmtBytes(device.maxBufferSize)}; ${remedy}`);
-    }
-    if (b.bound && b.bytes > device.maxStorageBufferBindingSize) {
-      throw new DeviceLimitError(
-        `memory plan: buffer "${b.name}" needs ${fmtBytes(b.bytes)} in one shader binding, over this device's maxStorageBufferBindingSize ${fmtBytes(device.maxStorageBufferBindingSize)}; ${remedy}`,
-      );
-    }
-  }
+  const broken = bufferLimitError(plan, device);
+  if (broken) throw broken;
   if (device.memoryBytes === undefined) {
     return { memoryKnown: false, note: `memory plan: ${fmtBytes(plan.total)}; this device does not report its memory (WebGPU does not tell it), so only its buffer limits were checked` };
   }

@@ -12,7 +12,7 @@ import type { Qwen3Config } from '../model/config.js';
 import { chooseLossChunk, type LossHeadMode } from '../model/loss-head.js';
 import type { LinearWeight } from '../kernels/matmul.js';
 import { countStepDispatches } from './dispatch-count.js';
-import { planStep, withDispatchCounts, type StepPlan, type StepSettings } from './plan.js';
+import { bufferLimitError, planStep, withDispatchCounts, type StepPlan, type StepSettings } from './plan.js';
 import { checkpointedLayers, recomputePolicy } from './recompute.js';
 
 /** Settings of the memory plan for a config and batch shape, with the loss head given. */
@@ -53,9 +53,13 @@ export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gp
 /**
  * The run's memory plan for `config` at (B, T) on `gpu` — what `train` and `train --dry-run` both
  * print and the Trainer allocates from — with its dispatch counts (the Trainer built from this
- * plan on a recording device with `gpu`'s adapter, features and limits).
+ * plan on a recording device with `gpu`'s adapter, features and limits), unless it breaks a
+ * buffer limit.
  */
 export async function runPlan(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): Promise<StepPlan> {
   const plan = planStep(model, runStepSettings(config, model, gpu, B, T));
+  // A plan over the device's buffer limits cannot be built, not even on the recording device:
+  // checkPlan refuses it, naming the buffer, once its table is printed.
+  if (bufferLimitError(plan, gpu.limits)) return plan;
   return withDispatchCounts(plan, await countStepDispatches(gpu, model, plan));
 }
