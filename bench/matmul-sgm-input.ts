@@ -54,6 +54,12 @@ function rowScales(dy: Float32Array, m: number, n: number): Float32Array {
   return out;
 }
 
+function writeJson(path: string, value: unknown): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+  renameSync(tmp, path);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -91,6 +97,7 @@ async function main(): Promise<void> {
   const tileList = [...mms.values()][0].tiles;
   console.log(`compiled ${tileList.length} tiles × ${formats.length} formats × prefetch ${prefetches.join('/')} in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${tileList.map(sgmTileName).join(', ')}`);
 
+  const command = `node dist/bench/matmul-sgm-input.js ${process.argv.slice(2).join(' ')}`.trim();
   const results: Record<string, unknown>[] = [];
   const header = `${'shape'.padEnd(10)} ${'format'.padEnd(6)} ${'M'.padStart(5)} ${'N'.padStart(6)} ${'K'.padStart(6)}  ${'tile'.padEnd(26)} ${'S'.padStart(2)} ${'pf'.padEnd(3)} ${'ms'.padStart(8)} ${'TFLOP/s'.padStart(8)}  err/bound`;
   const lines: string[] = [];
@@ -120,10 +127,13 @@ async function main(): Promise<void> {
       for (const [pf, mm] of mms) {
         const planned = mm.plan(m, n, k);
         for (const tile of mm.tiles) {
+          const done = new Set<number>();
           for (const choice of sliceChoices) {
             const plan = mm.plan(m, n, k, { tile, slices: choice === 'plan' ? undefined : choice });
             if (choice === 'plan' && tile !== planned.tile) continue;
-            if (choice !== 'plan' && sliceChoices.includes('plan') && tile === planned.tile && plan.slices === planned.slices) continue;
+            // each (tile, slices) once: forced counts clamp to what the scratch allows
+            if (done.has(plan.slices) || (choice !== 'plan' && sliceChoices.includes('plan') && tile === planned.tile && plan.slices === planned.slices)) continue;
+            done.add(plan.slices);
             const list: Dispatch[] = mm.input(`${shape.name} ${format}`, { dx, dy, rowScale, w: bw.w }, { tile, slices: plan.slices });
             gpu.fill32(dx, 0x7fc00000);
             submitDispatches(gpu, list);
@@ -177,15 +187,11 @@ async function main(): Promise<void> {
       for (const t of [bw.w.data, bw.w.absmax, bw.w.doubleQuant?.codes, bw.w.doubleQuant?.absmax2]) t?.buffer.destroy();
     }
     for (const t of [dy, rowScale, dx]) t.buffer.destroy();
+    // written after every shape, so that a run cut short keeps what it measured
+    if (values.json) writeJson(values.json, { device: gpu.describe(), date: new Date().toISOString(), command, reps, callsPerPass: 10, results });
   }
   console.log('\n' + header + '\n' + '-'.repeat(header.length) + '\n' + lines.join('\n'));
-  if (values.json) {
-    const command = `node dist/bench/matmul-sgm-input.js ${process.argv.slice(2).join(' ')}`.trim();
-    const tmp = `${values.json}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ device: gpu.describe(), date: new Date().toISOString(), command, reps, callsPerPass: 10, results }, null, 2) + '\n');
-    renameSync(tmp, values.json);
-    console.log(`wrote ${values.json}`);
-  }
+  if (values.json) console.log(`wrote ${values.json}`);
   for (const mm of mms.values()) mm.destroy();
   gpu.destroy();
 }

@@ -55,15 +55,23 @@ export const matmulSgmInputSpec: KernelSpec<typeof MatmulSgmInputParams> = {
 export const SGM_INPUT_TILES = {
   /** 256 × 128, 8 × 1 subgroups of 2 × 8: the forward's fastest. */
   tall: { sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 32 },
-  /** 128 × 256, 4 × 2 subgroups of 2 × 8: half the dY re-reads of `tall` (dY is f32, W 4-bit). */
+  /**
+   * 256 × 80, 8 × 1 subgroups of 2 × 5: 256 workgroups where `tall` makes 160 (dX of width 2560 at
+   * 2048 tokens), two nearly full waves on 132 SMs without splitting the reduction.
+   */
+  narrow: { sgM: 8, sgN: 1, fm: 2, fn: 5, bk: 32 },
+  /**
+   * 128 × 256, 4 × 2 subgroups of 2 × 8: half the dY re-reads of `tall` (dY is f32, W 4-bit), yet
+   * 15–25 % slower than it at every projection (H200, bench/results/h200-2026-12-02-matmul-sgm-input.json).
+   */
   wide: { sgM: 4, sgN: 2, fm: 2, fn: 8, bk: 32 },
-  /** 128 × 128, 4 × 2 subgroups of 2 × 4. */
+  /** 128 × 128, 4 × 2 subgroups of 2 × 4: more workgroups for smaller outputs. */
   medium: { sgM: 4, sgN: 2, fm: 2, fn: 4, bk: 32 },
   /** 64 × 64, 2 × 2 subgroups of 2 × 2, reduction steps of 64: small outputs. */
   tiny: { sgM: 2, sgN: 2, fm: 2, fn: 2, bk: 64 },
 } as const satisfies Record<string, SgmTile>;
 
-export const SGM_INPUT_DEFAULT_TILES: readonly SgmTile[] = [SGM_INPUT_TILES.tall, SGM_INPUT_TILES.wide, SGM_INPUT_TILES.medium, SGM_INPUT_TILES.tiny];
+export const SGM_INPUT_DEFAULT_TILES: readonly SgmTile[] = [SGM_INPUT_TILES.tall, SGM_INPUT_TILES.narrow, SGM_INPUT_TILES.medium, SGM_INPUT_TILES.tiny];
 
 /** The shader's fixed sizes: staging halves, subgroups (edge scratch), rows of the row-scale tables. */
 const TILE_HALVES = 15360;
@@ -126,18 +134,26 @@ export interface SgmInputPlan {
  * The machine the plan assumes: `sms` multiprocessors, each holding one workgroup of 128
  * accumulator fragments (8 subgroups × 2 × 8, the register file's limit) or proportionally more of
  * smaller tiles (at most 5, workgroup memory), all at `flops` together with 2 × 8 fragments per
- * subgroup (less with fewer, tileEfficiency); a split adds the slice sum (S + 2 floats per output
- * at `bandwidth`) and `dispatch` seconds. The time is waves of workgroups × one workgroup's time.
+ * subgroup (less with fewer, tileEfficiency). The time is waves of workgroups × one workgroup's
+ * time (its share of the arithmetic plus `epilogue` seconds per 256 × 128 outputs); a split adds
+ * 2·S floats per output (partial sums written, then read by the slice sum) at `bandwidth` and
+ * `dispatch` seconds.
  */
 export interface SgmInputMachine {
   readonly sms: number;
   readonly flops: number;
+  readonly epilogue: number;
   readonly bandwidth: number;
   readonly dispatch: number;
 }
 
-/** An H200 (132 SMs, the forward's ~100 TFLOP/s when full); an RTX 4090 has 128 SMs. */
-export const SGM_INPUT_MACHINE: SgmInputMachine = { sms: 132, flops: 100e12, bandwidth: 3e12, dispatch: 5e-6 };
+/**
+ * An H200, fitted to the first sweep (bench/results/h200-2026-12-02-matmul-sgm-input.json, 256 × 128
+ * tiles: gate/up's dX at 1–6 slices within 1 %, k/v_proj's within 5 %): 132 SMs, 100 TFLOP/s when
+ * full, 7.7 µs of epilogue per workgroup, 1.75 TB/s for the split's extra traffic. (An RTX 4090 has
+ * 128 SMs.)
+ */
+export const SGM_INPUT_MACHINE: SgmInputMachine = { sms: 132, flops: 100e12, epilogue: 7.7e-6, bandwidth: 1.75e12, dispatch: 0 };
 
 export interface SgmInputPlanOptions {
   /** Largest scratch buffer (default: no limit). */
@@ -179,7 +195,7 @@ export function planSgmInput(m: number, n: number, k: number, tiles: readonly Sg
  */
 function tileEfficiency(t: SgmTile): number {
   const f = t.fm * t.fn;
-  return f >= 16 ? 1 : f >= 8 ? 0.7 : f >= 4 ? 0.25 : 0.1;
+  return f >= 16 ? 1 : f >= 10 ? 0.9 : f >= 8 ? 0.7 : f >= 4 ? 0.25 : 0.1;
 }
 
 function planSlices(m: number, n: number, k: number, tile: SgmTile, wanted: number, machine: SgmInputMachine): SgmInputPlan {
@@ -192,8 +208,8 @@ function planSlices(m: number, n: number, k: number, tile: SgmTile, wanted: numb
   const perSm = Math.min(5, Math.max(1, Math.floor(128 / fragments)));
   const slots = machine.sms * perSm;
   const waves = Math.ceil(groups / slots);
-  const perGroup = (2 * bm * bn * Math.min(slice, n)) / ((machine.flops * tileEfficiency(tile)) / slots);
-  const sum = slices > 1 ? (4 * (slices + 2) * m * k) / machine.bandwidth + machine.dispatch : 0;
+  const perGroup = (2 * bm * bn * Math.min(slice, n)) / ((machine.flops * tileEfficiency(tile)) / slots) + (machine.epilogue * bm * bn) / (256 * 128);
+  const sum = slices > 1 ? (4 * 2 * slices * m * k) / machine.bandwidth + machine.dispatch : 0;
   return { tile, slices, slice, scratchBytes: slices > 1 ? slices * m * k * 4 : 0, estimate: waves * perGroup + sum };
 }
 

@@ -92,8 +92,11 @@ describe('subgroup-matrix input gradient: tiles, plan, error bound', () => {
       expect(p.scratchBytes, name).toBe(p.slices > 1 ? p.slices * 2048 * k * 4 : 0);
       expect(p.scratchBytes, name).toBeLessThanOrEqual(128 * 2 ** 20);
     }
-    // gate/up's dX: 160 workgroups of 256 × 128 on 132 SMs, reduction 9728: split
-    expect(planSgmInput(2048, 9728, 2560, tiles).slices).toBeGreaterThan(1);
+    // with 256 × 128 tiles only, gate/up's dX (160 workgroups on 132 SMs, reduction 9728) splits,
+    // k/v_proj's (reduction 1024) does not: its partial sums would cost more than the idle SMs
+    // (both as measured on the H200)
+    expect(planSgmInput(2048, 9728, 2560, [SGM_INPUT_TILES.tall]).slices).toBeGreaterThan(1);
+    expect(planSgmInput(2048, 1024, 2560, [SGM_INPUT_TILES.tall]).slices).toBe(1);
     // down_proj's dX (2048 × 9728): 608 workgroups already
     expect(planSgmInput(2048, 2560, 9728, tiles).slices).toBe(1);
     // a scratch of 2 outputs allows 2 slices at most; forced tile and slices are honoured (clamped to N's steps)
@@ -189,7 +192,7 @@ function makeWeight(rng: Rng, format: StoredFormat, n: number, k: number): { w: 
 }
 
 /**
- * Every output finite and within `allowed` of the float64 reference; and, per row, the bound far
+ * Every output finite and within `allowed` of the float64 reference; and, per row, the bound well
  * below the row's own outputs (so rows of 1e-10 are checked at their own scale, not against 1e4).
  * Failure names the worst index, both values and how many outputs failed.
  */
@@ -212,7 +215,8 @@ function expectWithinBound(what: string, out: Float32Array, ref: Float64Array, a
       mag += Math.abs(ref[r * k + c]);
       tol += allowed[r * k + c];
     }
-    if (mag > 0) expect(tol, `${what}: row ${r}'s bound against its outputs`).toBeLessThan(mag / 20);
+    // a fifth: at N = 1000 the sum Σ|dY·W| the bound scales with is ~30× |dX| (random signs cancel)
+    if (mag > 0) expect(tol, `${what}: row ${r}'s bound against its outputs`).toBeLessThan(mag / 5);
   }
   return worst;
 }
