@@ -2,14 +2,14 @@
  * Subgroup-matrix (tensor-core) input-gradient benchmark: dX (M, K) = dY (M, N) · dequant(W) (N, K).
  *
  *   npx tsc -p . && node dist/bench/matmul-sgm-input.js [--reps N] [--json FILE] [--force] [--formats nf4,bf16]
- *       [--tile 256x128x32/8x1sg/2x8f,...] [--slices plan,1,2,4] [--prefetch on,off] [--shapes q_proj,gate/up]
+ *       [--tile 256x128x32/8x1sg/2x8f,...] [--slices plan,1,2,4] [--prefetch auto,on,off] [--shapes q_proj,gate/up]
  *       [--no-robustness]
  *
  * Times MatmulSgmInput.input at the input gradients of Qwen3-4B's projections with M = 2048 tokens —
  * reduction N → output K: 4096 → 2560 (q_proj), 1024 → 2560 (k/v_proj), 9728 → 2560 (gate/up),
  * 2560 → 4096 (o_proj), 2560 → 9728 (down_proj) — for every compiled tile, reduction split
  * ('plan' = what MatmulSgmInput.plan picks; a forced count applies to every tile) and prefetch
- * setting; `*` marks the planned variant. dY is random at gradient size (±1e-6) with the row scales
+ * setting (auto: sgmInputPrefetch); `*` marks the planned variant. dY is random at gradient size (±1e-6) with the row scales
  * of issue 11 item 4 (computed here on the CPU). After a warm-up of about a second of dispatches,
  * each timing is the median of --reps (default 10) timestamp-query passes of 10 calls each (a call
  * is 1 dispatch, or 2 with a split: partial sums and their sum). Prints ms, TFLOP/s (2·M·N·K / time)
@@ -70,7 +70,7 @@ async function main(): Promise<void> {
       tile: { type: 'string' },
       formats: { type: 'string', default: 'nf4' },
       slices: { type: 'string', default: 'plan' },
-      prefetch: { type: 'string', default: 'on' },
+      prefetch: { type: 'string', default: 'auto' },
       shapes: { type: 'string' },
     },
   });
@@ -89,11 +89,11 @@ async function main(): Promise<void> {
   const sliceChoices = values.slices.split(',').map((s) => (s.trim() === 'plan' ? 'plan' : Number(s)));
   for (const s of sliceChoices) if (s !== 'plan' && !(Number.isInteger(s) && s >= 1)) throw new Error(`bench/matmul-sgm-input: --slices ${String(s)}: expected plan or a positive integer`);
   const prefetches = values.prefetch.split(',').map((p) => p.trim());
-  for (const p of prefetches) if (p !== 'on' && p !== 'off') throw new Error(`bench/matmul-sgm-input: --prefetch ${p}: expected on or off`);
+  for (const p of prefetches) if (p !== 'on' && p !== 'off' && p !== 'auto') throw new Error(`bench/matmul-sgm-input: --prefetch ${p}: expected auto, on or off`);
   const shapes = values.shapes ? SHAPES.filter((s) => values.shapes!.split(',').includes(s.name)) : SHAPES;
   const t0 = performance.now();
   const mms = new Map<string, MatmulSgmInput>();
-  for (const p of prefetches) mms.set(p, await MatmulSgmInput.create(gpu, { tiles, formats, accumulate: [false], prefetch: p === 'on' }));
+  for (const p of prefetches) mms.set(p, await MatmulSgmInput.create(gpu, { tiles, formats, accumulate: [false], prefetch: p === 'auto' ? 'auto' : p === 'on' }));
   const tileList = [...mms.values()][0].tiles;
   console.log(`compiled ${tileList.length} tiles × ${formats.length} formats × prefetch ${prefetches.join('/')} in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${tileList.map(sgmTileName).join(', ')}`);
 

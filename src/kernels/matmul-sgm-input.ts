@@ -57,7 +57,9 @@ export const SGM_INPUT_TILES = {
   tall: { sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 32 },
   /**
    * 256 × 80, 8 × 1 subgroups of 2 × 5: 256 workgroups where `tall` makes 160 (dX of width 2560 at
-   * 2048 tokens), two nearly full waves on 132 SMs without splitting the reduction.
+   * 2048 tokens), two nearly full waves on 132 SMs without splitting the reduction: the fastest at
+   * k/v_proj's short reduction (73 TFLOP/s against 60 with `tall`), slower than `tall` split 4 ways
+   * at q_proj and gate/up.
    */
   narrow: { sgM: 8, sgN: 1, fm: 2, fn: 5, bk: 32 },
   /**
@@ -115,6 +117,16 @@ export function sgmInputTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxI
   const bytes = sgmInputWorkgroupBytes();
   if (bytes > maxWorkgroupBytes) problems.push(`the shader needs ${bytes} bytes of workgroup memory, the device allows ${maxWorkgroupBytes}`);
   return problems;
+}
+
+/**
+ * Whether a tile prefetches ('auto': with 2 × 8 fragments per subgroup). Measured on the H200
+ * (bench/results/h200-2026-12-02-matmul-sgm-input-v2.json, robustness on): 256 × 128 tiles ran 3–5 %
+ * faster with prefetch (gate/up's dX 90.4 against 85.0 TFLOP/s), 256 × 80 tiles 7–9 % slower
+ * (k/v_proj's dX 67.1 against 73.1).
+ */
+export function sgmInputPrefetch(t: SgmTile, prefetch: boolean | 'auto'): boolean {
+  return prefetch === 'auto' ? t.fm * t.fn >= 16 : prefetch;
 }
 
 /** How one input gradient runs: its tile and the split of its reduction over N. */
@@ -191,11 +203,12 @@ export function planSgmInput(m: number, n: number, k: number, tiles: readonly Sg
 
 /**
  * A full GPU's rate with this tile relative to 2 × 8 fragments per subgroup: fewer fragments load
- * more fragments per multiply (the probe on the H200: 2 × 4 at 0.7, 2 × 2 at 0.2 of 4 × 4's rate).
+ * more fragments per multiply (the probe on the H200: 2 × 4 at 0.7, 2 × 2 at 0.2 of 4 × 4's rate;
+ * 2 × 5 measured at 0.73–0.78 without prefetch, …-matmul-sgm-input-v2.json).
  */
 function tileEfficiency(t: SgmTile): number {
   const f = t.fm * t.fn;
-  return f >= 16 ? 1 : f >= 10 ? 0.9 : f >= 8 ? 0.7 : f >= 4 ? 0.25 : 0.1;
+  return f >= 16 ? 1 : f >= 10 ? 0.74 : f >= 8 ? 0.7 : f >= 4 ? 0.25 : 0.1;
 }
 
 function planSlices(m: number, n: number, k: number, tile: SgmTile, wanted: number, machine: SgmInputMachine): SgmInputPlan {
@@ -220,8 +233,11 @@ export interface MatmulSgmInputOptions {
   readonly formats?: readonly StoredFormat[];
   /** Epilogues to compile (default both; a split's partial pass always uses the plain one). */
   readonly accumulate?: readonly boolean[];
-  /** Issue the next step's global loads before this step's arithmetic (default true). */
-  readonly prefetch?: boolean;
+  /**
+   * Issue the next step's global loads before this step's arithmetic: true, false, or 'auto'
+   * (default: sgmInputPrefetch, on for 2 × 8 fragments per subgroup, off for fewer).
+   */
+  readonly prefetch?: boolean | 'auto';
   /** Largest scratch buffer of a split call (default 128 MiB, never past maxStorageBufferBindingSize). */
   readonly maxScratchBytes?: number;
   /** What the plan assumes of the GPU (default SGM_INPUT_MACHINE). */
@@ -283,7 +299,7 @@ export class MatmulSgmInput {
       for (const format of options.formats ?? STORED_FORMATS) {
         // the plain epilogue is always compiled: split calls write their partial sums with it
         for (const accumulate of new Set([false, ...(options.accumulate ?? [true])])) {
-          const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate, PREFETCH: options.prefetch ?? true };
+          const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate, PREFETCH: sgmInputPrefetch(tile, options.prefetch ?? 'auto') };
           kernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulSgmInputSpec, constants));
         }
       }

@@ -281,10 +281,12 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix input gradient on th
     });
   }
 
-  it('without PREFETCH (loads next to the stores) the results match float64 too', async () => {
-    const plain = await MatmulSgmInput.create(gpu, { tiles: [SGM_INPUT_TILES.tall], formats: ['nf4dq', 'f32'], accumulate: [false], prefetch: false });
-    await check('nf4dq no prefetch', 'nf4dq', [300, 200, 192], { mm: plain }, 7);
-    await check('f32 no prefetch, 2 slices', 'f32', [130, 1000, 128], { mm: plain, slices: 2 }, 8);
+  it('the prefetch setting the defaults do not use (off for 256 × 128, on for 256 × 80) matches float64 too', async () => {
+    const off = await MatmulSgmInput.create(gpu, { tiles: [SGM_INPUT_TILES.tall], formats: ['nf4dq', 'f32'], accumulate: [false], prefetch: false });
+    await check('nf4dq no prefetch', 'nf4dq', [300, 200, 192], { mm: off }, 7);
+    await check('f32 no prefetch, 2 slices', 'f32', [130, 1000, 128], { mm: off, slices: 2 }, 8);
+    const on = await MatmulSgmInput.create(gpu, { tiles: [SGM_INPUT_TILES.narrow], formats: ['nf4'], prefetch: true });
+    await check('nf4 256x80 prefetch, accumulate', 'nf4', [300, 200, 192], { mm: on, accumulate: true }, 9);
   });
 
   it('the row scales matter: with rowScale 1 the 1e-10 rows underflow f16 and leave the bound', async () => {
