@@ -2,7 +2,7 @@
  * Full QLoRA training-step benchmark at a real model's shapes with random weights (no download):
  *   node dist/bench/train-step.js [--config configs/models/qwen3-4b.json] [--batch 4] [--seq 512]
  *        [--r 32] [--checkpointing on|off|both] [--optim adamw|adamw_8bit] [--steps 4] [--json FILE]
- *        [--accumulation 1] [--queue-bound off|on|both] [--dropout 0]
+ *        [--accumulation 1] [--queue-bound off|on|both] [--dropout 0] [--compute float32|float16|both|auto]
  * One step = forward + backward of a micro-batch + grad-norm + optimiser update, timed over
  * --steps steps after one warm-up (wall clock around onSubmittedWorkDone). Reports tokens/s and the
  * planned GPU memory of the step (WebGPU cannot report allocations: the plan lists every buffer,
@@ -11,6 +11,9 @@
  * micro-batch's submit for the one before it, as the training loop does (src/train/gpu-queue.ts),
  * so the cost of that bound on the step time is measured side by side with the unbounded queue.
  * --dropout sets lora_dropout (its masks add dispatches: the dispatch count of each setting is printed).
+ * --compute picks the projections' path (src/model/compute-path.ts): float32 (the tiled f32
+ * matmuls), float16 (tensor cores: f16 subgroup matrices, f32 accumulation; an error where the
+ * adapter has none), both (side by side over the same weights) or auto (default: as a run would).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -20,7 +23,8 @@ import { parseQwen3Config } from '../src/model/config.js';
 import { createLoraAdapter } from '../src/model/lora-init.js';
 import { Qwen3Model } from '../src/model/qwen3.js';
 import { RandomQwen3Source } from '../src/model/random-source.js';
-import { createTrainKernels } from '../src/train/kernels.js';
+import { createTrainKernels, type TrainKernels } from '../src/train/kernels.js';
+import { chooseComputePath, type ComputePath } from '../src/model/compute-path.js';
 import { fmtBytes, planStep } from '../src/train/plan.js';
 import { GpuQueueBound } from '../src/train/gpu-queue.js';
 import { Trainer } from '../src/train/trainer.js';
@@ -38,6 +42,7 @@ const { values } = parseArgs({
     accumulation: { type: 'string', default: '1' },
     'queue-bound': { type: 'string', default: 'off' },
     dropout: { type: 'string', default: '0' },
+    compute: { type: 'string', default: 'auto' },
   },
 });
 const config = parseQwen3Config(JSON.parse(readFileSync(values.config!, 'utf8')), values.config!);
@@ -53,12 +58,17 @@ const dropout = Number(values.dropout);
 
 const gpu = await Gpu.open();
 console.log(`device: ${gpu.describe()}`);
+const computeArg = values.compute!;
+if (!['float32', 'float16', 'both', 'auto'].includes(computeArg)) throw new Error(`--compute ${computeArg}: expected float32, float16, both or auto`);
+const paths: ComputePath[] =
+  computeArg === 'both' ? ['f32', 'tensor-cores'] : [chooseComputePath(gpu, computeArg as 'auto' | 'float32' | 'float16', config).path];
 const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1), { base: 'nf4' });
-const kernels = await createTrainKernels(gpu, config, model.kernels);
+const kernelsOf = new Map<ComputePath, TrainKernels>();
+for (const p of paths) kernelsOf.set(p, await createTrainKernels(gpu, config, model.kernels, { compute: p, formats: ['nf4'] }));
 const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % config.vocabSize);
 const batch = { B, T, inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T), examples: [], targets: 0 };
 const results = [];
-for (const checkpointing of modes) {
+for (const [compute, kernels] of kernelsOf) for (const checkpointing of modes) {
   for (const bounded of bounds) {
     const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout, targetModules: PROJECTIONS, useRslora: false }, 1);
     const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
@@ -77,13 +87,14 @@ for (const checkpointing of modes) {
     await gpu.sync();
     const sec = (performance.now() - t0) / 1000 / steps;
     const loss = (await trainer.readLossSum()) / (B * T - B);
-    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: dropout });
+    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: dropout, compute });
     const rec = {
       device: gpu.describe(),
       date: new Date().toISOString(),
       B,
       T,
       r,
+      compute,
       checkpointing,
       optim,
       accumulation,
@@ -97,7 +108,7 @@ for (const checkpointing of modes) {
       loss,
     };
     console.log(
-      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, checkpointing ${checkpointing ? 'on ' : 'off'} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
+      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, compute ${compute === 'f32' ? 'f32         ' : 'tensor-cores'}, checkpointing ${checkpointing ? 'on ' : 'off'} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
         `${(sec * 1000).toFixed(0)} ms/step, ${((B * T * accumulation) / sec).toFixed(0)} tokens/s, ` +
         `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}`,
     );

@@ -16,6 +16,7 @@ import { SEED_PARAMETERS } from '../config/sampling-parameters.js';
 import { Gpu } from '../kernels/gpu.js';
 import { readQwen3Config } from '../model/config.js';
 import { loadLoraAdapter } from '../model/lora.js';
+import { chooseComputePath } from '../model/compute-path.js';
 import { Qwen3Model } from '../model/qwen3.js';
 import { QwenTokenizer, type ChatMessage } from '../model/tokenizer.js';
 
@@ -143,7 +144,8 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (maxContextFlag !== undefined && maxContextFlag > context) throw new ConfigError(`--max-context ${maxContextFlag}: past the model's context of ${context} tokens (max_position_embeddings in ${modelDir}/config.json)`);
   const gpu = await Gpu.open();
   try {
-    const model = await Qwen3Model.load(gpu, modelDir, { base, doubleQuant: flags.has('double-quant') });
+    // the prefill's projections on tensor cores where the adapter has them (compute_dtype auto); decode stays on the matrix-vector kernel
+    const model = await Qwen3Model.load(gpu, modelDir, { base, doubleQuant: flags.has('double-quant'), compute: chooseComputePath(gpu, 'auto', config).path });
     const adapterDir = one('adapter') ?? found?.adapterDir;
     const adapter = adapterDir !== undefined ? await loadLoraAdapter(gpu, adapterDir, config) : undefined;
     const promptTokens = inputTokens(tokenizer, input, config.vocabSize, options);

@@ -191,7 +191,7 @@ export async function runTrain(argv: string[]): Promise<number> {
 
     await checkExportSpace(config.output_dir, modelDir, config); // the configured export must fit before training starts
     const t0 = performance.now();
-    const model = await Qwen3Model.load(gpu, modelDir, { base: config.use_4bit ? 'nf4' : 'full', doubleQuant: config.bnb_4bit_use_double_quant });
+    const model = await Qwen3Model.load(gpu, modelDir, { base: config.use_4bit ? 'nf4' : 'full', doubleQuant: config.bnb_4bit_use_double_quant, compute: plan.settings.compute });
     console.log(`model: ${modelDir} loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s (${config.use_4bit ? 'NF4' : 'full-precision'} base)`);
     const adapter = createLoraAdapter(
       gpu,

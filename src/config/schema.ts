@@ -107,6 +107,13 @@ export const configSchema = z
     bnb_4bit_compute_dtype: z.enum(['bfloat16', 'float16', 'float32']).default('bfloat16'),
     bnb_4bit_quant_type: z.enum(['nf4', 'fp4']).default('nf4'),
     bnb_4bit_use_double_quant: z.boolean().default(false),
+    /**
+     * new: the projections' matmul precision (issue 11 item 5). `auto`: f16 operands with f32
+     * accumulation on tensor cores (subgroup matrices) where the adapter offers them, else f32;
+     * `float32`: always the f32 path (the reference); `float16`: tensor cores or a DeviceError
+     * naming what the adapter lacks. bnb_4bit_compute_dtype (bitsandbytes' key) does not choose it.
+     */
+    compute_dtype: z.enum(['auto', 'float32', 'float16']).default('auto'),
 
     // ── Optimisation ──────────────────────────────────────────────────────────────────────
     num_train_epochs: numeric(z.number().gt(0, 'num_train_epochs must be > 0')).default(3),

@@ -2,6 +2,7 @@ import type { Projection } from '../model/checkpoint.js';
 import type { Qwen3Config } from '../model/config.js';
 import { savedSpecs } from '../model/decoder-layer.js';
 import { planBuffer, planTotal, type PlanBuffer } from '../model/buffer-plan.js';
+import { rowScalePlan, type ComputePath } from '../model/compute-path.js';
 
 /**
  * The buffers of one generation chunk program (src/generate/chunk-program.ts) of C rows, which
@@ -18,6 +19,8 @@ export interface ChunkPlanSettings {
   readonly targets: readonly Projection[];
   /** i32 words of the step-input buffer (ids | positions | chunk | last, each section aligned). */
   readonly inputWords: number;
+  /** The projections' path (default 'f32'; a one-row program stays on its matrix-vector kernel): tensor cores add the row-scale buffer. */
+  readonly compute?: ComputePath;
 }
 
 /** Names of the chunk program's own plan entries (the layer set is named from its specs). */
@@ -43,5 +46,6 @@ export function planChunkProgram(c: Qwen3Config, s: ChunkPlanSettings): { readon
   buffers.push(b(n.oPart, [s.splits, C, H * Dh], 'f32'), b(n.mlPart, [s.splits, C, H, 2], 'f32'));
   buffers.push(b(n.xLast, [1, D], 'f32'), b(n.xf, [1, D], 'f32'), b(n.rstdLast, [1], 'f32'));
   buffers.push(b(n.logits, [1, V], 'f32'), b(n.readback, [V], 'f32', 'readback'));
+  buffers.push(...rowScalePlan(s.compute, C));
   return Object.freeze({ buffers: Object.freeze(buffers), total: planTotal(buffers) });
 }

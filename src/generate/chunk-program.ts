@@ -9,7 +9,8 @@ import { MapMode } from '../kernels/usage.js';
 import { allocatePlan, type PlanAllocation, type PlanBuffer } from '../model/buffer-plan.js';
 import { CHUNK_BUFFERS, planChunkProgram } from './chunk-plan.js';
 import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass } from '../model/decoder-layer.js';
-import type { ModelKernels } from '../model/kernels.js';
+import { kernelsComputePath, type ModelKernels } from '../model/kernels.js';
+import { ROW_SCALE_BUFFER } from '../model/compute-path.js';
 import type { LoraAdapter } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { KvCache } from './kv-cache.js';
@@ -111,7 +112,9 @@ export class ChunkProgram {
     const R = adapter?.config.r ?? 0;
     const targets = adapter?.config.targetModules ?? [];
     // Every buffer of the program, from its plan.
-    const plan = planChunkProgram(c, { rows: C, splits, r: adapter ? R : undefined, targets, inputWords: layout.length });
+    // tensor cores (kernels.tensorCores) for the prefill's projections; one row stays on the matrix-vector kernel
+    const compute = C > 1 ? kernelsComputePath(k) : 'f32';
+    const plan = planChunkProgram(c, { rows: C, splits, r: adapter ? R : undefined, targets, inputWords: layout.length, compute });
     const a = allocatePlan(gpu, plan.buffers);
     const n = CHUNK_BUFFERS;
     const input = a.one(n.input);
@@ -138,7 +141,7 @@ export class ChunkProgram {
     const oneRow = (label: string, call: MatmulCall): Dispatch => (matvec?.supports(call.w) ? matvec.forward(label, call) : k.matmul.forward(label, call));
     const linear = C === 1 ? oneRow : (label: string, call: MatmulCall): Dispatch => k.matmul.forward(label, call);
     list.push(k.embedding.forward('embed', { x: b.x, table: weights.embed, ids }, { tokens: C, hidden: D, vocab: V }));
-    const pass: LayerPass = { kernels: k, dims, rope: { cos: cache.rope.cos, sin: cache.rope.sin, posIds: pos }, linear };
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: cache.rope.cos, sin: cache.rope.sin, posIds: pos }, linear, rowScale: a.maybe(ROW_SCALE_BUFFER) };
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const kv = cache.layers[l];
       const layer = decoderLayer(`layer ${l}`, weights.layers[l], adapterLayer(adapter, l));

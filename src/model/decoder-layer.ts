@@ -5,7 +5,7 @@ import type { DType, Tensor } from '../kernels/tensor.js';
 import { PROJECTIONS, type Projection } from './checkpoint.js';
 import type { ModelKernels } from './kernels.js';
 import type { LoraAdapter, LoraPair } from './lora.js';
-import { projectionBackward, projectionDown, projectionForward, projectionsDown, type LinearKernel, type ProjectionDropout, type ProjectionKernels, type ProjectionUnit } from './projection.js';
+import { projectionBackward, projectionDown, projectionForward, projectionRowScale, projectionsDown, type LinearKernel, type ProjectionDropout, type ProjectionKernels, type ProjectionUnit } from './projection.js';
 import type { LayerWeights } from './weights.js';
 
 /**
@@ -206,6 +206,12 @@ export interface LayerPass {
   readonly identity?: Tensor;
   /** The projections' matrix kernel (default: the tiled matmul). */
   readonly linear?: LinearKernel;
+  /**
+   * (N) f32 row scales, reused for every input of a tensor-core matmul: given, the base projections
+   * run on tensor cores (kernels.tensorCores; src/model/compute-path.ts): one row-scale dispatch
+   * per distinct input (hn1, attn, hn2, act; each dy in the backward) before the matmuls reading it.
+   */
+  readonly rowScale?: Tensor;
 }
 
 /** One layer: its weights and its seven projections as units; `label` prefixes its dispatch labels. */
@@ -264,7 +270,11 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
   const down = (ps: readonly Projection[], input: Tensor): Set<ProjectionUnit> =>
     projectionsDown(list, k, ps.map((p) => layer.proj[p]), input, ps.map((p) => s.u[p]));
   const proj = (p: Projection, y: Tensor, input: Tensor, accumulate: boolean, ready: Set<ProjectionUnit>): void =>
-    projectionForward(list, k, layer.proj[p], { y, x: input, u: s.u[p], accumulate, uReady: ready.has(layer.proj[p]) }, pass.linear);
+    projectionForward(list, k, layer.proj[p], { y, x: input, u: s.u[p], accumulate, uReady: ready.has(layer.proj[p]), rowScale: pass.rowScale }, pass.linear);
+  // tensor cores: the row scales of `input`, once, before the projections reading it
+  const scales = (name: string, input: Tensor): void => {
+    if (pass.rowScale) projectionRowScale(list, k, `${L} ${name}`, input, pass.rowScale);
+  };
   const copy = (label: string, dst: Tensor, src: Tensor): void => {
     if (dst === src) return;
     if (!pass.identity) throw new Error(`${label}: a copy of the residual stream needs the identity index`);
@@ -272,6 +282,7 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
   };
   list.push(k.rmsnorm.forward(`${L} input_layernorm`, { y: s.hn1, rstd: s.rstd1, x, weight: lw.inputNorm }, { rows: N, width: D, eps }));
   const qkv = down(['q_proj', 'k_proj', 'v_proj'], s.hn1);
+  scales('hn1', s.hn1);
   proj('q_proj', s.q, s.hn1, false, qkv);
   proj('k_proj', s.k, s.hn1, false, qkv);
   proj('v_proj', s.v, s.hn1, false, qkv);
@@ -293,9 +304,11 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
     );
   }
   copy(`${L} x_mid ← x_l`, s.xMid, x);
+  scales('attn', s.attn);
   proj('o_proj', s.xMid, s.attn, true, down(['o_proj'], s.attn));
   list.push(k.rmsnorm.forward(`${L} post_attention_layernorm`, { y: s.hn2, rstd: s.rstd2, x: s.xMid, weight: lw.postNorm }, { rows: N, width: D, eps }));
   const gateUp = down(['gate_proj', 'up_proj'], s.hn2);
+  scales('hn2', s.hn2);
   proj('gate_proj', s.gate, s.hn2, false, gateUp);
   proj('up_proj', s.up, s.hn2, false, gateUp);
   list.push(k.swiglu.forward(`${L} swiglu`, s.act, s.gate, s.up));
@@ -304,6 +317,7 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
     return;
   }
   copy(`${L} x_out ← x_mid`, o.out, s.xMid);
+  scales('act', s.act);
   proj('down_proj', o.out, s.act, true, down(['down_proj'], s.act));
 }
 
@@ -326,7 +340,7 @@ export function layerBackward(list: Dispatch[], pass: LayerPass, layer: DecoderL
   const L = layer.label;
   const dU = g.dU ?? g.dhn; // only read for targeted projections, which have dU
   const back = (p: Projection, dX: Tensor, dy: Tensor, input: Tensor, accumulate: boolean): void =>
-    projectionBackward(list, k, layer.proj[p], { dX, dy, x: input, u: s.u[p], dU, accumulate });
+    projectionBackward(list, k, layer.proj[p], { dX, dy, x: input, u: s.u[p], dU, accumulate, rowScale: pass.rowScale });
   // MLP: x_{l+1} = x_mid + down(act)
   back('down_proj', g.dAct, g.dx, s.act, false);
   list.push(k.swiglu.backwardInPlace(`${L} swiglu backward`, { gate: s.gate, up: s.up, dact: g.dAct })); // gate ← dgate, up ← dup

@@ -3,6 +3,7 @@ import type { Qwen3Config } from './config.js';
 import { savedSpecs } from './decoder-layer.js';
 import { planBuffer, planTotal, type PlanBuffer } from './buffer-plan.js';
 import { lossHeadPlan, type LossHeadMode } from './loss-head.js';
+import { rowScalePlan, type ComputePath } from './compute-path.js';
 
 /**
  * The buffers of the evaluation forward (ForwardProgram.build allocates exactly these, by name):
@@ -21,6 +22,8 @@ export interface ForwardSettings {
   readonly logitsLast?: boolean;
   /** Largest position + 1 (rope table rows; default seq). */
   readonly maxPosition?: number;
+  /** The projections' path (default 'f32'); tensor cores add the row-scale buffer. */
+  readonly compute?: ComputePath;
 }
 
 /** Names of the forward's own plan entries (the layer set is named from its specs). */
@@ -52,6 +55,7 @@ export function planForward(c: Qwen3Config, s: ForwardSettings): { readonly buff
   if (s.captureLayers) buffers.push(b(n.identity, [N], 'i32'), b(n.layerOut, [N, D], 'f32', c.numHiddenLayers));
   const P = s.maxPosition ?? s.seq;
   buffers.push(b(n.ropeCos, [P, Dh / 2], 'f32'), b(n.ropeSin, [P, Dh / 2], 'f32'));
+  buffers.push(...rowScalePlan(s.compute, N));
   buffers.push(...lossHeadPlan(N, V, D, { mode: s.lossHead ?? 'chunked', chunkTokens: s.lossChunkTokens }, false));
   return Object.freeze({ buffers: Object.freeze(buffers), total: planTotal(buffers) });
 }

@@ -6,7 +6,8 @@ import type { Tensor } from '../kernels/tensor.js';
 import type { Batch } from '../batch.js';
 import { IGNORE_INDEX } from '../labels.js';
 import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass, type Saved } from './decoder-layer.js';
-import type { ModelKernels } from './kernels.js';
+import { kernelsComputePath, type ModelKernels } from './kernels.js';
+import { ROW_SCALE_BUFFER } from './compute-path.js';
 import { allocatePlan, type PlanAllocation, type PlanBuffer } from './buffer-plan.js';
 import { FORWARD_BUFFERS, planForward } from './forward-plan.js';
 import { chooseLossHeadFor, LossHead, type LossHeadMode } from './loss-head.js';
@@ -150,6 +151,7 @@ export class ForwardProgram {
       captureLayers: shape.captureLayers,
       logitsLast: shape.logitsLast,
       maxPosition,
+      compute: kernelsComputePath(kernels),
     });
     const a = allocatePlan(gpu, plan.buffers);
     const n = FORWARD_BUFFERS;
@@ -179,7 +181,8 @@ export class ForwardProgram {
     const eps = c.rmsNormEps;
     list.push(k.embedding.forward('embed', { x: bufs.x, table: weights.embed, ids: bufs.ids }, { tokens: N, hidden: D, vocab: V }));
 
-    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: bufs.pos } };
+    // tensor cores (kernels.tensorCores): the base projections on subgroup matrices, with the planned row-scale buffer
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: bufs.pos }, rowScale: a.maybe(ROW_SCALE_BUFFER) };
     const attention = { kind: 'packed', B, T, segIds: bufs.seg } as const;
     for (let l = 0; l < c.numHiddenLayers; l++) {
       layerForward(list, pass, decoderLayer(`layer ${l}`, weights.layers[l], adapterLayer(adapter, l)), { x: bufs.x, out: bufs.x, saved: bufs.saved, attention });

@@ -9,7 +9,10 @@ import { SumReduce } from '../kernels/reduce.js';
 import { Rmsnorm } from '../kernels/rmsnorm.js';
 import { Rope } from '../kernels/rope.js';
 import { Swiglu } from '../kernels/swiglu.js';
+import type { StoredFormat } from '../kernels/matmul.js';
+import type { ComputePath } from './compute-path.js';
 import type { Qwen3Config } from './config.js';
+import { createTensorCoreKernels, type TensorCoreKernels } from './tensor-core-kernels.js';
 
 /** Every pipeline the model's forward pass uses, compiled once per run. */
 export interface ModelKernels {
@@ -24,9 +27,21 @@ export interface ModelKernels {
   readonly crossEntropyFused?: CrossEntropyFused;
   readonly sum: SumReduce;
   readonly gatherRows: GatherRows;
+  /**
+   * The tensor-core path's kernels (src/model/compute-path.ts): present exactly when the base
+   * projections run on subgroup matrices; the programs built from these kernels take that path.
+   */
+  readonly tensorCores?: TensorCoreKernels;
 }
 
-export async function createModelKernels(gpu: Gpu, config: Qwen3Config): Promise<ModelKernels> {
+export interface ModelKernelOptions {
+  /** The projections' path (default 'f32'). */
+  readonly compute?: ComputePath;
+  /** The base's stored weight formats, for the tensor-core kernels (default all four). */
+  readonly formats?: readonly StoredFormat[];
+}
+
+export async function createModelKernels(gpu: Gpu, config: Qwen3Config, options: ModelKernelOptions = {}): Promise<ModelKernels> {
   const [embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, sum, gatherRows] = await Promise.all([
     Embedding.create(gpu),
     Rmsnorm.create(gpu),
@@ -39,5 +54,20 @@ export async function createModelKernels(gpu: Gpu, config: Qwen3Config): Promise
     GatherRows.create(gpu),
   ]);
   const crossEntropyFused = fusedHeadUnsupported(gpu) === undefined ? await CrossEntropyFused.create(gpu) : undefined;
-  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows });
+  const tensorCores = options.compute === 'tensor-cores' ? await createTensorCoreKernels(gpu, { formats: options.formats }) : undefined;
+  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows, tensorCores });
+}
+
+/**
+ * `k` on `path`: the same kernels without the tensor-core ones ('f32'), or with them, compiled
+ * now unless `k` has them ('tensor-cores'): for running both paths over one model (tests, bench).
+ */
+export async function modelKernelsOn(gpu: Gpu, k: ModelKernels, path: ComputePath, formats?: readonly StoredFormat[]): Promise<ModelKernels> {
+  if (path === 'f32') return Object.freeze({ ...k, tensorCores: undefined });
+  return k.tensorCores ? k : Object.freeze({ ...k, tensorCores: await createTensorCoreKernels(gpu, { formats }) });
+}
+
+/** The path kernels `k` take. */
+export function kernelsComputePath(k: Pick<ModelKernels, 'tensorCores'>): ComputePath {
+  return k.tensorCores ? 'tensor-cores' : 'f32';
 }

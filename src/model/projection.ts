@@ -6,6 +6,7 @@ import type { LoraDown } from '../kernels/lora-down.js';
 import { numel, tensorView, type Tensor } from '../kernels/tensor.js';
 import { LORA_DOWN_GROUPS } from '../kernels/lora-down.js';
 import type { LoraPair } from './lora.js';
+import type { TensorCoreKernels } from './tensor-core-kernels.js';
 
 /**
  * One projection of a decoder layer as a unit: the frozen base weight W and, when the projection
@@ -20,6 +21,13 @@ import type { LoraPair } from './lora.js';
  * projection that reads the same x (q/k/v, gate/up) in one dispatch, mask included, and the base
  * matmuls then only add s·U·Bᵀ in their epilogue; in the backward the LoRA term of dX joins the
  * dy·W pass (matmul-backward `input` with `lora`), so dX is written once.
+ *
+ * On the tensor-core path (src/model/compute-path.ts; `rowScale` given and k.tensorCores present)
+ * the base terms run on subgroup matrices with f16 operands: forward y (=|+=) x·Wᵀ + s·U·Bᵀ on
+ * MatmulSgm with x's row scales (computed once per distinct x by the caller, `projectionRowScale`),
+ * the LoRA epilogue in f32; backward dX (=|+=) dy·W on MatmulSgmInput with dy's row scales (one
+ * row-scale dispatch per dy here), then + mask(dU·A) by the f32 input gradient (accumulating;
+ * with dropout dU·A goes through the dropout scratch and the mask kernel). U, dU, dA and dB stay f32.
  */
 export interface ProjectionUnit {
   /** Dispatch label, e.g. "L3 q_proj" or "layer 3 q_proj". */
@@ -39,7 +47,7 @@ export interface ProjectionDropout {
   readonly seed: Tensor;
   /** (N, ≥ K) f32 — the dropped input. */
   readonly xDrop: Tensor;
-  /** (N, ≥ K) f32 — was dU·A before its mask; unused since dX takes the masked term in its own pass (the step still allocates it). */
+  /** (N, ≥ K) f32 — dU·A before its mask, on the tensor-core path (the f32 path's dX pass takes the masked term itself). */
   readonly dDrop: Tensor;
 }
 
@@ -49,6 +57,21 @@ export interface ProjectionKernels {
   readonly dropout?: Dropout;
   /** U for the projections sharing one input in one pass (training; without it, one lora_A matmul each). */
   readonly loraDown?: LoraDown;
+  /** The tensor-core path's kernels (used where the caller passes row-scale buffers). */
+  readonly tensorCores?: TensorCoreKernels;
+}
+
+function tensorCores(k: ProjectionKernels, label: string): TensorCoreKernels {
+  if (!k.tensorCores) throw new Error(`${label}: a row-scale buffer was given but the kernels have no tensor-core path`);
+  return k.tensorCores;
+}
+
+/**
+ * rowScale (N) ← the f16 scale of each row of x (N, K) for the tensor-core matmuls reading x: one
+ * dispatch per distinct input, before the projections that read it.
+ */
+export function projectionRowScale(list: Dispatch[], k: ProjectionKernels, label: string, x: Tensor, rowScale: Tensor): void {
+  list.push(tensorCores(k, label).rowScale.forward(`${label} row scale`, { rowScale, x }, x.shape[x.shape.length - 1]));
 }
 
 /** The matrix kernel a projection runs on (the tiled matmul, or a matrix-vector kernel for one row). */
@@ -111,15 +134,25 @@ export function projectionForward(
   list: Dispatch[],
   k: ProjectionKernels,
   unit: ProjectionUnit,
-  io: { readonly y: Tensor; readonly x: Tensor; readonly u?: Tensor; readonly accumulate: boolean; readonly uReady?: boolean },
+  io: {
+    readonly y: Tensor;
+    readonly x: Tensor;
+    readonly u?: Tensor;
+    readonly accumulate: boolean;
+    readonly uReady?: boolean;
+    /** (N) f32 row scales of x (projectionRowScale): the base matmul runs on tensor cores. */
+    readonly rowScale?: Tensor;
+  },
   linear: LinearKernel = k.matmul.forward.bind(k.matmul),
 ): void {
-  const { y, x, u, accumulate } = io;
+  const { y, x, u, accumulate, rowScale } = io;
+  // the base (and LoRA epilogue) on tensor cores when row scales are given; U = x·Aᵀ stays on `linear` (f32)
+  const base: LinearKernel = rowScale ? (label, call) => tensorCores(k, label).matmul.forward(label, { y: call.y, x: call.x, w: call.w, accumulate: call.accumulate, lora: call.lora, rowScale }) : linear;
   if (unit.lora && u) {
     if (!io.uReady) projectionDown(list, k, unit, x, u, linear);
-    list.push(linear(unit.label, { y, x, w: unit.w, accumulate, lora: { u, b: unit.lora.pair.b, scale: unit.lora.scale } }));
+    list.push(base(unit.label, { y, x, w: unit.w, accumulate, lora: { u, b: unit.lora.pair.b, scale: unit.lora.scale } }));
   } else {
-    list.push(linear(unit.label, { y, x, w: unit.w, accumulate }));
+    list.push(base(unit.label, { y, x, w: unit.w, accumulate }));
   }
 }
 
@@ -131,14 +164,31 @@ export function projectionBackward(
   list: Dispatch[],
   k: ProjectionKernels,
   unit: ProjectionUnit,
-  io: { readonly dX: Tensor; readonly dy: Tensor; readonly x: Tensor; readonly u?: Tensor; readonly dU: Tensor; readonly accumulate: boolean },
+  io: {
+    readonly dX: Tensor;
+    readonly dy: Tensor;
+    readonly x: Tensor;
+    readonly u?: Tensor;
+    readonly dU: Tensor;
+    readonly accumulate: boolean;
+    /** (N) f32 scratch for dy's row scales: dX = dy·W runs on tensor cores. */
+    readonly rowScale?: Tensor;
+  },
 ): void {
   const mb = k.matmulBackward;
   if (!mb) throw new Error(`${unit.label}: the backward needs the matmul-backward kernel`);
-  const { dX, dy, x, u, dU, accumulate } = io;
+  const { dX, dy, x, u, dU, accumulate, rowScale } = io;
   const g = unit.grad;
+  // dX (=|+=) dy·W on tensor cores: dy's row scales, then the subgroup-matrix input gradient
+  const baseInput = (label: string, rs: Tensor): void => {
+    const tc = tensorCores(k, unit.label);
+    if (!tc.input) throw new Error(`${unit.label}: the tensor-core backward needs the subgroup-matrix input gradient (createTrainKernels)`);
+    projectionRowScale(list, k, `${unit.label} dy`, dy, rs);
+    list.push(...tc.input.input(label, { dx: dX, dy, rowScale: rs, w: unit.w }, { accumulate }));
+  };
   if (!unit.lora || !g || !u) {
-    list.push(mb.input(`${unit.label} dX`, { dx: dX, dy, w: unit.w }, { accumulate }));
+    if (rowScale) baseInput(`${unit.label} dX`, rowScale);
+    else list.push(mb.input(`${unit.label} dX`, { dx: dX, dy, w: unit.w }, { accumulate }));
     return;
   }
   const s = unit.lora.scale;
@@ -152,6 +202,20 @@ export function projectionBackward(
     list.push(...mb.weightGrad(`${unit.label} dA`, { dw: g.a, dy: dU, x: xa }, { accumulate: true }));
   } else {
     list.push(...mb.weightGrad(`${unit.label} dA`, { dw: g.a, dy: dU, x }, { accumulate: true }));
+  }
+  if (rowScale) {
+    baseInput(`${unit.label} dX`, rowScale);
+    // dX += mask(dU·A) in f32: dU (N, R) · A (R, K), through the dropout scratch and its mask with dropout
+    const a: LinearWeight = { format: 'f32', nOut: unit.lora.r, k: unit.w.k, data: unit.lora.pair.a };
+    if (d) {
+      if (!k.dropout) throw new Error(`${unit.label}: LoRA dropout needs the dropout kernel`);
+      const dd = viewK(d.dDrop, rowsOf(x), unit.w.k);
+      list.push(mb.input(`${unit.label} dX lora (before the mask)`, { dx: dd, dy: dU, w: a }));
+      list.push(k.dropout.forward(`${unit.label} dX lora mask`, { out: dX, x: dd, seed: d.seed }, { p: d.p, salt: d.salt, accumulate: true }));
+    } else {
+      list.push(mb.input(`${unit.label} dX lora`, { dx: dX, dy: dU, w: a }, { accumulate: true }));
+    }
+    return;
   }
   const lora = { du: dU, a: unit.lora.pair.a, dropout: d ? { p: d.p, salt: d.salt, seed: d.seed } : undefined };
   list.push(mb.input(`${unit.label} dX + dX lora${d ? ' (masked)' : ''}`, { dx: dX, dy, w: unit.w, lora }, { accumulate }));

@@ -6,6 +6,8 @@ import { loadModelWeights, type LoadOptions } from './load.js';
 import type { LoraAdapter } from './lora.js';
 import type { ModelWeights } from './weights.js';
 import type { Qwen3Config } from './config.js';
+import type { ComputePath } from './compute-path.js';
+import { baseStoredFormats } from './tensor-core-kernels.js';
 import type { TensorSource } from './tensor-source.js';
 
 /** Options of a one-off forward call. */
@@ -26,10 +28,11 @@ export class Qwen3Model {
     readonly kernels: ModelKernels,
   ) {}
 
-  /** Loads a checkpoint folder, or any TensorSource (e.g. RandomQwen3Source). */
-  static async load(gpu: Gpu, from: string | TensorSource, options: LoadOptions = {}): Promise<Qwen3Model> {
+  /** Loads a checkpoint folder, or any TensorSource (e.g. RandomQwen3Source); `compute` picks the projections' path (default 'f32'). */
+  static async load(gpu: Gpu, from: string | TensorSource, options: LoadOptions & { readonly compute?: ComputePath } = {}): Promise<Qwen3Model> {
     const weights = await loadModelWeights(gpu, from, options);
-    return new Qwen3Model(gpu, weights, await createModelKernels(gpu, weights.config));
+    const formats = baseStoredFormats(weights.base, weights.doubleQuant);
+    return new Qwen3Model(gpu, weights, await createModelKernels(gpu, weights.config, { compute: options.compute, formats }));
   }
 
   get config(): Qwen3Config {

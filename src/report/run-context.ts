@@ -3,6 +3,7 @@ import { fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { EMBEDDED_MODEL_ID } from '../model/embedded.js';
 import type { LossHeadMode } from '../model/loss-head.js';
+import { tensorCoreUnsupportedReason, type ComputePath } from '../model/compute-path.js';
 import { formatDispatchCounts, type StepPlan } from '../train/plan.js';
 import { describeRecompute } from '../train/recompute.js';
 import { formatBytes } from './format-units.js';
@@ -15,20 +16,25 @@ import type { RunObserverOptions } from './run-observers.js';
  */
 export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan): RunObserverOptions {
   return {
-    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, plan.settings.lossChunkTokens, plan.settings.lossHead ?? 'chunked'), checkpointing: planCheckpointing(plan), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
+    description: describeRun({ config, device: gpu.describe(), computePath: computePath(gpu, config, plan.settings.lossChunkTokens, plan.settings.lossHead ?? 'chunked', plan.settings.compute), checkpointing: planCheckpointing(plan), memoryPlan: memoryPlanSummary(plan), embedded: config.model_id === EMBEDDED_MODEL_ID }),
     reportTo: config.report_to,
     hyperparameters: config,
   };
 }
 
 /**
- * Which kernels the step runs on this device: tiled f32 WGSL matmuls (the base dequantised inside
- * them), and the loss head the plan was made for (StepSettings.lossHead, 'chunked' by default as in
+ * Which kernels the step runs on this device: the base projections on tensor cores (the plan's
+ * compute path, src/model/compute-path.ts: f16 subgroup matrices, f32 accumulation) or tiled f32
+ * WGSL matmuls (the base dequantised inside them; with why when compute_dtype is auto), and the loss head the plan was made for (StepSettings.lossHead, 'chunked' by default as in
  * planStep): fused (logits never stored; CPU adapters with subgroups of 8 and a bf16 lm_head) or
  * chunked (logits of `lossChunkTokens` positions at a time).
  */
-export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number, lossHead: LossHeadMode): string {
-  const base = config.use_4bit ? 'NF4 dequantised in tiled f32 WGSL matmuls' : 'tiled f32 WGSL matmuls';
+export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number, lossHead: LossHeadMode, compute: ComputePath = 'f32'): string {
+  const why = compute === 'f32' && config.compute_dtype === 'auto' ? tensorCoreUnsupportedReason(gpu) : undefined;
+  const base =
+    compute === 'tensor-cores'
+      ? `projections on tensor cores (${config.use_4bit ? 'NF4 dequantised to ' : ''}f16 subgroup matrices, rows scaled into f16 range, f32 accumulation; LoRA, attention, norms f32)`
+      : `${config.use_4bit ? 'NF4 dequantised in tiled f32 WGSL matmuls' : 'tiled f32 WGSL matmuls'}${why ? ` (no tensor cores: ${why})` : config.compute_dtype === 'float32' ? ' (compute_dtype: float32)' : ''}`;
   if (lossHead === 'fused') return `${base}; loss head fused (CPU adapter, logits never stored)`;
   const unsupported = fusedHeadUnsupported(gpu);
   return `${base}; loss head chunked, ${lossChunkTokens} tokens of logits at a time${unsupported ? ` (${unsupported})` : ''}`;

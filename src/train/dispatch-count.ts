@@ -8,6 +8,7 @@ import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { Qwen3Model } from '../model/qwen3.js';
 import type { LayerWeights, ModelWeights } from '../model/weights.js';
 import { createTrainKernels } from './kernels.js';
+import { baseStoredFormats } from '../model/tensor-core-kernels.js';
 import type { StepPlan } from './plan.js';
 import { Trainer, type TrainerDispatchCounts } from './trainer.js';
 
@@ -21,7 +22,7 @@ import { Trainer, type TrainerDispatchCounts } from './trainer.js';
 export async function countStepDispatches(like: Gpu, c: Qwen3Config, plan: StepPlan): Promise<TrainerDispatchCounts> {
   const { gpu } = recordingGpu(like);
   const s = plan.settings;
-  const kernels = await createTrainKernels(gpu, c);
+  const kernels = await createTrainKernels(gpu, c, undefined, { compute: s.compute ?? 'f32', formats: baseStoredFormats(s.base, s.doubleQuant) });
   const weights = placeholderWeights(gpu, c, s.base, s.doubleQuant);
   const model = { config: c, weights, kernels } as unknown as Qwen3Model;
   const trainer = await Trainer.create(

@@ -4,7 +4,10 @@ import type { Gpu } from '../kernels/gpu.js';
 import { LoraDown } from '../kernels/lora-down.js';
 import { MatmulBackward } from '../kernels/matmul-backward.js';
 import type { Qwen3Config } from '../model/config.js';
-import { createModelKernels, type ModelKernels } from '../model/kernels.js';
+import type { StoredFormat } from '../kernels/matmul.js';
+import type { ComputePath } from '../model/compute-path.js';
+import { createModelKernels, modelKernelsOn, type ModelKernels } from '../model/kernels.js';
+import { withInputGradient } from '../model/tensor-core-kernels.js';
 
 /** The forward kernels plus the backward-only ones of a training step, compiled once. */
 export interface TrainKernels extends ModelKernels {
@@ -14,8 +17,21 @@ export interface TrainKernels extends ModelKernels {
   readonly loraDown: LoraDown;
 }
 
-export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?: ModelKernels): Promise<TrainKernels> {
-  const base = forward ?? (await createModelKernels(gpu, config));
+export interface TrainKernelOptions {
+  /** The projections' path (default: `forward`'s, else 'f32'). */
+  readonly compute?: ComputePath;
+  /** The base's stored weight formats, for the tensor-core kernels (default all four). */
+  readonly formats?: readonly StoredFormat[];
+}
+
+/**
+ * The training kernels over `forward` (or newly compiled forward kernels). On the tensor-core path
+ * (`forward`'s, or options.compute) they include the subgroup-matrix input gradient.
+ */
+export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?: ModelKernels, options: TrainKernelOptions = {}): Promise<TrainKernels> {
+  const compute = options.compute ?? (forward?.tensorCores ? 'tensor-cores' : 'f32');
+  const model = forward ? await modelKernelsOn(gpu, forward, compute, options.formats) : await createModelKernels(gpu, config, { compute, formats: options.formats });
+  const base = model.tensorCores ? { ...model, tensorCores: await withInputGradient(gpu, model.tensorCores, options.formats) } : model;
   return Object.freeze({
     ...base,
     matmulBackward: await MatmulBackward.create(gpu),

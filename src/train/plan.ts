@@ -7,6 +7,8 @@ import { ARENA_ALIGN_ELEMENTS } from './param-arena.js';
 import { DEFAULT_MAX_SCRATCH_BYTES } from '../kernels/matmul-backward.js';
 import { planBuffer, type PlanBuffer, type PlanCategory, type PlanLifetime } from '../model/buffer-plan.js';
 import type { LossHeadMode } from '../model/loss-head.js';
+import { describeComputePath, type ComputePath } from '../model/compute-path.js';
+import { SGM_INPUT_MAX_SCRATCH_BYTES } from '../kernels/matmul-sgm-input.js';
 import { checkpointedLayers, describeRecompute, type RecomputePolicy } from './recompute.js';
 import { planMicroBatch, planRunningSums } from './step-plan.js';
 import type { TrainerDispatchCounts } from './trainer.js';
@@ -39,6 +41,8 @@ export interface StepSettings {
   readonly recompute?: RecomputePolicy;
   /** The loss head's implementation (default 'chunked'; 'fused' on CPU adapters). */
   readonly lossHead?: LossHeadMode;
+  /** The projections' path (default 'f32'; src/model/compute-path.ts). */
+  readonly compute?: ComputePath;
 }
 
 export interface StepPlan {
@@ -132,12 +136,15 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
       loraDropout: s.loraDropout,
       lossHead: s.lossHead ?? 'chunked',
       lossChunkTokens: s.lossChunkTokens,
+      compute: s.compute,
     }),
   );
   buffers.push(...planRunningSums());
   // Split reductions of the matmul backward (partial sums, then a fixed-order reduce): one buffer
   // of at most DEFAULT_MAX_SCRATCH_BYTES, allocated by the kernels (not by the step).
   add('matmul backward split-reduction scratch f32', 'scratch', 'run', [DEFAULT_MAX_SCRATCH_BYTES / 4], 'f32', 1, true, 'kernels');
+  // The tensor-core input gradient's split reductions: one more such buffer, of at most SGM_INPUT_MAX_SCRATCH_BYTES.
+  if (s.compute === 'tensor-cores') add('matmul-sgm input-gradient split-reduction scratch f32', 'scratch', 'run', [SGM_INPUT_MAX_SCRATCH_BYTES / 4], 'f32', 1, true, 'kernels');
 
   const totals: Record<PlanCategory, number> = { weights: 0, lora: 0, grads: 0, optimizer: 0, saved: 0, scratch: 0, inputs: 0 };
   let total = 0;
@@ -265,7 +272,7 @@ export function formatPlan(plan: StepPlan): string {
   const s = plan.settings;
   const lines = [
     `memory plan: batch ${s.batch} × ${s.seq}, LoRA r=${s.r} on ${s.targets.join(',')}, ${s.base}${s.doubleQuant ? '+double-quant' : ''} base, ` +
-      `checkpointing ${describeRecompute(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers)}, ${s.lossHead ?? 'chunked'} loss head, ${s.optimizer}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
+      `checkpointing ${describeRecompute(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers)}, ${s.lossHead ?? 'chunked'} loss head, ${s.optimizer}, compute ${describeComputePath(s.compute ?? 'f32')}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
   ];
   if (plan.dispatches) lines.push(`  ${formatDispatchCounts(plan.dispatches)}`);
   for (const [cat, bytes] of Object.entries(plan.totals)) lines.push(`  ${cat.padEnd(10)} ${fmtBytes(bytes).padStart(11)}`);

@@ -3,6 +3,7 @@ import type { Qwen3Config } from '../model/config.js';
 import { gradScratchSpecs, savedSpecs, type LayerDims } from '../model/decoder-layer.js';
 import { planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
 import { lossHeadPlan, type LossHeadMode } from '../model/loss-head.js';
+import { rowScalePlan, type ComputePath } from '../model/compute-path.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
 
 /**
@@ -22,6 +23,8 @@ export interface MicroBatchSettings {
   readonly lossHead: LossHeadMode;
   /** Tokens per logits chunk. */
   readonly lossChunkTokens: number;
+  /** The projections' path (default 'f32'); tensor cores add the row-scale buffer. */
+  readonly compute?: ComputePath;
 }
 
 /** Names of the step's own plan entries (the Saved and gradient-scratch sets are named from their specs). */
@@ -73,6 +76,7 @@ export function planMicroBatch(c: Qwen3Config, s: MicroBatchSettings): PlanBuffe
   for (const sp of gradScratchSpecs(dims, s.targets.length > 0 ? s.r : undefined)) out.push(planBuffer(sp.name, 'scratch', sp.key === 'dx' ? 'step' : 'layer', sp.shape, 'f32'));
   out.push(planBuffer(n.xf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.dxf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.rstdF, 'scratch', 'step', [N], 'f32'));
   out.push(planBuffer(n.ropeCos, 'scratch', 'run', [s.seq, Dh / 2], 'f32'), planBuffer(n.ropeSin, 'scratch', 'run', [s.seq, Dh / 2], 'f32'));
+  out.push(...rowScalePlan(s.compute, N));
   out.push(...lossHeadPlan(N, V, D, { mode: s.lossHead, chunkTokens: s.lossChunkTokens }, true));
   return out;
 }

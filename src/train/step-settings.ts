@@ -14,9 +14,10 @@ import type { LinearWeight } from '../kernels/matmul.js';
 import { countStepDispatches } from './dispatch-count.js';
 import { bufferLimitError, planStep, withDispatchCounts, type StepPlan, type StepSettings } from './plan.js';
 import { checkpointedLayers, recomputePolicy } from './recompute.js';
+import { chooseComputePath, type ComputePath } from '../model/compute-path.js';
 
 /** Settings of the memory plan for a config and batch shape, with the loss head given. */
-export function stepSettings(config: TrainConfig, B: number, T: number, lossChunkTokens: number, lossHead: LossHeadMode = 'chunked'): StepSettings {
+export function stepSettings(config: TrainConfig, B: number, T: number, lossChunkTokens: number, lossHead: LossHeadMode = 'chunked', compute: ComputePath = 'f32'): StepSettings {
   const recompute = recomputePolicy(config.gradient_checkpointing);
   return {
     batch: B,
@@ -31,6 +32,7 @@ export function stepSettings(config: TrainConfig, B: number, T: number, lossChun
     lossChunkTokens,
     lossHead,
     loraDropout: config.lora_dropout,
+    compute,
   };
 }
 
@@ -42,10 +44,12 @@ export function deviceLossHead(gpu: Gpu, model: Qwen3Config): LossHeadMode {
 
 /**
  * The one function both `train` and `train --dry-run` plan with: settings for `config` at (B, T) on
- * `gpu`. Checks the per-layer checkpoint count against the model's layers (error names the key).
+ * `gpu`. Checks the per-layer checkpoint count against the model's layers (error names the key);
+ * the compute path from `compute_dtype` on this adapter (float16 without tensor cores: a DeviceError).
  */
 export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): StepSettings {
-  const s = stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model));
+  const compute = chooseComputePath(gpu, config.compute_dtype, model).path;
+  const s = stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute);
   checkpointedLayers(s.recompute!, model.numHiddenLayers);
   return s;
 }

@@ -12,6 +12,8 @@ import { chooseLossHeadFor, LossHead, type LossHeadMode } from '../model/loss-he
 import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { TrainKernels } from './kernels.js';
+import { kernelsComputePath } from '../model/kernels.js';
+import { ROW_SCALE_BUFFER } from '../model/compute-path.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
 import { checkBatchInputs } from '../model/input-checks.js';
 import { layerSavedName, microBatchEntries, planDifferences, planMicroBatch, sharedSavedName, STEP_BUFFERS } from './step-plan.js';
@@ -112,12 +114,13 @@ export class TrainStep {
     const targets = adapter.config.targetModules;
     const dims: LayerDims = { N, D, H, Hkv, Dh, F, eps };
     const choice = chooseLossHeadFor(gpu, k, weights.lmHead, { N, backward: true, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
-    const own = planMicroBatch(c, { batch: B, seq: T, r: R, targets, recompute, loraDropout: adapter.config.dropout, lossHead: choice.mode, lossChunkTokens: choice.chunkTokens });
+    const compute = kernelsComputePath(k);
+    const own = planMicroBatch(c, { batch: B, seq: T, r: R, targets, recompute, loraDropout: adapter.config.dropout, lossHead: choice.mode, lossChunkTokens: choice.chunkTokens, compute });
     let plan: readonly PlanBuffer[] = own;
     if (shape.plan) {
       plan = microBatchEntries(shape.plan);
       const diff = planDifferences(plan, own);
-      if (diff.length > 0) throw new ConfigError(`train step: the memory plan was made for other settings than the step is built for (B=${B}, T=${T}, r=${R}, ${targets.length} targets, recompute ${JSON.stringify(recompute)}, ${choice.mode} head of ${choice.chunkTokens}):\n  ${diff.slice(0, 8).join('\n  ')}`);
+      if (diff.length > 0) throw new ConfigError(`train step: the memory plan was made for other settings than the step is built for (B=${B}, T=${T}, r=${R}, ${targets.length} targets, recompute ${JSON.stringify(recompute)}, ${choice.mode} head of ${choice.chunkTokens}, ${compute} compute):\n  ${diff.slice(0, 8).join('\n  ')}`);
     }
     // Every buffer of the step, from its plan.
     const bufs = allocatePlan(gpu, plan);
@@ -147,7 +150,8 @@ export class TrainStep {
     gpu.write(rope.sin, table.sin);
 
     const list: Dispatch[] = [];
-    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: inputs.pos }, identity };
+    // tensor cores (k.tensorCores): the base projections and their dX on subgroup matrices, with the planned row-scale buffer
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: inputs.pos }, identity, rowScale: bufs.maybe(ROW_SCALE_BUFFER) };
     const attention = { kind: 'packed', B, T, segIds: inputs.seg } as const;
     const layers = Array.from({ length: L }, (_, l) =>
       decoderLayer(`L${l}`, weights.layers[l], adapterLayer(adapter, l), grads[l], (p) =>

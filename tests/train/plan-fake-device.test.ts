@@ -21,6 +21,7 @@ import type { AttentionDecode } from '../../src/kernels/attention-decode.js';
 import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { TrainStep } from '../../src/train/step.js';
 import { TINY_MODEL } from '../helpers/fixtures.js';
+import { ROW_SCALE_BUFFER, type ComputePath } from '../../src/model/compute-path.js';
 
 /**
  * The plan is the allocation, at real sizes: TrainStep.build runs on a FAKE device that records
@@ -54,9 +55,12 @@ class FakeGpu {
 
 /** Kernels that record nothing and return a placeholder dispatch (a list, for calls that return several). */
 const fakeKernel = (): unknown => new Proxy({}, { get: () => () => [{ fake: true }] });
-function fakeKernels(fused: boolean): TrainKernels {
+function fakeKernels(fused: boolean, compute: ComputePath = 'f32'): TrainKernels {
   const names = ['embedding', 'rmsnorm', 'rope', 'attention', 'matmul', 'swiglu', 'crossEntropy', 'sum', 'gatherRows', 'matmulBackward', 'attentionBackward', 'dropout'];
-  return Object.fromEntries([...names, ...(fused ? ['crossEntropyFused'] : [])].map((n) => [n, fakeKernel()])) as unknown as TrainKernels;
+  const k = Object.fromEntries([...names, ...(fused ? ['crossEntropyFused'] : [])].map((n) => [n, fakeKernel()]));
+  // the tensor-core path: a device claiming subgroup matrices gets these kernels, and the programs plan its row-scale buffer
+  if (compute === 'tensor-cores') k.tensorCores = { matmul: fakeKernel(), rowScale: fakeKernel(), input: fakeKernel() };
+  return k as unknown as TrainKernels;
 }
 
 /**
@@ -94,10 +98,10 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
         for (const dropout of [0, 0.05]) {
           // The fused head exists for small hidden sizes only (cross-entropy-fused.ts); chunked everywhere.
           const heads = fusedWeightUnsupported({ format: 'bf16', nOut: c.vocabSize, k: c.hiddenSize } as LinearWeight) ? (['chunked'] as const) : (['fused', 'chunked'] as const);
-          for (const lossHead of heads) {
+          for (const [lossHead, compute] of heads.flatMap((h) => (['f32', 'tensor-cores'] as const).map((p) => [h, p] as const))) {
             const gpu = new FakeGpu();
             const { weights, adapter, grads } = fakeModel(c, new FakeGpu(), r, dropout);
-            const step = TrainStep.build(gpu as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead });
+            const step = TrainStep.build(gpu as unknown as Gpu, fakeKernels(lossHead === 'fused', compute), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead });
             const plan = planStep(c, {
               batch: B,
               seq: T,
@@ -111,8 +115,10 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
               lossChunkTokens: step.shape.lossChunkTokens,
               loraDropout: dropout,
               lossHead,
+              compute,
             });
-            const what = `${name} ${JSON.stringify(recompute)} dropout ${dropout} ${lossHead}`;
+            const what = `${name} ${JSON.stringify(recompute)} dropout ${dropout} ${lossHead} ${compute}`;
+            expect(plan.buffers.some((b) => b.name === ROW_SCALE_BUFFER), what).toBe(compute === 'tensor-cores');
             const planned = (cat: PlanCategory) => plan.buffers.filter((b) => b.category === cat && b.allocatedBy === undefined).reduce((a, b) => a + b.bytes * b.count, 0);
             const allocated = (cat: PlanCategory) => step.allocations.filter((a) => a.category === cat).reduce((a, b) => a + b.bytes, 0);
             for (const cat of ['saved', 'scratch', 'inputs'] as const) expect(allocated(cat), `${what}: ${cat}`).toBe(planned(cat));
@@ -124,10 +130,13 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
             expect(step.plan, what).toEqual(own);
             // The step built from the printed plan allocates that plan; a plan for other settings is refused.
             const again = new FakeGpu();
-            TrainStep.build(again as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead, plan: plan.buffers });
+            TrainStep.build(again as unknown as Gpu, fakeKernels(lossHead === 'fused', compute), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead, plan: plan.buffers });
             expect(again.created, what).toEqual(gpu.created);
             const other = planStep(c, { ...plan.settings, seq: T + 8 });
-            expect(() => TrainStep.build(new FakeGpu() as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead, plan: other.buffers }), what).toThrow(/memory plan was made for other settings/);
+            expect(() => TrainStep.build(new FakeGpu() as unknown as Gpu, fakeKernels(lossHead === 'fused', compute), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead, plan: other.buffers }), what).toThrow(/memory plan was made for other settings/);
+            // a plan for the other compute path is refused too (the row-scale buffer differs)
+            const otherPath = planStep(c, { ...plan.settings, compute: compute === 'f32' ? 'tensor-cores' : 'f32' });
+            expect(() => TrainStep.build(new FakeGpu() as unknown as Gpu, fakeKernels(lossHead === 'fused', compute), weights, adapter, grads, { B, T, checkpointing: recompute !== 'none', recompute, lossHead, plan: otherPath.buffers }), what).toThrow(/memory plan was made for other settings/);
           }
         }
       }
@@ -140,10 +149,10 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
       let cases = 0;
       for (const withAdapter of [false, true]) {
         for (const extras of [false, true]) {
-          for (const lossHead of heads) {
+          for (const [lossHead, compute] of heads.flatMap((h) => (['f32', 'tensor-cores'] as const).map((p) => [h, p] as const))) {
             const gpu = new FakeGpu();
             const { weights, adapter } = fakeModel(c, new FakeGpu(), r, 0);
-            const program = ForwardProgram.build(gpu as unknown as Gpu, fakeKernels(lossHead === 'fused'), weights, withAdapter ? adapter : undefined, {
+            const program = ForwardProgram.build(gpu as unknown as Gpu, fakeKernels(lossHead === 'fused', compute), weights, withAdapter ? adapter : undefined, {
               B,
               T,
               lossHead,
@@ -159,8 +168,10 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
               lossHead,
               captureLayers: extras,
               logitsLast: extras,
+              compute,
             });
-            const what = `${name} adapter ${withAdapter} extras ${extras} ${lossHead}`;
+            const what = `${name} adapter ${withAdapter} extras ${extras} ${lossHead} ${compute}`;
+            expect(plan.buffers.some((b) => b.name === ROW_SCALE_BUFFER), what).toBe(compute === 'tensor-cores');
             expect(gpu.createdBytes, what).toBe(plan.total);
             expect(gpu.created, what).toEqual(expectedBuffers(plan.buffers));
             expect(program.bytes).toBe(plan.total);
@@ -168,7 +179,7 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
           }
         }
       }
-      expect(cases).toBe(4 * heads.length);
+      expect(cases).toBe(8 * heads.length);
     });
   }
 
@@ -188,12 +199,15 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
       expect(kvGpu.created, `${name} KV cache`).toEqual(expectedBuffers(planKvCache(c, maxContext)));
       expect(kvGpu.createdBytes).toBe(KvCache.bytesFor(c, maxContext) + 2 * maxContext * (c.headDim / 2) * 4);
       for (const rows of [1, 16]) {
-        for (const withAdapter of [false, true]) {
+        for (const [withAdapter, compute] of [false, true].flatMap((w) => (['f32', 'tensor-cores'] as const).map((p) => [w, p] as const))) {
           const gpu = new FakeGpu();
           const { weights, adapter } = fakeModel(c, new FakeGpu(), r, 0);
-          const program = ChunkProgram.build(gpu as unknown as Gpu, { kernels: fakeKernels(false), attention, weights, adapter: withAdapter ? adapter : undefined, cache, rows });
-          const plan = planChunkProgram(c, { rows, splits: program.splits, r: withAdapter ? r : undefined, targets: withAdapter ? PROJECTIONS : [], inputWords: program.inputWords });
-          const what = `${name} C=${rows} adapter ${withAdapter}`;
+          const program = ChunkProgram.build(gpu as unknown as Gpu, { kernels: fakeKernels(false, compute), attention, weights, adapter: withAdapter ? adapter : undefined, cache, rows });
+          // the prefill (C > 1) takes the tensor cores; one row stays on the matrix-vector kernel
+          const path = rows > 1 ? compute : 'f32';
+          const plan = planChunkProgram(c, { rows, splits: program.splits, r: withAdapter ? r : undefined, targets: withAdapter ? PROJECTIONS : [], inputWords: program.inputWords, compute: path });
+          const what = `${name} C=${rows} adapter ${withAdapter} ${compute}`;
+          expect(plan.buffers.some((b) => b.name === ROW_SCALE_BUFFER), what).toBe(path === 'tensor-cores');
           expect(gpu.createdBytes, what).toBe(plan.total);
           expect(gpu.created, what).toEqual(expectedBuffers(plan.buffers));
           expect(program.bytes).toBe(plan.total);

@@ -1,0 +1,88 @@
+import { DeviceError } from '../errors.js';
+import type { SubgroupMatrixConfig } from '../kernels/gpu.js';
+import { PROJECTIONS, projectionShape } from './checkpoint.js';
+import type { Qwen3Config } from './config.js';
+import { planBuffer, type PlanBuffer } from './buffer-plan.js';
+
+/**
+ * Which matmuls the decoder layers' base projections run on (issue 11 item 5):
+ * - 'f32': the tiled f32 WGSL matmuls (src/kernels/matmul.ts, matmul-backward.ts), the reference,
+ *   and the only path on adapters without subgroup matrices (lavapipe, CI);
+ * - 'tensor-cores': subgroup matrices with f16 operands and f32 accumulation (matmul-sgm.ts,
+ *   matmul-sgm-input.ts), each operand's rows scaled into f16 range (row-scale.ts). The LoRA
+ *   branch, norms, attention, the lm_head and loss head and the optimiser stay f32.
+ * `compute_dtype` in the config asks for one: auto (tensor cores where they can run), float32 or
+ * float16 (tensor cores or an error saying why not).
+ */
+export type ComputePath = 'f32' | 'tensor-cores';
+export type ComputeDtype = 'auto' | 'float32' | 'float16';
+
+/** What the choice reads of an adapter (a Gpu has all of it; tests pass plain objects). */
+export interface AdapterCapabilities {
+  readonly features: ReadonlySet<string>;
+  readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfig[];
+  /** One line naming the adapter, for messages. */
+  describe(): string;
+}
+
+/** The features the tensor-core kernels need (requested by Gpu.open whenever offered). */
+export const TENSOR_CORE_FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] as const;
+
+/** The K granularity of the subgroup-matrix kernels (one NF4 block) and the N granularity of their input gradient (vec4 rows of dY). */
+const SGM_K_MULTIPLE = 64;
+const SGM_N_MULTIPLE = 4;
+
+/**
+ * Why the tensor-core path cannot run on this adapter (and for this model, when given), or
+ * undefined when it can: a missing feature, no f16→f32 16×16×16 subgroup-matrix config, or a
+ * projection whose input width is not a multiple of 64 or output width not a multiple of 4.
+ */
+export function tensorCoreUnsupportedReason(adapter: AdapterCapabilities, model?: Qwen3Config): string | undefined {
+  const missing = TENSOR_CORE_FEATURES.filter((f) => !adapter.features.has(f));
+  if (missing.length > 0) return `the adapter (${adapter.describe()}) lacks ${missing.join(', ')}`;
+  const ok = adapter.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+  if (!ok) return `the adapter (${adapter.describe()}) offers no f16→f32 16×16×16 subgroup-matrix config`;
+  if (model) {
+    for (const p of PROJECTIONS) {
+      const [nOut, k] = projectionShape(model, p);
+      if (k % SGM_K_MULTIPLE !== 0 || nOut % SGM_N_MULTIPLE !== 0) {
+        return `the model's ${p} is (${nOut}, ${k}); the subgroup-matrix kernels need the input width a multiple of ${SGM_K_MULTIPLE} and the output width a multiple of ${SGM_N_MULTIPLE}`;
+      }
+    }
+  }
+  return undefined;
+}
+
+export interface ComputeChoice {
+  readonly path: ComputePath;
+  /** Why: "compute_dtype auto: …" in words, for the start block and the dry run. */
+  readonly why: string;
+}
+
+/**
+ * The path for `dtype` on `adapter` (and `model`): a pure function of the adapter's features and
+ * subgroup-matrix configs, the model's projection shapes and the setting. `float16` where the
+ * tensor cores cannot run is a DeviceError naming what is missing.
+ */
+export function chooseComputePath(adapter: AdapterCapabilities, dtype: ComputeDtype, model?: Qwen3Config): ComputeChoice {
+  if (dtype === 'float32') return { path: 'f32', why: 'compute_dtype: float32' };
+  const reason = tensorCoreUnsupportedReason(adapter, model);
+  if (dtype === 'float16') {
+    if (reason) throw new DeviceError(`compute_dtype: float16 needs tensor cores (subgroup matrices), but ${reason}; set compute_dtype: auto or float32 to train on the f32 path`);
+    return { path: 'tensor-cores', why: 'compute_dtype: float16' };
+  }
+  return reason ? { path: 'f32', why: `compute_dtype: auto; no tensor cores: ${reason}` } : { path: 'tensor-cores', why: 'compute_dtype: auto; the adapter offers f16→f32 subgroup matrices' };
+}
+
+/** The path in words, for the plan's first line and the start block's compute path. */
+export function describeComputePath(path: ComputePath): string {
+  return path === 'tensor-cores' ? 'tensor cores (f16 subgroup matrices, f32 accumulation)' : 'f32';
+}
+
+/** Plan name of the tensor-core path's row-scale buffer (one per program, reused for every input). */
+export const ROW_SCALE_BUFFER = 'row scale (N) f32: f16 scales of a tensor-core matmul input';
+
+/** The row-scale buffer of a program of `rows` rows on `path` (none on the f32 path). */
+export function rowScalePlan(path: ComputePath | undefined, rows: number): PlanBuffer[] {
+  return path === 'tensor-cores' ? [planBuffer(ROW_SCALE_BUFFER, 'scratch', 'layer', [rows], 'f32')] : [];
+}
