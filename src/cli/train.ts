@@ -11,6 +11,7 @@ import { Gpu } from '../kernels/gpu.js';
 import { embeddedConfig, EMBEDDED_MODEL_ID } from '../model/embedded.js';
 import { readQwen3Config } from '../model/config.js';
 import { createLoraAdapter } from '../model/lora-init.js';
+import { describeComputePath } from '../model/compute-path.js';
 import { Qwen3Model } from '../model/qwen3.js';
 import { QwenTokenizer } from '../model/tokenizer.js';
 import { trainLoop, type LoopResult } from '../train/loop.js';
@@ -111,7 +112,14 @@ export { stepSettings };
  */
 export function printPlan(plan: StepPlan, gpu: Gpu, out: (line: string) => void): void {
   out(formatPlan(plan));
+  out(`compute path: ${planComputePath(plan)}`);
   out(checkPlan(plan, { ...gpu.limits, memoryBytes: guessDeviceMemory(gpu.adapterInfo.description) }).note);
+}
+
+/** The plan's compute path in words, with why (compute_dtype and what the adapter offers). */
+function planComputePath(plan: StepPlan): string {
+  const s = plan.settings;
+  return `${describeComputePath(s.compute ?? 'f32')}${s.computeWhy ? ` (${s.computeWhy})` : ''}`;
 }
 
 /** The model folder of model_id (src/run/model-source.ts), logging what it creates. */

@@ -30,7 +30,7 @@ export function runObserverOptions(config: TrainConfig, gpu: Gpu, plan: StepPlan
  * chunked (logits of `lossChunkTokens` positions at a time).
  */
 export function computePath(gpu: Gpu, config: TrainConfig, lossChunkTokens: number, lossHead: LossHeadMode, compute: ComputePath = 'f32'): string {
-  const why = compute === 'f32' && config.compute_dtype === 'auto' ? tensorCoreUnsupportedReason(gpu) : undefined;
+  const why = compute === 'f32' && config.compute_dtype === 'auto' ? tensorCoreUnsupportedReason(gpu) ?? 'the model\'s projection widths' : undefined;
   const base =
     compute === 'tensor-cores'
       ? `projections on tensor cores (${config.use_4bit ? 'NF4 dequantised to ' : ''}f16 subgroup matrices, rows scaled into f16 range, f32 accumulation; LoRA, attention, norms f32)`

@@ -43,6 +43,8 @@ export interface StepSettings {
   readonly lossHead?: LossHeadMode;
   /** The projections' path (default 'f32'; src/model/compute-path.ts). */
   readonly compute?: ComputePath;
+  /** Why that path, in words (chooseComputePath's `why`), for the printed plan. */
+  readonly computeWhy?: string;
 }
 
 export interface StepPlan {

@@ -48,8 +48,8 @@ export function deviceLossHead(gpu: Gpu, model: Qwen3Config): LossHeadMode {
  * the compute path from `compute_dtype` on this adapter (float16 without tensor cores: a DeviceError).
  */
 export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): StepSettings {
-  const compute = chooseComputePath(gpu, config.compute_dtype, model).path;
-  const s = stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute);
+  const compute = chooseComputePath(gpu, config.compute_dtype, model);
+  const s = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why };
   checkpointedLayers(s.recompute!, model.numHiddenLayers);
   return s;
 }
