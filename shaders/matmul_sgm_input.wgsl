@@ -36,8 +36,8 @@
 // Saves nothing.
 //
 // Tiling: each workgroup owns a BM × BN tile of dX (BM = SG_M·FM·16 rows of M, BN = SG_N·FN·16
-// columns of K); subgroup (sm, sn) owns FM × FN fragments of 16 × 16, held as result matrices for
-// the whole reduction. Each reduction step of BK: the dY tile (BM × BK, f16, row-major, rows padded
+// columns of K); subgroup (sm, sn) owns FM × FN fragments of 16 × 16 (FM ≤ 2 with FN ≤ 8, or 4 × 4),
+// held as result matrices for the whole reduction in named variables. Each reduction step of BK: the dY tile (BM × BK, f16, row-major, rows padded
 // to BK + 8 halves) and the W tile (BK rows of W × BN columns, f16, row-major, rows padded to BN + 8)
 // are staged; W's rows already run along the output, so the right fragments load row-major
 // (col_major false) from the staged tile as W lies in memory, and 8 consecutive columns decode from
@@ -54,8 +54,8 @@ diagnostic(off, chromium.subgroup_matrix_uniformity);
 
 override SG_M: u32 = 8u;  // subgroups along M
 override SG_N: u32 = 1u;  // subgroups along K
-override FM: u32 = 2u;    // fragments per subgroup along M: 1 or 2
-override FN: u32 = 8u;    // fragments per subgroup along K: 1 .. 8
+override FM: u32 = 2u;    // fragments per subgroup along M: 1, 2 or 4
+override FN: u32 = 8u;    // fragments per subgroup along K: 1 .. 8, at most 4 when FM = 4
 override BK: u32 = 32u;   // reduction step: 16, 32 or 64
 override FORMAT: u32 = 2u;
 override ACCUMULATE: bool = false;
@@ -310,6 +310,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
   var acc00 = Frag(); var acc01 = Frag(); var acc02 = Frag(); var acc03 = Frag(); var acc04 = Frag(); var acc05 = Frag(); var acc06 = Frag(); var acc07 = Frag();
   var acc10 = Frag(); var acc11 = Frag(); var acc12 = Frag(); var acc13 = Frag(); var acc14 = Frag(); var acc15 = Frag(); var acc16 = Frag(); var acc17 = Frag();
+  // FM = 4 (FN ≤ 4): 4 × 4 fragments, 8 fragment loads per 16 multiply-accumulates instead of 2 × 8's 10
+  var acc20 = Frag(); var acc21 = Frag(); var acc22 = Frag(); var acc23 = Frag();
+  var acc30 = Frag(); var acc31 = Frag(); var acc32 = Frag(); var acc33 = Frag();
   workgroupBarrier();
 
   var steps = 0u;
@@ -337,10 +340,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       let a0 = subgroupMatrixLoad<Left>(&tiles, aRow, false, SA);
       var a1 = Left();
       if (FM > 1u) { a1 = subgroupMatrixLoad<Left>(&tiles, aRow + 16u * SA, false, SA); }
-      { let b = loadRight(sn, 0u, kk); acc00 = subgroupMatrixMultiplyAccumulate(a0, b, acc00); if (FM > 1u) { acc10 = subgroupMatrixMultiplyAccumulate(a1, b, acc10); } }
-      if (FN > 1u) { let b = loadRight(sn, 1u, kk); acc01 = subgroupMatrixMultiplyAccumulate(a0, b, acc01); if (FM > 1u) { acc11 = subgroupMatrixMultiplyAccumulate(a1, b, acc11); } }
-      if (FN > 2u) { let b = loadRight(sn, 2u, kk); acc02 = subgroupMatrixMultiplyAccumulate(a0, b, acc02); if (FM > 1u) { acc12 = subgroupMatrixMultiplyAccumulate(a1, b, acc12); } }
-      if (FN > 3u) { let b = loadRight(sn, 3u, kk); acc03 = subgroupMatrixMultiplyAccumulate(a0, b, acc03); if (FM > 1u) { acc13 = subgroupMatrixMultiplyAccumulate(a1, b, acc13); } }
+      var a2 = Left();
+      var a3 = Left();
+      if (FM > 2u) {
+        a2 = subgroupMatrixLoad<Left>(&tiles, aRow + 32u * SA, false, SA);
+        a3 = subgroupMatrixLoad<Left>(&tiles, aRow + 48u * SA, false, SA);
+      }
+      { let b = loadRight(sn, 0u, kk); acc00 = subgroupMatrixMultiplyAccumulate(a0, b, acc00); if (FM > 1u) { acc10 = subgroupMatrixMultiplyAccumulate(a1, b, acc10); } if (FM > 2u) { acc20 = subgroupMatrixMultiplyAccumulate(a2, b, acc20); acc30 = subgroupMatrixMultiplyAccumulate(a3, b, acc30); } }
+      if (FN > 1u) { let b = loadRight(sn, 1u, kk); acc01 = subgroupMatrixMultiplyAccumulate(a0, b, acc01); if (FM > 1u) { acc11 = subgroupMatrixMultiplyAccumulate(a1, b, acc11); } if (FM > 2u) { acc21 = subgroupMatrixMultiplyAccumulate(a2, b, acc21); acc31 = subgroupMatrixMultiplyAccumulate(a3, b, acc31); } }
+      if (FN > 2u) { let b = loadRight(sn, 2u, kk); acc02 = subgroupMatrixMultiplyAccumulate(a0, b, acc02); if (FM > 1u) { acc12 = subgroupMatrixMultiplyAccumulate(a1, b, acc12); } if (FM > 2u) { acc22 = subgroupMatrixMultiplyAccumulate(a2, b, acc22); acc32 = subgroupMatrixMultiplyAccumulate(a3, b, acc32); } }
+      if (FN > 3u) { let b = loadRight(sn, 3u, kk); acc03 = subgroupMatrixMultiplyAccumulate(a0, b, acc03); if (FM > 1u) { acc13 = subgroupMatrixMultiplyAccumulate(a1, b, acc13); } if (FM > 2u) { acc23 = subgroupMatrixMultiplyAccumulate(a2, b, acc23); acc33 = subgroupMatrixMultiplyAccumulate(a3, b, acc33); } }
       if (FN > 4u) { let b = loadRight(sn, 4u, kk); acc04 = subgroupMatrixMultiplyAccumulate(a0, b, acc04); if (FM > 1u) { acc14 = subgroupMatrixMultiplyAccumulate(a1, b, acc14); } }
       if (FN > 5u) { let b = loadRight(sn, 5u, kk); acc05 = subgroupMatrixMultiplyAccumulate(a0, b, acc05); if (FM > 1u) { acc15 = subgroupMatrixMultiplyAccumulate(a1, b, acc15); } }
       if (FN > 6u) { let b = loadRight(sn, 6u, kk); acc06 = subgroupMatrixMultiplyAccumulate(a0, b, acc06); if (FM > 1u) { acc16 = subgroupMatrixMultiplyAccumulate(a1, b, acc16); } }
@@ -366,5 +375,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (FN > 5u) { storeFrag(acc15, sg, lane, m0, rowF, colF, 1u, 5u, base); }
     if (FN > 6u) { storeFrag(acc16, sg, lane, m0, rowF, colF, 1u, 6u, base); }
     if (FN > 7u) { storeFrag(acc17, sg, lane, m0, rowF, colF, 1u, 7u, base); }
+  }
+  if (FM > 2u) {
+    storeFrag(acc20, sg, lane, m0, rowF, colF, 2u, 0u, base);
+    if (FN > 1u) { storeFrag(acc21, sg, lane, m0, rowF, colF, 2u, 1u, base); }
+    if (FN > 2u) { storeFrag(acc22, sg, lane, m0, rowF, colF, 2u, 2u, base); }
+    if (FN > 3u) { storeFrag(acc23, sg, lane, m0, rowF, colF, 2u, 3u, base); }
+    storeFrag(acc30, sg, lane, m0, rowF, colF, 3u, 0u, base);
+    if (FN > 1u) { storeFrag(acc31, sg, lane, m0, rowF, colF, 3u, 1u, base); }
+    if (FN > 2u) { storeFrag(acc32, sg, lane, m0, rowF, colF, 3u, 2u, base); }
+    if (FN > 3u) { storeFrag(acc33, sg, lane, m0, rowF, colF, 3u, 3u, base); }
   }
 }

@@ -67,6 +67,8 @@ export const SGM_INPUT_TILES = {
    * 15–25 % slower than it at every projection (H200, bench/results/h200-2026-12-02-matmul-sgm-input.json).
    */
   wide: { sgM: 4, sgN: 2, fm: 2, fn: 8, bk: 32 },
+  /** 256 × 128, 4 × 2 subgroups of 4 × 4: 8 fragment loads per 16 multiplies (2 × 8 needs 10). */
+  square: { sgM: 4, sgN: 2, fm: 4, fn: 4, bk: 32 },
   /** 128 × 128, 4 × 2 subgroups of 2 × 4: more workgroups for smaller outputs. */
   medium: { sgM: 4, sgN: 2, fm: 2, fn: 4, bk: 32 },
   /** 64 × 64, 2 × 2 subgroups of 2 × 2, reduction steps of 64: small outputs. */
@@ -103,7 +105,9 @@ export function sgmInputStagingItems(t: SgmTile): { x: number; w: number } {
 export function sgmInputTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvocations: number): string[] {
   const problems: string[] = [];
   if (![t.sgM, t.sgN, t.fm, t.fn].every((v) => Number.isInteger(v) && v >= 1)) problems.push('sgM, sgN, fm and fn must be positive integers');
-  if (t.fm > 2 || t.fn > 8) problems.push(`fm = ${t.fm} and fn = ${t.fn} fragments per subgroup must be at most 2 and 8 (the shader's named accumulators)`);
+  if (![1, 2, 4].includes(t.fm) || t.fn > 8 || (t.fm === 4 && t.fn > 4)) {
+    problems.push(`fm = ${t.fm} and fn = ${t.fn} fragments per subgroup: fm 1 or 2 with fn ≤ 8, or fm 4 with fn ≤ 4 (the shader's named accumulators)`);
+  }
   if (![16, 32, 64].includes(t.bk)) problems.push(`bk = ${t.bk} must be 16, 32 or 64`);
   const threads = 32 * t.sgM * t.sgN;
   if (threads > Math.min(256, maxInvocations)) problems.push(`${threads} invocations exceed ${Math.min(256, maxInvocations)}`);

@@ -70,7 +70,9 @@ describe('subgroup-matrix input gradient: tiles, plan, error bound', () => {
     expect(sgmInputTileProblems({ ...SGM_INPUT_TILES.tall, bk: 64 }, 49152, 256).join()).toMatch(/staged halves/);
     expect(sgmInputTileProblems({ sgM: 1, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256).join()).toMatch(/16 \(dY\) and 32 \(W\)/);
     expect(sgmInputTileProblems({ sgM: 16, sgN: 1, fm: 1, fn: 8, bk: 32 }, 49152, 1024).join()).toMatch(/subgroups exceed/);
-    expect(sgmInputTileProblems({ sgM: 2, sgN: 2, fm: 3, fn: 2, bk: 48 }, 49152, 256).join()).toMatch(/at most 2 and 8.*bk = 48/s);
+    expect(sgmInputTileProblems({ sgM: 2, sgN: 2, fm: 3, fn: 2, bk: 48 }, 49152, 256).join()).toMatch(/fm = 3 .*bk = 48/s);
+    expect(sgmInputTileProblems({ sgM: 2, sgN: 2, fm: 4, fn: 8, bk: 32 }, 49152, 256).join()).toMatch(/fm 4 with fn ≤ 4/);
+    expect(sgmInputTileProblems(SGM_INPUT_TILES.square, 49152, 256)).toEqual([]);
     expect(sgmInputTileProblems(SGM_INPUT_TILES.medium, 32768, 256).join()).toMatch(/workgroup memory/);
   });
 
@@ -233,7 +235,7 @@ const FORMATS: readonly StoredFormat[] = ['nf4', 'nf4dq', 'bf16', 'f32'];
 describe.skipIf(unsupported !== undefined)('subgroup-matrix input gradient on the GPU', () => {
   let mm: MatmulSgmInput;
   beforeAll(async () => {
-    mm = await MatmulSgmInput.create(gpu);
+    mm = await MatmulSgmInput.create(gpu, { tiles: [...SGM_INPUT_DEFAULT_TILES, SGM_INPUT_TILES.square] });
   });
 
   /** Runs dX [+]= scale·dY·W with `opts` and checks it against float64 (dx0 random when accumulating). */
@@ -272,7 +274,7 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix input gradient on th
     }
   }
 
-  for (const tile of SGM_INPUT_DEFAULT_TILES) {
+  for (const tile of [...SGM_INPUT_DEFAULT_TILES, SGM_INPUT_TILES.square]) {
     it(`tile ${sgmTileName(tile)}: nf4 and bf16, one pass and 3 slices (accumulate, scale −0.5), match float64`, async () => {
       for (const format of ['nf4', 'bf16'] as const) {
         await check(`${format} ${sgmTileName(tile)} S=1`, format, [300, 200, 192], { tile, slices: 1 }, 101 + tile.fn + format.length);
