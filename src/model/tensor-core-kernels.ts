@@ -16,6 +16,8 @@ export interface TensorCoreKernels {
   readonly rowScale: RowScale;
   /** The backward's dX = dY·W (training kernels only). */
   readonly input?: MatmulSgmInput;
+  /** The weight formats compiled (undefined: all four). */
+  readonly formats?: readonly StoredFormat[];
 }
 
 /** The stored formats of a loaded base's projections (what the tensor-core kernels compile for). */
@@ -36,11 +38,11 @@ export async function createTensorCoreKernels(gpu: Gpu, options: TensorCoreKerne
   const matmul = await MatmulSgm.create(gpu, { formats: options.formats });
   const rowScale = await RowScale.create(gpu);
   const input = options.backward ? await MatmulSgmInput.create(gpu, { formats: options.formats }) : undefined;
-  return Object.freeze({ matmul, rowScale, input });
+  return Object.freeze({ matmul, rowScale, input, formats: options.formats });
 }
 
-/** `k` with the input gradient added (compiled now) unless it has it. */
-export async function withInputGradient(gpu: Gpu, k: TensorCoreKernels, formats?: readonly StoredFormat[]): Promise<TensorCoreKernels> {
+/** `k` with the input gradient added (compiled now, for `formats`, default k's) unless it has it. */
+export async function withInputGradient(gpu: Gpu, k: TensorCoreKernels, formats: readonly StoredFormat[] | undefined = k.formats): Promise<TensorCoreKernels> {
   if (k.input) return k;
   return Object.freeze({ ...k, input: await MatmulSgmInput.create(gpu, { formats }) });
 }

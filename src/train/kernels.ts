@@ -31,7 +31,7 @@ export interface TrainKernelOptions {
 export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?: ModelKernels, options: TrainKernelOptions = {}): Promise<TrainKernels> {
   const compute = options.compute ?? (forward?.tensorCores ? 'tensor-cores' : 'f32');
   const model = forward ? await modelKernelsOn(gpu, forward, compute, options.formats) : await createModelKernels(gpu, config, { compute, formats: options.formats });
-  const base = model.tensorCores ? { ...model, tensorCores: await withInputGradient(gpu, model.tensorCores, options.formats) } : model;
+  const base = model.tensorCores ? { ...model, tensorCores: await withInputGradient(gpu, model.tensorCores, options.formats ?? model.tensorCores.formats) } : model;
   return Object.freeze({
     ...base,
     matmulBackward: await MatmulBackward.create(gpu),
