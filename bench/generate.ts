@@ -2,11 +2,14 @@
  * Generation benchmark at a real model's shapes with random weights (no download):
  *   node dist/bench/generate.js [--config configs/models/qwen3-4b.json] [--base nf4|full] [--double-quant]
  *        [--r 32] [--prompt-tokens 512] [--new-tokens 128] [--max-context 1024] [--prefill-chunk 128] [--json FILE]
+ *        [--compute auto|float32|float16]
  * Reports the prefill (prompt tokens/s), the decode (tokens/s and ms per token, greedy, one token per
  * step: buffer write, one submit, V-logit readback, argmax), the GPU time of one decode step alone
  * (the rest is host: submit, readback, sampling), the host cost of sampling with the Modelfile's
  * settings, and the KV cache size. The adapter is random (LoRA on all seven projections) so that its
- * epilogues run as in a fine-tuned model.
+ * epilogues run as in a fine-tuned model. --compute picks the prefill's projection path
+ * (src/model/compute-path.ts; default auto: tensor cores where the adapter has them); decode stays on
+ * the matrix-vector kernel.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -18,6 +21,7 @@ import { PROJECTIONS } from '../src/model/checkpoint.js';
 import { parseQwen3Config } from '../src/model/config.js';
 import { createLoraAdapter } from '../src/model/lora-init.js';
 import { Qwen3Model } from '../src/model/qwen3.js';
+import { chooseComputePath, describeComputePath } from '../src/model/compute-path.js';
 import { RandomQwen3Source } from '../src/model/random-source.js';
 
 const { values } = parseArgs({
@@ -31,6 +35,7 @@ const { values } = parseArgs({
     'max-context': { type: 'string' },
     'prefill-chunk': { type: 'string', default: '128' },
     json: { type: 'string' },
+    compute: { type: 'string', default: 'auto' },
   },
 });
 const config = parseQwen3Config(JSON.parse(readFileSync(values.config!, 'utf8')), values.config!);
@@ -42,8 +47,11 @@ const r = Number(values.r);
 
 const gpu = await Gpu.open();
 console.log(`device: ${gpu.describe()}`);
+if (!['auto', 'float32', 'float16'].includes(values.compute!)) throw new Error(`--compute ${values.compute}: expected auto, float32 or float16`);
+const compute = chooseComputePath(gpu, values.compute as 'auto' | 'float32' | 'float16', config);
+console.log(`compute: ${describeComputePath(compute.path)} (${compute.why})`);
 let t = performance.now();
-const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1), { base, doubleQuant: values['double-quant'] });
+const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1), { base, doubleQuant: values['double-quant'], compute: compute.path });
 console.log(`load: ${((performance.now() - t) / 1000).toFixed(1)} s (random weights, ${base}), ${(model.weights.bytes / 2 ** 30).toFixed(2)} GiB`);
 const adapter = r > 0 ? createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout: 0, targetModules: PROJECTIONS, useRslora: false }, 1) : undefined;
 t = performance.now();
@@ -88,7 +96,7 @@ if (values.json) {
     values.json,
     JSON.stringify(
       {
-        device: gpu.describe(), date: new Date().toISOString(), config: values.config, base, r, promptTokens, newTokens: steps.length + 1, maxContext,
+        device: gpu.describe(), date: new Date().toISOString(), config: values.config, base, compute: compute.path, r, promptTokens, newTokens: steps.length + 1, maxContext,
         prefillChunk: gen.prefillChunk, prefillMs: prefillS * 1000, prefillTokensPerS: promptTokens / prefillS,
         decodeTokensPerS: decodeTokS, decodeMedianMs: medianMs, decodeGpuMs: gpuMs, samplingMs: sampleMs, kvCacheMiB: gen.cache.bytes / 2 ** 20,
       },
