@@ -22,6 +22,13 @@ import { numel, tensorView, type Tensor } from './tensor.js';
  * sum of matmul_backward_reduce.wgsl) when the output alone makes too few workgroups to fill the
  * GPU, so `input` returns 1 or 2 dispatches, to be recorded consecutively in order.
  * Needs what the forward needs (`sgmUnsupportedReason`); K a multiple of 64, N a multiple of 4.
+ * Not yet called by the training step (src/model/projection.ts still uses MatmulBackward.input).
+ *
+ * Measured (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm-input-v3.json, M = 2048,
+ * NF4, planned variants, Dawn robustness on): 79 TFLOP/s at q_proj's dX, 73 at k/v_proj's, 91 at
+ * gate/up's (the target 100 not reached), 96 at o_proj's, 92 at down_proj's; with robustness off
+ * 124, 99, 102–116, 155, 150. dX of width 2560 makes too few 256 × 128 workgroups for 132 SMs:
+ * the plan splits q and gate/up 4 ways and gives k/v the 256 × 80 tile.
  */
 
 export const MatmulSgmInputParams = defineParams('MatmulSgmInputParams', [
