@@ -22,7 +22,7 @@ import { numel, tensorView, type Tensor } from './tensor.js';
  * sum of matmul_backward_reduce.wgsl) when the output alone makes too few workgroups to fill the
  * GPU, so `input` returns 1 or 2 dispatches, to be recorded consecutively in order.
  * Needs what the forward needs (`sgmUnsupportedReason`); K a multiple of 64, N a multiple of 4.
- * Not yet called by the training step (src/model/projection.ts still uses MatmulBackward.input).
+ * The training step's projections call it on the tensor-core path (src/model/projection.ts).
  *
  * Measured (H200, 2026-12-02, bench/results/h200-2026-12-02-matmul-sgm-input-v3.json, M = 2048,
  * NF4, planned variants, Dawn robustness on): 79 TFLOP/s at q_proj's dX, 73 at k/v_proj's, 91 at
