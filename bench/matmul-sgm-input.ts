@@ -25,6 +25,7 @@ import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
 import type { StoredFormat } from '../src/kernels/matmul.js';
 import { parseSgmTile, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
 import { MatmulSgmInput } from '../src/kernels/matmul-sgm-input.js';
+import { rowScaleRef } from '../src/kernels/row-scale.js';
 import { makeWeight, Words } from './bench-weight.js';
 
 /** dX shapes: n the reduction (the forward's output width), k dX's width (the forward's input). */
@@ -36,23 +37,8 @@ const SHAPES = [
   { name: 'down_proj', m: 2048, n: 2560, k: 9728 },
 ] as const;
 
-/** The CPU row-scale rule of issue 11 item 4: 2^(14 − ceil(log2 max|row|)), 1 for a zero row. */
-function rowScales(dy: Float32Array, m: number, n: number): Float32Array {
-  const out = new Float32Array(m);
-  for (let i = 0; i < m; i++) {
-    let amax = 0;
-    for (let j = 0; j < n; j++) amax = Math.max(amax, Math.abs(dy[i * n + j]));
-    if (amax === 0 || !Number.isFinite(amax)) {
-      out[i] = 1;
-      continue;
-    }
-    let e = Math.ceil(Math.log2(amax));
-    while (2 ** e < amax) e++;
-    while (2 ** (e - 1) >= amax) e--;
-    out[i] = 2 ** Math.max(-126, Math.min(126, 14 - e));
-  }
-  return out;
-}
+/** dY's row scales by the row-scale rule of issue 11 item 4 (src/kernels/row-scale.ts). */
+const rowScales = (dy: Float32Array, m: number, n: number): Float32Array => Float32Array.from(rowScaleRef(dy, m, n));
 
 function writeJson(path: string, value: unknown): void {
   const tmp = `${path}.tmp`;

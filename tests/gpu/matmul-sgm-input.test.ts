@@ -19,31 +19,12 @@ import { DeviceError, ShapeError } from '../../src/errors.js';
 import { f32ToBf16Array, roundToBf16 } from '../../src/model/bf16.js';
 import type { Gpu } from '../../src/kernels/gpu.js';
 import { NAN_WORD } from '../helpers/compare.js';
+import { rowScaleRef } from '../../src/kernels/row-scale.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
 
-/**
- * The row-scale rule of issue 11 item 4 (the row-scale kernel implements it on the GPU), on the
- * CPU: amax = max_n |dY[m][n]|; rowScale = 2^(14 − ceil(log2 amax)), so that the scaled row stays
- * within ±2^14; 1 when amax is 0 or not finite; the exponent clamped to f32's normal range.
- */
-function rowScalesRef(dy: ArrayLike<number>, m: number, n: number): Float32Array {
-  const out = new Float32Array(m);
-  for (let i = 0; i < m; i++) {
-    let amax = 0;
-    for (let j = 0; j < n; j++) amax = Math.max(amax, Math.abs(dy[i * n + j]));
-    if (amax === 0 || !Number.isFinite(amax)) {
-      out[i] = 1;
-      continue;
-    }
-    // ceil(log2 amax) exactly: Math.log2 may be off by one next to powers of two
-    let e = Math.ceil(Math.log2(amax));
-    while (2 ** e < amax) e++;
-    while (2 ** (e - 1) >= amax) e--;
-    out[i] = 2 ** Math.max(-126, Math.min(126, 14 - e));
-  }
-  return out;
-}
+/** The row-scale rule of issue 11 item 4 (src/kernels/row-scale.ts, the kernel's float64 reference) as the f32 the kernel reads. */
+const rowScalesRef = (dy: ArrayLike<number>, m: number, n: number): Float32Array => Float32Array.from(rowScaleRef(dy, m, n));
 
 /** Row magnitudes of dY in the tests: gradients as small as 1e-10 and as large as 1e4 (and one zero row). */
 const ROW_MAGNITUDES = [1e-10, 1e-6, 1e-3, 1, 1e4];
