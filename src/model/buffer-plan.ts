@@ -31,7 +31,8 @@ export interface PlanBuffer {
   readonly bound: boolean;
   /**
    * Who allocates it: the program that plans it (default), the kernels (shared by every program),
-   * the model loader, the LoRA arena or the optimiser.
+   * the model loader, the LoRA arena, the optimiser (its state and the grad-norm program's) or the
+   * Trainer. The arena, the optimiser and the Trainer allocate their entries through allocatePlan too.
    */
   readonly allocatedBy?: 'kernels' | 'model' | 'arena' | 'optimizer' | 'trainer';
   /** 'readback': a MAP_READ | COPY_DST staging buffer (default: a storage buffer). */

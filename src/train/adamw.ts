@@ -8,6 +8,7 @@ import { GRAD_NORM_STATE_WORDS } from './grad-norm.js';
 import { readStateTensors, writeStateTensors, type NamedStateBuffer, type StateTensor } from './optimizer-state.js';
 import { chunkElements } from './param-arena.js';
 import { foldGrid } from '../kernels/grid.js';
+import { allocatePlan, planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
 
 /**
  * AdamW on the GPU, exactly as torch.optim.AdamW (torch's _single_tensor_adamw / Adam with
@@ -196,7 +197,15 @@ function grid(count: number): [number, number] {
   return foldGrid(g);
 }
 
-/** AdamW with its own moment buffers for one flat parameter set (e.g. a ParamArena). */
+/** The moments' memory-plan entries for n parameters: "<label> exp_avg", "<label> exp_avg_sq", (n) f32 — what AdamwOptimizer.create allocates. */
+export function planAdamw(label: string, n: number): PlanBuffer[] {
+  return [
+    planBuffer(`${label} exp_avg`, 'optimizer', 'run', [n], 'f32', { allocatedBy: 'optimizer' }),
+    planBuffer(`${label} exp_avg_sq`, 'optimizer', 'run', [n], 'f32', { allocatedBy: 'optimizer' }),
+  ];
+}
+
+/** AdamW with its own moment buffers (from planAdamw) for one flat parameter set (e.g. a ParamArena). */
 export class AdamwOptimizer {
   private constructor(
     private readonly gpu: Gpu,
@@ -216,8 +225,9 @@ export class AdamwOptimizer {
     options: { variant?: AdamwVariant; chunkElements?: number } = {},
   ): Promise<AdamwOptimizer> {
     const n = numel(target.params.shape);
-    const m = gpu.tensor(`${label} exp_avg`, [n], 'f32');
-    const v = gpu.tensor(`${label} exp_avg_sq`, [n], 'f32');
+    const state = allocatePlan(gpu, planAdamw(label, n));
+    const m = state.one(`${label} exp_avg`);
+    const v = state.one(`${label} exp_avg_sq`);
     const kernel = await Adamw.create(gpu, options.variant ?? 'torch');
     const program = kernel.bind(label, { params: target.params, grads: target.grads, m, v, gradNorm }, hyper, { chunkElements: options.chunkElements });
     return new AdamwOptimizer(gpu, program, m, v);

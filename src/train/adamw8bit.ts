@@ -10,6 +10,7 @@ import { readStateTensors, writeStateTensors, type NamedStateBuffer, type StateT
 import { chunkElements, type ArenaLayout, type ArenaSlot } from './param-arena.js';
 import { quantileSearch } from '../kernels/quantile-search.js';
 import { foldGrid } from '../kernels/grid.js';
+import { allocatePlan, planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
 
 /**
  * 8-bit AdamW as bitsandbytes' AdamW8bit / PagedAdamW8bit (what `optim: paged_adamw_8bit` runs on
@@ -245,7 +246,27 @@ export function stateRuns(n: number, slots: readonly ArenaSlot[] | undefined, mi
   return runs;
 }
 
-/** 8-bit AdamW with its own state for one flat parameter set (a ParamArena, or any params/grads pair). */
+/**
+ * The state's memory-plan entries for n parameters (tensors at `slots`; none: one flat tensor):
+ * "<label> state1", "<label> state2" (n) u8x4 codes, "<label> absmax" (blocks, 2) f32, "<label> qmaps"
+ * (512) f32 and, when some tensors are under min_8bit_size, "<label> small exp_avg" / "small
+ * exp_avg_sq" (s) f32 — what Adamw8bitOptimizer.create allocates.
+ */
+export function planAdamw8bit(label: string, n: number, slots: readonly ArenaSlot[] | undefined, options: { min8bitSize?: number } = {}): PlanBuffer[] {
+  const runs = stateRuns(n, slots, options.min8bitSize ?? MIN_8BIT_SIZE);
+  const o = { allocatedBy: 'optimizer' } as const;
+  const out = [
+    planBuffer(`${label} state1`, 'optimizer', 'run', [n], 'u8x4', o),
+    planBuffer(`${label} state2`, 'optimizer', 'run', [n], 'u8x4', o),
+    planBuffer(`${label} absmax`, 'optimizer', 'run', [Math.ceil(n / BNB_BLOCK), 2], 'f32', o),
+    planBuffer(`${label} qmaps`, 'optimizer', 'run', [512], 'f32', o),
+  ];
+  const smallTotal = runs.filter((r) => !r.eightBit).reduce((a, r) => a + r.count, 0);
+  if (smallTotal > 0) out.push(planBuffer(`${label} small exp_avg`, 'optimizer', 'run', [smallTotal], 'f32', o), planBuffer(`${label} small exp_avg_sq`, 'optimizer', 'run', [smallTotal], 'f32', o));
+  return out;
+}
+
+/** 8-bit AdamW with its own state (from planAdamw8bit) for one flat parameter set (a ParamArena, or any params/grads pair). */
 export class Adamw8bitOptimizer {
   private constructor(
     private readonly gpu: Gpu,
@@ -266,12 +287,15 @@ export class Adamw8bitOptimizer {
   ): Promise<Adamw8bitOptimizer> {
     const n = numel(target.params.shape);
     const runs = stateRuns(n, target.slots, options.min8bitSize ?? MIN_8BIT_SIZE);
-    const codes1 = gpu.tensor(`${label} state1`, [n], 'u8x4');
-    const codes2 = gpu.tensor(`${label} state2`, [n], 'u8x4');
-    const absmax = gpu.tensor(`${label} absmax`, [Math.ceil(n / BNB_BLOCK), 2], 'f32');
-    const qmaps = gpu.tensorFrom(`${label} qmaps`, [512], 'f32', dynamicMaps());
-    const smallTotal = runs.filter((r) => !r.eightBit).reduce((a, r) => a + r.count, 0);
-    const small = smallTotal > 0 ? { m: gpu.tensor(`${label} small exp_avg`, [smallTotal], 'f32'), v: gpu.tensor(`${label} small exp_avg_sq`, [smallTotal], 'f32') } : undefined;
+    const state = allocatePlan(gpu, planAdamw8bit(label, n, target.slots, options));
+    const codes1 = state.one(`${label} state1`);
+    const codes2 = state.one(`${label} state2`);
+    const absmax = state.one(`${label} absmax`);
+    const qmaps = state.one(`${label} qmaps`);
+    gpu.write(qmaps, dynamicMaps());
+    const smallM = state.maybe(`${label} small exp_avg`);
+    const smallV = state.maybe(`${label} small exp_avg_sq`);
+    const small = smallM && smallV ? { m: smallM, v: smallV } : undefined;
     const programs: (Adamw8bitProgram | AdamwProgram)[] = [];
     const k8 = runs.some((r) => r.eightBit) ? await Adamw8bit.create(gpu) : undefined;
     const k32 = small ? await Adamw.create(gpu, 'bnb') : undefined;

@@ -46,7 +46,7 @@ export async function countStepDispatches(like: Gpu, c: Qwen3Config, plan: StepP
 }
 
 /** Weights of the model's shapes in the formats the loader gives them (bf16 norms, embedding and a full base; NF4 + absmax). */
-function placeholderWeights(gpu: Gpu, c: Qwen3Config, base: 'nf4' | 'full', doubleQuant: boolean): ModelWeights {
+export function placeholderWeights(gpu: Gpu, c: Qwen3Config, base: 'nf4' | 'full', doubleQuant: boolean): ModelWeights {
   const bf16 = (name: string, shape: number[]): Tensor => gpu.tensor(name, shape, 'bf16x2');
   const projection = (l: number, p: Projection): LinearWeight => {
     const [nOut, k] = projectionShape(c, p);
@@ -71,7 +71,7 @@ function placeholderWeights(gpu: Gpu, c: Qwen3Config, base: 'nf4' | 'full', doub
   return { config: c, base, doubleQuant: base === 'nf4' && doubleQuant, embed, finalNorm: bf16('norm', [D]), lmHead, layers, bytes: 0 };
 }
 
-function placeholderAdapter(gpu: Gpu, c: Qwen3Config, r: number, targets: readonly Projection[], dropout: number): LoraAdapter {
+export function placeholderAdapter(gpu: Gpu, c: Qwen3Config, r: number, targets: readonly Projection[], dropout: number): LoraAdapter {
   const layers = Array.from({ length: c.numHiddenLayers }, () => {
     const pairs: Partial<Record<Projection, LoraPair>> = {};
     for (const p of targets) {

@@ -5,6 +5,7 @@ import { groups, Kernel, type KernelSpec, type WritableDispatch } from '../kerne
 import { defineParams } from '../kernels/params.js';
 import { expectTensor, numel, tensorView, type Tensor } from '../kernels/tensor.js';
 import { chunkElements, CHUNK_UNIT } from './param-arena.js';
+import { allocatePlan, planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
 
 /**
  * Global gradient-norm clipping as torch.nn.utils.clip_grad_norm_ (what the Hugging Face Trainer
@@ -61,10 +62,49 @@ const MIN_PER_INVOCATION = 4;
  */
 export const GRAD_NORM_STATE_WORDS = 4;
 
+/** The state's memory-plan entry: "<label>", (4) u32 — what createGradNormState allocates. */
+export function planGradNormState(label: string): PlanBuffer {
+  return planBuffer(label, 'optimizer', 'run', [GRAD_NORM_STATE_WORDS], 'u32', { allocatedBy: 'optimizer' });
+}
+
+/** Allocates the state from planGradNormState and writes clipCoef = 1. */
 export function createGradNormState(gpu: Gpu, label: string): Tensor {
   const init = new Uint32Array(GRAD_NORM_STATE_WORDS);
   new Float32Array(init.buffer)[1] = 1;
-  return gpu.tensorFrom(label, [GRAD_NORM_STATE_WORDS], 'u32', init);
+  const state = allocatePlan(gpu, [planGradNormState(label)]).one(label);
+  gpu.write(state, init);
+  return state;
+}
+
+/** Stage-1 chunks of n gradient elements, `chunk` elements each: their workgroups and first partial. */
+function partialPlan(n: number, chunk: number): { plans: { offset: number; count: number; groups: number; partialBase: number }[]; partialCount: number } {
+  const plans: { offset: number; count: number; groups: number; partialBase: number }[] = [];
+  let partialCount = 0;
+  for (let offset = 0; offset < n; offset += chunk) {
+    const count = Math.min(chunk, n - offset);
+    const g = Math.min(GRAD_NORM_MAX_GROUPS, groups(count, GRAD_NORM_WORKGROUP * MIN_PER_INVOCATION));
+    plans.push({ offset, count, groups: g, partialBase: partialCount });
+    partialCount += g;
+  }
+  return { plans, partialCount };
+}
+
+/**
+ * The partials' memory-plan entry for n gradient elements in chunks of `chunk` (chunkElements of
+ * the device): "<label> partials", (P, 2) u32 — what GradNorm.bind(label, …) allocates.
+ */
+export function planGradNormPartials(label: string, n: number, chunk: number): PlanBuffer {
+  return planBuffer(`${label} partials`, 'optimizer', 'run', [partialPlan(n, chunk).partialCount, 2], 'u32', { allocatedBy: 'optimizer' });
+}
+
+/**
+ * Both entries of the clipping program of n gradient elements on a device whose storage bindings
+ * hold maxBindingBytes: the state "<label> state" (createGradNormState) and the partials of
+ * GradNorm.bind("<label>", …), in the order the Trainer allocates them.
+ */
+export function planGradNorm(label: string, n: number, maxBindingBytes: number): PlanBuffer[] {
+  const chunk = Math.max(CHUNK_UNIT, Math.floor(maxBindingBytes / 4 / CHUNK_UNIT) * CHUNK_UNIT);
+  return [planGradNormState(`${label} state`), planGradNormPartials(label, n, chunk)];
 }
 
 export interface GradNormReadout {
@@ -141,15 +181,8 @@ export class GradNorm {
     }
     const n = numel(t.grads.shape);
     const chunk = chunkElements(this.gpu, options.chunkElements);
-    const plans: { offset: number; count: number; groups: number; partialBase: number }[] = [];
-    let partialCount = 0;
-    for (let offset = 0; offset < n; offset += chunk) {
-      const count = Math.min(chunk, n - offset);
-      const g = Math.min(GRAD_NORM_MAX_GROUPS, groups(count, GRAD_NORM_WORKGROUP * MIN_PER_INVOCATION));
-      plans.push({ offset, count, groups: g, partialBase: partialCount });
-      partialCount += g;
-    }
-    const partials = this.gpu.tensor(`${label} partials`, [partialCount, 2], 'u32');
+    const { plans, partialCount } = partialPlan(n, chunk);
+    const partials = allocatePlan(this.gpu, [planGradNormPartials(label, n, chunk)]).one(`${label} partials`);
     const stages = plans.map((p, i) => {
       const grads = tensorView(t.grads.buffer, `${t.grads.label}[${p.offset}…]`, [p.count], 'f32', t.grads.offset + p.offset * 4);
       return this.partialKernel.bindWritable(`${label} partial ${i}`, { partials, grads }, { count: p.count, partialBase: p.partialBase, gradScale: 1 }, [p.groups]);
@@ -189,9 +222,5 @@ export function gradNormRef(grads: ArrayLike<number>, gradScale: number, maxNorm
 /** Scratch bytes of the stage-1 partials for n gradient elements (for the memory plan). */
 export function gradNormScratchBytes(n: number, maxBindingBytes: number): number {
   const chunk = Math.max(CHUNK_UNIT, Math.floor(maxBindingBytes / 4 / CHUNK_UNIT) * CHUNK_UNIT);
-  let partials = 0;
-  for (let offset = 0; offset < n; offset += chunk) {
-    partials += Math.min(GRAD_NORM_MAX_GROUPS, groups(Math.min(chunk, n - offset), GRAD_NORM_WORKGROUP * MIN_PER_INVOCATION));
-  }
-  return partials * 8 + GRAD_NORM_STATE_WORDS * 4;
+  return partialPlan(n, chunk).partialCount * 8 + GRAD_NORM_STATE_WORDS * 4;
 }

@@ -1,7 +1,9 @@
 import { ShapeError } from '../errors.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { numel, tensorView, type Tensor } from '../kernels/tensor.js';
-import { PROJECTIONS, type Projection } from '../model/checkpoint.js';
+import { allocatePlan, planBuffer, type PlanAllocation, type PlanBuffer } from '../model/buffer-plan.js';
+import { PROJECTIONS, projectionShape, type Projection } from '../model/checkpoint.js';
+import type { Qwen3Config } from '../model/config.js';
 import { peftKey, type LoraAdapter, type LoraPair } from '../model/lora.js';
 
 /**
@@ -55,6 +57,17 @@ export function planArena(specs: readonly ArenaTensorSpec[]): ArenaLayout {
   return Object.freeze({ slots: Object.freeze(slots), count: offset });
 }
 
+/**
+ * The arena's memory-plan entries: "<label> params" and "<label> grads", (count) f32 each —
+ * what ParamArena.create allocates, exactly (allocatePlan).
+ */
+export function planParamArena(label: string, layout: ArenaLayout): PlanBuffer[] {
+  return [
+    planBuffer(`${label} params`, 'lora', 'run', [layout.count], 'f32', { allocatedBy: 'arena' }),
+    planBuffer(`${label} grads`, 'grads', 'run', [layout.count], 'f32', { allocatedBy: 'arena' }),
+  ];
+}
+
 /** Bytes the arena allocates: parameters and gradients, f32 each. */
 export function arenaBytes(layout: ArenaLayout): { params: number; grads: number } {
   return { params: layout.count * 4, grads: layout.count * 4 };
@@ -69,16 +82,16 @@ export class ParamArena {
     readonly params: Tensor,
     /** (count) f32 — their gradients at the same offsets; the backward pass adds into views of it. */
     readonly grads: Tensor,
+    private readonly allocation: PlanAllocation,
   ) {
     this.byName = new Map(layout.slots.map((s) => [s.name, s]));
   }
 
-  /** Allocates both buffers (zero-filled, as WebGPU buffers start). */
+  /** Allocates both buffers from planParamArena (zero-filled, as WebGPU buffers start). */
   static create(gpu: Gpu, label: string, specs: readonly ArenaTensorSpec[]): ParamArena {
     const layout = planArena(specs);
-    const params = gpu.tensor(`${label} params`, [layout.count], 'f32');
-    const grads = gpu.tensor(`${label} grads`, [layout.count], 'f32');
-    return new ParamArena(layout, params, grads);
+    const allocation = allocatePlan(gpu, planParamArena(label, layout));
+    return new ParamArena(layout, allocation.one(`${label} params`), allocation.one(`${label} grads`), allocation);
   }
 
   get slots(): readonly ArenaSlot[] {
@@ -114,8 +127,7 @@ export class ParamArena {
 
   /** Frees both buffers. */
   destroy(): void {
-    this.params.buffer.destroy();
-    this.grads.buffer.destroy();
+    this.allocation.destroy();
   }
 }
 
@@ -129,6 +141,22 @@ export function loraArenaSpecs(adapter: LoraAdapter): ArenaTensorSpec[] {
       specs.push({ name: peftKey(l, p, 'A'), shape: pair.a.shape }, { name: peftKey(l, p, 'B'), shape: pair.b.shape });
     }
   });
+  return specs;
+}
+
+/**
+ * The same order from the model's shapes alone (for the memory plan, before any adapter exists):
+ * layer by layer, the targeted projections in PROJECTIONS order, A (r, K) then B (Nout, r).
+ */
+export function loraArenaSpecsFor(c: Qwen3Config, r: number, targets: readonly Projection[]): ArenaTensorSpec[] {
+  const specs: ArenaTensorSpec[] = [];
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    for (const p of PROJECTIONS) {
+      if (!targets.includes(p)) continue;
+      const [o, k] = projectionShape(c, p);
+      specs.push({ name: peftKey(l, p, 'A'), shape: [r, k] }, { name: peftKey(l, p, 'B'), shape: [o, r] });
+    }
+  }
   return specs;
 }
 

@@ -3,7 +3,10 @@ import type { DType } from '../kernels/tensor.js';
 import { PROJECTIONS, projectionShape, type Projection } from '../model/checkpoint.js';
 import type { Qwen3Config } from '../model/config.js';
 import type { BaseFormat } from '../model/weights.js';
-import { ARENA_ALIGN_ELEMENTS } from './param-arena.js';
+import { loraArenaSpecsFor, planArena, planParamArena, type ArenaLayout } from './param-arena.js';
+import { planAdamw } from './adamw.js';
+import { planAdamw8bit } from './adamw8bit.js';
+import { planGradNorm } from './grad-norm.js';
 import { DEFAULT_MAX_SCRATCH_BYTES } from '../kernels/matmul-backward.js';
 import { planBuffer, type PlanBuffer, type PlanCategory, type PlanLifetime } from '../model/buffer-plan.js';
 import type { LossHeadMode } from '../model/loss-head.js';
@@ -17,8 +20,8 @@ import type { TrainerDispatchCounts } from './trainer.js';
  * The memory plan of a training step: every GPU buffer the run allocates, known before anything
  * is allocated. Pure: the same inputs give the same plan on any machine. The micro-batch program
  * allocates its entries from it (src/train/step-plan.ts, src/model/buffer-plan.ts), so the printed
- * plan is what the GPU holds; the weights, the LoRA arena and the optimiser state are the loader's,
- * the arena's and the optimiser's (`allocatedBy`).
+ * plan is what the GPU holds; so do the LoRA arena, the grad-norm program and the optimiser
+ * (planTrainerState). Only the frozen weights are the loader's, planned here from their shapes.
  */
 export type { PlanBuffer, PlanCategory, PlanLifetime } from '../model/buffer-plan.js';
 
@@ -45,6 +48,11 @@ export interface StepSettings {
   readonly compute?: ComputePath;
   /** Why that path, in words (chooseComputePath's `why`), for the printed plan. */
   readonly computeWhy?: string;
+  /**
+   * The device's maxStorageBufferBindingSize (default DEFAULT_MAX_BINDING_BYTES): the grad-norm
+   * partials are one set per binding-sized chunk of the gradients.
+   */
+  readonly maxStorageBufferBindingSize?: number;
 }
 
 export interface StepPlan {
@@ -73,7 +81,32 @@ export function formatDispatchCounts(d: TrainerDispatchCounts): string {
   return `${d.microBatch} dispatches per micro-batch (forward ${d.forward}, loss head ${d.lossHead}, backward ${d.backward}, running sums ${d.runningSums}), ${d.optimizerStep} per optimiser step`;
 }
 
-const roundArena = (n: number): number => Math.ceil(n / ARENA_ALIGN_ELEMENTS) * ARENA_ALIGN_ELEMENTS;
+/** WebGPU's default maxStorageBufferBindingSize (128 MiB): every device's is at least this. */
+export const DEFAULT_MAX_BINDING_BYTES = 2 ** 27;
+
+/** Names of the Trainer's run-long buffers: the arena's label, the grad-norm program's, the optimisers'. */
+export const TRAINER_STATE_LABELS = { arena: 'lora', gradNorm: 'grad norm', adamw: 'adamw', adamw8bit: 'adamw8bit' } as const;
+
+/**
+ * The run-long buffers the Trainer's parts allocate, in the order they allocate them, for an arena
+ * of `layout` on a device whose storage bindings hold maxBindingBytes: the LoRA arena (params,
+ * grads; planParamArena), the grad-norm state and partials (planGradNorm), the optimiser state
+ * (planAdamw / planAdamw8bit). Trainer.create builds this list from the live adapter and the
+ * device, and refuses a plan whose entries differ.
+ */
+export function trainerStateEntries(layout: ArenaLayout, optimizer: StepSettings['optimizer'], maxBindingBytes: number): PlanBuffer[] {
+  const n = TRAINER_STATE_LABELS;
+  return [
+    ...planParamArena(n.arena, layout),
+    ...planGradNorm(n.gradNorm, layout.count, maxBindingBytes),
+    ...(optimizer === 'adamw' ? planAdamw(n.adamw, layout.count) : planAdamw8bit(n.adamw8bit, layout.count, layout.slots)),
+  ];
+}
+
+/** trainerStateEntries from the model's shapes (the arena of r on `targets`), before any adapter exists. */
+export function planTrainerState(c: Qwen3Config, s: Pick<StepSettings, 'r' | 'targets' | 'optimizer' | 'maxStorageBufferBindingSize'>): PlanBuffer[] {
+  return trainerStateEntries(planArena(loraArenaSpecsFor(c, s.r, s.targets)), s.optimizer, s.maxStorageBufferBindingSize ?? DEFAULT_MAX_BINDING_BYTES);
+}
 
 export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
   const buffers: PlanBuffer[] = [];
@@ -107,25 +140,14 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
     }
   }
 
-  // Trainable adapter: one arena of every A and B (each padded to 256 elements), gradients alike.
-  let arena = 0;
-  let trainable = 0;
-  for (const p of s.targets) {
+  // Trainable adapter: one arena of every A and B (each padded to 256 elements), gradients alike;
+  // the clipping state and partials; the optimiser state. The arena, GradNorm and the optimiser
+  // allocate exactly these entries (planParamArena, planGradNorm, planAdamw / planAdamw8bit).
+  for (const b of planTrainerState(c, s)) buffers.push(b);
+  const trainable = s.targets.reduce((a, p) => {
     const [o, k] = projectionShape(c, p);
-    arena += L * (roundArena(R * k) + roundArena(o * R));
-    trainable += L * (R * k + o * R);
-  }
-  add('lora params arena f32', 'lora', 'run', [arena], 'f32', 1, true, 'arena');
-  add('lora grads arena f32', 'grads', 'run', [arena], 'f32', 1, true, 'arena');
-  if (s.optimizer === 'adamw') {
-    add('adamw exp_avg f32', 'optimizer', 'run', [arena], 'f32', 1, true, 'optimizer');
-    add('adamw exp_avg_sq f32', 'optimizer', 'run', [arena], 'f32', 1, true, 'optimizer');
-  } else {
-    add('adamw8bit state1 u8', 'optimizer', 'run', [arena], 'u8', 1, true, 'optimizer');
-    add('adamw8bit state2 u8', 'optimizer', 'run', [arena], 'u8', 1, true, 'optimizer');
-    add('adamw8bit absmax1, absmax2 f32', 'optimizer', 'run', [arena / 256], 'f32', 2, true, 'optimizer');
-  }
-  add('grad norm state + partials f32', 'optimizer', 'run', [4 + 1024], 'f32', 1, true, 'optimizer');
+    return a + L * (R * k + o * R);
+  }, 0);
 
   // The micro-batch program: exactly the buffers TrainStep.build allocates (it takes them from this list).
   buffers.push(

@@ -49,7 +49,7 @@ export function deviceLossHead(gpu: Gpu, model: Qwen3Config): LossHeadMode {
  */
 export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): StepSettings {
   const compute = chooseComputePath(gpu, config.compute_dtype, model);
-  const s = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why };
+  const s = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize };
   checkpointedLayers(s.recompute!, model.numHiddenLayers);
   return s;
 }

@@ -11,8 +11,8 @@ import { Adamw8bitOptimizer } from './adamw8bit.js';
 import { createGradNormState, GradNorm, GRAD_NORM_STATE_WORDS, readGradNormState, type GradNormProgram, type GradNormReadout } from './grad-norm.js';
 import { createTrainKernels, type TrainKernels } from './kernels.js';
 import type { StateTensor } from './optimizer-state.js';
-import { moveLoraToArena, type ArenaLoraAdapter } from './param-arena.js';
-import type { StepPlan } from './plan.js';
+import { loraArenaSpecs, moveLoraToArena, planArena, type ArenaLoraAdapter } from './param-arena.js';
+import { TRAINER_STATE_LABELS, trainerStateEntries, type StepPlan } from './plan.js';
 import { TrainStep } from './step.js';
 import { planDifferences, planRunningSums, TRAINER_BUFFERS } from './step-plan.js';
 import { allocatePlan, type PlanAllocation } from '../model/buffer-plan.js';
@@ -121,15 +121,24 @@ export class Trainer {
 
   static async create(gpu: Gpu, model: Qwen3Model, adapter: LoraAdapter, options: TrainerOptions, kernels?: TrainKernels): Promise<Trainer> {
     const k = kernels ?? (await createTrainKernels(gpu, model.config, model.kernels));
-    const arena = moveLoraToArena(gpu, 'lora', adapter, { destroySource: true });
+    // The run-long buffers come from their plan entries (trainerStateEntries): checked against the
+    // printed plan before anything is allocated, then each part allocates its own entries.
+    const n = TRAINER_STATE_LABELS;
+    const kind = options.optimizer.kind;
+    const state = trainerStateEntries(planArena(loraArenaSpecs(adapter)), kind, gpu.limits.maxStorageBufferBindingSize);
+    const plannedState = options.plan?.buffers.filter((b) => b.allocatedBy === 'arena' || b.allocatedBy === 'optimizer');
+    if (plannedState && planDifferences(plannedState, state).length > 0) {
+      throw new ConfigError(`Trainer: the memory plan's arena and optimiser state differ from the Trainer's: ${planDifferences(plannedState, state).join('; ')}`);
+    }
+    const arena = moveLoraToArena(gpu, n.arena, adapter, { destroySource: true });
     const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, recompute: options.recompute, lossChunkTokens: options.lossChunkTokens, plan: options.plan?.buffers, lossHead: options.plan?.settings.lossHead });
-    const normState = createGradNormState(gpu, 'grad norm');
-    const norm = (await GradNorm.create(gpu)).bind('grad norm', { state: normState, grads: arena.arena.grads }, { maxNorm: options.maxGradNorm });
+    const normState = createGradNormState(gpu, `${n.gradNorm} state`);
+    const norm = (await GradNorm.create(gpu)).bind(n.gradNorm, { state: normState, grads: arena.arena.grads }, { maxNorm: options.maxGradNorm });
     const target = { params: arena.arena.params, grads: arena.arena.grads, slots: arena.arena.layout.slots };
     const optimizer: Optimizer =
-      options.optimizer.kind === 'adamw'
-        ? await AdamwOptimizer.create(gpu, 'adamw', target, normState, options.hyper, { variant: options.optimizer.variant })
-        : await Adamw8bitOptimizer.create(gpu, 'adamw8bit', target, normState, options.hyper);
+      kind === 'adamw'
+        ? await AdamwOptimizer.create(gpu, n.adamw, target, normState, options.hyper, { variant: options.optimizer.variant })
+        : await Adamw8bitOptimizer.create(gpu, n.adamw8bit, target, normState, options.hyper);
     const sums = planRunningSums();
     const planned = options.plan?.buffers.filter((b) => b.allocatedBy === 'trainer');
     if (planned && planDifferences(planned, sums).length > 0) throw new ConfigError(`Trainer: the memory plan's running sums differ from the Trainer's: ${planDifferences(planned, sums).join('; ')}`);

@@ -22,6 +22,17 @@ import type { RecomputePolicy } from '../../src/train/recompute.js';
 import { TrainStep } from '../../src/train/step.js';
 import { TINY_MODEL } from '../helpers/fixtures.js';
 import { ROW_SCALE_BUFFER, type ComputePath } from '../../src/model/compute-path.js';
+import { RecordingDevice } from '../../src/kernels/recording-device.js';
+import { Gpu as GpuClass } from '../../src/kernels/gpu.js';
+import { BufferUsage } from '../../src/kernels/usage.js';
+import { chooseLossChunk } from '../../src/model/loss-head.js';
+import type { Qwen3Model } from '../../src/model/qwen3.js';
+import { baseStoredFormats } from '../../src/model/tensor-core-kernels.js';
+import { placeholderAdapter, placeholderWeights } from '../../src/train/dispatch-count.js';
+import { createTrainKernels } from '../../src/train/kernels.js';
+import { deviceLossHead } from '../../src/train/step-settings.js';
+import { Trainer } from '../../src/train/trainer.js';
+import { testGpu } from '../helpers/gpu.js';
 
 /**
  * The plan is the allocation, at real sizes: TrainStep.build runs on a FAKE device that records
@@ -213,6 +224,131 @@ describe('memory plan = allocation on a fake device (real sizes)', () => {
           expect(program.bytes).toBe(plan.total);
         }
       }
+    });
+  }
+});
+
+/**
+ * The whole Trainer, on the recording device (src/kernels/recording-device.ts: the real kernels,
+ * tile choices and split plans of the lavapipe adapter, nothing allocated or run): every storage
+ * buffer Trainer.create asks for is a plan entry with the entry's bytes, in the order the Trainer
+ * allocates them — the LoRA arena (params, grads), the micro-batch program's buffers, the
+ * grad-norm state and partials, the optimiser state, the running sums — and nothing else.
+ * Not the Trainer's, so not recorded here: the model's frozen weights (the loader creates them
+ * before the Trainer; planned from their shapes, allocatedBy 'model'), the kernels' shared
+ * split-reduction scratch (made by the kernel on its first split, whichever program binds it first;
+ * allocatedBy 'kernels': only its bytes are checked here), the
+ * source adapter (createLoraAdapter / loadLoraAdapter; the arena copies it and destroys it), and
+ * each dispatch's small uniform parameter block (Kernel.bind: device.createBuffer with UNIFORM usage).
+ */
+/** A recording device with `like`'s adapter and limits, or with a data-centre GPU's buffer limits (2 GiB bindings) where `big`. */
+function recorder(like: Gpu, big: boolean): { gpu: Gpu; device: RecordingDevice } {
+  const l = like.device.limits;
+  const limits = big ? new Proxy(l, { get: (t, k) => (k === 'maxStorageBufferBindingSize' ? 2 ** 31 - 4 : k === 'maxBufferSize' ? 2 ** 40 : Reflect.get(t, k)) }) : l;
+  const device = new RecordingDevice(limits, like.device.adapterInfo);
+  return { gpu: GpuClass.over(device as unknown as GPUDevice, like), device };
+}
+
+describe('memory plan = allocation: every buffer of the Trainer (recording device)', () => {
+  // the 4B case on 2 GiB bindings (its vocabulary matrix is bound whole; lavapipe's are 128 MiB)
+  const cases: [string, Qwen3Config, number, number, number, boolean][] = [
+    ['fixture', fixture, 2, 24, 4, false],
+    ['Qwen3-4B', qwen4b, 1, 256, 32, true],
+  ];
+  for (const [name, c, B, T, r, big] of cases) {
+    it(`${name}: B${B}×${T}, r=${r}, adamw / adamw_8bit × dropout × checkpointing none/full`, async () => {
+      const like = await testGpu();
+      let checked = 0;
+      for (const optimizer of ['adamw', 'adamw_8bit'] as const) {
+        for (const dropout of [0, 0.05]) {
+          for (const recompute of ['none', 'full'] as RecomputePolicy[]) {
+            const { gpu, device } = recorder(like, big);
+            // Storage buffers asked for (label, bytes); the dispatches' uniform blocks are counted apart.
+            const storage: { label: string; bytes: number }[] = [];
+            let uniforms = 0;
+            const create = device.createBuffer.bind(device);
+            device.createBuffer = (d: GPUBufferDescriptor): GPUBuffer => {
+              if (d.usage & BufferUsage.UNIFORM) uniforms++;
+              else storage.push({ label: d.label ?? '', bytes: d.size });
+              return create(d);
+            };
+            const plan = planStep(c, {
+              batch: B,
+              seq: T,
+              r,
+              targets: PROJECTIONS,
+              gradientCheckpointing: recompute !== 'none',
+              recompute,
+              optimizer,
+              base: 'nf4',
+              doubleQuant: false,
+              lossChunkTokens: chooseLossChunk(like, B * T, c.vocabSize),
+              loraDropout: dropout,
+              lossHead: deviceLossHead(like, c),
+              maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize,
+            });
+            const kernels = await createTrainKernels(gpu, c, undefined, { compute: 'f32', formats: baseStoredFormats('nf4', false) });
+            const model = { config: c, weights: placeholderWeights(gpu, c, 'nf4', false), kernels } as unknown as Qwen3Model;
+            const adapter = placeholderAdapter(gpu, c, r, PROJECTIONS, dropout);
+            const before = storage.length;
+            const uniformsBefore = uniforms;
+            const trainer = await Trainer.create(
+              gpu,
+              model,
+              adapter,
+              { B, T, checkpointing: recompute !== 'none', recompute, lossChunkTokens: plan.settings.lossChunkTokens, optimizer: { kind: optimizer }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1, plan },
+              kernels,
+            );
+            const what = `${name} ${optimizer} dropout ${dropout} ${JSON.stringify(recompute)}`;
+            const by = (who: PlanBuffer['allocatedBy']) => plan.buffers.filter((b) => b.allocatedBy === who);
+            const optimizerEntries = by('optimizer');
+            const expected = [...by('arena'), ...by(undefined), ...optimizerEntries, ...by('trainer')];
+            // The kernels' shared split-reduction scratch is made by the kernel on its first split
+            // (here inside TrainStep.build, where this size needs one): the planned 'kernels' entry's bytes.
+            const isKernelScratch = (b: { label: string }) => / scratch \(\d+ bytes\) f32$/.test(b.label);
+            const kernelScratch = storage.slice(before).filter(isKernelScratch);
+            const plannedScratch = by('kernels').map((b) => b.bytes);
+            for (const k of kernelScratch) expect(plannedScratch, `${what}: ${k.label}`).toContain(k.bytes);
+            expect(storage.slice(before).filter((b) => !isKernelScratch(b)), what).toEqual(expectedBuffers(expected));
+            // what the plan lists beyond them is the loader's weights and the kernels' shared scratch only
+            const rest = plan.buffers.filter((b) => !expected.includes(b));
+            expect(new Set(rest.map((b) => b.allocatedBy)), what).toEqual(new Set(['model', 'kernels']));
+            expect(rest.filter((b) => b.allocatedBy === 'model').every((b) => b.category === 'weights'), what).toBe(true);
+            // the arena and optimiser entries are what an independent count of the adapter's shapes gives (each tensor padded to 256 elements)
+            const arenaElems = PROJECTIONS.reduce((a, p) => {
+              const [o, k] = projectionShape(c, p);
+              return a + c.numHiddenLayers * (Math.ceil((r * k) / 256) * 256 + Math.ceil((o * r) / 256) * 256);
+            }, 0);
+            expect(by('arena').map((b) => b.bytes), what).toEqual([4 * arenaElems, 4 * arenaElems]);
+            expect(trainer.adapter.arena.count, what).toBe(arenaElems);
+            if (optimizer === 'adamw') expect(optimizerEntries.filter((b) => b.name.startsWith('adamw ')).map((b) => b.bytes), what).toEqual([4 * arenaElems, 4 * arenaElems]);
+            else expect(optimizerEntries.find((b) => b.name === 'adamw8bit state1')?.bytes, what).toBe(arenaElems);
+            // the uniforms left out above are the dispatches' parameter blocks (there are some)
+            expect(uniforms - uniformsBefore, what).toBeGreaterThan(0);
+            // a plan for the other optimiser is refused before anything is allocated
+            const other = planStep(c, { ...plan.settings, optimizer: optimizer === 'adamw' ? 'adamw_8bit' : 'adamw' });
+            const mark = storage.length;
+            await expect(
+              Trainer.create(gpu, model, placeholderAdapter(gpu, c, r, PROJECTIONS, dropout), { B, T, checkpointing: recompute !== 'none', recompute, lossChunkTokens: plan.settings.lossChunkTokens, optimizer: { kind: optimizer }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1, plan: other }, kernels),
+              what,
+            ).rejects.toThrow(/arena and optimiser state differ/);
+            expect(storage.length - mark, what).toBe(2 * c.numHiddenLayers * PROJECTIONS.length); // only the placeholder adapter
+            // The grad-norm partials depend on the device's binding size (one set per binding-sized
+            // chunk): a plan made for WebGPU's default 128 MiB differs for the 4B arena, and is refused.
+            const small = planStep(c, { ...plan.settings, maxStorageBufferBindingSize: undefined });
+            const partials = (p: typeof plan) => p.buffers.find((b) => b.name === 'grad norm partials')!.bytes;
+            if (big) {
+              expect(partials(small), what).toBeGreaterThan(partials(plan));
+              await expect(
+                Trainer.create(gpu, model, placeholderAdapter(gpu, c, r, PROJECTIONS, dropout), { B, T, checkpointing: recompute !== 'none', recompute, lossChunkTokens: plan.settings.lossChunkTokens, optimizer: { kind: optimizer }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1, plan: small }, kernels),
+                what,
+              ).rejects.toThrow(/grad norm partials/);
+            } else expect(partials(small), what).toBe(partials(plan));
+            checked++;
+          }
+        }
+      }
+      expect(checked).toBe(8);
     });
   }
 });
