@@ -87,7 +87,7 @@ for (const [compute, kernels] of kernelsOf) for (const checkpointing of modes) {
     await gpu.sync();
     const sec = (performance.now() - t0) / 1000 / steps;
     const loss = (await trainer.readLossSum()) / (B * T - B);
-    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: dropout, compute });
+    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: dropout, compute, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize });
     const rec = {
       device: gpu.describe(),
       date: new Date().toISOString(),
