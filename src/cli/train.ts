@@ -113,6 +113,7 @@ export { stepSettings };
 export function printPlan(plan: StepPlan, gpu: Gpu, out: (line: string) => void): void {
   out(formatPlan(plan));
   out(`compute path: ${planComputePath(plan)}`);
+  if (plan.settings.recomputeWhy) out(`gradient checkpointing: ${plan.settings.recomputeWhy}`);
   out(checkPlan(plan, { ...gpu.limits, memoryBytes: guessDeviceMemory(gpu.adapterInfo.description) }).note);
 }
 

@@ -147,15 +147,25 @@ export const configSchema = z
     bf16: z.boolean().default(true),
     /**
      * true: every layer recomputed in the backward (less memory); false: none; an integer k or
-     * { checkpoint_layers: k }: layers 0..k−1 only (k ≤ the model's layers, checked once it is known).
+     * { checkpoint_layers: k }: layers 0..k−1 only (k ≤ the model's layers, checked once it is known);
+     * auto: the fewest recomputed layers whose memory plan fits max_memory or the device's memory
+     * (all layers where neither is known); src/train/auto-recompute.ts.
      */
     gradient_checkpointing: z
       .union([
         z.boolean(),
+        z.literal('auto'),
         numeric(z.number().int('gradient_checkpointing must be true, false, a whole number of layers k ≥ 0 or {checkpoint_layers: k}').min(0, 'gradient_checkpointing: the layer count k must be ≥ 0')),
         z.object({ checkpoint_layers: numeric(z.number().int('gradient_checkpointing.checkpoint_layers must be a whole number').min(0, 'gradient_checkpointing.checkpoint_layers must be ≥ 0')) }).strict(),
-      ], { error: 'expected true, false, a whole number of layers k ≥ 0 or {checkpoint_layers: k}' })
+      ], { error: 'expected true, false, auto, a whole number of layers k ≥ 0 or {checkpoint_layers: k}' })
       .default(true),
+    /**
+     * GPU memory the run may plan for, in GiB (a number, or a string such as "20GiB", "20GB",
+     * "20000MiB"); null: the device's own where known. Used by gradient_checkpointing: auto.
+     */
+    max_memory: z
+      .union([z.null(), numeric(z.number().positive('max_memory must be > 0 (GiB)')), z.string().regex(/^\s*\d+(\.\d+)?\s*(GiB|GB|MiB|MB)\s*$/i, 'max_memory: expected GiB as a number or a size such as "20GiB", "20GB" or "20000MiB"')])
+      .default(null),
     auto_find_batch_size: z.boolean().default(false),
 
     // ── Logging, saving, evaluation ───────────────────────────────────────────────────────

@@ -48,6 +48,8 @@ export interface StepSettings {
   readonly compute?: ComputePath;
   /** Why that path, in words (chooseComputePath's `why`), for the printed plan. */
   readonly computeWhy?: string;
+  /** Why this recompute policy, when `gradient_checkpointing: auto` chose it (autoRecompute). */
+  readonly recomputeWhy?: string;
   /**
    * The device's maxStorageBufferBindingSize (default DEFAULT_MAX_BINDING_BYTES): the grad-norm
    * partials are one set per binding-sized chunk of the gradients.

@@ -22,10 +22,12 @@ export function checkpointedLayers(policy: RecomputePolicy, L: number): number {
 
 /**
  * The config key `gradient_checkpointing`: true (all layers), false (none), an integer k or
- * { checkpoint_layers: k } (layers 0..k−1).
+ * { checkpoint_layers: k } (layers 0..k−1); 'auto' is chosen against the device's memory by
+ * autoRecompute (src/train/auto-recompute.ts) and means all layers here.
  */
-export function recomputePolicy(value: boolean | number | { readonly checkpoint_layers: number }): RecomputePolicy {
-  if (value === true) return 'full';
+export function recomputePolicy(value: boolean | 'auto' | number | { readonly checkpoint_layers: number }): RecomputePolicy {
+  // 'auto' without a device to plan against (resolved by autoRecompute where there is one): all layers.
+  if (value === true || value === 'auto') return 'full';
   if (value === false) return 'none';
   return { checkpointLayers: typeof value === 'number' ? value : value.checkpoint_layers };
 }

@@ -12,7 +12,8 @@ import type { Qwen3Config } from '../model/config.js';
 import { chooseLossChunk, type LossHeadMode } from '../model/loss-head.js';
 import type { LinearWeight } from '../kernels/matmul.js';
 import { countStepDispatches } from './dispatch-count.js';
-import { bufferLimitError, planStep, withDispatchCounts, type StepPlan, type StepSettings } from './plan.js';
+import { bufferLimitError, guessDeviceMemory, planStep, withDispatchCounts, type StepPlan, type StepSettings } from './plan.js';
+import { autoRecompute, maxMemoryBytes } from './auto-recompute.js';
 import { checkpointedLayers, recomputePolicy } from './recompute.js';
 import { chooseComputePath, type ComputePath } from '../model/compute-path.js';
 
@@ -49,7 +50,13 @@ export function deviceLossHead(gpu: Gpu, model: Qwen3Config): LossHeadMode {
  */
 export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): StepSettings {
   const compute = chooseComputePath(gpu, config.compute_dtype, model);
-  const s = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize };
+  let s: StepSettings = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize };
+  if (config.gradient_checkpointing === 'auto') {
+    const given = maxMemoryBytes(config.max_memory);
+    const budget = given ?? guessDeviceMemory(gpu.adapterInfo.description);
+    const auto = autoRecompute(model, s, budget, given !== undefined ? 'max_memory' : 'the device\'s');
+    s = { ...s, recompute: auto.policy, gradientCheckpointing: auto.policy !== 'none', recomputeWhy: auto.why };
+  }
   checkpointedLayers(s.recompute!, model.numHiddenLayers);
   return s;
 }
