@@ -7,10 +7,15 @@
 import { join, relative } from 'node:path';
 import { packageRoot } from './paths.js';
 
-/** `p` as the user should type it from `cwd`: relative when below cwd, else as given (absolute). */
-export function shownPath(p: string, cwd: string = process.cwd()): string {
+/** `p` as seen from `cwd`: relative when below cwd, else as given (absolute); not quoted. */
+export function pathFrom(p: string, cwd: string = process.cwd()): string {
   const r = relative(cwd, p);
-  return shellWord(r !== '' && !r.startsWith('..') && !r.startsWith('/') ? r : p);
+  return r !== '' && !r.startsWith('..') && !r.startsWith('/') ? r : p;
+}
+
+/** `p` as the user should type it from `cwd`: pathFrom, shell-quoted. */
+export function shownPath(p: string, cwd: string = process.cwd()): string {
+  return shellWord(pathFrom(p, cwd));
 }
 
 /** One word for a POSIX shell: as is when it holds only safe characters, else single-quoted. */
@@ -18,17 +23,17 @@ export function shellWord(s: string): string {
   return /^[\w./@:+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** `node <this package's train.js> args…`, runnable from `cwd`; `args` are shell-quoted. */
+/** `node <this package's train.js> args…`, runnable from `cwd`; `args` are shell-quoted here. */
 export function trainCommand(args: readonly string[], cwd: string = process.cwd(), root: string = packageRoot()): string {
   return ['node', shownPath(join(root, 'train.js'), cwd), ...args.map(shellWord)].join(' ');
 }
 
 /** `node train.js --resume DIR` for a run folder or checkpoint, runnable from `cwd`. */
 export function resumeCommand(dir: string, cwd: string = process.cwd(), root: string = packageRoot()): string {
-  return ['node', shownPath(join(root, 'train.js'), cwd), '--resume', shownPath(dir, cwd)].join(' ');
+  return trainCommand(['--resume', pathFrom(dir, cwd)], cwd, root);
 }
 
-/** A config bundled with this package (configs/NAME), as the user should type it from `cwd`. */
+/** A config bundled with this package (configs/NAME) as seen from `cwd` (pathFrom: not quoted). */
 export function bundledConfigPath(name: string, cwd: string = process.cwd(), root: string = packageRoot()): string {
-  return shownPath(join(root, 'configs', name), cwd);
+  return pathFrom(join(root, 'configs', name), cwd);
 }

@@ -32,6 +32,10 @@ describe('shown paths', () => {
     expect(resumeCommand('/runs/b', '/tmp')).toBe(`node ${shellWord(join(ROOT, 'train.js'))} --resume /runs/b`);
     expect(bundledConfigPath('qwen3-4b-deforum-v7.yaml', ROOT)).toBe('configs/qwen3-4b-deforum-v7.yaml');
     expect(realFineTuneCommand(ROOT)).toBe('node train.js --config configs/qwen3-4b-deforum-v7.yaml');
+    // A project and a run folder whose paths need quoting: each word quoted once.
+    const spaced = '/opt/my tools/plt';
+    expect(trainCommand(['--config', bundledConfigPath('v7.yaml', '/home', spaced)], '/home', spaced)).toBe(`node '/opt/my tools/plt/train.js' --config '/opt/my tools/plt/configs/v7.yaml'`);
+    expect(resumeCommand('/runs/my run/checkpoint-2', '/tmp', spaced)).toBe(`node '/opt/my tools/plt/train.js' --resume '/runs/my run/checkpoint-2'`);
     expect(embeddedNotice('/tmp').join('\n')).toContain(`node ${join(ROOT, 'train.js')} --config ${join(ROOT, 'configs', 'qwen3-4b-deforum-v7.yaml')}`);
   });
 });
