@@ -37,7 +37,7 @@ export interface ProjectionUnit {
   readonly lora?: { readonly pair: LoraPair; readonly scale: number; readonly r: number };
   /** Gradient buffers of the pair (training only). */
   readonly grad?: LoraPair;
-  /** LoRA dropout (training only): p, seed, salt and the (N, max K) scratch for the dropped input and dU·A. */
+  /** LoRA dropout (training only): p, seed, salt and the (N, max K) scratch for the dropped input (and dU·A on tensor cores). */
   readonly dropout?: ProjectionDropout;
 }
 
@@ -45,10 +45,11 @@ export interface ProjectionDropout {
   readonly p: number;
   readonly salt: number;
   readonly seed: Tensor;
-  /** (N, ≥ K) f32 — the dropped input. */
+  /**
+   * (N, ≥ K) f32 — the dropped input; in the tensor-core backward, once dA has read it, also dU·A
+   * before its mask (the f32 path's dX pass takes the masked term itself).
+   */
   readonly xDrop: Tensor;
-  /** (N, ≥ K) f32 — dU·A before its mask, on the tensor-core path (the f32 path's dX pass takes the masked term itself). */
-  readonly dDrop: Tensor;
 }
 
 export interface ProjectionKernels {
@@ -206,10 +207,11 @@ export function projectionBackward(
   if (rowScale) {
     baseInput(`${unit.label} dX`, rowScale);
     // dX += mask(dU·A) in f32: dU (N, R) · A (R, K), through the dropout scratch and its mask with dropout
-    const a: LinearWeight = { format: 'f32', nOut: unit.lora.r, k: unit.w.k, data: unit.lora.pair.a };
+    const a = loraWeight(unit);
     if (d) {
       if (!k.dropout) throw new Error(`${unit.label}: LoRA dropout needs the dropout kernel`);
-      const dd = viewK(d.dDrop, rowsOf(x), unit.w.k);
+      // the dropped input's scratch is free again once dA has read it: dU·A goes there before its mask
+      const dd = viewK(d.xDrop, rowsOf(x), unit.w.k);
       list.push(mb.input(`${unit.label} dX lora (before the mask)`, { dx: dd, dy: dU, w: a }));
       list.push(k.dropout.forward(`${unit.label} dX lora mask`, { out: dX, x: dd, seed: d.seed }, { p: d.p, salt: d.salt, accumulate: true }));
     } else {

@@ -34,7 +34,6 @@ export const STEP_BUFFERS = {
   segmentIds: 'segment_ids (N) i32',
   seed: 'dropout seed (1) u32',
   xDrop: 'lora dropped input (N, max K)',
-  dDrop: 'lora dU·A before the mask (N, max K)',
   identity: 'identity index (N) i32',
   xs: 'x_l (N, D): input of each layer, then the last output',
   xf: 'xf (N, D): final norm output',
@@ -65,7 +64,7 @@ export function planMicroBatch(c: Qwen3Config, s: MicroBatchSettings): PlanBuffe
   // micro-batch's seed, and the gradient dU·A before its mask is applied on the way into dX.
   if (s.loraDropout > 0) {
     const maxK = Math.max(D, H * Dh, F);
-    out.push(planBuffer(n.xDrop, 'scratch', 'layer', [N, maxK], 'f32'), planBuffer(n.dDrop, 'scratch', 'layer', [N, maxK], 'f32'));
+    out.push(planBuffer(n.xDrop, 'scratch', 'layer', [N, maxK], 'f32'));
   }
   out.push(planBuffer(n.identity, 'scratch', 'run', [N], 'i32'));
   out.push(planBuffer(n.xs, 'saved', 'step', [N, D], 'f32', { count: L + 1 }));

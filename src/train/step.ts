@@ -128,7 +128,6 @@ export class TrainStep {
     const inputs = { ids: bufs.one(n.inputIds), pos: bufs.one(n.positionIds), seg: bufs.one(n.segmentIds), seed: bufs.one(n.seed) };
     const dropP = adapter.config.dropout;
     const xDrop = bufs.maybe(n.xDrop);
-    const dDrop = bufs.maybe(n.dDrop);
     const salt = (l: number, proj: Projection): number => l * 8 + PROJECTIONS.indexOf(proj);
     const identity = bufs.one(n.identity);
     gpu.write(identity, Int32Array.from({ length: N }, (_, i) => i));
@@ -155,7 +154,7 @@ export class TrainStep {
     const attention = { kind: 'packed', B, T, segIds: inputs.seg } as const;
     const layers = Array.from({ length: L }, (_, l) =>
       decoderLayer(`L${l}`, weights.layers[l], adapterLayer(adapter, l), grads[l], (p) =>
-        xDrop && dDrop ? { p: dropP, salt: salt(l, p), seed: inputs.seed, xDrop, dDrop } : undefined,
+        xDrop ? { p: dropP, salt: salt(l, p), seed: inputs.seed, xDrop } : undefined,
       ),
     );
 
