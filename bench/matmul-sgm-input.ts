@@ -23,7 +23,7 @@ import type { Dispatch } from '../src/kernels/dispatch.js';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
 import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
 import type { StoredFormat } from '../src/kernels/matmul.js';
-import { parseSgmTile, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
+import { parseSgmTile, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
 import { MatmulSgmInput } from '../src/kernels/matmul-sgm-input.js';
 import { rowScaleRef } from '../src/kernels/row-scale.js';
 import { makeWeight, Words } from './bench-weight.js';
@@ -108,8 +108,7 @@ async function main(): Promise<void> {
         const row = bw.row(j);
         samples.forEach(([, c], s) => (cols[s][j] = row[c]));
       }
-      const roundings = format === 'nf4' || format === 'nf4dq' ? 3 : 1;
-      const relBound = (1 + roundings) * 2 ** -11 * 1.01 + n * 2 ** -24;
+      const relBound = sgmRelBound(format, n);
       for (const [pf, mm] of mms) {
         const planned = mm.plan(m, n, k);
         for (const tile of mm.tiles) {

@@ -5,7 +5,7 @@ import { foldGrid } from './grid.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { checkWeight, FORMAT_CODE, STORED_FORMATS, type LinearWeight, type StoredFormat } from './matmul.js';
 import { matmulSliceSumSpec, type MatmulSliceSumParams } from './matmul-backward.js';
-import { sgmTileName, sgmTileRows, sgmUnsupportedReason, type SgmTile } from './matmul-sgm.js';
+import { sgmRelBound, sgmTileName, sgmTileRows, sgmUnsupportedReason, type SgmTile } from './matmul-sgm.js';
 import { defineParams } from './params.js';
 import { dynamicMapTensor, NF4_BLOCK } from './nf4.js';
 import { numel, tensorView, type Tensor } from './tensor.js';
@@ -418,8 +418,8 @@ export function sgmInputErrorBound(
   n: number,
   k: number,
 ): Float64Array {
-  const roundings = format === 'nf4' || format === 'nf4dq' ? 3 : 1;
-  const rel = (1 + roundings) * 2 ** -11 * 1.01 + n * 2 ** -24;
+  // the reduction runs over N here: the forward's relative bound with K = n
+  const rel = sgmRelBound(format, n);
   const colAbs = new Float64Array(k);
   for (let j = 0; j < n; j++) for (let c = 0; c < k; c++) colAbs[c] += Math.abs(dense[j * k + c]);
   const out = new Float64Array(m * k);
