@@ -16,17 +16,17 @@ import {
   sgmUnsupportedReason,
   type SgmTile,
 } from '../../src/kernels/matmul-sgm.js';
-import { accumulateRef, loraEpilogueRef, type LinearWeight, type StoredFormat } from '../../src/kernels/matmul.js';
+import { accumulateRef, loraEpilogueRef, type StoredFormat } from '../../src/kernels/matmul.js';
 import { RowScale, rowScaleRef } from '../../src/kernels/row-scale.js';
 import type { Tensor } from '../../src/kernels/tensor.js';
-import { NF4_CODEBOOK, nf4DequantizeRef, nf4DoubleDequantizeRef, nf4DoubleQuantizeRef, nf4QuantizeRef } from '../../src/kernels/nf4.js';
+import { NF4_CODEBOOK } from '../../src/kernels/nf4.js';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
 import { DeviceError, ShapeError } from '../../src/errors.js';
-import { f32ToBf16Array, roundToBf16 } from '../../src/model/bf16.js';
 import type { Gpu } from '../../src/kernels/gpu.js';
 import { NAN_WORD } from '../helpers/compare.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
+import { makeTestWeight } from '../helpers/weights.js';
 
 // Pure TypeScript: runs everywhere (lavapipe, CI).
 describe('subgroup-matrix matmul: reference, rounding, tiles', () => {
@@ -110,26 +110,8 @@ describe.skipIf(unsupported === undefined)('subgroup-matrix matmul where the ada
 });
 
 /** A weight of `format` on the GPU and its dense float64 values. */
-function makeWeight(rng: Rng, format: StoredFormat, n: number, k: number): { w: LinearWeight; dense: ArrayLike<number> } {
-  if (format === 'f32') {
-    const v = rng.f32(n * k, 0.05);
-    return { w: { format, nOut: n, k, data: gpu.tensorFrom('w', [n, k], 'f32', v) }, dense: v };
-  }
-  const values = roundToBf16(rng.f32(n * k, 0.05));
-  if (format === 'bf16') return { w: { format, nOut: n, k, data: gpu.tensorFrom('w', [n, k], 'bf16x2', f32ToBf16Array(values)) }, dense: values };
-  const q = nf4QuantizeRef(values);
-  const data = gpu.tensorFrom('w', [n, k], 'nf4x8', q.packed);
-  if (format === 'nf4') {
-    return { w: { format: 'nf4', nOut: n, k, data, absmax: gpu.tensorFrom('absmax', [q.absmax.length], 'f32', q.absmax) }, dense: nf4DequantizeRef(q.packed, q.absmax, n * k) };
-  }
-  const dq = nf4DoubleQuantizeRef(q.absmax);
-  const doubleQuant = {
-    codes: gpu.tensorFrom('codes', [q.absmax.length], 'u8x4', dq.codes),
-    absmax2: gpu.tensorFrom('absmax2', [dq.absmax2.length], 'f32', dq.absmax2),
-    offset: dq.offset,
-  };
-  return { w: { format: 'nf4', nOut: n, k, data, doubleQuant }, dense: nf4DequantizeRef(q.packed, nf4DoubleDequantizeRef(dq), n * k) };
-}
+/** A random weight of `format` on this file's GPU and its dense float64 values (tests/helpers/weights.ts). */
+const makeWeight = (rng: Rng, format: StoredFormat, n: number, k: number): ReturnType<typeof makeTestWeight> => makeTestWeight(gpu, rng, format, n, k);
 
 /**
  * Activations for the f16-range proof (issue 11 item 4), by row i % 6: ordinary N(0, 1); N(0, 1)
