@@ -2,9 +2,9 @@ import { DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import {
+  checkLoraEpilogue,
   checkWeight,
   FORMAT_CODE,
-  MAX_LORA_RANK,
   STORED_FORMATS,
   WEIGHT_BINDING_SPECS,
   weightBindings,
@@ -278,14 +278,7 @@ export class MatmulSgm {
     const m = numel(x.shape) / w.k;
     if (numel(y.shape) / w.nOut !== m) throw new ShapeError(`${where}: x has ${m} rows but y has ${numel(y.shape) / w.nOut}`);
     expectTensor(`${where} rowScale`, rowScale, [m], 'f32');
-    let r = 0;
-    if (lora) {
-      r = lora.u.shape[lora.u.shape.length - 1] ?? 0;
-      if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
-      expectTensor(where, lora.u, [m, r], 'f32');
-      expectTensor(where, lora.b, [w.nOut, r], 'f32');
-      if (!Number.isFinite(lora.scale)) throw new ShapeError(`${where}: LoRA scale ${lora.scale} is not finite`);
-    }
+    const r = checkLoraEpilogue(where, lora, m, w.nOut);
     const tile = call.tile ?? this.pickTile(m, w.nOut);
     const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined, tile));
     if (!kernel) {

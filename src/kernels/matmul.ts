@@ -231,14 +231,7 @@ export class Matmul {
     const where = `${label} (matmul ${w.nOut}×${w.k} ${w.format})`;
     const m = checkActivations(where, x, y, w);
     const stored = checkWeight(where, w);
-    let r = 0;
-    if (lora) {
-      r = lora.u.shape[lora.u.shape.length - 1] ?? 0;
-      if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
-      expectTensor(where, lora.u, [m, r], 'f32');
-      expectTensor(where, lora.b, [w.nOut, r], 'f32');
-      if (!Number.isFinite(lora.scale)) throw new ShapeError(`${where}: LoRA scale ${lora.scale} is not finite`);
-    }
+    const r = checkLoraEpilogue(where, lora, m, w.nOut);
     const tile = call.tile ?? this.pickTile(m, w.nOut, stored);
     const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined, tile));
     if (!kernel) {
@@ -293,6 +286,17 @@ function checkActivations(where: string, x: Tensor, y: Tensor, w: LinearWeight):
 }
 
 /** Checks a LinearWeight's tensors and returns its stored format (shared with the backward kernels). */
+/** Checks a LoRA epilogue (U (m, r) f32, B (nOut, r) f32, finite scale) and returns its rank r, 0 without one. */
+export function checkLoraEpilogue(where: string, lora: LoraEpilogue | undefined, m: number, nOut: number): number {
+  if (!lora) return 0;
+  const r = lora.u.shape[lora.u.shape.length - 1] ?? 0;
+  if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
+  expectTensor(where, lora.u, [m, r], 'f32');
+  expectTensor(where, lora.b, [nOut, r], 'f32');
+  if (!Number.isFinite(lora.scale)) throw new ShapeError(`${where}: LoRA scale ${lora.scale} is not finite`);
+  return r;
+}
+
 export function checkWeight(where: string, w: LinearWeight): StoredFormat {
   const shape = [w.nOut, w.k];
   if (w.format === 'f32' || w.format === 'bf16') {

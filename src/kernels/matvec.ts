@@ -2,7 +2,7 @@ import { ShapeError } from '../errors.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
-import { checkWeight, FORMAT_CODE, type LinearWeight, type LoraEpilogue, MAX_LORA_RANK, type StoredFormat, WEIGHT_BINDING_SPECS, weightBindings } from './matmul.js';
+import { checkLoraEpilogue, checkWeight, FORMAT_CODE, type LinearWeight, type LoraEpilogue, type StoredFormat, WEIGHT_BINDING_SPECS, weightBindings } from './matmul.js';
 import { dynamicMapTensor } from './nf4.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, type Tensor } from './tensor.js';
@@ -103,14 +103,7 @@ export class Matvec {
     }
     if (w.k % 8 !== 0) throw new ShapeError(`${where}: K = ${w.k} is not a multiple of 8; use Matmul.forward`);
     const stored = checkWeight(where, w);
-    let r = 0;
-    if (lora) {
-      r = lora.u.shape[lora.u.shape.length - 1] ?? 0;
-      if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
-      expectTensor(where, lora.u, [m, r], 'f32');
-      expectTensor(where, lora.b, [w.nOut, r], 'f32');
-      if (!Number.isFinite(lora.scale)) throw new ShapeError(`${where}: LoRA scale ${lora.scale} is not finite`);
-    }
+    const r = checkLoraEpilogue(where, lora, m, w.nOut);
     const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined));
     if (!kernel) throw new ShapeError(`${where}: weight format ${stored} was not compiled; pass it to Matvec.create`);
     const scales = stored === 'nf4dq' ? w.doubleQuant! : undefined;
