@@ -4,7 +4,7 @@ import type { Gpu } from '../kernels/gpu.js';
 import { groups, Kernel, type KernelSpec, type WritableDispatch } from '../kernels/kernel.js';
 import { defineParams } from '../kernels/params.js';
 import { expectTensor, numel, tensorView, type Tensor } from '../kernels/tensor.js';
-import { chunkElements, CHUNK_UNIT } from './param-arena.js';
+import { chunkElements, chunkElementsFor } from './param-arena.js';
 import { allocatePlan, planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
 
 /**
@@ -103,7 +103,7 @@ export function planGradNormPartials(label: string, n: number, chunk: number): P
  * GradNorm.bind("<label>", …), in the order the Trainer allocates them.
  */
 export function planGradNorm(label: string, n: number, maxBindingBytes: number): PlanBuffer[] {
-  const chunk = Math.max(CHUNK_UNIT, Math.floor(maxBindingBytes / 4 / CHUNK_UNIT) * CHUNK_UNIT);
+  const chunk = chunkElementsFor(maxBindingBytes);
   return [planGradNormState(`${label} state`), planGradNormPartials(label, n, chunk)];
 }
 
@@ -221,6 +221,6 @@ export function gradNormRef(grads: ArrayLike<number>, gradScale: number, maxNorm
 
 /** Scratch bytes of the stage-1 partials for n gradient elements (for the memory plan). */
 export function gradNormScratchBytes(n: number, maxBindingBytes: number): number {
-  const chunk = Math.max(CHUNK_UNIT, Math.floor(maxBindingBytes / 4 / CHUNK_UNIT) * CHUNK_UNIT);
+  const chunk = chunkElementsFor(maxBindingBytes);
   return partialPlan(n, chunk).partialCount * 8 + GRAD_NORM_STATE_WORDS * 4;
 }

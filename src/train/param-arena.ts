@@ -224,11 +224,12 @@ export function chunkElements(gpu: Gpu, requested?: number): number {
     if (!Number.isInteger(requested) || requested < 1 || requested % unit !== 0) {
       throw new ShapeError(`chunkElements: ${requested} must be a positive multiple of ${unit}`);
     }
-    return Math.min(requested, maxChunk(gpu, unit));
+    return Math.min(requested, chunkElementsFor(gpu.limits.maxStorageBufferBindingSize));
   }
-  return maxChunk(gpu, unit);
+  return chunkElementsFor(gpu.limits.maxStorageBufferBindingSize);
 }
 
-function maxChunk(gpu: Gpu, unit: number): number {
-  return Math.max(unit, Math.floor(gpu.limits.maxStorageBufferBindingSize / 4 / unit) * unit);
+/** The largest chunk (a multiple of CHUNK_UNIT elements, at least one) within a storage binding of maxBindingBytes. */
+export function chunkElementsFor(maxBindingBytes: number): number {
+  return Math.max(CHUNK_UNIT, Math.floor(maxBindingBytes / 4 / CHUNK_UNIT) * CHUNK_UNIT);
 }
