@@ -2,11 +2,12 @@
  * Where a training step's time goes, kernel by kernel, on the embedded default model (or any
  * config.json with random weights):
  *   node dist/bench/profile-step.js [--config FILE.json] [--batch 8] [--seq 192] [--eval-batch 8] [--reps 2]
+ *        [--r 8] [--checkpointing on|off] [--compute auto|float32|float16] [--json FILE]
  * Times one whole micro-batch (forward + backward) and one eval forward, then every dispatch of
  * each on its own (timeDispatches: GPU timestamps where the device has them), summed by kind
  * (the label with layer numbers and row offsets removed). For choosing what to speed up.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches, type Dispatch } from '../src/kernels/dispatch.js';
 import { Gpu } from '../src/kernels/gpu.js';
@@ -16,6 +17,7 @@ import { embeddedConfig } from '../src/model/embedded.js';
 import { createLoraAdapter } from '../src/model/lora-init.js';
 import { Qwen3Model } from '../src/model/qwen3.js';
 import { RandomQwen3Source } from '../src/model/random-source.js';
+import { chooseComputePath } from '../src/model/compute-path.js';
 import { createTrainKernels } from '../src/train/kernels.js';
 import { Trainer } from '../src/train/trainer.js';
 
@@ -26,6 +28,10 @@ const { values } = parseArgs({
     seq: { type: 'string', default: '192' },
     'eval-batch': { type: 'string', default: '8' },
     reps: { type: 'string', default: '2' },
+    r: { type: 'string', default: '8' },
+    checkpointing: { type: 'string', default: 'on' },
+    compute: { type: 'string', default: 'auto' },
+    json: { type: 'string' },
     'no-kernels': { type: 'boolean', default: false },
     /** Time each pipeline's first dispatch before anything else runs (with an empty Mesa cache: its JIT compile). */
     first: { type: 'boolean', default: false },
@@ -36,15 +42,20 @@ const B = Number(values.batch);
 const T = Number(values.seq);
 const evalB = Number(values['eval-batch']);
 const reps = Number(values.reps);
+const r = Number(values.r);
+const checkpointing = values.checkpointing !== 'off';
+if (!['float32', 'float16', 'auto'].includes(values.compute!)) throw new Error(`--compute ${values.compute}: expected auto, float32 or float16`);
 
 const gpu = await Gpu.open();
 console.log(`device: ${gpu.describe()}`);
 let t0 = performance.now();
 const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1, 0.05), { base: 'nf4' });
-const kernels = await createTrainKernels(gpu, config, model.kernels);
+const compute = chooseComputePath(gpu, values.compute as 'auto' | 'float32' | 'float16', config).path;
+const kernels = await createTrainKernels(gpu, config, model.kernels, { compute, formats: ['nf4'] });
+console.log(`compute path: ${compute}, r = ${r}, checkpointing ${checkpointing ? 'on' : 'off'}`);
 console.log(`load + compile: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-const adapter = createLoraAdapter(gpu, config, { r: 8, alpha: 16, dropout: 0, targetModules: PROJECTIONS, useRslora: false }, 1);
-const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing: true, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
+const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout: 0, targetModules: PROJECTIONS, useRslora: false }, 1);
+const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
 const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % config.vocabSize);
 const batch = { inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T) };
 
@@ -80,6 +91,7 @@ await evalProgram.run({ inputIds: evalIds, labels: evalIds });
 const evalS = (performance.now() - t0) / 1000;
 console.log(`eval forward B=${evalB} T=${T}: ${evalS.toFixed(2)} s wall, ${evalProgram.dispatchCount} dispatches`);
 
+const report: Record<string, { totalS: number; kinds: { kind: string; s: number; n: number }[] }> = {};
 /** Per-kind GPU time of a dispatch list, each dispatch timed alone. */
 async function profile(name: string, list: readonly Dispatch[]): Promise<void> {
   const byKind = new Map<string, { s: number; n: number }>();
@@ -93,8 +105,9 @@ async function profile(name: string, list: readonly Dispatch[]): Promise<void> {
     byKind.set(kind, e);
     total += s;
   }
+  report[name] = { totalS: total, kinds: [...byKind].map(([kind, e]) => ({ kind, ...e })).sort((a, b) => b.s - a.s) };
   console.log(`\n${name}: Σ of dispatches timed alone ${total.toFixed(2)} s`);
-  for (const [kind, e] of [...byKind].sort((a, b) => b[1].s - a[1].s).slice(0, 25)) {
+  for (const [kind, e] of [...byKind].sort((a, b) => b[1].s - a[1].s).slice(0, 40)) {
     console.log(`  ${(e.s * 1000).toFixed(0).padStart(8)} ms ${((100 * e.s) / total).toFixed(1).padStart(5)}%  ×${e.n}  ${kind}`);
   }
 }
@@ -103,6 +116,7 @@ if (!values['no-kernels']) {
   await profile('train micro-batch', (trainer.program as unknown as { dispatches: Dispatch[] }).dispatches);
   await profile('eval forward', (evalProgram as unknown as { dispatches: Dispatch[] }).dispatches);
 }
+if (values.json) writeFileSync(values.json, JSON.stringify({ device: gpu.describe(), date: new Date().toISOString(), B, T, r, checkpointing, compute, stepS, evalS, profile: report }, null, 1));
 evalProgram.destroy();
 trainer.destroy();
 gpu.destroy();
