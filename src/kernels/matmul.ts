@@ -104,21 +104,26 @@ function checkTile(gpu: Gpu, t: MatmulTile): void {
  *    (gate/up 17.7 vs 15.4 TFLOP/s); with NF4 weights it loses where the output is wide or the
  *    grid is small: gate/up (N = 9728) 11.6 vs 18.3, down_proj 14.2 vs 17.3, k/v a tie, and it
  *    wins only at q_proj (N = 4096: 17.4 vs 13.4).
- *  - issue 10, measured on the H200 in the training step: NF4 gate/up (M = 2048, K = 2560,
- *    N = 9728) ran 11.2 TFLOP/s with 128 × 128 and 20.4 with 64 × 128 (`medium`).
+ *  - issue 10 reported NF4 gate/up (M = 2048, K = 2560, N = 9728) on the H200 at 11.2 TFLOP/s with
+ *    128 × 128 and 20.4 with 64 × 128 (wall clock, single short runs); re-measured on the H200 on
+ *    2026-12-02 with timestamp queries after a warm-up, four times in one call (with and without
+ *    the subgroup-matrix feature requested: bench/results/h200-2026-12-02-matmul-f32-tiles-{a,b}.json):
+ *    128 × 128 23.1, 64 × 128 20.4, 64 × 64 18.5 at gate/up every time; q_proj 24.0 / 19.9;
+ *    k/v 17.8 / 18.2; down_proj 18.6 / 18.9 (the two within 2 %). The H100's NF4 numbers of
+ *    2026-11-25 (gate/up 11.6 vs 18.3) were the same kind of single run; the repeated ones rule.
  * (bench/results/h200-*-matmul-sgm*.json are the subgroup-matrix kernel's tiles, not these.)
- * The rule: the first (largest) tile once it makes about three workgroups per SM (≥ 400), except
- * that an NF4 weight past ~8 per SM (> 1024: gate/up's 1216) takes the second, whose unit of
- * 128 threads keeps the dequantising loads in flight; below 400 the second while it still makes
- * ≥ 200; else whichever makes the most workgroups (on a tie the smaller: less work past the edges).
+ * The rule: the first (largest) tile once it makes about three workgroups per SM (≥ 400); below
+ * that the second while it still makes ≥ 200; else whichever makes the most workgroups (on a tie
+ * the smaller: less work past the edges). The stored format does not enter (kept in the signature:
+ * a card where it matters can say so here).
  * tests/kernels/matmul-tile-choice.test.ts checks the choice at each projection shape.
  */
 export function pickMatmulTile(tiles: readonly MatmulTile[], m: number, n: number, format: StoredFormat): MatmulTile {
   const count = (t: MatmulTile) => Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
   const [first, second] = tiles;
   if (!first) throw new ShapeError('pickMatmulTile: no tiles compiled');
-  const nf4 = format === 'nf4' || format === 'nf4dq';
-  if (count(first) >= 400 && !(nf4 && second && count(first) > 1024)) return first;
+  void format;
+  if (count(first) >= 400) return first;
   if (second && count(second) >= 200) return second;
   const better = (t: MatmulTile, best: MatmulTile) => count(t) > count(best) || (count(t) === count(best) && t.bm * t.bn < best.bm * best.bn);
   return tiles.reduce((best, t) => (better(t, best) ? t : best));
