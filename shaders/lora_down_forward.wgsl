@@ -3,8 +3,6 @@
 // A_g is the (R, K) f32 lora_A weight of projection g. drop_g is LoRA dropout with projection g's
 // salt (lib/dropout_hash.wgsl, the mask of dropout_forward.wgsl: element i = row·K + k kept when its
 // hash ≥ threshold, kept ones scaled by `scale` = 1 / (1 − p)); threshold 0 turns it off.
-// The G·R outputs of a row are the columns of one product: column c belongs to projection c / R,
-// row c mod R of its A.
 //
 // Bindings (group 0):
 //   0 params uniform    LoraDownParams { m, k, r, groups, threshold, scale, salt0, salt1, salt2 }
@@ -16,21 +14,30 @@
 //   6 a1     read       (R, K) f32 — lora_A of projection 1 (G ≥ 2; else any buffer, not read)
 //   7 a2     read       (R, K) f32 — lora_A of projection 2 (G = 3; else any buffer, not read)
 //   8 seed   read       (1) u32 — the micro-batch's dropout seed (read only when threshold > 0)
-// Dispatch: (ceil(M / BM), ceil(G·R / BC)) workgroups of (32, 8) threads. With G·R ≤ BC (R ≤ 42 for
-// q/k/v at BC = 128) every element of X is read from memory once. Saves nothing (U is the output).
+// Dispatch: (ceil(M / BM), G · ceil(R / BC)) workgroups of 256 threads; workgroup (x, y) owns rows
+// BM·x .. BM·x + BM − 1 and columns BC·(y mod nb) .. + BC − 1 of projection y / nb, nb = ceil(R / BC).
+// One projection per workgroup keeps the dropout mask and the A and U bindings uniform; X is read
+// once per projection (the G reads of a row block run close together, mostly from L2). Any K ≥ 1.
+// Saves nothing (U is the output).
 //
-// Tiling: each workgroup owns BM rows × BC columns and walks K in steps of BK. Per step it stages
-// the X tile (BM × BK, k-major; without dropout one copy, with dropout one masked copy per
-// projection, since each has its own mask) and the A tile (BC × BK, k-major) in workgroup memory.
-// Thread (tx, ty) accumulates rows ty + 8·i (i < 4) and columns tx + 32·j (j < 4): neighbouring
-// threads read neighbouring A columns, and the X value of a row is one broadcast read.
+// Tiling (no workgroup staging in the K loop; K is split inside the workgroup): thread li is lane
+// s = li mod 32 of warp w = li / 32, column group cg = w mod CG, row group rg = w / CG. It owns the
+// TM × TN outputs rows rg·TM + i, columns cg·TN + j of the block and the K slice k ≡ s (mod 32):
+// per step of KSTEP = 32 · KU it reads x[row, k] and A[col, k] for k = k0 + s + 32·t (t < KU), so
+// a warp's reads of one row of X or A are 128 contiguous bytes, and it accumulates in registers. At
+// the end the 32 slices' partial sums of each output are added in workgroup memory (in lane order)
+// and written to U. Warps whose columns all lie past R skip the K loop.
 
-// the thread shape fixes BM = 8 · 4 rows and BC = 32 · 4 columns
-const BM: u32 = 32u;
-const BC: u32 = 128u;
-const BK: u32 = 16u;
-const THREADS: u32 = 256u;
-const GROUPS: u32 = 3u;
+const TM: u32 = 4u; // rows per thread
+const TN: u32 = 8u; // columns per thread
+const KU: u32 = 4u; // k per lane per step
+const LANES: u32 = 32u; // K slices
+const CG: u32 = 4u; // column groups (warps across columns)
+const RG: u32 = 2u; // row groups (warps across rows)
+const BM: u32 = TM * RG; // 8 rows per workgroup
+const BC: u32 = TN * CG; // 32 columns per workgroup
+const KSTEP: u32 = LANES * KU;
+const PAD: u32 = LANES + 1u; // partial sums of one output, padded against bank conflicts
 
 struct LoraDownParams {
   m: u32,
@@ -54,9 +61,8 @@ struct LoraDownParams {
 @group(0) @binding(7) var<storage, read> a2: array<f32>;
 @group(0) @binding(8) var<storage, read> seed: array<u32>;
 
-// [projection][k][row] (only projection 0 without dropout) and [k][column]
-var<workgroup> xtile: array<f32, GROUPS * BK * BM>;
-var<workgroup> atile: array<f32, BK * BC>;
+// one row i of every thread's tile per round: [warp][column j][lane], lanes padded
+var<workgroup> partial: array<f32, RG * CG * TN * PAD>;
 
 // #include "lib/dropout_hash.wgsl"
 
@@ -80,82 +86,93 @@ fn storeU(g: u32, e: u32, v: f32) {
   }
 }
 
-@compute @workgroup_size(32, 8)
+fn saltOf(g: u32) -> u32 {
+  if (g == 0u) {
+    return params.salt0;
+  }
+  if (g == 1u) {
+    return params.salt1;
+  }
+  return params.salt2;
+}
+
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let K = params.k;
+  let R = params.r;
+  let nb = (R + BC - 1u) / BC;
+  let g = wg.y / nb; // this workgroup's projection
+  let c0 = (wg.y % nb) * BC;
   let m0 = wg.x * BM;
-  let c0 = wg.y * BC;
-  let tx = li % 32u;
-  let ty = li / 32u;
-  let cols = params.groups * params.r;
+  let s = li % LANES;
+  let w = li / LANES;
+  let cg = w % CG;
+  let rg = w / CG;
+  let rowBase = m0 + rg * TM;
+  let colBase = c0 + cg * TN; // column of A_g / U_g
   let dropping = params.threshold > 0u;
-  var stream: array<u32, GROUPS>;
+  var stream = 0u;
   if (dropping) {
-    let s = seed[0];
-    stream[0] = dropoutStream(s, params.salt0);
-    stream[1] = dropoutStream(s, params.salt1);
-    stream[2] = dropoutStream(s, params.salt2);
-  }
-  // the projection of each of this thread's columns: its masked X copy when dropping
-  var gx: array<u32, 4>;
-  for (var j = 0u; j < 4u; j++) {
-    let c = c0 + tx + 32u * j;
-    gx[j] = select(0u, min(c / params.r, GROUPS - 1u), dropping);
+    stream = dropoutStream(seed[0], saltOf(g));
   }
 
-  var acc: array<f32, 16>; // [row i][column j]
-  let steps = (params.k + BK - 1u) / BK;
-  for (var t = 0u; t < steps; t++) {
-    let k0 = t * BK;
-    for (var e = li; e < BM * BK; e += THREADS) {
-      let row = e / BK;
-      let kk = e % BK;
-      let gr = m0 + row;
-      let gk = k0 + kk;
-      var v = 0.0;
-      if (gr < params.m && gk < params.k) {
-        v = x[gr * params.k + gk];
-      }
-      if (dropping) {
-        for (var g = 0u; g < params.groups; g++) {
-          let keep = dropoutKeep(stream[g], gr * params.k + gk, params.threshold);
-          xtile[(g * BK + kk) * BM + row] = select(0.0, v * params.scale, keep);
+  var acc: array<f32, TM * TN>; // [row i][column j]
+  if (colBase < R) {
+    for (var k0 = 0u; k0 < K; k0 += KSTEP) {
+      var xv: array<f32, TM * KU>; // [row i][t]
+      var av: array<f32, TN * KU>; // [column j][t]
+      for (var t = 0u; t < KU; t++) {
+        let kk = k0 + s + LANES * t;
+        for (var i = 0u; i < TM; i++) {
+          let row = rowBase + i;
+          var v = 0.0;
+          if (row < params.m && kk < K) {
+            v = x[row * K + kk];
+            if (dropping) {
+              v = select(0.0, v * params.scale, dropoutKeep(stream, row * K + kk, params.threshold));
+            }
+          }
+          xv[i * KU + t] = v;
         }
-      } else {
-        xtile[kk * BM + row] = v;
+        for (var j = 0u; j < TN; j++) {
+          let c = colBase + j;
+          var v = 0.0;
+          if (c < R && kk < K) {
+            v = loadA(g, c * K + kk);
+          }
+          av[j * KU + t] = v;
+        }
       }
-    }
-    for (var e = li; e < BC * BK; e += THREADS) {
-      let col = e / BK;
-      let kk = e % BK;
-      let c = c0 + col;
-      var v = 0.0;
-      if (c < cols && k0 + kk < params.k) {
-        v = loadA(c / params.r, (c % params.r) * params.k + k0 + kk);
-      }
-      atile[kk * BC + col] = v;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < BK; kk++) {
-      var b: array<f32, 4>;
-      for (var j = 0u; j < 4u; j++) {
-        b[j] = atile[kk * BC + tx + 32u * j];
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          acc[i * 4u + j] += xtile[(gx[j] * BK + kk) * BM + ty + 8u * i] * b[j];
+      for (var t = 0u; t < KU; t++) {
+        for (var i = 0u; i < TM; i++) {
+          for (var j = 0u; j < TN; j++) {
+            acc[i * TN + j] += xv[i * KU + t] * av[j * KU + t];
+          }
         }
       }
     }
-    workgroupBarrier();
   }
 
-  for (var i = 0u; i < 4u; i++) {
-    let row = m0 + ty + 8u * i;
-    for (var j = 0u; j < 4u; j++) {
-      let c = c0 + tx + 32u * j;
-      if (row < params.m && c < cols) {
-        storeU(c / params.r, row * params.r + c % params.r, acc[i * 4u + j]);
+  // add the 32 slices' partial sums: round i takes row i of every thread's tile; thread o < 64
+  // sums output o = (warp, column j) over the lanes in order and writes it
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      partial[(w * TN + j) * PAD + s] = acc[i * TN + j];
+    }
+    workgroupBarrier();
+    if (li < RG * CG * TN) {
+      let ow = li / TN;
+      let oj = li % TN;
+      var sum = 0.0;
+      for (var l = 0u; l < LANES; l++) {
+        sum += partial[li * PAD + l];
+      }
+      let row = m0 + (ow / CG) * TM + i;
+      let c = c0 + (ow % CG) * TN + oj;
+      if (row < params.m && c < R) {
+        storeU(g, row * R + c, sum);
       }
     }
+    workgroupBarrier();
   }
 }

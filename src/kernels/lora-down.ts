@@ -13,7 +13,9 @@ import { expectTensor, numel, type Tensor } from './tensor.js';
  * (q/k/v read the same normed hidden state, gate/up the same; o_proj and down_proj run alone).
  * Replaces, per projection, the lora_A matmul and, with LoRA dropout, the dropout dispatch that
  * wrote the dropped input first: the mask (lib/dropout_hash.wgsl, each projection its own salt) is
- * applied while X is staged. See shaders/lora_down_forward.wgsl.
+ * applied as X is read. Each workgroup owns 8 rows × 32 columns of one projection and splits K over its
+ * threads, so M = 2048 makes 256 · G · ceil(R / 32) workgroups. Any K ≥ 1. See
+ * shaders/lora_down_forward.wgsl.
  */
 export const LoraDownParams = defineParams('LoraDownParams', [
   ['m', 'u32'],
@@ -45,9 +47,9 @@ export const loraDownForwardSpec: KernelSpec<typeof LoraDownParams> = {
 
 /** Projections one dispatch takes (the shader's bindings u0..u2, a0..a2). */
 export const LORA_DOWN_GROUPS = 3;
-/** Rows and columns (of the G·R outputs) of one workgroup (the shader's BM, BC). */
-const BM = 32;
-const BC = 128;
+/** Rows of one workgroup and columns (of one projection's R) of one workgroup (the shader's BM, BC). */
+const BM = 8;
+const BC = 32;
 
 export interface LoraDownTensors {
   /** G × (M, R) f32 outputs, each its own buffer. */
@@ -117,7 +119,7 @@ export class LoraDown {
         seed: t.seed ?? this.unusedSeed,
       },
       { m, k, r, groups: G, threshold, scale, salt0: salt(0), salt1: salt(1), salt2: salt(2) },
-      [Math.ceil(m / BM), Math.ceil((G * r) / BC)],
+      [Math.ceil(m / BM), G * Math.ceil(r / BC)],
     );
   }
 }
