@@ -113,8 +113,19 @@ override W_ITEMS: u32 = BN * BK / 8u;
 override NX: u32 = (X_ITEMS + THREADS - 1u) / THREADS;
 override NW: u32 = (W_ITEMS + THREADS - 1u) / THREADS;
 
-// Stages item i of the X tile: X[m0 + r, k0 + c .. c+4) · s[r] as f16 (zeros below row M).
-fn stageXItem(i: u32, m0: u32, k0: u32) {
+// Row scale of X item i (its row's rowS; 0 past the items): with straight-line staging each
+// invocation's items keep their rows for the whole reduction, so main reads the scales once into
+// registers. Reading rowS[r] from workgroup memory at every K step instead halved the kernel's speed
+// on an H200 (2026-12-02: 49 against 91–94 TFLOP/s at gate/up and q_proj, same call).
+fn itemScale(i: u32) -> f32 {
+  if (i >= X_ITEMS) {
+    return 0.0;
+  }
+  return rowS[i / (BK / 4u)];
+}
+
+// Stages item i of the X tile: X[m0 + r, k0 + c .. c+4) · s (its row's scale) as f16 (zeros below row M).
+fn stageXItem(i: u32, m0: u32, k0: u32, s: f32) {
   if (i >= X_ITEMS) {
     return;
   }
@@ -122,7 +133,7 @@ fn stageXItem(i: u32, m0: u32, k0: u32) {
   let c = (i % (BK / 4u)) * 4u;
   var v = vec4<f16>(0.0h);
   if (m0 + r < params.m) {
-    v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u] * rowS[r]);
+    v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u] * s);
   }
   let d = r * SK + c;
   tiles[d] = v.x;
@@ -191,17 +202,18 @@ fn stageWItem(i: u32, n0: u32, k0: u32) {
 
 // Stages both tiles. UNROLL: each invocation's items written out one by one (at most 8 each,
 // guarded by override constants, so they compile to straight-line code as in the probe's
-// generated shader); else a strided loop (the first version, about half the probe's speed).
-fn stageTiles(li: u32, m0: u32, n0: u32, k0: u32) {
+// generated shader), their row scales xs from registers; else a strided loop (the first version,
+// about half the probe's speed).
+fn stageTiles(li: u32, m0: u32, n0: u32, k0: u32, xs: array<f32, 8>) {
   if (UNROLL) {
-    stageXItem(li, m0, k0);
-    if (NX > 1u) { stageXItem(li + THREADS, m0, k0); }
-    if (NX > 2u) { stageXItem(li + 2u * THREADS, m0, k0); }
-    if (NX > 3u) { stageXItem(li + 3u * THREADS, m0, k0); }
-    if (NX > 4u) { stageXItem(li + 4u * THREADS, m0, k0); }
-    if (NX > 5u) { stageXItem(li + 5u * THREADS, m0, k0); }
-    if (NX > 6u) { stageXItem(li + 6u * THREADS, m0, k0); }
-    if (NX > 7u) { stageXItem(li + 7u * THREADS, m0, k0); }
+    stageXItem(li, m0, k0, xs[0]);
+    if (NX > 1u) { stageXItem(li + THREADS, m0, k0, xs[1]); }
+    if (NX > 2u) { stageXItem(li + 2u * THREADS, m0, k0, xs[2]); }
+    if (NX > 3u) { stageXItem(li + 3u * THREADS, m0, k0, xs[3]); }
+    if (NX > 4u) { stageXItem(li + 4u * THREADS, m0, k0, xs[4]); }
+    if (NX > 5u) { stageXItem(li + 5u * THREADS, m0, k0, xs[5]); }
+    if (NX > 6u) { stageXItem(li + 6u * THREADS, m0, k0, xs[6]); }
+    if (NX > 7u) { stageXItem(li + 7u * THREADS, m0, k0, xs[7]); }
     stageWItem(li, n0, k0);
     if (NW > 1u) { stageWItem(li + THREADS, n0, k0); }
     if (NW > 2u) { stageWItem(li + 2u * THREADS, n0, k0); }
@@ -213,7 +225,7 @@ fn stageTiles(li: u32, m0: u32, n0: u32, k0: u32) {
     return;
   }
   for (var i = li; i < X_ITEMS; i += THREADS) {
-    stageXItem(i, m0, k0);
+    stageXItem(i, m0, k0, itemScale(i));
   }
   for (var i = li; i < W_ITEMS; i += THREADS) {
     stageWItem(i, n0, k0);
@@ -294,9 +306,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var acc00 = Frag(); var acc01 = Frag(); var acc02 = Frag(); var acc03 = Frag(); var acc04 = Frag(); var acc05 = Frag(); var acc06 = Frag(); var acc07 = Frag();
   var acc10 = Frag(); var acc11 = Frag(); var acc12 = Frag(); var acc13 = Frag(); var acc14 = Frag(); var acc15 = Frag(); var acc16 = Frag(); var acc17 = Frag();
   workgroupBarrier();
+  let xs = array<f32, 8>(itemScale(li), itemScale(li + THREADS), itemScale(li + 2u * THREADS), itemScale(li + 3u * THREADS),
+                         itemScale(li + 4u * THREADS), itemScale(li + 5u * THREADS), itemScale(li + 6u * THREADS), itemScale(li + 7u * THREADS));
 
   for (var k0 = 0u; k0 < params.k; k0 += BK) {
-    stageTiles(li, m0, n0, k0);
+    stageTiles(li, m0, n0, k0, xs);
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk += 16u) {
       let aRow = rowT * SK + kk;

@@ -116,13 +116,24 @@ fn loadDy(i: u32, m0: u32, l0: u32, lEnd: u32) -> vec4<f32> {
   return dy[((m0 + r) * params.n + l) / 4u];
 }
 
-// Writes item i's four values, times its row's scale, as f16 into the dY tile.
-fn storeDy(i: u32, v: vec4<f32>) {
+// Row scale of dY item i (its row's rowS; 0 past the items). Each invocation's items keep their
+// rows for the whole reduction, so main reads the scales once into registers: reading rowS[r] from
+// workgroup memory at every step halved the forward kernel's speed on an H200 (2026-12-02; see
+// matmul_sgm_forward.wgsl).
+fn itemScale(i: u32) -> f32 {
+  if (i >= X_ITEMS) {
+    return 0.0;
+  }
+  return rowS[i / (BK / 4u)];
+}
+
+// Writes item i's four values, times its row's scale sc, as f16 into the dY tile.
+fn storeDy(i: u32, v: vec4<f32>, sc: f32) {
   if (i >= X_ITEMS) {
     return;
   }
   let r = i / (BK / 4u);
-  let h = vec4<f16>(v * rowS[r]);
+  let h = vec4<f16>(v * sc);
   let d = r * SA + (i % (BK / 4u)) * 4u;
   tiles[d] = h.x;
   tiles[d + 1u] = h.y;
@@ -230,15 +241,15 @@ fn loadStep(li: u32, m0: u32, k0: u32, l0: u32, lEnd: u32) -> Staged {
 }
 
 // Converts and writes a step's items into the tiles.
-fn storeStep(li: u32, s: Staged) {
-  storeDy(li, s.x0);
-  if (NX > 1u) { storeDy(li + THREADS, s.x1); }
-  if (NX > 2u) { storeDy(li + 2u * THREADS, s.x2); }
-  if (NX > 3u) { storeDy(li + 3u * THREADS, s.x3); }
-  if (NX > 4u) { storeDy(li + 4u * THREADS, s.x4); }
-  if (NX > 5u) { storeDy(li + 5u * THREADS, s.x5); }
-  if (NX > 6u) { storeDy(li + 6u * THREADS, s.x6); }
-  if (NX > 7u) { storeDy(li + 7u * THREADS, s.x7); }
+fn storeStep(li: u32, s: Staged, xs: array<f32, 8>) {
+  storeDy(li, s.x0, xs[0]);
+  if (NX > 1u) { storeDy(li + THREADS, s.x1, xs[1]); }
+  if (NX > 2u) { storeDy(li + 2u * THREADS, s.x2, xs[2]); }
+  if (NX > 3u) { storeDy(li + 3u * THREADS, s.x3, xs[3]); }
+  if (NX > 4u) { storeDy(li + 4u * THREADS, s.x4, xs[4]); }
+  if (NX > 5u) { storeDy(li + 5u * THREADS, s.x5, xs[5]); }
+  if (NX > 6u) { storeDy(li + 6u * THREADS, s.x6, xs[6]); }
+  if (NX > 7u) { storeDy(li + 7u * THREADS, s.x7, xs[7]); }
   storeW(li, s.w0);
   if (NW > 1u) { storeW(li + THREADS, s.w1); }
   if (NW > 2u) { storeW(li + 2u * THREADS, s.w2); }
@@ -314,6 +325,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var acc20 = Frag(); var acc21 = Frag(); var acc22 = Frag(); var acc23 = Frag();
   var acc30 = Frag(); var acc31 = Frag(); var acc32 = Frag(); var acc33 = Frag();
   workgroupBarrier();
+  let xs = array<f32, 8>(itemScale(li), itemScale(li + THREADS), itemScale(li + 2u * THREADS), itemScale(li + 3u * THREADS),
+                         itemScale(li + 4u * THREADS), itemScale(li + 5u * THREADS), itemScale(li + 6u * THREADS), itemScale(li + 7u * THREADS));
 
   var steps = 0u;
   if (lEnd > lStart) {
@@ -329,7 +342,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (!PREFETCH) {
       staged = loadStep(li, m0, k0, l0, lEnd);
     }
-    storeStep(li, staged);
+    storeStep(li, staged, xs);
     workgroupBarrier();
     // with PREFETCH the next step's global loads are in flight during this step's arithmetic
     if (PREFETCH && t + 1u < steps) {
