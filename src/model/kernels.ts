@@ -3,6 +3,7 @@ import { CrossEntropy } from '../kernels/cross-entropy.js';
 import { CrossEntropyFused, fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
 import { Embedding } from '../kernels/embedding.js';
 import { GatherRows } from '../kernels/gather-rows.js';
+import { LoraDown } from '../kernels/lora-down.js';
 import type { Gpu } from '../kernels/gpu.js';
 import { Matmul } from '../kernels/matmul.js';
 import { SumReduce } from '../kernels/reduce.js';
@@ -27,6 +28,8 @@ export interface ModelKernels {
   readonly crossEntropyFused?: CrossEntropyFused;
   readonly sum: SumReduce;
   readonly gatherRows: GatherRows;
+  /** U = x·Aᵀ of the LoRA projections (src/kernels/lora-down.ts) in place of a lora_A matmul each. */
+  readonly loraDown?: LoraDown;
   /**
    * The tensor-core path's kernels (src/model/compute-path.ts): present exactly when the base
    * projections run on subgroup matrices; the programs built from these kernels take that path.
@@ -42,7 +45,7 @@ export interface ModelKernelOptions {
 }
 
 export async function createModelKernels(gpu: Gpu, config: Qwen3Config, options: ModelKernelOptions = {}): Promise<ModelKernels> {
-  const [embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, sum, gatherRows] = await Promise.all([
+  const [embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, sum, gatherRows, loraDown] = await Promise.all([
     Embedding.create(gpu),
     Rmsnorm.create(gpu),
     Rope.create(gpu, { headDim: config.headDim }),
@@ -52,10 +55,11 @@ export async function createModelKernels(gpu: Gpu, config: Qwen3Config, options:
     CrossEntropy.create(gpu),
     SumReduce.create(gpu),
     GatherRows.create(gpu),
+    LoraDown.create(gpu),
   ]);
   const crossEntropyFused = fusedHeadUnsupported(gpu) === undefined ? await CrossEntropyFused.create(gpu) : undefined;
   const tensorCores = options.compute === 'tensor-cores' ? await createTensorCoreKernels(gpu, { formats: options.formats }) : undefined;
-  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows, tensorCores });
+  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows, loraDown, tensorCores });
 }
 
 /**

@@ -56,7 +56,11 @@ export interface ProjectionKernels {
   readonly matmul: Matmul;
   readonly matmulBackward?: MatmulBackward;
   readonly dropout?: Dropout;
-  /** U for the projections sharing one input in one pass (training; without it, one lora_A matmul each). */
+  /**
+   * U for the projections sharing one input in one pass (training), and U of a single projection
+   * where the caller keeps the default matrix kernel (evaluation's shared U); without it, one
+   * lora_A matmul each.
+   */
   readonly loraDown?: LoraDown;
   /** The tensor-core path's kernels (used where the caller passes row-scale buffers). */
   readonly tensorCores?: TensorCoreKernels;
@@ -85,24 +89,35 @@ function loraWeight(unit: ProjectionUnit): LinearWeight {
   return { format: 'f32', nOut: unit.lora!.r, k: unit.w.k, data: unit.lora!.pair.a };
 }
 
-/** U = dropout(x)·Aᵀ for a targeted projection (nothing otherwise). */
-export function projectionDown(list: Dispatch[], k: ProjectionKernels, unit: ProjectionUnit, x: Tensor, u: Tensor | undefined, linear: LinearKernel = k.matmul.forward.bind(k.matmul)): void {
+/**
+ * U = dropout(x)·Aᵀ for a targeted projection (nothing otherwise): one lora-down dispatch (mask
+ * included) when the kernel is there and no matrix kernel is given, else dropout then `linear`
+ * (default the tiled matmul; generation passes its matrix-vector kernel).
+ */
+export function projectionDown(list: Dispatch[], k: ProjectionKernels, unit: ProjectionUnit, x: Tensor, u: Tensor | undefined, linear?: LinearKernel): void {
   if (!unit.lora || !u) return;
-  let xa = x;
   const d = unit.dropout;
+  if (!linear && k.loraDown && u.buffer !== x.buffer) {
+    const dropout = d ? { p: d.p, salts: [d.salt] } : undefined;
+    list.push(k.loraDown.forward(`${unit.label} lora_A${d ? ' (dropout)' : ''}`, { u: [u], x, a: [unit.lora.pair.a], seed: d?.seed }, { dropout }));
+    return;
+  }
+  const lin = linear ?? k.matmul.forward.bind(k.matmul);
+  let xa = x;
   if (d) {
     if (!k.dropout) throw new Error(`${unit.label}: LoRA dropout needs the dropout kernel`);
     xa = viewK(d.xDrop, rowsOf(x), unit.w.k);
     list.push(k.dropout.forward(`${unit.label} lora dropout`, { out: xa, x, seed: d.seed }, { p: d.p, salt: d.salt, accumulate: false }));
   }
-  list.push(linear(`${unit.label} lora_A`, { y: u, x: xa, w: loraWeight(unit) }));
+  list.push(lin(`${unit.label} lora_A`, { y: u, x: xa, w: loraWeight(unit) }));
 }
 
 /**
  * U_p = dropout_p(x)·A_pᵀ for the targeted ones of `units` (projections reading the same x) in one
  * lora-down dispatch: x is read once for all of them. Returns the units whose U it wrote (to be
  * passed to `projectionForward` with uReady); none when the kernel is absent or the U buffers are
- * shared (evaluation and generation keep one U for every projection), and those run as before.
+ * shared (evaluation and generation keep one U for every projection): those get their U from
+ * `projectionForward` (one single-projection lora-down dispatch each, or `linear` in generation).
  */
 export function projectionsDown(list: Dispatch[], k: ProjectionKernels, units: readonly ProjectionUnit[], x: Tensor, us: readonly (Tensor | undefined)[]): Set<ProjectionUnit> {
   const done = new Set<ProjectionUnit>();
@@ -144,11 +159,14 @@ export function projectionForward(
     /** (N) f32 row scales of x (projectionRowScale): the base matmul runs on tensor cores. */
     readonly rowScale?: Tensor;
   },
-  linear: LinearKernel = k.matmul.forward.bind(k.matmul),
+  linear?: LinearKernel,
 ): void {
   const { y, x, u, accumulate, rowScale } = io;
-  // the base (and LoRA epilogue) on tensor cores when row scales are given; U = x·Aᵀ stays on `linear` (f32)
-  const base: LinearKernel = rowScale ? (label, call) => tensorCores(k, label).matmul.forward(label, { y: call.y, x: call.x, w: call.w, accumulate: call.accumulate, lora: call.lora, rowScale }) : linear;
+  // the base (and LoRA epilogue) on tensor cores when row scales are given; U = x·Aᵀ stays f32
+  // (lora down, or `linear` when given: projectionDown)
+  const base: LinearKernel = rowScale
+    ? (label, call) => tensorCores(k, label).matmul.forward(label, { y: call.y, x: call.x, w: call.w, accumulate: call.accumulate, lora: call.lora, rowScale })
+    : (linear ?? k.matmul.forward.bind(k.matmul));
   if (unit.lora && u) {
     if (!io.uReady) projectionDown(list, k, unit, x, u, linear);
     list.push(base(unit.label, { y, x, w: unit.w, accumulate, lora: { u, b: unit.lora.pair.b, scale: unit.lora.scale } }));

@@ -37,6 +37,6 @@ export async function createTrainKernels(gpu: Gpu, config: Qwen3Config, forward?
     matmulBackward: await MatmulBackward.create(gpu),
     attentionBackward: await AttentionBackward.create(gpu, { headDim: config.headDim }),
     dropout: await Dropout.create(gpu),
-    loraDown: await LoraDown.create(gpu),
+    loraDown: base.loraDown ?? (await LoraDown.create(gpu)),
   });
 }
