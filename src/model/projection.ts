@@ -114,8 +114,8 @@ export function projectionDown(list: Dispatch[], k: ProjectionKernels, unit: Pro
 
 /**
  * U_p = dropout_p(x)·A_pᵀ for the targeted ones of `units` (projections reading the same x) in one
- * lora-down dispatch (each projection's workgroups read x, close together: mostly from L2). Returns the units whose U it wrote (to be
- * passed to `projectionForward` with uReady); none when the kernel is absent or the U buffers are
+ * lora-down dispatch (each projection's workgroups read x, close together: mostly from L2).
+ * Returns the units whose U it wrote (to be passed to `projectionForward` with uReady); none when the kernel is absent or the U buffers are
  * shared (evaluation and generation keep one U for every projection): those get their U from
  * `projectionForward` (one single-projection lora-down dispatch each, or `linear` in generation).
  */
