@@ -23,20 +23,19 @@
 // Tiling (no workgroup staging in the K loop; K is split inside the workgroup): thread li is lane
 // s = li mod 32 of warp w = li / 32, column group cg = w mod CG, row group rg = w / CG. It owns the
 // TM × TN outputs rows rg·TM + i, columns cg·TN + j of the block and the K slice k ≡ s (mod 32):
-// per step of KSTEP = 32 · KU it reads x[row, k] and A[col, k] for k = k0 + s + 32·t (t < KU), so
-// a warp's reads of one row of X or A are 128 contiguous bytes, and it accumulates in registers. At
+// per step it reads x[row, k] for its 4 rows and A[col, k] for its 8 columns at k = k0 + s, so a
+// warp's reads of one row of X or A are 128 contiguous bytes, and it accumulates in 8 named vec4
+// registers (one per column, the rows as components). At
 // the end the 32 slices' partial sums of each output are added in workgroup memory (in lane order)
 // and written to U. Warps whose columns all lie past R skip the K loop.
 
 const TM: u32 = 4u; // rows per thread
 const TN: u32 = 8u; // columns per thread
-const KU: u32 = 4u; // k per lane per step
 const LANES: u32 = 32u; // K slices
 const CG: u32 = 4u; // column groups (warps across columns)
 const RG: u32 = 2u; // row groups (warps across rows)
 const BM: u32 = TM * RG; // 8 rows per workgroup
 const BC: u32 = TN * CG; // 32 columns per workgroup
-const KSTEP: u32 = LANES * KU;
 const PAD: u32 = LANES + 1u; // partial sums of one output, padded against bank conflicts
 
 struct LoraDownParams {
@@ -116,49 +115,59 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     stream = dropoutStream(seed[0], saltOf(g));
   }
 
-  var acc: array<f32, TM * TN>; // [row i][column j]
+  // acc_j: column colBase + j, rows rowBase .. + 3 as components: named vec4 registers (arrays
+  // indexed in loops ran at under 1 TFLOP/s on an H200: the accumulators lived in local memory)
+  var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0); var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+  var acc4 = vec4<f32>(0.0); var acc5 = vec4<f32>(0.0); var acc6 = vec4<f32>(0.0); var acc7 = vec4<f32>(0.0);
   if (colBase < R) {
-    for (var k0 = 0u; k0 < K; k0 += KSTEP) {
-      var xv: array<f32, TM * KU>; // [row i][t]
-      var av: array<f32, TN * KU>; // [column j][t]
-      for (var t = 0u; t < KU; t++) {
-        let kk = k0 + s + LANES * t;
-        for (var i = 0u; i < TM; i++) {
-          let row = rowBase + i;
-          var v = 0.0;
-          if (row < params.m && kk < K) {
-            v = x[row * K + kk];
-            if (dropping) {
-              v = select(0.0, v * params.scale, dropoutKeep(stream, row * K + kk, params.threshold));
-            }
-          }
-          xv[i * KU + t] = v;
-        }
-        for (var j = 0u; j < TN; j++) {
-          let c = colBase + j;
-          var v = 0.0;
-          if (c < R && kk < K) {
-            v = loadA(g, c * K + kk);
-          }
-          av[j * KU + t] = v;
-        }
+    // rows past M and columns past R read row M − 1 / column R − 1 (never stored)
+    let mLast = params.m - 1u;
+    let x0 = min(rowBase, mLast) * K;
+    let x1 = min(rowBase + 1u, mLast) * K;
+    let x2 = min(rowBase + 2u, mLast) * K;
+    let x3 = min(rowBase + 3u, mLast) * K;
+    let a0i = min(colBase, R - 1u) * K;
+    let a1i = min(colBase + 1u, R - 1u) * K;
+    let a2i = min(colBase + 2u, R - 1u) * K;
+    let a3i = min(colBase + 3u, R - 1u) * K;
+    let a4i = min(colBase + 4u, R - 1u) * K;
+    let a5i = min(colBase + 5u, R - 1u) * K;
+    let a6i = min(colBase + 6u, R - 1u) * K;
+    let a7i = min(colBase + 7u, R - 1u) * K;
+    for (var kk = s; kk < K; kk += LANES) {
+      var xv = vec4<f32>(x[x0 + kk], x[x1 + kk], x[x2 + kk], x[x3 + kk]);
+      if (dropping) {
+        let r = rowBase;
+        let keep = vec4<bool>(
+          dropoutKeep(stream, r * K + kk, params.threshold),
+          dropoutKeep(stream, (r + 1u) * K + kk, params.threshold),
+          dropoutKeep(stream, (r + 2u) * K + kk, params.threshold),
+          dropoutKeep(stream, (r + 3u) * K + kk, params.threshold));
+        xv = select(vec4<f32>(0.0), xv * params.scale, keep);
       }
-      for (var t = 0u; t < KU; t++) {
-        for (var i = 0u; i < TM; i++) {
-          for (var j = 0u; j < TN; j++) {
-            acc[i * TN + j] += xv[i * KU + t] * av[j * KU + t];
-          }
-        }
-      }
+      acc0 += xv * loadA(g, a0i + kk);
+      acc1 += xv * loadA(g, a1i + kk);
+      acc2 += xv * loadA(g, a2i + kk);
+      acc3 += xv * loadA(g, a3i + kk);
+      acc4 += xv * loadA(g, a4i + kk);
+      acc5 += xv * loadA(g, a5i + kk);
+      acc6 += xv * loadA(g, a6i + kk);
+      acc7 += xv * loadA(g, a7i + kk);
     }
   }
 
   // add the 32 slices' partial sums: round i takes row i of every thread's tile; thread o < 64
   // sums output o = (warp, column j) over the lanes in order and writes it
   for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) {
-      partial[(w * TN + j) * PAD + s] = acc[i * TN + j];
-    }
+    let o = w * TN * PAD + s;
+    partial[o] = acc0[i];
+    partial[o + PAD] = acc1[i];
+    partial[o + 2u * PAD] = acc2[i];
+    partial[o + 3u * PAD] = acc3[i];
+    partial[o + 4u * PAD] = acc4[i];
+    partial[o + 5u * PAD] = acc5[i];
+    partial[o + 6u * PAD] = acc6[i];
+    partial[o + 7u * PAD] = acc7[i];
     workgroupBarrier();
     if (li < RG * CG * TN) {
       let ow = li / TN;
