@@ -139,7 +139,9 @@ export class ChunkProgram {
 
     const list: Dispatch[] = [];
     const oneRow = (label: string, call: MatmulCall): Dispatch => (matvec?.supports(call.w) ? matvec.forward(label, call) : k.matmul.forward(label, call));
-    const linear = C === 1 ? oneRow : (label: string, call: MatmulCall): Dispatch => k.matmul.forward(label, call);
+    // one row: the matrix-vector kernel; chunks: the model's default (the matmul, tensor cores
+    // where the path has them, and LoraDown for each projection's lora_A)
+    const linear = C === 1 ? oneRow : undefined;
     list.push(k.embedding.forward('embed', { x: b.x, table: weights.embed, ids }, { tokens: C, hidden: D, vocab: V }));
     const pass: LayerPass = { kernels: k, dims, rope: { cos: cache.rope.cos, sin: cache.rope.sin, posIds: pos }, linear, rowScale: a.maybe(ROW_SCALE_BUFFER) };
     for (let l = 0; l < c.numHiddenLayers; l++) {
