@@ -267,10 +267,8 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
   const lw = layer.weights;
   const L = layer.label;
   // the LoRA U of every targeted projection reading `input`, in one pass over it where the kernel allows
-  // a pass with its own kernel (generation's decode: the matrix-vector kernel) computes lora_A with
-  // it too: LoraDown's workgroups own 8 rows, one row left it at a third of the decode speed (H200)
   const down = (ps: readonly Projection[], input: Tensor): Set<ProjectionUnit> =>
-    pass.linear ? new Set() : projectionsDown(list, k, ps.map((p) => layer.proj[p]), input, ps.map((p) => s.u[p]));
+    projectionsDown(list, k, ps.map((p) => layer.proj[p]), input, ps.map((p) => s.u[p]), pass.linear);
   const proj = (p: Projection, y: Tensor, input: Tensor, accumulate: boolean, ready: Set<ProjectionUnit>): void =>
     projectionForward(list, k, layer.proj[p], { y, x: input, u: s.u[p], accumulate, uReady: ready.has(layer.proj[p]), rowScale: pass.rowScale }, pass.linear);
   // tensor cores: the row scales of `input`, once, before the projections reading it

@@ -119,10 +119,13 @@ export function projectionDown(list: Dispatch[], k: ProjectionKernels, unit: Pro
  * shared (evaluation and generation keep one U for every projection): those get their U from
  * `projectionForward` (one single-projection lora-down dispatch each, or `linear` in generation).
  */
-export function projectionsDown(list: Dispatch[], k: ProjectionKernels, units: readonly ProjectionUnit[], x: Tensor, us: readonly (Tensor | undefined)[]): Set<ProjectionUnit> {
+export function projectionsDown(list: Dispatch[], k: ProjectionKernels, units: readonly ProjectionUnit[], x: Tensor, us: readonly (Tensor | undefined)[], linear?: LinearKernel): Set<ProjectionUnit> {
   const done = new Set<ProjectionUnit>();
   const group = units.map((unit, i) => ({ unit, u: us[i] })).filter((e): e is { unit: ProjectionUnit; u: Tensor } => e.unit.lora !== undefined && e.u !== undefined);
-  if (!k.loraDown || group.length === 0) return done;
+  // a caller with its own matrix kernel (generation's decode: the matrix-vector kernel) keeps lora_A
+  // on it, as projectionDown does: LoraDown's workgroups own 8 rows, one row ran decode at a third
+  // of its speed (H200, 2026-12-02)
+  if (linear || !k.loraDown || group.length === 0) return done;
   const buffers = new Set([x.buffer, ...group.map((e) => e.u.buffer)]);
   if (buffers.size !== group.length + 1) return done;
   const drops = group.map((e) => e.unit.dropout);
