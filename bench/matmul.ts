@@ -99,7 +99,7 @@ async function main(): Promise<void> {
     const y = gpu.tensor('y', [m, n], 'f32');
     for (const format of shape.only ? [shape.only] : formats) {
       const bw = makeWeight(gpu, format, n, k, seed++);
-      const picked = matmul.pickTile(m, n, format);
+      const picked = matmul.pickTile(m, n);
       for (const tile of matmul.tiles) {
         const d = matmul.forward(`${shape.name} ${format}`, { y, x, w: bw.w, tile });
         submitDispatches(gpu, [d]);

@@ -25,9 +25,8 @@
 // TM × TN outputs rows rg·TM + i, columns cg·TN + j of the block and the K slice k ≡ s (mod 32):
 // per step it reads x[row, k] for its 4 rows and A[col, k] for its 8 columns at k = k0 + s, so a
 // warp's reads of one row of X or A are 128 contiguous bytes, and it accumulates in 8 named vec4
-// registers (one per column, the rows as components). At
-// the end the 32 slices' partial sums of each output are added in workgroup memory (in lane order)
-// and written to U. Warps whose columns all lie past R skip the K loop.
+// registers (one per column, the rows as components). At the end the 32 slices' partial sums of
+// each output are added in workgroup memory (in lane order) and written to U. Warps whose columns all lie past R skip the K loop.
 
 const TM: u32 = 4u; // rows per thread
 const TN: u32 = 8u; // columns per thread

@@ -114,15 +114,13 @@ function checkTile(gpu: Gpu, t: MatmulTile): void {
  * (bench/results/h200-*-matmul-sgm*.json are the subgroup-matrix kernel's tiles, not these.)
  * The rule: the first (largest) tile once it makes about three workgroups per SM (≥ 400); below
  * that the second while it still makes ≥ 200; else whichever makes the most workgroups (on a tie
- * the smaller: less work past the edges). The stored format does not enter (kept in the signature:
- * a card where it matters can say so here).
+ * the smaller: less work past the edges). The stored format does not enter.
  * tests/kernels/matmul-tile-choice.test.ts checks the choice at each projection shape.
  */
-export function pickMatmulTile(tiles: readonly MatmulTile[], m: number, n: number, format: StoredFormat): MatmulTile {
+export function pickMatmulTile(tiles: readonly MatmulTile[], m: number, n: number): MatmulTile {
   const count = (t: MatmulTile) => Math.ceil(m / t.bm) * Math.ceil(n / t.bn);
   const [first, second] = tiles;
   if (!first) throw new ShapeError('pickMatmulTile: no tiles compiled');
-  void format;
   if (count(first) >= 400) return first;
   if (second && count(second) >= 200) return second;
   const better = (t: MatmulTile, best: MatmulTile) => count(t) > count(best) || (count(t) === count(best) && t.bm * t.bn < best.bm * best.bn);
@@ -224,9 +222,9 @@ export class Matmul {
     return new Matmul(gpu, kernels, tiles, dynamicMapTensor(gpu), gpu.tensor('matmul unused binding', [4], 'f32'));
   }
 
-  /** The compiled tile for an (m × n) output of a weight stored as `format` (see `pickMatmulTile`). */
-  pickTile(m: number, n: number, format: StoredFormat = 'f32'): MatmulTile {
-    return pickMatmulTile(this.tiles, m, n, format);
+  /** The compiled tile for an (m × n) output (see `pickMatmulTile`). */
+  pickTile(m: number, n: number): MatmulTile {
+    return pickMatmulTile(this.tiles, m, n);
   }
 
   /** Records Y (M, nOut) [+]= X · dequant(W)ᵀ [+ scale · U · Bᵀ]. */
@@ -237,7 +235,7 @@ export class Matmul {
     const m = checkActivations(where, x, y, w);
     const stored = checkWeight(where, w);
     const r = checkLoraEpilogue(where, lora, m, w.nOut);
-    const tile = call.tile ?? this.pickTile(m, w.nOut, stored);
+    const tile = call.tile ?? this.pickTile(m, w.nOut);
     const kernel = this.kernels.get(variantKey(stored, accumulate, lora !== undefined, tile));
     if (!kernel) {
       throw new ShapeError(
