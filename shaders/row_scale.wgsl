@@ -10,11 +10,8 @@
 // and by 1 / rowScale in the matmul's f32 epilogue is exact (clamping e keeps both 2^e and 2^-e
 // normal f32, which GPUs do not flush; only rows with amax ≤ 2^-113 reach the clamp).
 //
-// Everything is done on the bits, with no float operation, so NaN ordering, flushed subnormals or
-// an inexact log2 cannot change the result: for f32 bits b ≥ 0 (sign cleared) the unsigned order
-// of b is the order of |x| (+Inf is 0x7f800000, every NaN above it), so amax is a u32 max;
-// ceil(log2 amax) is the exponent field minus 127, plus 1 when the mantissa is not zero (normal
-// amax), or 32 − clz(mantissa − 1) − 149 (subnormal amax = mantissa·2^-149).
+// Everything is done on the bits, with no float operation (shaders/lib/f16_scale.wgsl: amax is a
+// u32 max of the sign-cleared bits, ceilLog2 and scaleFor the rule above).
 //
 // Bindings (group 0):
 //   0 params     uniform    RowScaleParams { m, k }
@@ -38,25 +35,7 @@ struct RowScaleParams {
 var<workgroup> partial: array<u32, WG>;
 
 // #include "lib/grid_fold.wgsl"
-
-// ceil(log2 v) for the bits of a finite positive f32 (0 < bits < 0x7f800000).
-fn ceilLog2(bits: u32) -> i32 {
-  let exponent = bits >> 23u;
-  let mantissa = bits & 0x7fffffu;
-  if (exponent == 0u) {
-    return i32(32u - countLeadingZeros(mantissa - 1u)) - 149;
-  }
-  return i32(exponent) - 127 + select(0, 1, mantissa != 0u);
-}
-
-// The scale for a row whose largest |x| has bits `amax`.
-fn scaleFor(amax: u32) -> f32 {
-  if (amax == 0u || amax >= 0x7f800000u) {
-    return 1.0;
-  }
-  let e = clamp(14 - ceilLog2(amax), -126, 126);
-  return bitcast<f32>(u32(e + 127) << 23u);
-}
+// #include "lib/f16_scale.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
