@@ -1,0 +1,398 @@
+// Flash attention forward on subgroup matrices (tensor cores): causal, grouped-query (GQA), with
+// packed-segment masking — the same result as attention_forward.wgsl (read its header for the
+// math), with QKᵀ and P·V as f16 16×16×16 fragment products accumulated in f32.
+//
+// For batch row b, query head h (KV head g = h / (H / Hkv)) and query token i:
+//   s_j = scale · q_i · k_j over the keys j visible to i (j ≤ i, same segment id)
+//   lse = log Σ_j exp(s_j),  o_i = Σ_j exp(s_j − lse) · v_j
+//
+// f16 without overflow or underflow (issue 11 item 4): the operands are staged as f16(q·sQ),
+// f16(k·sK), f16(v·sV), where sQ, sK, sV are the power-of-two head scales of shaders/head_scale.wgsl
+// (one per batch row and KV head group — for q the R = H / Hkv query heads of the group together,
+// the granularity the backward's sums over a group need — bringing the largest |value| into
+// [2^13, 2^14]) read from `scales` at the offsets in params. The score fragment holds sQ·sK·q·k; the f32 epilogue of each
+// tile multiplies it by scale·log2(e) / (sQ·sK) (scores in base-2 units, so exp2 does the
+// exponentials). Probabilities are staged as f16 too: P = exp2(s − m) with m a per-row reference
+// that is raised only when the row's maximum passes it by more than LAZY (= 8), so P ≤ 2^8, far
+// from f16's 65504; P values below f16's subnormals (2^-24) weigh less than 2^-24 of the row's
+// largest and are lost as in any f16 product. The output fragment accumulates P·(v·sV); the
+// epilogue divides by l·sV, l = Σ P in f32.
+//
+// Lazy rescaling: result fragments are opaque (a per-row factor cannot be applied in registers), so
+// when some row's reference must rise (its max grew by more than LAZY after it had seen keys) the
+// whole workgroup passes its output fragments through workgroup memory once, each row multiplied by
+// exp2(m_old − m_new). With scores of trained models this happens in a few tiles of a row at most;
+// a row's first visible tile only sets the reference (its output is still 0).
+//
+// Bindings (group 0):
+//   0 params  uniform    AttentionSgmParams { tokens, qHeads, kvHeads, scale, qOff, kOff, vOff }
+//   1 o       read_write (B·T, H·Dh) f32     output, token-major like q
+//   2 lse     read_write (B·T, H) f32        log-sum-exp of the scaled scores (natural log)
+//   3 q       read       (B·T, H·Dh) f32     queries after q_norm and rope
+//   4 k       read       (B·T, Hkv·Dh) f32   keys after k_norm and rope
+//   5 v       read       (B·T, Hkv·Dh) f32
+//   6 segIds  read       (B·T) i32           example id of each token inside its batch row
+//   7 scales  read       f32: head scales of batch row b and group g: q at qOff + b·Hkv + g, k at kOff + …, v at vOff + …
+// Override constants: DH head dim (multiple of 16, ≤ 128); BC keys per tile (16, 32, 48 or 64).
+// Workgroup: SG = 4 subgroups of 32 invocations; subgroup sg owns query rows 16·sg .. 16·sg + 15 of
+// the BR = 64-row tile.
+// Dispatch: (B·H, ceil(T / 64)) workgroups; workgroup (x, y) handles batch row x / H, head x % H
+// and query tile ceil(T/64) − 1 − y (the longest tiles first). Saves lse for the backward.
+//
+// Per key tile (k0 .. k0 + BC − 1, only tiles at or below the diagonal):
+//   A  all invocations stage K as f16(k·sK) (BC × DH, rows padded by 8 halves) and the key segment
+//      ids, flagging the tile live when a key's segment lies in the query tile's segment range; a
+//      tile that is not live is skipped whole (a uniform branch);
+//   B  each subgroup: S (16 × BC) = Q·Kᵀ from its Q fragments (loaded into registers once) and
+//      right fragments of the K tile, stored to its rows of the f32 score scratch;
+//   C  all invocations stage V as f16(v·sV) over K; each subgroup's lanes run the online softmax of
+//      its rows — lane l owns row l / 2 and the columns of parity l % 2, the row's maximum and sum
+//      combined with a subgroup shuffle — writing P as f16 and flagging a needed rescale;
+//   D  (rare) rescale of the output fragments through the score scratch;
+//   E  O += P·V: left fragments of P, right fragments of the V tile.
+// Result fragments are named variables used under `if (NF > j)` (override constants): an array of
+// them indexed in loops ran about 2× slower in the matmul kernel (shaders/matmul_sgm_forward.wgsl).
+
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+diagnostic(off, subgroup_uniformity);
+
+override DH: u32 = 128u;
+override BC: u32 = 64u;
+
+const SG = 4u;            // subgroups per workgroup
+const BR = 64u;           // query rows per workgroup (16 per subgroup)
+const THREADS = 128u;
+const PAD = 8u;           // halves of padding per staged f16 row
+const SPAD = 4u;          // floats of padding per score row
+const MAX_DH = 128u;
+const MAX_BC = 64u;
+const SK = MAX_DH + PAD;  // row stride of the staged Q/K/V tiles, in halves (fixed: fragment loads need fixed-size arrays)
+const SP = MAX_BC + PAD;  // row stride of the staged P tile, in halves
+const SS = MAX_BC + SPAD; // row stride of the score scratch, in floats
+const P_OFFSET = BR * SK; // the P tile follows the Q/K/V tile in `halves`
+const MASKED: f32 = -1.0e30;
+const VISIBLE_MIN: f32 = -1.0e29;
+const LAZY: f32 = 8.0;    // base-2 units the reference may trail the row maximum (P ≤ 2^LAZY)
+const LOG2E: f32 = 1.4426950408889634;
+const LN2: f32 = 0.6931471805599453;
+
+override NF: u32 = DH / 16u;      // output fragments per subgroup (16 columns each)
+override DH4: u32 = DH / 4u;
+override KV_ROUNDS: u32 = (BC * DH4 + THREADS - 1u) / THREADS;
+override Q_ROUNDS: u32 = (BR * DH4 + THREADS - 1u) / THREADS;
+
+struct AttentionSgmParams {
+  tokens: u32,
+  qHeads: u32,
+  kvHeads: u32,
+  scale: f32,
+  qOff: u32,
+  kOff: u32,
+  vOff: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: AttentionSgmParams;
+@group(0) @binding(1) var<storage, read_write> o: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> segIds: array<i32>;
+@group(0) @binding(7) var<storage, read> scales: array<f32>;
+
+var<workgroup> halves: array<f16, BR * SK + BR * SP>; // Q (at the start) or K or V tile [row][SK], then P [BR][SP]
+var<workgroup> scores: array<f32, BR * SS>;           // S rows of each subgroup; the rescale and epilogue scratch
+var<workgroup> qseg: array<i32, BR>;
+var<workgroup> kseg: array<i32, MAX_BC>;
+var<workgroup> flags: atomic<u32>;                    // bit 0: this key tile is live; bit 1: a row needs a rescale
+var<workgroup> flagsCopy: u32;
+
+alias Frag = subgroup_matrix_result<f32, 16, 16>;
+alias Left = subgroup_matrix_left<f16, 16, 16>;
+alias Right = subgroup_matrix_right<f16, 16, 16>;
+
+// Stages query rows first .. first + BR − 1 of head `head` (of `heads`) times s as f16 into
+// halves[row][SK], rows past T as zeros, in Q_ROUNDS fixed rounds (unrolled by the compiler).
+fn stageQ(lid: u32, tok0: u32, first: u32, heads: u32, head: u32, s: f32) {
+  for (var n = 0u; n < Q_ROUNDS; n++) {
+    let e = lid + n * THREADS;
+    let r = e / DH4;
+    let d4 = e % DH4;
+    var val = vec4<f16>(0.0h);
+    if (first + r < params.tokens && e < BR * DH4) {
+      val = vec4<f16>(q[((tok0 + first + r) * heads + head) * DH4 + d4] * s);
+    }
+    if (e < BR * DH4) {
+      let d = r * SK + d4 * 4u;
+      halves[d] = val.x;
+      halves[d + 1u] = val.y;
+      halves[d + 2u] = val.z;
+      halves[d + 3u] = val.w;
+    }
+  }
+}
+
+// Stages keys k0 .. k0 + BC − 1 of KV head g from K (isV false) or V (isV true) times s as f16.
+fn stageKV(lid: u32, tok0: u32, k0: u32, g: u32, s: f32, isV: bool) {
+  let Hkv = params.kvHeads;
+  for (var n = 0u; n < KV_ROUNDS; n++) {
+    let e = lid + n * THREADS;
+    let c = e / DH4;
+    let d4 = e % DH4;
+    var val = vec4<f16>(0.0h);
+    if (k0 + c < params.tokens && e < BC * DH4) {
+      let at = ((tok0 + k0 + c) * Hkv + g) * DH4 + d4;
+      if (isV) {
+        val = vec4<f16>(v[at] * s);
+      } else {
+        val = vec4<f16>(k[at] * s);
+      }
+    }
+    if (e < BC * DH4) {
+      let d = c * SK + d4 * 4u;
+      halves[d] = val.x;
+      halves[d + 1u] = val.y;
+      halves[d + 2u] = val.z;
+      halves[d + 3u] = val.w;
+    }
+  }
+}
+
+// Right fragment of Kᵀ: keys 16·j .. of the tile, head dims 16·kk .. (the K tile is [key][dim]: column-major Kᵀ).
+fn kRight(j: u32, kk: u32) -> Right {
+  return subgroupMatrixLoad<Right>(&halves, j * 16u * SK + kk * 16u, true, SK);
+}
+
+// Right fragment of V: keys 16·kb .., head dims 16·j .. (the V tile is [key][dim]: row-major).
+fn vRight(kb: u32, j: u32) -> Right {
+  return subgroupMatrixLoad<Right>(&halves, kb * 16u * SK + j * 16u, false, SK);
+}
+
+// The workgroup's flags, uniform: resets them for the next phase (every invocation has set its
+// bits before the barrier this starts with).
+fn takeFlags(lid: u32) -> u32 {
+  workgroupBarrier();
+  if (lid == 0u) {
+    flagsCopy = atomicExchange(&flags, 0u);
+  }
+  return workgroupUniformLoad(&flagsCopy);
+}
+
+// Multiplies row `row` (0..15) of the 16 × 16 fragment stored at scores[base] by f, columns of parity `hh`.
+fn scaleStoredRow(base: u32, row: u32, hh: u32, f: f32) {
+  for (var c = hh; c < 16u; c += 2u) {
+    scores[base + row * SS + c] *= f;
+  }
+}
+
+@compute @workgroup_size(THREADS)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let T = params.tokens;
+  let H = params.qHeads;
+  let Hkv = params.kvHeads;
+  let b = wg.x / H;
+  let h = wg.x % H;
+  let g = h / (H / Hkv);
+  let qTiles = (T + BR - 1u) / BR;
+  let q0 = (qTiles - 1u - wg.y) * BR;
+  let qEnd = min(q0 + BR, T);
+  let tok0 = b * T;
+  let sg = lid / 32u;
+  let lane = lid % 32u;
+  let rr = lane / 2u;            // this lane's row within its subgroup's 16 (softmax, rescale, epilogue)
+  let hh = lane % 2u;            // ... and its column parity
+  let row = sg * 16u + rr;       // row within the tile
+  let sBase = sg * 16u * SS;     // this subgroup's rows of the score scratch
+  let sQ = scales[params.qOff + b * Hkv + g];
+  let sK = scales[params.kOff + b * Hkv + g];
+  let sV = scales[params.vOff + b * Hkv + g];
+  let cS = params.scale * LOG2E * (1.0 / sQ) * (1.0 / sK);
+
+  stageQ(lid, tok0, q0, H, h, sQ);
+  for (var r = lid; r < BR; r += THREADS) {
+    var s = 0;
+    if (q0 + r < T) {
+      s = segIds[tok0 + q0 + r];
+    }
+    qseg[r] = s;
+  }
+  if (lid == 0u) {
+    atomicStore(&flags, 0u);
+  }
+  workgroupBarrier();
+  var qMin = qseg[0];
+  var qMax = qMin;
+  for (var r = 1u; r < qEnd - q0; r++) {
+    qMin = min(qMin, qseg[r]);
+    qMax = max(qMax, qseg[r]);
+  }
+  let rowSeg = qseg[row];
+  let qi = q0 + row;              // this lane's query token
+  // Q fragments of the subgroup's rows, for the whole key loop.
+  let qBase = sg * 16u * SK;
+  var f0 = Left(); var f1 = Left(); var f2 = Left(); var f3 = Left(); var f4 = Left(); var f5 = Left(); var f6 = Left(); var f7 = Left();
+  f0 = subgroupMatrixLoad<Left>(&halves, qBase, false, SK);
+  if (NF > 1u) { f1 = subgroupMatrixLoad<Left>(&halves, qBase + 16u, false, SK); }
+  if (NF > 2u) { f2 = subgroupMatrixLoad<Left>(&halves, qBase + 32u, false, SK); }
+  if (NF > 3u) { f3 = subgroupMatrixLoad<Left>(&halves, qBase + 48u, false, SK); }
+  if (NF > 4u) { f4 = subgroupMatrixLoad<Left>(&halves, qBase + 64u, false, SK); }
+  if (NF > 5u) { f5 = subgroupMatrixLoad<Left>(&halves, qBase + 80u, false, SK); }
+  if (NF > 6u) { f6 = subgroupMatrixLoad<Left>(&halves, qBase + 96u, false, SK); }
+  if (NF > 7u) { f7 = subgroupMatrixLoad<Left>(&halves, qBase + 112u, false, SK); }
+
+  var o0 = Frag(); var o1 = Frag(); var o2 = Frag(); var o3 = Frag(); var o4 = Frag(); var o5 = Frag(); var o6 = Frag(); var o7 = Frag();
+  var mRef = MASKED; // this lane's row: reference maximum (base-2 units)
+  var lPart = 0.0;   // this lane's share of the row's Σ P (its columns)
+
+  let kTiles = (qEnd + BC - 1u) / BC;
+  for (var kt = 0u; kt < kTiles; kt++) {
+    let k0 = kt * BC;
+    workgroupBarrier(); // the previous tile's P·V is done with the K/V and P tiles (and the Q tile with its loads)
+
+    // A: K tile and key segment ids.
+    stageKV(lid, tok0, k0, g, sK, false);
+    for (var c = lid; c < BC; c += THREADS) {
+      var s = 0;
+      if (k0 + c < T) {
+        s = segIds[tok0 + k0 + c];
+        if (s >= qMin && s <= qMax) {
+          atomicOr(&flags, 1u);
+        }
+      }
+      kseg[c] = s;
+    }
+    if ((takeFlags(lid) & 1u) == 0u) {
+      continue; // no key of the tile is visible to the query tile
+    }
+
+    // B: S = Q·Kᵀ, 16 keys at a time, into the subgroup's rows of the scratch.
+    for (var j = 0u; j < BC / 16u; j++) {
+      var s = Frag();
+      s = subgroupMatrixMultiplyAccumulate(f0, kRight(j, 0u), s);
+      if (NF > 1u) { s = subgroupMatrixMultiplyAccumulate(f1, kRight(j, 1u), s); }
+      if (NF > 2u) { s = subgroupMatrixMultiplyAccumulate(f2, kRight(j, 2u), s); }
+      if (NF > 3u) { s = subgroupMatrixMultiplyAccumulate(f3, kRight(j, 3u), s); }
+      if (NF > 4u) { s = subgroupMatrixMultiplyAccumulate(f4, kRight(j, 4u), s); }
+      if (NF > 5u) { s = subgroupMatrixMultiplyAccumulate(f5, kRight(j, 5u), s); }
+      if (NF > 6u) { s = subgroupMatrixMultiplyAccumulate(f6, kRight(j, 6u), s); }
+      if (NF > 7u) { s = subgroupMatrixMultiplyAccumulate(f7, kRight(j, 7u), s); }
+      subgroupMatrixStore(&scores, sBase + j * 16u, s, false, SS);
+    }
+    workgroupBarrier(); // scores visible; every subgroup is done with the K tile
+
+    // C: V tile over K; the online softmax of this lane's row and columns.
+    stageKV(lid, tok0, k0, g, sV, true);
+    var mt = MASKED;
+    for (var c = hh; c < BC; c += 2u) {
+      let key = k0 + c;
+      let visible = key <= qi && kseg[c] == rowSeg && qi < T;
+      let s = select(MASKED, scores[sBase + rr * SS + c] * cS, visible);
+      scores[sBase + rr * SS + c] = s;
+      mt = max(mt, s);
+    }
+    mt = max(mt, subgroupShuffleXor(mt, 1u));
+    let lOther = subgroupShuffleXor(lPart, 1u);
+    var alpha = 1.0;
+    if (mt > mRef + LAZY) {
+      alpha = exp2(mRef - mt); // 0 when the row had seen no key (its output and sum are still 0)
+      mRef = mt;
+      if (lPart != 0.0 || lOther != 0.0) {
+        atomicOr(&flags, 2u);
+      }
+    }
+    lPart *= alpha;
+    let pBase = P_OFFSET + row * SP;
+    for (var c = hh; c < BC; c += 2u) {
+      let s = scores[sBase + rr * SS + c];
+      let p = select(0.0, exp2(s - mRef), s > VISIBLE_MIN);
+      lPart += p;
+      halves[pBase + c] = f16(p);
+    }
+    let f = takeFlags(lid); // P and V visible; the scores are read
+
+    // D: rescale the output fragments (rows by alpha), four at a time through the scratch.
+    if ((f & 2u) != 0u) {
+      subgroupMatrixStore(&scores, sBase, o0, false, SS);
+      if (NF > 1u) { subgroupMatrixStore(&scores, sBase + 16u, o1, false, SS); }
+      if (NF > 2u) { subgroupMatrixStore(&scores, sBase + 32u, o2, false, SS); }
+      if (NF > 3u) { subgroupMatrixStore(&scores, sBase + 48u, o3, false, SS); }
+      workgroupBarrier();
+      for (var j = 0u; j < min(NF, 4u); j++) {
+        scaleStoredRow(sBase + 16u * j, rr, hh, alpha);
+      }
+      workgroupBarrier();
+      o0 = subgroupMatrixLoad<Frag>(&scores, sBase, false, SS);
+      if (NF > 1u) { o1 = subgroupMatrixLoad<Frag>(&scores, sBase + 16u, false, SS); }
+      if (NF > 2u) { o2 = subgroupMatrixLoad<Frag>(&scores, sBase + 32u, false, SS); }
+      if (NF > 3u) { o3 = subgroupMatrixLoad<Frag>(&scores, sBase + 48u, false, SS); }
+      if (NF > 4u) {
+        workgroupBarrier();
+        subgroupMatrixStore(&scores, sBase, o4, false, SS);
+        if (NF > 5u) { subgroupMatrixStore(&scores, sBase + 16u, o5, false, SS); }
+        if (NF > 6u) { subgroupMatrixStore(&scores, sBase + 32u, o6, false, SS); }
+        if (NF > 7u) { subgroupMatrixStore(&scores, sBase + 48u, o7, false, SS); }
+        workgroupBarrier();
+        for (var j = 0u; j < NF - 4u; j++) {
+          scaleStoredRow(sBase + 16u * j, rr, hh, alpha);
+        }
+        workgroupBarrier();
+        o4 = subgroupMatrixLoad<Frag>(&scores, sBase, false, SS);
+        if (NF > 5u) { o5 = subgroupMatrixLoad<Frag>(&scores, sBase + 16u, false, SS); }
+        if (NF > 6u) { o6 = subgroupMatrixLoad<Frag>(&scores, sBase + 32u, false, SS); }
+        if (NF > 7u) { o7 = subgroupMatrixLoad<Frag>(&scores, sBase + 48u, false, SS); }
+      }
+    }
+
+    // E: O += P·V, 16 keys at a time.
+    for (var kb = 0u; kb < BC / 16u; kb++) {
+      let p = subgroupMatrixLoad<Left>(&halves, P_OFFSET + sg * 16u * SP + kb * 16u, false, SP);
+      o0 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 0u), o0);
+      if (NF > 1u) { o1 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 1u), o1); }
+      if (NF > 2u) { o2 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 2u), o2); }
+      if (NF > 3u) { o3 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 3u), o3); }
+      if (NF > 4u) { o4 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 4u), o4); }
+      if (NF > 5u) { o5 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 5u), o5); }
+      if (NF > 6u) { o6 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 6u), o6); }
+      if (NF > 7u) { o7 = subgroupMatrixMultiplyAccumulate(p, vRight(kb, 7u), o7); }
+    }
+  }
+
+  // Epilogue: o = O / (l·sV), lse = (m + log2 l)·ln 2; four fragments at a time through the scratch.
+  let l = lPart + subgroupShuffleXor(lPart, 1u);
+  let inv = select(0.0, 1.0 / (l * sV), l > 0.0);
+  let live = qi < T;
+  let outRow = ((tok0 + qi) * H + h) * DH4;
+  workgroupBarrier(); // every subgroup is done with the scratch
+  subgroupMatrixStore(&scores, sBase, o0, false, SS);
+  if (NF > 1u) { subgroupMatrixStore(&scores, sBase + 16u, o1, false, SS); }
+  if (NF > 2u) { subgroupMatrixStore(&scores, sBase + 32u, o2, false, SS); }
+  if (NF > 3u) { subgroupMatrixStore(&scores, sBase + 48u, o3, false, SS); }
+  workgroupBarrier();
+  let cols0 = min(NF, 4u) * 4u; // vec4 columns in the first half
+  for (var c4 = hh; c4 < cols0; c4 += 2u) {
+    if (live) {
+      let at = sBase + rr * SS + c4 * 4u;
+      o[outRow + c4] = vec4<f32>(scores[at], scores[at + 1u], scores[at + 2u], scores[at + 3u]) * inv;
+    }
+  }
+  if (NF > 4u) {
+    workgroupBarrier();
+    subgroupMatrixStore(&scores, sBase, o4, false, SS);
+    if (NF > 5u) { subgroupMatrixStore(&scores, sBase + 16u, o5, false, SS); }
+    if (NF > 6u) { subgroupMatrixStore(&scores, sBase + 32u, o6, false, SS); }
+    if (NF > 7u) { subgroupMatrixStore(&scores, sBase + 48u, o7, false, SS); }
+    workgroupBarrier();
+    for (var c4 = hh; c4 < (NF - 4u) * 4u; c4 += 2u) {
+      if (live) {
+        let at = sBase + rr * SS + c4 * 4u;
+        o[outRow + 16u + c4] = vec4<f32>(scores[at], scores[at + 1u], scores[at + 2u], scores[at + 3u]) * inv;
+      }
+    }
+  }
+  if (live && hh == 0u) {
+    lse[(tok0 + qi) * H + h] = select(0.0, (mRef + log2(l)) * LN2, l > 0.0);
+  }
+}

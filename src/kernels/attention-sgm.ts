@@ -1,0 +1,175 @@
+import { ConfigError, DeviceError, ShapeError } from '../errors.js';
+import type { AttentionDims, AttentionTensors } from './attention.js';
+import type { Dispatch } from './dispatch.js';
+import type { Gpu } from './gpu.js';
+import { HeadScale } from './head-scale.js';
+import { Kernel, type KernelSpec } from './kernel.js';
+import { sgmUnsupportedReason } from './matmul-sgm.js';
+import { defineParams } from './params.js';
+import { expectTensor, tensorView, type Tensor } from './tensor.js';
+
+/**
+ * Flash attention on subgroup matrices (tensor cores): the forward of `Attention` (causal GQA with
+ * packed-segment masking; shaders/attention_sgm_forward.wgsl has the math and the work split) with
+ * QKᵀ and P·V as f16 fragment products accumulated in f32. Its f16 operands are scaled per batch
+ * row and KV head group by the power-of-two head scales of src/kernels/head-scale.ts, written by
+ * the forward's first three dispatches into one `scales` buffer laid out by `attentionScaleLayout`
+ * (q, k, v, and dO for the backward, which computes all four again: a few microseconds, and no
+ * per-layer state to keep between the passes).
+ */
+export const AttentionSgmParams = defineParams('AttentionSgmParams', [
+  ['tokens', 'u32'],
+  ['qHeads', 'u32'],
+  ['kvHeads', 'u32'],
+  ['scale', 'f32'],
+  ['qOff', 'u32'],
+  ['kOff', 'u32'],
+  ['vOff', 'u32'],
+] as const);
+
+export const attentionSgmForwardSpec: KernelSpec<typeof AttentionSgmParams> = {
+  file: 'attention_sgm_forward.wgsl',
+  bindings: [
+    { name: 'params', access: 'uniform' },
+    { name: 'o', access: 'read_write' },
+    { name: 'lse', access: 'read_write' },
+    { name: 'q', access: 'read' },
+    { name: 'k', access: 'read' },
+    { name: 'v', access: 'read' },
+    { name: 'segIds', access: 'read' },
+    { name: 'scales', access: 'read' },
+  ],
+  params: AttentionSgmParams,
+};
+
+/** Query rows per workgroup (the shader's BR: 4 subgroups of 16 rows). */
+export const ATTENTION_SGM_ROWS = 64;
+/** Keys per staged tile by default (the shader's BC). */
+export const ATTENTION_SGM_DEFAULT_KEYS = 64;
+
+/**
+ * Where each tensor's head scales lie in the `scales` buffer (in floats): one scale per batch row
+ * and KV head group (B·Hkv) for each of q, k, v and dO — for q and dO the R = H / Hkv query heads of
+ * a group share it (HeadScale over heads = Hkv of width R·Dh), as the backward's sums over a group's
+ * heads need one scale — each region starting at a multiple of 64 floats (256 bytes, the storage
+ * offset alignment) so that a view of it can be bound as HeadScale's output.
+ */
+export interface AttentionScaleLayout {
+  readonly qOff: number;
+  readonly kOff: number;
+  readonly vOff: number;
+  readonly dOOff: number;
+  /** Floats of the whole buffer. */
+  readonly length: number;
+}
+
+const ALIGN_FLOATS = 64;
+const alignUp = (n: number): number => Math.ceil(n / ALIGN_FLOATS) * ALIGN_FLOATS;
+
+export function attentionScaleLayout(B: number, Hkv: number): AttentionScaleLayout {
+  const region = alignUp(B * Hkv);
+  return { qOff: 0, kOff: region, vOff: 2 * region, dOOff: 3 * region, length: 4 * region };
+}
+
+/** The view of region `which` of the scales buffer (HeadScale's output for that tensor). */
+export function attentionScaleView(scales: Tensor, layout: AttentionScaleLayout, which: 'q' | 'k' | 'v' | 'dO', count: number): Tensor {
+  const off = { q: layout.qOff, k: layout.kOff, v: layout.vOff, dO: layout.dOOff }[which];
+  return tensorView(scales.buffer, `${scales.label} (${which})`, [count], 'f32', scales.offset + off * 4);
+}
+
+/** The HeadScale dims of `which` (per batch row and KV head group: q and dO group their R heads). */
+export function attentionScaleDims(which: 'q' | 'k' | 'v' | 'dO', dims: { B: number; T: number; H: number; Hkv: number; Dh: number }): { B: number; T: number; heads: number; Dh: number } {
+  const R = dims.H / dims.Hkv;
+  return { B: dims.B, T: dims.T, heads: dims.Hkv, Dh: which === 'q' || which === 'dO' ? R * dims.Dh : dims.Dh };
+}
+
+/** The HeadScale dispatches writing the scales of `which` (tensors of t by the same names) into t.scales. */
+export function headScales(
+  headScale: HeadScale,
+  label: string,
+  t: { readonly scales: Tensor } & Partial<Record<'q' | 'k' | 'v' | 'dO', Tensor>>,
+  which: readonly ('q' | 'k' | 'v' | 'dO')[],
+  dims: AttentionDims,
+  layout: AttentionScaleLayout,
+): Dispatch[] {
+  return which.map((w) => {
+    const x = t[w];
+    if (!x) throw new ShapeError(`${label}: the ${w} tensor is missing`);
+    return headScale.forward(`${label} ${w} scale`, { scale: attentionScaleView(t.scales, layout, w, dims.B * dims.Hkv), x }, attentionScaleDims(w, dims));
+  });
+}
+
+/** Why this device cannot run the subgroup-matrix attention, or undefined when it can. */
+export function attentionSgmUnsupportedReason(gpu: Gpu): string | undefined {
+  const base = sgmUnsupportedReason(gpu);
+  if (base) return base;
+  const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  if (info.subgroupMinSize !== undefined && (info.subgroupMinSize > 32 || (info.subgroupMaxSize ?? 32) < 32)) {
+    return `the subgroup size is ${info.subgroupMinSize}..${info.subgroupMaxSize}; the subgroup-matrix attention needs subgroups of 32`;
+  }
+  return undefined;
+}
+
+export interface AttentionSgmTensors extends AttentionTensors {
+  /** f32 head scales laid out by attentionScaleLayout (q, k and v regions written by HeadScale). */
+  readonly scales: Tensor;
+}
+
+export class AttentionSgm {
+  private constructor(
+    readonly headDim: number,
+    readonly keysPerTile: number,
+    private readonly forwardKernel: Kernel<typeof AttentionSgmParams>,
+    private readonly headScale: HeadScale,
+  ) {}
+
+  /**
+   * Compiles the forward for head dim `headDim` (a multiple of 16, at most 128) with `keys` keys
+   * per tile (16, 32, 48 or 64; default 64). A DeviceError where subgroup matrices are missing.
+   */
+  static async create(gpu: Gpu, options: { headDim: number; keys?: number }): Promise<AttentionSgm> {
+    const dh = options.headDim;
+    if (!Number.isInteger(dh) || dh < 16 || dh > 128 || dh % 16 !== 0) {
+      throw new ConfigError(`AttentionSgm: head_dim must be a multiple of 16 between 16 and 128, got ${dh}; use the f32 path (compute_dtype: float32)`);
+    }
+    const bc = options.keys ?? ATTENTION_SGM_DEFAULT_KEYS;
+    if (![16, 32, 48, 64].includes(bc)) throw new ConfigError(`AttentionSgm: keys per tile must be 16, 32, 48 or 64, got ${bc}`);
+    const reason = attentionSgmUnsupportedReason(gpu);
+    if (reason) throw new DeviceError(`AttentionSgm (attention_sgm_forward.wgsl): ${reason}`);
+    const kernel = await Kernel.create(gpu, attentionSgmForwardSpec, { DH: dh, BC: bc });
+    return new AttentionSgm(dh, bc, kernel, await HeadScale.create(gpu));
+  }
+
+  /**
+   * o (N, H·Dh) and lse (N, H) ← causal GQA attention of q over k, v, as `Attention.forward`: the
+   * head scales of q, k and v into t.scales (at attentionScaleLayout(B, Hkv)), then the attention.
+   */
+  forward(label: string, t: AttentionSgmTensors, dims: AttentionDims): Dispatch[] {
+    const { B, T, H, Hkv, Dh } = dims;
+    for (const [name, val] of Object.entries({ B, T, H, Hkv, Dh })) {
+      if (!Number.isInteger(val) || val < 1) throw new ShapeError(`${label}: ${name} must be a positive integer, got ${val}`);
+    }
+    if (Dh !== this.headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernel was compiled for head_dim ${this.headDim}`);
+    if (H % Hkv !== 0) throw new ShapeError(`${label}: H=${H} query heads is not a multiple of Hkv=${Hkv} key/value heads`);
+    const N = B * T;
+    expectTensor(label, t.q, [N, H * Dh], 'f32');
+    expectTensor(label, t.k, [N, Hkv * Dh], 'f32');
+    expectTensor(label, t.v, [N, Hkv * Dh], 'f32');
+    expectTensor(label, t.segIds, [N], 'i32');
+    expectTensor(label, t.o, [N, H * Dh], 'f32');
+    expectTensor(label, t.lse, [N, H], 'f32');
+    const layout = attentionScaleLayout(B, Hkv);
+    expectTensor(label, t.scales, [layout.length], 'f32');
+    const scale = dims.scale ?? 1 / Math.sqrt(Dh);
+    const qTiles = Math.ceil(T / ATTENTION_SGM_ROWS);
+    return [
+      ...headScales(this.headScale, label, t, ['q', 'k', 'v'], dims, layout),
+      this.forwardKernel.bind(
+        label,
+        { o: t.o, lse: t.lse, q: t.q, k: t.k, v: t.v, segIds: t.segIds, scales: t.scales },
+        { tokens: T, qHeads: H, kvHeads: Hkv, scale, qOff: layout.qOff, kOff: layout.kOff, vOff: layout.vOff },
+        [B * H, qTiles],
+      ),
+    ];
+  }
+}
