@@ -24,7 +24,8 @@ import { checkResumeConfig } from '../train/checkpoint-config.js';
 import { openCheckpoint, type OpenedCheckpoint } from '../train/checkpoint-reader.js';
 import { CHECKPOINT_FILES } from '../train/checkpoint-state.js';
 import { ConfigError } from '../errors.js';
-import { claimRunFolder, projectCommit, readRunRecord, resolveResumeDir, RUN_RECORD_FORMAT, writeRendering, writeRunFolder, type RunRecord } from '../run/run-folder.js';
+import { claimRunFolder, projectCommit, readRunRecord, resolveResumeDir, RUN_RECORD_FORMAT, withRecompute, writeRendering, writeRunFolder, writeRunRecord, type RunRecord } from '../run/run-folder.js';
+import { latestRecompute, recordRecompute } from '../train/recompute-record.js';
 import { resolveModelDir as resolveModelFolder } from '../run/model-source.js';
 import { createRunObservers } from '../report/run-observers.js';
 import { runObserverOptions } from '../report/run-context.js';
@@ -142,6 +143,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   console.log(`config: ${label}`);
 
   if (args.dryRun) {
+    // `--resume … --dry-run` plans as the resumed run would: with the recompute its run.json records.
+    const ran = resume ? await readRunRecord(config.output_dir) : undefined;
+    const recorded = ran ? latestRecompute(ran) : undefined;
     await runDryRun(config, {
       memoryPlan: async (c) => {
         const model =
@@ -151,7 +155,7 @@ export async function runTrain(argv: string[]): Promise<number> {
           // The run's step is built for (per_device_train_batch_size, max_seq_length) whatever the longest batch: plan that.
           const lines: string[] = [];
           try {
-            printPlan(await runPlan(c, model, gpu, c.per_device_train_batch_size, c.max_seq_length), gpu, (l) => lines.push(l));
+            printPlan(await runPlan(c, model, gpu, c.per_device_train_batch_size, c.max_seq_length, recorded), gpu, (l) => lines.push(l));
           } catch (e) {
             for (const l of lines) console.log(l);
             throw e;
@@ -182,6 +186,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     dataset_revision: config.dataset_revision,
     project_commit: projectCommit(packageRoot()),
     resumes: [...(earlier?.resumes ?? []), ...(resume ? [{ at: now, from: resume.dir }] : [])],
+    ...(earlier?.recompute !== undefined ? { recompute: earlier.recompute } : {}),
   };
   await writeRunFolder(config.output_dir, config, record);
   const tokenizer = await QwenTokenizer.load(modelDir);
@@ -195,8 +200,10 @@ export async function runTrain(argv: string[]): Promise<number> {
     const modelConfig = await readQwen3Config(modelDir);
     const B = config.per_device_train_batch_size;
     const T = config.max_seq_length;
-    const plan = await runPlan(config, modelConfig, gpu, B, T);
+    // A resumed run keeps the recompute its run.json records where it fits here (src/train/auto-recompute.ts).
+    const plan = await runPlan(config, modelConfig, gpu, B, T, earlier ? latestRecompute(earlier) : undefined);
     printPlan(plan, gpu, (l) => console.log(l));
+    await writeRunRecord(config.output_dir, withRecompute(record, recordRecompute(config.gradient_checkpointing, plan.settings, modelConfig.numHiddenLayers, gpu.describe()), resume !== undefined));
 
     await checkExportSpace(config.output_dir, modelDir, config); // the configured export must fit before training starts
     const t0 = performance.now();

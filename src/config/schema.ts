@@ -148,8 +148,9 @@ export const configSchema = z
     /**
      * true: every layer recomputed in the backward (less memory); false: none; an integer k or
      * { checkpoint_layers: k }: layers 0..k−1 only (k ≤ the model's layers, checked once it is known);
-     * auto: the fewest recomputed layers whose memory plan fits max_memory or the device's memory
-     * (all layers where neither is known); src/train/auto-recompute.ts.
+     * auto (the default): the fewest recomputed layers whose memory plan fits max_memory or the
+     * device's memory (all layers where neither is known, said so); src/train/auto-recompute.ts.
+     * The shipped seed configs keep the seed's explicit true.
      */
     gradient_checkpointing: z
       .union([
@@ -158,7 +159,7 @@ export const configSchema = z
         numeric(z.number().int('gradient_checkpointing must be true, false, a whole number of layers k ≥ 0 or {checkpoint_layers: k}').min(0, 'gradient_checkpointing: the layer count k must be ≥ 0')),
         z.object({ checkpoint_layers: numeric(z.number().int('gradient_checkpointing.checkpoint_layers must be a whole number').min(0, 'gradient_checkpointing.checkpoint_layers must be ≥ 0')) }).strict(),
       ], { error: 'expected true, false, auto, a whole number of layers k ≥ 0 or {checkpoint_layers: k}' })
-      .default(true),
+      .default('auto'),
     /**
      * GPU memory the run may plan for, in GiB (a number, or a string such as "20GiB", "20GB",
      * "20000MiB"); null: the device's own where known. Used by gradient_checkpointing: auto.

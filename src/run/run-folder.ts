@@ -9,13 +9,16 @@ import { ConfigError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { openCheckpoint, listCheckpoints } from '../train/checkpoint-reader.js';
 import { CHECKPOINT_FILES } from '../train/checkpoint-state.js';
+import type { RecordedRecompute } from '../train/recompute-record.js';
 
 /**
  * A run folder (output_dir) describes itself:
  *
  *   config.yaml     the run's resolved config (what `--resume DIR` and `export --run DIR` read)
  *   run.json        RunRecord: when the run started, what it was trained from (model id and the
- *                   folder it resolved to, dataset, revisions), the project's git commit, resumes
+ *                   folder it resolved to, dataset, revisions), the project's git commit, resumes,
+ *                   and the recompute policy each start and resume trained with (what
+ *                   `gradient_checkpointing: auto` chose; a resumed auto run keeps it)
  *   rendering.json  beside the final adapter: system prompt, user prefix, thinking switch and the
  *                   chat template the examples were rendered with
  *
@@ -37,8 +40,10 @@ export interface RunRecord {
   readonly dataset_revision: string;
   /** `git rev-parse HEAD` of the project, null outside a git checkout. */
   readonly project_commit: string | null;
-  /** One entry per `--resume`: when, and from which checkpoint. */
-  readonly resumes: readonly { readonly at: string; readonly from: string }[];
+  /** One entry per `--resume`: when, from which checkpoint, and the recompute it trained with. */
+  readonly resumes: readonly { readonly at: string; readonly from: string; readonly recompute?: RecordedRecompute }[];
+  /** The recompute policy the run started with (absent in records written before it was kept). */
+  readonly recompute?: RecordedRecompute;
 }
 
 /** The project's git commit, or null when it is not a git checkout (or git is missing). */
@@ -77,7 +82,19 @@ export async function readRunRecord(outputDir: string): Promise<RunRecord | unde
 export async function writeRunFolder(outputDir: string, config: TrainConfig, record: RunRecord): Promise<void> {
   await mkdir(outputDir, { recursive: true });
   await writeFileAtomic(join(outputDir, RUN_FILES.config), stringifyYaml(config));
+  await writeRunRecord(outputDir, record);
+}
+
+/** Writes run.json alone (through a temporary name), e.g. once the plan has chosen the recompute. */
+export async function writeRunRecord(outputDir: string, record: RunRecord): Promise<void> {
   await writeFileAtomic(join(outputDir, RUN_FILES.record), `${JSON.stringify(record, null, 1)}\n`);
+}
+
+/** `record` with the recompute this start (or, resumed, this latest resume) trains with. */
+export function withRecompute(record: RunRecord, recompute: RecordedRecompute, resumed: boolean): RunRecord {
+  if (!resumed) return { ...record, recompute };
+  const resumes = record.resumes.map((r, i) => (i === record.resumes.length - 1 ? { ...r, recompute } : r));
+  return { ...record, resumes };
 }
 
 /** Writes rendering.json beside the final adapter. */

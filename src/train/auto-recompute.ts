@@ -7,10 +7,16 @@
  * when it is at most 90 % of the budget less 2 GiB. Without a known budget every layer is
  * recomputed, as with `true`. The plan total falls as k grows (each recomputed layer drops its
  * Saved set), so the search is a bisection over k.
+ *
+ * A resumed run keeps the policy its run.json records (resumedAutoRecompute) where that plan fits
+ * the budget here (or the budget is unknown), and says so; only where it does not fit does it plan
+ * afresh, and it says that too: the policy changes speed and memory, and the gradients only to
+ * float rounding (tests/train/recompute.test.ts), so a resume never changes it silently.
  */
 import type { Qwen3Config } from '../model/config.js';
 import { planStep, type StepSettings } from './plan.js';
 import type { RecomputePolicy } from './recompute.js';
+import { policyOfLayers, type RecordedRecompute } from './recompute-record.js';
 
 export interface AutoRecompute {
   readonly policy: RecomputePolicy;
@@ -39,6 +45,11 @@ export function maxMemoryBytes(value: number | string | null): number | undefine
 
 const gib = (b: number): string => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : `${(b / 2 ** 20).toFixed(0)} MiB`);
 
+/** The plan's total with layers 0..k−1 recomputed. */
+function totalWith(model: Qwen3Config, settings: StepSettings, k: number): number {
+  return planStep(model, { ...settings, recompute: { checkpointLayers: k }, gradientCheckpointing: k > 0 }).total;
+}
+
 /** The policy for `settings` (its own recompute ignored) on a budget of `budgetBytes` (undefined: unknown). */
 export function autoRecompute(model: Qwen3Config, settings: StepSettings, budgetBytes: number | undefined, budgetFrom: string): AutoRecompute {
   const L = model.numHiddenLayers;
@@ -46,7 +57,7 @@ export function autoRecompute(model: Qwen3Config, settings: StepSettings, budget
     return { policy: 'full', why: 'auto: every layer recomputed — the device does not report its memory; set max_memory to let auto use it' };
   }
   const limit = plannableBytes(budgetBytes);
-  const total = (k: number): number => planStep(model, { ...settings, recompute: { checkpointLayers: k }, gradientCheckpointing: k > 0 }).total;
+  const total = (k: number): number => totalWith(model, settings, k);
   const fits = (k: number): boolean => total(k) <= limit;
   if (!fits(L)) {
     return { policy: 'full', why: `auto: every layer recomputed, and the plan is still over ${gib(limit)} (90 % of ${budgetFrom} ${gib(budgetBytes)} less 2 GiB)` };
@@ -58,6 +69,30 @@ export function autoRecompute(model: Qwen3Config, settings: StepSettings, budget
     if (fits(mid)) hi = mid;
     else lo = mid + 1;
   }
-  const policy: RecomputePolicy = hi === 0 ? 'none' : hi === L ? 'full' : { checkpointLayers: hi };
-  return { policy, why: `auto: ${hi} of ${L} layers recomputed, the fewest whose plan (${gib(total(hi))}) fits ${gib(limit)} of ${budgetFrom} ${gib(budgetBytes)}` };
+  return { policy: policyOfLayers(hi, L), why: `auto: ${hi} of ${L} layers recomputed, the fewest whose plan (${gib(total(hi))}) fits ${gib(limit)} of ${budgetFrom} ${gib(budgetBytes)}` };
+}
+
+const layersOf = (p: RecomputePolicy, L: number): number => (p === 'none' ? 0 : p === 'full' ? L : p.checkpointLayers);
+
+/**
+ * `auto` for a resumed run whose run.json recorded `recorded`: the recorded layer count where its
+ * plan fits the budget here or the budget is unknown (with what a fresh plan would pick, when that
+ * differs), else a fresh plan, saying the recorded one does not fit. A record for another layer
+ * count (not the same model) is set aside, said so.
+ */
+export function resumedAutoRecompute(model: Qwen3Config, settings: StepSettings, budgetBytes: number | undefined, budgetFrom: string, recorded: RecordedRecompute): AutoRecompute {
+  const L = model.numHiddenLayers;
+  const fresh = autoRecompute(model, settings, budgetBytes, budgetFrom);
+  const k = recorded.checkpoint_layers;
+  const was = `${k} of ${recorded.layers} layers recomputed when this run last trained (run.json, on ${recorded.device})`;
+  if (recorded.layers !== L || !Number.isInteger(k) || k < 0 || k > L) {
+    return { policy: fresh.policy, why: `${fresh.why} — re-planned on resume: run.json records ${was}, which does not match this model's ${L} layers` };
+  }
+  const planned = totalWith(model, settings, k);
+  if (budgetBytes !== undefined && planned > plannableBytes(budgetBytes)) {
+    return { policy: fresh.policy, why: `${fresh.why} — re-planned on resume: run.json records ${was}, whose plan (${gib(planned)}) does not fit ${gib(plannableBytes(budgetBytes))} of ${budgetFrom} ${gib(budgetBytes)} here` };
+  }
+  const j = layersOf(fresh.policy, L);
+  const other = j === k ? '' : `; a fresh plan here would recompute ${j} (${fresh.why.replace(/^auto: /, '')}): set gradient_checkpointing: ${j} to take it`;
+  return { policy: policyOfLayers(k, L), why: `auto: ${was}, kept on resume${other}` };
 }

@@ -13,7 +13,8 @@ import { chooseLossChunk, type LossHeadMode } from '../model/loss-head.js';
 import type { LinearWeight } from '../kernels/matmul.js';
 import { countStepDispatches } from './dispatch-count.js';
 import { bufferLimitError, guessDeviceMemory, planStep, withDispatchCounts, type StepPlan, type StepSettings } from './plan.js';
-import { autoRecompute, maxMemoryBytes } from './auto-recompute.js';
+import { autoRecompute, maxMemoryBytes, resumedAutoRecompute } from './auto-recompute.js';
+import type { RecordedRecompute } from './recompute-record.js';
 import { checkpointedLayers, recomputePolicy } from './recompute.js';
 import { chooseComputePath, type ComputePath } from '../model/compute-path.js';
 
@@ -47,14 +48,17 @@ export function deviceLossHead(gpu: Gpu, model: Qwen3Config): LossHeadMode {
  * The one function both `train` and `train --dry-run` plan with: settings for `config` at (B, T) on
  * `gpu`. Checks the per-layer checkpoint count against the model's layers (error names the key);
  * the compute path from `compute_dtype` on this adapter (float16 without tensor cores: a DeviceError).
+ * `gradient_checkpointing: auto` plans against max_memory or the device's memory; a resumed run
+ * passes the recompute its run.json recorded (`recorded`), which it keeps where it fits.
  */
-export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): StepSettings {
+export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number, recorded?: RecordedRecompute): StepSettings {
   const compute = chooseComputePath(gpu, config.compute_dtype, model);
   let s: StepSettings = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize };
   if (config.gradient_checkpointing === 'auto') {
     const given = maxMemoryBytes(config.max_memory);
     const budget = given ?? guessDeviceMemory(gpu.adapterInfo.description);
-    const auto = autoRecompute(model, s, budget, given !== undefined ? 'max_memory' : 'the device\'s');
+    const from = given !== undefined ? 'max_memory' : 'the device\'s';
+    const auto = recorded === undefined ? autoRecompute(model, s, budget, from) : resumedAutoRecompute(model, s, budget, from, recorded);
     s = { ...s, recompute: auto.policy, gradientCheckpointing: auto.policy !== 'none', recomputeWhy: auto.why };
   }
   checkpointedLayers(s.recompute!, model.numHiddenLayers);
@@ -65,10 +69,10 @@ export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gp
  * The run's memory plan for `config` at (B, T) on `gpu` — what `train` and `train --dry-run` both
  * print and the Trainer allocates from — with its dispatch counts (the Trainer built from this
  * plan on a recording device with `gpu`'s adapter, features and limits), unless it breaks a
- * buffer limit.
+ * buffer limit. `recorded`: a resumed run's recompute from run.json (runStepSettings).
  */
-export async function runPlan(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number): Promise<StepPlan> {
-  const plan = planStep(model, runStepSettings(config, model, gpu, B, T));
+export async function runPlan(config: TrainConfig, model: Qwen3Config, gpu: Gpu, B: number, T: number, recorded?: RecordedRecompute): Promise<StepPlan> {
+  const plan = planStep(model, runStepSettings(config, model, gpu, B, T, recorded));
   // A plan over the device's buffer limits cannot be built, not even on the recording device:
   // checkPlan refuses it, naming the buffer, once its table is printed.
   if (bufferLimitError(plan, gpu.limits)) return plan;

@@ -73,6 +73,7 @@ describe('config', () => {
       max_seq_length: 512, lora_r: 16, lora_alpha: 32, packing: true, num_train_epochs: 3, per_device_train_batch_size: 2,
       gradient_accumulation_steps: 8, learning_rate: 2e-4, warmup_ratio: 0.03, lr_scheduler_type: 'cosine', eval_strategy: 'steps',
       eval_steps: 50, save_steps: 50, load_best_model_at_end: true, early_stopping_patience: 3, early_stopping_threshold: 0.001,
+      gradient_checkpointing: true, // the seed's, kept explicit (the default where absent is auto)
       dataset_id: bundledDatasetDir(), // ../data/cinematic-prompts, relative to the config file
     });
     const v7 = loadConfig(join(CONFIGS, 'qwen3-4b-deforum-v7.yaml'));
@@ -80,7 +81,7 @@ describe('config', () => {
       max_seq_length: 384, lora_r: 32, lora_alpha: 64, packing: false, group_by_length: true, num_train_epochs: 5,
       per_device_train_batch_size: 4, gradient_accumulation_steps: 2, learning_rate: 1e-4, warmup_ratio: 0.05, weight_decay: 0.01,
       lr_scheduler_type: 'cosine_with_min_lr', lr_scheduler_kwargs: { min_lr: 1e-6 }, bnb_4bit_use_double_quant: true,
-      eval_strategy: 'epoch', save_strategy: 'epoch',
+      eval_strategy: 'epoch', save_strategy: 'epoch', gradient_checkpointing: true,
       lora_target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     });
     expect(v7.warnings).toEqual(['optim paged_adamw_8bit: runs unpaged (its states stay in GPU memory, counted in the memory plan; paging to host memory is a bitsandbytes CUDA feature).']);
@@ -112,8 +113,9 @@ describe('config', () => {
     expect(problems({ test_size: 1.5 })).toMatch(/test_size: must be a fraction in \[0, 1\) or a whole row count/);
   });
 
-  it('gradient_checkpointing: true/false, a layer count k or {checkpoint_layers: k}; anything else names the key', () => {
-    expect(resolveConfig({}, 'c.yaml').config.gradient_checkpointing).toBe(true);
+  it('gradient_checkpointing: auto where absent; true/false, a layer count k or {checkpoint_layers: k} as given; anything else names the key', () => {
+    expect(resolveConfig({}, 'c.yaml').config.gradient_checkpointing).toBe('auto');
+    expect(resolveConfig({ gradient_checkpointing: true }, 'c.yaml').config.gradient_checkpointing).toBe(true);
     expect(resolveConfig({ gradient_checkpointing: false }, 'c.yaml').config.gradient_checkpointing).toBe(false);
     expect(resolveConfig({ gradient_checkpointing: 3 }, 'c.yaml').config.gradient_checkpointing).toBe(3);
     expect(resolveConfig({ gradient_checkpointing: { checkpoint_layers: 2 } }, 'c.yaml').config.gradient_checkpointing).toEqual({ checkpoint_layers: 2 });
