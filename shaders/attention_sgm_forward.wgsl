@@ -66,12 +66,11 @@ const SG = 4u;            // subgroups per workgroup
 const BR = 64u;           // query rows per workgroup (16 per subgroup)
 const THREADS = 128u;
 const PAD = 8u;           // halves of padding per staged f16 row
-const SPAD = 4u;          // floats of padding per score row
 const MAX_DH = 128u;
 const MAX_BC = 64u;
 const SK = MAX_DH + PAD;  // row stride of the staged Q/K/V tiles, in halves (fixed: fragment loads need fixed-size arrays)
 const SP = MAX_BC + PAD;  // row stride of the staged P tile, in halves
-const SS = MAX_BC + SPAD; // row stride of the score scratch, in floats
+const SS_MAX = MAX_BC + 8u;
 const P_OFFSET = BR * SK; // the P tile follows the Q/K/V tile in `halves`
 const MASKED: f32 = -1.0e30;
 const VISIBLE_MIN: f32 = -1.0e29;
@@ -79,6 +78,7 @@ const LAZY: f32 = 8.0;    // base-2 units the reference may trail the row maximu
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
 
+override SS: u32 = MAX_BC + 4u;   // row stride of the score scratch, in floats (64 ..= SS_MAX: the epilogue stores 4 fragments a row)
 override NF: u32 = DH / 16u;      // output fragments per subgroup (16 columns each)
 override DH4: u32 = DH / 4u;
 override KV_ROUNDS: u32 = (BC * DH4 + THREADS - 1u) / THREADS;
@@ -104,7 +104,7 @@ struct AttentionSgmParams {
 @group(0) @binding(7) var<storage, read> scales: array<f32>;
 
 var<workgroup> halves: array<f16, BR * SK + BR * SP>; // Q (at the start) or K or V tile [row][SK], then P [BR][SP]
-var<workgroup> scores: array<f32, BR * SS>;           // S rows of each subgroup; the rescale and epilogue scratch
+var<workgroup> scores: array<f32, BR * SS_MAX>;          // S rows of each subgroup; the rescale and epilogue scratch
 var<workgroup> qseg: array<i32, BR>;
 var<workgroup> kseg: array<i32, MAX_BC>;
 var<workgroup> flags: atomic<u32>;                    // bit 0: this key tile is live; bit 1: a row needs a rescale
