@@ -242,6 +242,11 @@ export interface MatmulSgmInputOptions {
   readonly tiles?: readonly SgmTile[];
   /** Weight formats to compile (default all four). */
   readonly formats?: readonly StoredFormat[];
+  /**
+   * Formats compiled beyond `formats` with the plain epilogue only (overwrite), every tile: the
+   * lm_head's bf16 where the projections are NF4 (the loss head's dX, src/model/loss-head.ts).
+   */
+  readonly plainFormats?: readonly StoredFormat[];
   /** Epilogues to compile (default both; a split's partial pass always uses the plain one). */
   readonly accumulate?: readonly boolean[];
   /**
@@ -307,12 +312,15 @@ export class MatmulSgmInput {
     for (const tile of tiles) {
       const problems = sgmInputTileProblems(tile, gpu.limits.maxComputeWorkgroupStorageSize, gpu.limits.maxComputeInvocationsPerWorkgroup);
       if (problems.length > 0) throw new DeviceLimitError(`subgroup-matrix input-gradient tile ${sgmTileName(tile)}: ${problems.join('; ')}`);
-      for (const format of options.formats ?? STORED_FORMATS) {
-        // the plain epilogue is always compiled: split calls write their partial sums with it
-        for (const accumulate of new Set([false, ...(options.accumulate ?? [true])])) {
-          const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate, PREFETCH: sgmInputPrefetch(tile, options.prefetch ?? 'auto') };
-          kernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulSgmInputSpec, constants));
-        }
+      const formats = options.formats ?? STORED_FORMATS;
+      // the plain epilogue is always compiled: split calls write their partial sums with it
+      const variants = [
+        ...formats.flatMap((format) => [...new Set([false, ...(options.accumulate ?? [true])])].map((accumulate) => ({ format, accumulate }))),
+        ...(options.plainFormats ?? []).filter((f) => !formats.includes(f)).map((format) => ({ format, accumulate: false })),
+      ];
+      for (const { format, accumulate } of variants) {
+        const constants = { SG_M: tile.sgM, SG_N: tile.sgN, FM: tile.fm, FN: tile.fn, BK: tile.bk, FORMAT: FORMAT_CODE[format], ACCUMULATE: accumulate, PREFETCH: sgmInputPrefetch(tile, options.prefetch ?? 'auto') };
+        kernels.set(variantKey(format, accumulate, tile), await Kernel.create(gpu, matmulSgmInputSpec, constants));
       }
     }
     const sliceSum = await Kernel.create(gpu, matmulSliceSumSpec, { WG: SLICE_SUM_WORKGROUP });

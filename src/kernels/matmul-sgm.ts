@@ -200,6 +200,11 @@ export interface MatmulSgmOptions {
   readonly tiles?: readonly SgmTile[];
   /** Weight formats to compile (default all four). */
   readonly formats?: readonly StoredFormat[];
+  /**
+   * Formats compiled beyond `formats` with the plain epilogue only (overwrite, no LoRA), every
+   * tile: the lm_head's bf16 where the projections are NF4 (the loss head's logits, src/model/loss-head.ts).
+   */
+  readonly plainFormats?: readonly StoredFormat[];
   /** Epilogues to compile (default both: overwrite and accumulate). */
   readonly accumulate?: readonly boolean[];
   /** LoRA epilogues to compile (default both: without and with). */
@@ -237,23 +242,24 @@ export class MatmulSgm {
       const staging = options.staging ?? 'unrolled';
       const problems = sgmTileProblems(tile, gpu.limits.maxComputeWorkgroupStorageSize, gpu.limits.maxComputeInvocationsPerWorkgroup, staging);
       if (problems.length > 0) throw new DeviceLimitError(`subgroup-matrix tile ${sgmTileName(tile)}: ${problems.join('; ')}`);
-      for (const format of options.formats ?? STORED_FORMATS) {
-        for (const accumulate of options.accumulate ?? [false, true]) {
-          for (const lora of options.lora ?? [false, true]) {
-            const constants = {
-              SG_M: tile.sgM,
-              SG_N: tile.sgN,
-              FM: tile.fm,
-              FN: tile.fn,
-              BK: tile.bk,
-              FORMAT: FORMAT_CODE[format],
-              ACCUMULATE: accumulate,
-              LORA: lora,
-              UNROLL: staging === 'unrolled',
-            };
-            kernels.set(variantKey(format, accumulate, lora, tile), await Kernel.create(gpu, matmulSgmForwardSpec, constants));
-          }
-        }
+      const formats = options.formats ?? STORED_FORMATS;
+      const variants = [
+        ...formats.flatMap((format) => (options.accumulate ?? [false, true]).flatMap((accumulate) => (options.lora ?? [false, true]).map((lora) => ({ format, accumulate, lora })))),
+        ...(options.plainFormats ?? []).filter((f) => !formats.includes(f)).map((format) => ({ format, accumulate: false, lora: false })),
+      ];
+      for (const { format, accumulate, lora } of variants) {
+        const constants = {
+          SG_M: tile.sgM,
+          SG_N: tile.sgN,
+          FM: tile.fm,
+          FN: tile.fn,
+          BK: tile.bk,
+          FORMAT: FORMAT_CODE[format],
+          ACCUMULATE: accumulate,
+          LORA: lora,
+          UNROLL: staging === 'unrolled',
+        };
+        kernels.set(variantKey(format, accumulate, lora, tile), await Kernel.create(gpu, matmulSgmForwardSpec, constants));
       }
     }
     return new MatmulSgm(kernels, tiles, dynamicMapTensor(gpu), gpu.tensor('matmul-sgm unused binding', [4], 'f32'));

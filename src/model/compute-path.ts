@@ -9,8 +9,9 @@ import { planBuffer, type PlanBuffer } from './buffer-plan.js';
  * - 'f32': the tiled f32 WGSL matmuls (src/kernels/matmul.ts, matmul-backward.ts), the reference,
  *   and the only path on adapters without subgroup matrices (lavapipe, CI);
  * - 'tensor-cores': subgroup matrices with f16 operands and f32 accumulation (matmul-sgm.ts,
- *   matmul-sgm-input.ts), each operand's rows scaled into f16 range (row-scale.ts). The LoRA
- *   branch, norms, attention, the lm_head and loss head and the optimiser stay f32.
+ *   matmul-sgm-input.ts), each operand's rows scaled into f16 range (row-scale.ts); so does the
+ *   chunked loss head's lm_head, logits and dX (src/model/loss-head.ts, lossHeadPath). The LoRA
+ *   branch, norms, attention, the softmax and loss, generation's one-row lm_head and the optimiser stay f32.
  * `compute_dtype` in the config asks for one: auto (tensor cores where they can run), float32 or
  * float16 (tensor cores or an error saying why not).
  */

@@ -2,7 +2,7 @@ import type { Projection } from './checkpoint.js';
 import type { Qwen3Config } from './config.js';
 import { savedSpecs } from './decoder-layer.js';
 import { planBuffer, planTotal, type PlanBuffer } from './buffer-plan.js';
-import { lossHeadPlan, type LossHeadMode } from './loss-head.js';
+import { lossHeadPath, lossHeadPlan, type LossHeadMode } from './loss-head.js';
 import { rowScalePlan, type ComputePath } from './compute-path.js';
 
 /**
@@ -22,7 +22,7 @@ export interface ForwardSettings {
   readonly logitsLast?: boolean;
   /** Largest position + 1 (rope table rows; default seq). */
   readonly maxPosition?: number;
-  /** The projections' path (default 'f32'); tensor cores add the row-scale buffer. */
+  /** The projections' path (default 'f32'); tensor cores add the row-scale buffer (and the chunked head's, lossHeadPlan). */
   readonly compute?: ComputePath;
 }
 
@@ -56,6 +56,7 @@ export function planForward(c: Qwen3Config, s: ForwardSettings): { readonly buff
   const P = s.maxPosition ?? s.seq;
   buffers.push(b(n.ropeCos, [P, Dh / 2], 'f32'), b(n.ropeSin, [P, Dh / 2], 'f32'));
   buffers.push(...rowScalePlan(s.compute, N));
-  buffers.push(...lossHeadPlan(N, V, D, { mode: s.lossHead ?? 'chunked', chunkTokens: s.lossChunkTokens }, false));
+  const mode = s.lossHead ?? 'chunked';
+  buffers.push(...lossHeadPlan(N, V, D, { mode, chunkTokens: s.lossChunkTokens, matmul: lossHeadPath(s.compute, mode, V, D) }, false));
   return Object.freeze({ buffers: Object.freeze(buffers), total: planTotal(buffers) });
 }

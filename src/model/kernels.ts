@@ -40,7 +40,7 @@ export interface ModelKernels {
 export interface ModelKernelOptions {
   /** The projections' path (default 'f32'). */
   readonly compute?: ComputePath;
-  /** The base's stored weight formats, for the tensor-core kernels (default all four). */
+  /** The base's stored weight formats, for the tensor-core kernels (default all four; the lm_head's bf16 is compiled besides, createTensorCoreKernels). */
   readonly formats?: readonly StoredFormat[];
 }
 

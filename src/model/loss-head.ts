@@ -7,7 +7,10 @@ import type { LinearWeight, Matmul } from '../kernels/matmul.js';
 import type { MatmulBackward } from '../kernels/matmul-backward.js';
 import type { SumReduce } from '../kernels/reduce.js';
 import { tensorView, type DType, type Tensor } from '../kernels/tensor.js';
+import { NF4_BLOCK } from '../kernels/nf4.js';
 import { planBuffer, type PlanAllocation, type PlanBuffer } from './buffer-plan.js';
+import type { ComputePath } from './compute-path.js';
+import { tensorCoresHaveHead, type TensorCoreKernels } from './tensor-core-kernels.js';
 
 /**
  * The model's head over N positions: logits = xf · Eᵀ, the cross-entropy of each position against its
@@ -18,7 +21,14 @@ import { planBuffer, type PlanAllocation, type PlanBuffer } from './buffer-plan.
  *   fused:   crossEntropyFused: only positions with a target, logits never stored (CPU adapters,
  *            where storing and re-reading 151,936 logits per position is what costs; see
  *            src/kernels/cross-entropy-fused.ts).
- * `auto` picks fused where the adapter and the lm_head allow it.
+ * On the tensor-core path (the kernels carry `tensorCores`, src/model/compute-path.ts) the chunked
+ * head's two matmuls run on subgroup matrices (`LossHeadChoice.matmul`, lossHeadPath): logits =
+ * xf·Eᵀ on MatmulSgm with the row scales of xf (one row-scale dispatch over all N rows), dxf =
+ * dlogits·E on MatmulSgmInput with the row scales of each chunk's dlogits (one dispatch after the
+ * cross-entropy backward wrote them); E (the bf16 embedding when tied) is staged as f16 (exact), xf
+ * and dlogits as f16 of their scaled rows; the softmax, loss, argmax and dlogits stay f32.
+ * `auto` picks fused where the adapter and the lm_head allow it, except on the tensor-core path
+ * (chooseLossHead says why).
  */
 export type LossHeadMode = 'chunked' | 'fused';
 
@@ -29,6 +39,8 @@ export interface LossHeadKernels {
   readonly sum: SumReduce;
   /** Needed for the chunked backward. */
   readonly matmulBackward?: MatmulBackward;
+  /** The tensor-core path's kernels: the chunked head's lm_head runs on them (lossHeadPath). */
+  readonly tensorCores?: TensorCoreKernels;
 }
 
 export interface LossHeadShape {
@@ -42,11 +54,42 @@ export interface LossHeadShape {
   readonly lossChunkTokens?: number;
 }
 
-/** Which head a program gets: fused where the kernels were compiled (CPU adapter) and the lm_head fits it. */
+/**
+ * Why the chunked head's lm_head (V, D) cannot run on subgroup matrices, or undefined when it can:
+ * the forward reduces over D in NF4-block steps (a multiple of 64), the input gradient reads the
+ * dlogits rows of V as vec4 (a multiple of 4). Qwen3's 2560 and 4096 by 151,936 fit.
+ */
+export function lossHeadTensorCoreUnsupported(V: number, D: number): string | undefined {
+  if (D % NF4_BLOCK !== 0 || V % 4 !== 0) return `the lm_head is (${V}, ${D}); the subgroup-matrix kernels need D a multiple of ${NF4_BLOCK} and V a multiple of 4`;
+  return undefined;
+}
+
+/**
+ * Where the head's lm_head matmuls run: on tensor cores where the program's projections do
+ * (`compute`), the head is chunked and the lm_head's shape fits (lossHeadTensorCoreUnsupported);
+ * else f32. A function of the settings only, so the memory plans (planForward, planMicroBatch)
+ * and the programs (chooseLossHeadFor) agree; the fused head always does its own f32 matmul.
+ */
+export function lossHeadPath(compute: ComputePath | undefined, mode: LossHeadMode, V: number, D: number): ComputePath {
+  return compute === 'tensor-cores' && mode === 'chunked' && lossHeadTensorCoreUnsupported(V, D) === undefined ? 'tensor-cores' : 'f32';
+}
+
+/**
+ * Which head a program gets: fused where the kernels were compiled (CPU adapter) and the lm_head
+ * fits it, except on the tensor-core path: there `auto` takes the chunked head whenever its lm_head
+ * can run on subgroup matrices. The fused kernels compute the logits themselves, one f32 dot product
+ * of D per lane with x in registers (D ≤ 64), and cannot use subgroup matrices; the chunked head
+ * does the same 2·N·V·D multiply-adds (4·N·V·D with the backward) on tensor cores at tens of
+ * TFLOP/s and adds only the (Tc, V) logits' f32 traffic, which is what the fused head saves and
+ * what costs on llvmpipe alone (cross-entropy-fused.ts). So on tensor cores the chunked head is the
+ * faster by construction. (No adapter offers both today: the fused kernels are compiled for CPU
+ * adapters, which have no subgroup matrices.) `fused` asked for explicitly stays fused, in f32.
+ */
 export function chooseLossHead(k: LossHeadKernels, lmHead: LinearWeight, requested: LossHeadMode | 'auto' = 'auto'): LossHeadMode {
   const unfit = k.crossEntropyFused ? fusedWeightUnsupported(lmHead) : 'the fused kernels were not compiled for this adapter';
   if (requested === 'fused' && unfit) throw new ConfigError(`loss head: fused requested but ${unfit}`);
   if (requested !== 'auto') return requested;
+  if (k.tensorCores && lossHeadTensorCoreUnsupported(lmHead.nOut, lmHead.k) === undefined) return 'chunked';
   return unfit ? 'chunked' : 'fused';
 }
 
@@ -69,11 +112,25 @@ export interface LossHeadChoice {
   readonly mode: LossHeadMode;
   /** Positions per logits chunk (chunked mode; the chunk the plan assumes either way). */
   readonly chunkTokens: number;
+  /** Where the chunked head's lm_head matmuls run (lossHeadPath; 'f32' for the fused head). */
+  readonly matmul: ComputePath;
 }
 
-/** Resolves `shape.mode` and `shape.lossChunkTokens` on this device (chooseLossHead, chooseLossChunk). */
+/**
+ * Resolves `shape.mode` and `shape.lossChunkTokens` on this device (chooseLossHead, chooseLossChunk)
+ * and the lm_head's path (lossHeadPath: tensor cores where `k` has them). A ConfigError where the
+ * tensor-core kernels lack the lm_head's format (or, for the backward, the input gradient).
+ */
 export function chooseLossHeadFor(gpu: Gpu, k: LossHeadKernels, lmHead: LinearWeight, shape: LossHeadShape): LossHeadChoice {
-  return { mode: chooseLossHead(k, lmHead, shape.mode), chunkTokens: chooseLossChunk(gpu, shape.N, lmHead.nOut, shape.lossChunkTokens) };
+  const mode = chooseLossHead(k, lmHead, shape.mode);
+  const matmul = lossHeadPath(k.tensorCores ? 'tensor-cores' : 'f32', mode, lmHead.nOut, lmHead.k);
+  if (matmul === 'tensor-cores' && !tensorCoresHaveHead(k.tensorCores!, lmHead.format, shape.backward)) {
+    throw new ConfigError(
+      `loss head: the tensor-core kernels lack the lm_head's ${lmHead.format} variants${shape.backward ? ' or the input gradient' : ''}; ` +
+        'compile them with createTensorCoreKernels({ headFormats }) (default bf16) and createTrainKernels, or build the program on the f32 path',
+    );
+  }
+  return { mode, chunkTokens: chooseLossChunk(gpu, shape.N, lmHead.nOut, shape.lossChunkTokens), matmul };
 }
 
 /** Names of the head's plan entries (lossHeadPlan lists them, LossHead.build takes them). */
@@ -90,9 +147,14 @@ export const HEAD_BUFFERS = {
   partial: 'head partial (S, N, 4) f32',
   dxPartial: 'head dx partial (S, N, D) f32',
   logits: 'logits chunk (Tc, V) f32',
+  xRowScale: 'head xf row scale (N) f32: f16 scales of the lm_head input (tensor cores)',
+  gradRowScale: 'head dlogits row scale (Tc) f32: f16 scales of the lm_head input gradient (tensor cores)',
 } as const;
 
-/** The head's buffers over N positions of a (V, D) lm_head: scratch rewritten every step. */
+/**
+ * The head's buffers over N positions of a (V, D) lm_head: scratch rewritten every step. The
+ * lm_head on tensor cores adds the row scales of xf (N) and, with the backward, of a chunk's dlogits (Tc).
+ */
 export function lossHeadPlan(N: number, V: number, D: number, choice: LossHeadChoice, backward: boolean): PlanBuffer[] {
   const b = (name: string, shape: number[], dtype: DType): PlanBuffer => planBuffer(name, 'scratch', 'step', shape, dtype);
   const H = HEAD_BUFFERS;
@@ -103,6 +165,10 @@ export function lossHeadPlan(N: number, V: number, D: number, choice: LossHeadCh
     if (backward) out.push(b(H.dxPartial, [S, N, D], 'f32'));
   } else {
     out.push(b(H.logits, [choice.chunkTokens, V], 'f32'));
+    if (choice.matmul === 'tensor-cores') {
+      out.push(b(H.xRowScale, [N], 'f32'));
+      if (backward) out.push(b(H.gradRowScale, [choice.chunkTokens], 'f32'));
+    }
   }
   return out;
 }
@@ -113,6 +179,8 @@ export class LossHead {
     readonly mode: LossHeadMode,
     /** Positions per logits chunk (chunked mode; the chunk the plan assumes either way). */
     readonly chunkTokens: number,
+    /** Where the lm_head matmuls run (LossHeadChoice.matmul). */
+    readonly matmul: ComputePath,
     /** The vocabulary size (the logits per token). */
     readonly V: number,
     /** (N) i32 — shifted targets by position, IGNORE_INDEX where none. */
@@ -142,7 +210,7 @@ export class LossHead {
     const V = lmHead.nOut;
     if (xf.shape[0] !== N || xf.shape[1] !== D) throw new ShapeError(`loss head: xf is [${xf.shape.join(', ')}], expected (N, D) = (${N}, ${D})`);
     if (backward && (!dxf || dxf.shape[0] !== N || dxf.shape[1] !== D)) throw new ShapeError(`loss head: backward needs dxf of (N, D) = (${N}, ${D})`);
-    const { mode, chunkTokens: chunk } = choice;
+    const { mode, chunkTokens: chunk, matmul } = choice;
     const H = HEAD_BUFFERS;
     const targets = bufs.one(H.targets);
     const tokenLoss = bufs.one(H.tokenLoss);
@@ -170,22 +238,37 @@ export class LossHead {
     } else {
       if (backward && !k.matmulBackward) throw new ShapeError('loss head: the chunked backward needs the matmul backward kernels');
       const logits = bufs.one(H.logits);
+      // tensor cores: the row scales of xf, all N rows in one dispatch; of each chunk's dlogits below
+      const tc = matmul === 'tensor-cores' ? k.tensorCores : undefined;
+      if (matmul === 'tensor-cores' && (!tc || (backward && !tc.input))) throw new ShapeError('loss head: the lm_head on tensor cores needs the tensor-core kernels (with the input gradient for the backward)');
+      const xScale = tc ? bufs.one(H.xRowScale) : undefined;
+      const gradScale = tc && backward ? bufs.one(H.gradRowScale) : undefined;
+      if (tc) list.push(tc.rowScale.forward('lm_head xf row scale', { rowScale: xScale!, x: xf }, D));
       for (let start = 0; start < N; start += chunk) {
         const n = Math.min(chunk, N - start);
         const rowsOf = (x: Tensor, name: string): Tensor => tensorView(x.buffer, `${name} rows ${start}..`, [n, D], 'f32', x.offset + start * D * 4);
         const at = (x: Tensor, dtype: DType): Tensor => tensorView(x.buffer, `${x.label} [${start}..]`, [n], dtype, x.offset + start * 4);
         const lg = tensorView(logits.buffer, 'logits chunk', [n, V], 'f32');
-        list.push(k.matmul.forward(`lm_head rows ${start}..`, { y: lg, x: rowsOf(xf, 'xf'), w: lmHead }));
+        const label = `lm_head rows ${start}..`;
+        if (tc) list.push(tc.matmul.forward(label, { y: lg, x: rowsOf(xf, 'xf'), w: lmHead, rowScale: at(xScale!, 'f32') }));
+        else list.push(k.matmul.forward(label, { y: lg, x: rowsOf(xf, 'xf'), w: lmHead }));
         list.push(k.crossEntropy.forward(`cross-entropy rows ${start}..`, { loss: at(tokenLoss, 'f32'), lse: at(tokenLse, 'f32'), correct: at(correct, 'f32'), logits: lg, targets: at(targets, 'i32') }, { rows: n, vocab: V }));
         if (backward) {
           list.push(k.crossEntropy.backward(`cross-entropy backward rows ${start}..`, { logits: lg, lse: at(tokenLse, 'f32'), targets: at(targets, 'i32') }, { rows: n, vocab: V, scale: 1 }));
-          list.push(...k.matmulBackward!.inputSplit(`lm_head backward rows ${start}..`, { dx: rowsOf(dxf!, 'dxf'), dy: lg, w: lmHead }));
+          const back = `lm_head backward rows ${start}..`;
+          if (tc) {
+            const rs = tensorView(gradScale!.buffer, 'dlogits row scale', [n], 'f32', gradScale!.offset);
+            list.push(tc.rowScale.forward(`${back} dlogits row scale`, { rowScale: rs, x: lg }, V));
+            list.push(...tc.input!.input(back, { dx: rowsOf(dxf!, 'dxf'), dy: lg, rowScale: rs, w: lmHead }));
+          } else {
+            list.push(...k.matmulBackward!.inputSplit(back, { dx: rowsOf(dxf!, 'dxf'), dy: lg, w: lmHead }));
+          }
         }
       }
     }
     list.push(k.sum.forward('loss sum', { out: lossSum, values: tokenLoss }, { n: N, accumulate: false }));
     list.push(k.sum.forward('correct sum', { out: correctSum, values: correct }, { n: N, accumulate: false }));
-    return new LossHead(gpu, mode, chunk, V, targets, tokenLoss, lossSum, correct, correctSum, rows, list);
+    return new LossHead(gpu, mode, chunk, matmul, V, targets, tokenLoss, lossSum, correct, correctSum, rows, list);
   }
 
   /**

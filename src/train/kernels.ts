@@ -20,7 +20,7 @@ export interface TrainKernels extends ModelKernels {
 export interface TrainKernelOptions {
   /** The projections' path (default: `forward`'s, else 'f32'). */
   readonly compute?: ComputePath;
-  /** The base's stored weight formats, for the tensor-core kernels (default all four). */
+  /** The base's stored weight formats, for the tensor-core kernels (default all four; the lm_head's bf16 is compiled besides, createTensorCoreKernels). */
   readonly formats?: readonly StoredFormat[];
 }
 

@@ -2,7 +2,7 @@ import type { Projection } from '../model/checkpoint.js';
 import type { Qwen3Config } from '../model/config.js';
 import { gradScratchSpecs, savedSpecs, type LayerDims } from '../model/decoder-layer.js';
 import { planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
-import { lossHeadPlan, type LossHeadMode } from '../model/loss-head.js';
+import { lossHeadPath, lossHeadPlan, type LossHeadMode } from '../model/loss-head.js';
 import { rowScalePlan, type ComputePath } from '../model/compute-path.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
 
@@ -23,7 +23,7 @@ export interface MicroBatchSettings {
   readonly lossHead: LossHeadMode;
   /** Tokens per logits chunk. */
   readonly lossChunkTokens: number;
-  /** The projections' path (default 'f32'); tensor cores add the row-scale buffer. */
+  /** The projections' path (default 'f32'); tensor cores add the row-scale buffer (and the chunked head's, lossHeadPlan). */
   readonly compute?: ComputePath;
 }
 
@@ -76,7 +76,7 @@ export function planMicroBatch(c: Qwen3Config, s: MicroBatchSettings): PlanBuffe
   out.push(planBuffer(n.xf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.dxf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.rstdF, 'scratch', 'step', [N], 'f32'));
   out.push(planBuffer(n.ropeCos, 'scratch', 'run', [s.seq, Dh / 2], 'f32'), planBuffer(n.ropeSin, 'scratch', 'run', [s.seq, Dh / 2], 'f32'));
   out.push(...rowScalePlan(s.compute, N));
-  out.push(...lossHeadPlan(N, V, D, { mode: s.lossHead, chunkTokens: s.lossChunkTokens }, true));
+  out.push(...lossHeadPlan(N, V, D, { mode: s.lossHead, chunkTokens: s.lossChunkTokens, matmul: lossHeadPath(s.compute, s.lossHead, V, D) }, true));
   return out;
 }
 

@@ -22,7 +22,10 @@ import { Rng } from '../helpers/random.js';
  * real vocabulary, a random r=16 adapter on all seven projections (B random too, so every LoRA
  * gradient is non-zero), B2×T256, checkpointing on. The tensor-core step and evaluation forward
  * against the f32 path's: loss within 1e-3 relative, the last positions' logits within 1e-2 of
- * max |logit|, every LoRA gradient within 2e-2 (relative norm). Runs where the adapter has
+ * max |logit|, every LoRA gradient within 2e-2 (relative norm). On the tensor-core path the loss
+ * head's lm_head (logits and dxf) runs on subgroup matrices too (src/model/loss-head.ts; its own
+ * bounds in tests/gpu/loss-head-sgm.test.ts: ~1e-3 of Σ|x·E| per logit, far inside these); the last
+ * positions' logits are the f32 matmul over the tensor-core path's xf. Runs where the adapter has
  * f16→f32 subgroup matrices (the GPU host); skips elsewhere.
  */
 const raw = JSON.parse(readFileSync(join(import.meta.dirname, '../../configs/models/qwen3-4b.json'), 'utf8')) as Record<string, unknown>;
