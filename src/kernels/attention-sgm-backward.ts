@@ -1,7 +1,7 @@
 import { ConfigError, DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
 import type { AttentionDims } from './attention.js';
 import type { AttentionBackwardTensors } from './attention-backward.js';
-import { attentionScaleLayout, attentionSgmUnsupportedReason, headScales } from './attention-sgm.js';
+import { attentionScaleLayout, attentionSgmHeadDimProblem, attentionSgmUnsupportedReason, headScales } from './attention-sgm.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { foldGrid } from './grid.js';
@@ -109,15 +109,14 @@ export class AttentionSgmBackward {
   ) {}
 
   /**
-   * Compiles the passes for head dim `headDim` (a multiple of 32, at most 128), with `keys` keys per
+   * Compiles the passes for head dim `headDim` (attentionSgmHeadDimProblem), with `keys` keys per
    * dQ tile and `queries` queries per dK/dV tile (16 or 32, default 32). A DeviceError where subgroup
    * matrices are missing.
    */
   static async create(gpu: Gpu, options: { headDim: number; keys?: number; queries?: number }): Promise<AttentionSgmBackward> {
     const dh = options.headDim;
-    if (!Number.isInteger(dh) || dh < 32 || dh > 128 || dh % 32 !== 0) {
-      throw new ConfigError(`AttentionSgmBackward: head_dim must be a multiple of 32 between 32 and 128, got ${dh}; use the f32 path (compute_dtype: float32)`);
-    }
+    const problem = attentionSgmHeadDimProblem(dh);
+    if (problem) throw new ConfigError(`AttentionSgmBackward: ${problem}; the f32 attention takes it`);
     const bc = options.keys ?? 32;
     const bq = options.queries ?? 32;
     if (![16, 32].includes(bc) || ![16, 32].includes(bq)) throw new ConfigError(`AttentionSgmBackward: keys and queries per tile must be 16 or 32, got ${bc} and ${bq}`);

@@ -99,6 +99,16 @@ export function headScales(
   });
 }
 
+/**
+ * Why the subgroup-matrix attention cannot take head dim `dh`, or undefined when it can: a
+ * multiple of 32 up to 128 (the forward's output fragments stay in registers, 16 columns each; the
+ * backward writes them two at a time). Qwen3's 128 qualifies.
+ */
+export function attentionSgmHeadDimProblem(dh: number): string | undefined {
+  if (!Number.isInteger(dh) || dh < 32 || dh > 128 || dh % 32 !== 0) return `head_dim ${dh} is not a multiple of 32 between 32 and 128`;
+  return undefined;
+}
+
 /** Why this device cannot run the subgroup-matrix attention, or undefined when it can. */
 export function attentionSgmUnsupportedReason(gpu: Gpu): string | undefined {
   const base = sgmUnsupportedReason(gpu);
@@ -124,14 +134,13 @@ export class AttentionSgm {
   ) {}
 
   /**
-   * Compiles the forward for head dim `headDim` (a multiple of 16, at most 128) with `keys` keys
+   * Compiles the forward for head dim `headDim` (attentionSgmHeadDimProblem) with `keys` keys
    * per tile (16, 32, 48 or 64; default 64). A DeviceError where subgroup matrices are missing.
    */
   static async create(gpu: Gpu, options: { headDim: number; keys?: number }): Promise<AttentionSgm> {
     const dh = options.headDim;
-    if (!Number.isInteger(dh) || dh < 16 || dh > 128 || dh % 16 !== 0) {
-      throw new ConfigError(`AttentionSgm: head_dim must be a multiple of 16 between 16 and 128, got ${dh}; use the f32 path (compute_dtype: float32)`);
-    }
+    const problem = attentionSgmHeadDimProblem(dh);
+    if (problem) throw new ConfigError(`AttentionSgm: ${problem}; the f32 attention takes it`);
     const bc = options.keys ?? ATTENTION_SGM_DEFAULT_KEYS;
     if (![16, 32, 48, 64].includes(bc)) throw new ConfigError(`AttentionSgm: keys per tile must be 16, 32, 48 or 64, got ${bc}`);
     const reason = attentionSgmUnsupportedReason(gpu);

@@ -3,6 +3,7 @@ import type { SubgroupMatrixConfig } from '../kernels/gpu.js';
 import { PROJECTIONS, projectionShape } from './checkpoint.js';
 import type { Qwen3Config } from './config.js';
 import { planBuffer, type PlanBuffer } from './buffer-plan.js';
+import { attentionScaleLayout, attentionSgmHeadDimProblem } from '../kernels/attention-sgm.js';
 
 /**
  * Which matmuls the decoder layers' base projections run on (issue 11 item 5):
@@ -10,8 +11,11 @@ import { planBuffer, type PlanBuffer } from './buffer-plan.js';
  *   and the only path on adapters without subgroup matrices (lavapipe, CI);
  * - 'tensor-cores': subgroup matrices with f16 operands and f32 accumulation (matmul-sgm.ts,
  *   matmul-sgm-input.ts), each operand's rows scaled into f16 range (row-scale.ts); so does the
- *   chunked loss head's lm_head, logits and dX (src/model/loss-head.ts, lossHeadPath). The LoRA
- *   branch, norms, attention, the softmax and loss, generation's one-row lm_head and the optimiser stay f32.
+ *   chunked loss head's lm_head, logits and dX (src/model/loss-head.ts, lossHeadPath), and the
+ *   packed flash attention forward and backward (attention-sgm.ts, attention-sgm-backward.ts; head
+ *   dims that are multiples of 32 up to 128, attentionSgmHeadDimProblem). The LoRA branch, norms,
+ *   the softmax statistics and loss, generation's KV-cache attention and one-row lm_head and the
+ *   optimiser stay f32.
  * `compute_dtype` in the config asks for one: auto (tensor cores where they can run), float32 or
  * float16 (tensor cores or an error saying why not).
  */
@@ -86,4 +90,18 @@ export const ROW_SCALE_BUFFER = 'row scale (N) f32: f16 scales of a tensor-core 
 /** The row-scale buffer of a program of `rows` rows on `path` (none on the f32 path). */
 export function rowScalePlan(path: ComputePath | undefined, rows: number): PlanBuffer[] {
   return path === 'tensor-cores' ? [planBuffer(ROW_SCALE_BUFFER, 'scratch', 'layer', [rows], 'f32')] : [];
+}
+
+/** Plan name of the tensor-core attention's head-scale buffer (one per program, reused by every layer). */
+export const ATTENTION_SCALES_BUFFER = 'attention head scales f32: f16 scales of q, k, v, dO per batch row and KV group';
+
+/** Whether packed attention runs on subgroup matrices: the tensor-core path and a head dim the kernels take. */
+export function attentionOnTensorCores(path: ComputePath | undefined, headDim: number): boolean {
+  return path === 'tensor-cores' && attentionSgmHeadDimProblem(headDim) === undefined;
+}
+
+/** The head-scale buffer of a packed-attention program of B batch rows (none unless attentionOnTensorCores). */
+export function attentionScalePlan(path: ComputePath | undefined, B: number, Hkv: number, headDim: number): PlanBuffer[] {
+  if (!attentionOnTensorCores(path, headDim)) return [];
+  return [planBuffer(ATTENTION_SCALES_BUFFER, 'scratch', 'step', [attentionScaleLayout(B, Hkv).length], 'f32')];
 }

@@ -1,5 +1,6 @@
 import type { AttentionBackward } from '../kernels/attention-backward.js';
 import type { AttentionDecode } from '../kernels/attention-decode.js';
+import type { AttentionSgm } from '../kernels/attention-sgm.js';
 import type { Dispatch } from '../kernels/dispatch.js';
 import type { DType, Tensor } from '../kernels/tensor.js';
 import { PROJECTIONS, type Projection } from './checkpoint.js';
@@ -151,14 +152,15 @@ export interface LayerGradScratch {
   readonly dk: Tensor;
   readonly dkn: Tensor;
   readonly dv: Tensor;
-  /** (N, H) rowsum(dO ⊙ O) */
+  /** (N, H) rowsum(dO ⊙ O); (N, H, 2) (lse·log2 e, rowsum) where the attention runs on tensor cores */
   readonly delta: Tensor;
   readonly dAct: Tensor;
   /** (N, R) LoRA down-projection gradient (present when anything is targeted) */
   readonly dU?: Tensor;
 }
 
-export function gradScratchSpecs(d: LayerDims, r: number | undefined): { key: keyof LayerGradScratch; name: string; shape: number[] }[] {
+/** `sgmAttention`: the attention backward runs on tensor cores (its stats take delta's place, two floats a row). */
+export function gradScratchSpecs(d: LayerDims, r: number | undefined, sgmAttention = false): { key: keyof LayerGradScratch; name: string; shape: number[] }[] {
   const { N, D, H, Hkv, Dh, F } = d;
   const specs: { key: keyof LayerGradScratch; name: string; shape: number[] }[] = [
     { key: 'dx', name: 'dx (N, D): residual gradient', shape: [N, D] },
@@ -169,7 +171,7 @@ export function gradScratchSpecs(d: LayerDims, r: number | undefined): { key: ke
     { key: 'dk', name: 'dk (N, Hkv·Dh)', shape: [N, Hkv * Dh] },
     { key: 'dkn', name: 'dkn (N, Hkv·Dh)', shape: [N, Hkv * Dh] },
     { key: 'dv', name: 'dv (N, Hkv·Dh)', shape: [N, Hkv * Dh] },
-    { key: 'delta', name: 'attention delta (N, H)', shape: [N, H] },
+    sgmAttention ? { key: 'delta', name: 'attention stats (N, H, 2)', shape: [N, H, 2] } : { key: 'delta', name: 'attention delta (N, H)', shape: [N, H] },
     { key: 'dAct', name: 'd_act (N, F)', shape: [N, F] },
   ];
   if (r) specs.push({ key: 'dU', name: 'dU (N, R)', shape: [N, r] });
@@ -212,6 +214,12 @@ export interface LayerPass {
    * per distinct input (hn1, attn, hn2, act; each dy in the backward) before the matmuls reading it.
    */
   readonly rowScale?: Tensor;
+  /**
+   * Head scales of the attention operands (attentionScaleLayout): given, the packed attention and
+   * its backward run on tensor cores (kernels.tensorCores.attention; compute-path.ts
+   * attentionOnTensorCores), which write them before each use.
+   */
+  readonly attentionScales?: Tensor;
 }
 
 /** One layer: its weights and its seven projections as units; `label` prefixes its dispatch labels. */
@@ -260,6 +268,13 @@ export interface LayerForwardOptions {
   readonly recompute?: boolean;
 }
 
+/** The tensor-core attention of `k`, for a pass given attention head scales. */
+function sgmAttention(k: LayerKernels, label: string): AttentionSgm {
+  const a = k.tensorCores?.attention;
+  if (!a) throw new Error(`${label}: attention head scales were planned but the kernels have no tensor-core attention (createTensorCoreKernels with headDim compiles it)`);
+  return a;
+}
+
 export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLayer, o: LayerForwardOptions): void {
   const { kernels: k, dims, rope } = pass;
   const { N, D, H, Hkv, Dh, eps } = dims;
@@ -291,7 +306,10 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
   list.push(k.rope.forward(`${L} rope`, { q: s.qn, k: s.kn, cos: rope.cos, sin: rope.sin, posIds: rope.posIds }, { N, H, Hkv }));
   if (attention.kind === 'packed') {
     if (!s.lse) throw new Error(`${L} attention: packed attention needs the lse buffer`);
-    list.push(k.attention.forward(`${L} attention`, { o: s.attn, lse: s.lse, q: s.qn, k: s.kn, v: s.v, segIds: attention.segIds }, { B: attention.B, T: attention.T, H, Hkv, Dh }));
+    const t = { o: s.attn, lse: s.lse, q: s.qn, k: s.kn, v: s.v, segIds: attention.segIds };
+    const ad = { B: attention.B, T: attention.T, H, Hkv, Dh };
+    if (pass.attentionScales) list.push(...sgmAttention(k, L).forward(`${L} attention`, { ...t, scales: pass.attentionScales }, ad));
+    else list.push(k.attention.forward(`${L} attention`, t, ad));
   } else {
     const a = attention;
     list.push(a.kernel.writeKv(`${L} kv write`, { kCache: a.kCache, vCache: a.vCache, k: s.kn, v: s.v, chunk: a.chunk }, { rows: N, Hkv, maxContext: a.maxContext }));
@@ -349,13 +367,15 @@ export function layerBackward(list: Dispatch[], pass: LayerPass, layer: DecoderL
   list.push(k.rmsnorm.backward(`${L} post_attention_layernorm backward`, { dx: g.dx, dy: g.dhn, x: s.xMid, weight: lw.postNorm, rstd: s.rstd2 }, { rows: N, width: D, accumulate: true }));
   // Attention: x_mid = x_l + o(attn)
   back('o_proj', g.dAttn, g.dx, s.attn, false);
-  list.push(
-    ...k.attentionBackward.backward(
-      `${L} attention backward`,
-      { dq: g.dqn, dk: g.dkn, dv: g.dv, dO: g.dAttn, q: s.qn, k: s.kn, v: s.v, o: s.attn, lse: s.lse!, segIds: attention.segIds, delta: g.delta },
-      { B: attention.B, T: attention.T, H, Hkv, Dh },
-    ),
-  );
+  const at = { dq: g.dqn, dk: g.dkn, dv: g.dv, dO: g.dAttn, q: s.qn, k: s.kn, v: s.v, o: s.attn, lse: s.lse!, segIds: attention.segIds };
+  const ad = { B: attention.B, T: attention.T, H, Hkv, Dh };
+  if (pass.attentionScales) {
+    const back = k.tensorCores?.attentionBackward;
+    if (!back) throw new Error(`${L}: attention head scales were planned but the kernels have no tensor-core attention backward (withInputGradient compiles it)`);
+    list.push(...back.backward(`${L} attention backward`, { ...at, stats: g.delta, scales: pass.attentionScales }, ad));
+  } else {
+    list.push(...k.attentionBackward.backward(`${L} attention backward`, { ...at, delta: g.delta }, ad));
+  }
   list.push(k.rope.backward(`${L} rope backward`, { dq: g.dqn, dk: g.dkn, cos: rope.cos, sin: rope.sin, posIds: rope.posIds }, { N, H, Hkv }));
   list.push(k.rmsnorm.backward(`${L} q_norm backward`, { dx: g.dq, dy: g.dqn, x: s.q, weight: lw.qNorm, rstd: s.qRstd }, { rows: N * H, width: Dh, accumulate: false }));
   list.push(k.rmsnorm.backward(`${L} k_norm backward`, { dx: g.dk, dy: g.dkn, x: s.k, weight: lw.kNorm, rstd: s.kRstd }, { rows: N * Hkv, width: Dh, accumulate: false }));

@@ -3,7 +3,7 @@ import type { Qwen3Config } from './config.js';
 import { savedSpecs } from './decoder-layer.js';
 import { planBuffer, planTotal, type PlanBuffer } from './buffer-plan.js';
 import { lossHeadPath, lossHeadPlan, type LossHeadMode } from './loss-head.js';
-import { rowScalePlan, type ComputePath } from './compute-path.js';
+import { attentionScalePlan, rowScalePlan, type ComputePath } from './compute-path.js';
 
 /**
  * The buffers of the evaluation forward (ForwardProgram.build allocates exactly these, by name):
@@ -56,6 +56,7 @@ export function planForward(c: Qwen3Config, s: ForwardSettings): { readonly buff
   const P = s.maxPosition ?? s.seq;
   buffers.push(b(n.ropeCos, [P, Dh / 2], 'f32'), b(n.ropeSin, [P, Dh / 2], 'f32'));
   buffers.push(...rowScalePlan(s.compute, N));
+  buffers.push(...attentionScalePlan(s.compute, B, Hkv, Dh));
   const mode = s.lossHead ?? 'chunked';
   buffers.push(...lossHeadPlan(N, V, D, { mode, chunkTokens: s.lossChunkTokens, matmul: lossHeadPath(s.compute, mode, V, D) }, false));
   return Object.freeze({ buffers: Object.freeze(buffers), total: planTotal(buffers) });

@@ -7,7 +7,7 @@ import type { Batch } from '../batch.js';
 import { IGNORE_INDEX } from '../labels.js';
 import { adapterLayer, allocSaved, decoderLayer, layerForward, savedSpecs, type LayerDims, type LayerPass, type Saved } from './decoder-layer.js';
 import { kernelsComputePath, type ModelKernels } from './kernels.js';
-import { ROW_SCALE_BUFFER } from './compute-path.js';
+import { ATTENTION_SCALES_BUFFER, ROW_SCALE_BUFFER } from './compute-path.js';
 import { allocatePlan, type PlanAllocation, type PlanBuffer } from './buffer-plan.js';
 import { FORWARD_BUFFERS, planForward } from './forward-plan.js';
 import { chooseLossHeadFor, LossHead, type LossHeadMode } from './loss-head.js';
@@ -181,8 +181,9 @@ export class ForwardProgram {
     const eps = c.rmsNormEps;
     list.push(k.embedding.forward('embed', { x: bufs.x, table: weights.embed, ids: bufs.ids }, { tokens: N, hidden: D, vocab: V }));
 
-    // tensor cores (kernels.tensorCores): the base projections on subgroup matrices, with the planned row-scale buffer
-    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: bufs.pos }, rowScale: a.maybe(ROW_SCALE_BUFFER) };
+    // tensor cores (kernels.tensorCores): the base projections on subgroup matrices, with the planned
+    // row-scale buffer, and the packed attention where its head-scale buffer was planned
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: bufs.pos }, rowScale: a.maybe(ROW_SCALE_BUFFER), attentionScales: a.maybe(ATTENTION_SCALES_BUFFER) };
     const attention = { kind: 'packed', B, T, segIds: bufs.seg } as const;
     for (let l = 0; l < c.numHiddenLayers; l++) {
       layerForward(list, pass, decoderLayer(`layer ${l}`, weights.layers[l], adapterLayer(adapter, l)), { x: bufs.x, out: bufs.x, saved: bufs.saved, attention });

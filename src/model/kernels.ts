@@ -58,7 +58,7 @@ export async function createModelKernels(gpu: Gpu, config: Qwen3Config, options:
     LoraDown.create(gpu),
   ]);
   const crossEntropyFused = fusedHeadUnsupported(gpu) === undefined ? await CrossEntropyFused.create(gpu) : undefined;
-  const tensorCores = options.compute === 'tensor-cores' ? await createTensorCoreKernels(gpu, { formats: options.formats }) : undefined;
+  const tensorCores = options.compute === 'tensor-cores' ? await createTensorCoreKernels(gpu, { formats: options.formats, headDim: config.headDim }) : undefined;
   return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows, loraDown, tensorCores });
 }
 
@@ -68,7 +68,7 @@ export async function createModelKernels(gpu: Gpu, config: Qwen3Config, options:
  */
 export async function modelKernelsOn(gpu: Gpu, k: ModelKernels, path: ComputePath, formats?: readonly StoredFormat[]): Promise<ModelKernels> {
   if (path === 'f32') return Object.freeze({ ...k, tensorCores: undefined });
-  return k.tensorCores ? k : Object.freeze({ ...k, tensorCores: await createTensorCoreKernels(gpu, { formats }) });
+  return k.tensorCores ? k : Object.freeze({ ...k, tensorCores: await createTensorCoreKernels(gpu, { formats, headDim: k.attention.headDim }) });
 }
 
 /** The path kernels `k` take. */

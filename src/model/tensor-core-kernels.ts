@@ -1,5 +1,7 @@
 import type { Gpu } from '../kernels/gpu.js';
 import type { StoredFormat } from '../kernels/matmul.js';
+import { AttentionSgm, attentionSgmHeadDimProblem } from '../kernels/attention-sgm.js';
+import { AttentionSgmBackward } from '../kernels/attention-sgm-backward.js';
 import { MatmulSgm } from '../kernels/matmul-sgm.js';
 import { MatmulSgmInput } from '../kernels/matmul-sgm-input.js';
 import { RowScale } from '../kernels/row-scale.js';
@@ -22,6 +24,13 @@ export interface TensorCoreKernels {
   readonly formats?: readonly StoredFormat[];
   /** The lm_head's formats, compiled beyond `formats` with the plain epilogue only (undefined: none). */
   readonly headFormats?: readonly StoredFormat[];
+  /**
+   * The packed flash attention on subgroup matrices, where the head dim allows it
+   * (attentionSgmHeadDimProblem; compute-path.ts attentionOnTensorCores decides the plan the same way).
+   */
+  readonly attention?: AttentionSgm;
+  /** Its backward (training kernels only). */
+  readonly attentionBackward?: AttentionSgmBackward;
 }
 
 /**
@@ -51,8 +60,10 @@ export interface TensorCoreKernelOptions {
    * [LM_HEAD_FORMAT]: 3 forward and 4 input-gradient pipelines more where the projections are NF4).
    */
   readonly headFormats?: readonly StoredFormat[];
-  /** Compile the input gradient too. */
+  /** Compile the input gradient too (and the attention backward, with headDim). */
   readonly backward?: boolean;
+  /** The model's head dim: the packed attention is compiled for it where the kernels take it. */
+  readonly headDim?: number;
 }
 
 /** Compiles the tensor-core kernels; a DeviceError (with the reason) where subgroup matrices are missing. */
@@ -63,11 +74,17 @@ export async function createTensorCoreKernels(gpu: Gpu, options: TensorCoreKerne
   const matmul = await MatmulSgm.create(gpu, { formats, plainFormats: headFormats });
   const rowScale = await RowScale.create(gpu);
   const input = options.backward ? await MatmulSgmInput.create(gpu, { formats, plainFormats: headFormats }) : undefined;
-  return Object.freeze({ matmul, rowScale, input, formats, headFormats });
+  const dh = options.headDim;
+  const attends = dh !== undefined && attentionSgmHeadDimProblem(dh) === undefined;
+  const attention = attends ? await AttentionSgm.create(gpu, { headDim: dh }) : undefined;
+  const attentionBackward = attends && options.backward ? await AttentionSgmBackward.create(gpu, { headDim: dh }) : undefined;
+  return Object.freeze({ matmul, rowScale, input, formats, headFormats, attention, attentionBackward });
 }
 
-/** `k` with the input gradient added (compiled now, for `formats`, default k's, and the lm_head's) unless it has it. */
+/** `k` with the input gradient (for `formats`, default k's, and the lm_head's) and the attention backward (where k has the attention) added, compiled now unless k has them. */
 export async function withInputGradient(gpu: Gpu, k: TensorCoreKernels, formats: readonly StoredFormat[] | undefined = k.formats): Promise<TensorCoreKernels> {
-  if (k.input) return k;
-  return Object.freeze({ ...k, input: await MatmulSgmInput.create(gpu, { formats, plainFormats: k.headFormats ?? [LM_HEAD_FORMAT] }) });
+  const input = k.input ?? (await MatmulSgmInput.create(gpu, { formats, plainFormats: k.headFormats ?? [LM_HEAD_FORMAT] }));
+  const attentionBackward = k.attentionBackward ?? (k.attention ? await AttentionSgmBackward.create(gpu, { headDim: k.attention.headDim }) : undefined);
+  if (input === k.input && attentionBackward === k.attentionBackward) return k;
+  return Object.freeze({ ...k, input, attentionBackward });
 }

@@ -3,7 +3,7 @@ import type { Qwen3Config } from '../model/config.js';
 import { gradScratchSpecs, savedSpecs, type LayerDims } from '../model/decoder-layer.js';
 import { planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
 import { lossHeadPath, lossHeadPlan, type LossHeadMode } from '../model/loss-head.js';
-import { rowScalePlan, type ComputePath } from '../model/compute-path.js';
+import { attentionOnTensorCores, attentionScalePlan, rowScalePlan, type ComputePath } from '../model/compute-path.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
 
 /**
@@ -72,10 +72,11 @@ export function planMicroBatch(c: Qwen3Config, s: MicroBatchSettings): PlanBuffe
     if (K > 0) out.push(planBuffer(sharedSavedName(sp.name), 'scratch', 'layer', sp.shape, sp.dtype));
     if (K < L) out.push(planBuffer(layerSavedName(sp.name), 'saved', 'step', sp.shape, sp.dtype, { count: L - K }));
   }
-  for (const sp of gradScratchSpecs(dims, s.targets.length > 0 ? s.r : undefined)) out.push(planBuffer(sp.name, 'scratch', sp.key === 'dx' ? 'step' : 'layer', sp.shape, 'f32'));
+  for (const sp of gradScratchSpecs(dims, s.targets.length > 0 ? s.r : undefined, attentionOnTensorCores(s.compute, Dh))) out.push(planBuffer(sp.name, 'scratch', sp.key === 'dx' ? 'step' : 'layer', sp.shape, 'f32'));
   out.push(planBuffer(n.xf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.dxf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.rstdF, 'scratch', 'step', [N], 'f32'));
   out.push(planBuffer(n.ropeCos, 'scratch', 'run', [s.seq, Dh / 2], 'f32'), planBuffer(n.ropeSin, 'scratch', 'run', [s.seq, Dh / 2], 'f32'));
   out.push(...rowScalePlan(s.compute, N));
+  out.push(...attentionScalePlan(s.compute, s.batch, Hkv, Dh));
   out.push(...lossHeadPlan(N, V, D, { mode: s.lossHead, chunkTokens: s.lossChunkTokens, matmul: lossHeadPath(s.compute, s.lossHead, V, D) }, true));
   return out;
 }

@@ -13,7 +13,7 @@ import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
 import type { TrainKernels } from './kernels.js';
 import { kernelsComputePath } from '../model/kernels.js';
-import { ROW_SCALE_BUFFER } from '../model/compute-path.js';
+import { ATTENTION_SCALES_BUFFER, ROW_SCALE_BUFFER } from '../model/compute-path.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
 import { checkBatchInputs } from '../model/input-checks.js';
 import { layerSavedName, microBatchEntries, planDifferences, planMicroBatch, sharedSavedName, STEP_BUFFERS } from './step-plan.js';
@@ -138,7 +138,9 @@ export class TrainStep {
     const shared = K > 0 ? allocSaved(specs, targets, (sp) => bufs.one(sharedSavedName(sp.name))) : undefined;
     const layerSaved: Saved[] = Array.from({ length: L }, (_, l) => (l < K ? shared! : allocSaved(specs, targets, (sp) => bufs.all(layerSavedName(sp.name))[l - K])));
     // Gradient scratch.
-    const scratch = Object.fromEntries(gradScratchSpecs(dims, targets.length > 0 ? R : undefined).map((sp) => [sp.key, bufs.one(sp.name)])) as unknown as LayerGradScratch;
+    // tensor cores: the packed attention too where its head-scale buffer was planned (attentionOnTensorCores)
+    const attentionScales = bufs.maybe(ATTENTION_SCALES_BUFFER);
+    const scratch = Object.fromEntries(gradScratchSpecs(dims, targets.length > 0 ? R : undefined, attentionScales !== undefined).map((sp) => [sp.key, bufs.one(sp.name)])) as unknown as LayerGradScratch;
     // Head.
     const xf = bufs.one(n.xf);
     const dxf = bufs.one(n.dxf);
@@ -150,7 +152,7 @@ export class TrainStep {
 
     const list: Dispatch[] = [];
     // tensor cores (k.tensorCores): the base projections and their dX on subgroup matrices, with the planned row-scale buffer
-    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: inputs.pos }, identity, rowScale: bufs.maybe(ROW_SCALE_BUFFER) };
+    const pass: LayerPass = { kernels: k, dims, rope: { cos: rope.cos, sin: rope.sin, posIds: inputs.pos }, identity, rowScale: bufs.maybe(ROW_SCALE_BUFFER), attentionScales };
     const attention = { kind: 'packed', B, T, segIds: inputs.seg } as const;
     const layers = Array.from({ length: L }, (_, l) =>
       decoderLayer(`L${l}`, weights.layers[l], adapterLayer(adapter, l), grads[l], (p) =>

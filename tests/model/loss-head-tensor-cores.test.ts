@@ -15,7 +15,7 @@ import { SumReduce } from '../../src/kernels/reduce.js';
 import { RowScale, rowScaleRef } from '../../src/kernels/row-scale.js';
 import { numel, type Tensor } from '../../src/kernels/tensor.js';
 import { allocatePlan } from '../../src/model/buffer-plan.js';
-import { ROW_SCALE_BUFFER } from '../../src/model/compute-path.js';
+import { ATTENTION_SCALES_BUFFER, ROW_SCALE_BUFFER } from '../../src/model/compute-path.js';
 import { parseQwen3Config, type Qwen3Config } from '../../src/model/config.js';
 import { embeddedConfig } from '../../src/model/embedded.js';
 import { planForward } from '../../src/model/forward-plan.js';
@@ -126,8 +126,10 @@ describe('loss head on the tensor-core path: choice and plan', () => {
       const tc = planMicroBatch(c, { ...base, compute: 'tensor-cores' }).map((b) => b.name);
       expect(headScales(f32)).toEqual([]);
       expect(headScales(tc)).toEqual([HEAD_BUFFERS.xRowScale, HEAD_BUFFERS.gradRowScale]);
-      // the tensor-core plan is the f32 plan plus the projections' row scales and the head's
-      expect(tc.filter((n) => n !== ROW_SCALE_BUFFER && !headScales([n]).length)).toEqual(f32);
+      // the tensor-core plan is the f32 plan plus the projections' row scales, the head's and the
+      // attention's head scales, its stats (two floats a row) in place of the f32 attention's delta
+      const sameAsF32 = (n: string): string => (n === 'attention stats (N, H, 2)' ? 'attention delta (N, H)' : n);
+      expect(tc.filter((n) => n !== ROW_SCALE_BUFFER && n !== ATTENTION_SCALES_BUFFER && !headScales([n]).length).map(sameAsF32)).toEqual(f32);
       const fwd = (compute: 'f32' | 'tensor-cores') => planForward(c, { batch: 2, seq: 512, targets: [], lossChunkTokens: 1024, compute }).buffers.map((b) => b.name);
       expect(headScales(fwd('tensor-cores'))).toEqual([HEAD_BUFFERS.xRowScale]);
       expect(headScales(fwd('f32'))).toEqual([]);

@@ -69,8 +69,9 @@ const fakeKernel = (): unknown => new Proxy({}, { get: () => () => [{ fake: true
 function fakeKernels(fused: boolean, compute: ComputePath = 'f32'): TrainKernels {
   const names = ['embedding', 'rmsnorm', 'rope', 'attention', 'matmul', 'swiglu', 'crossEntropy', 'sum', 'gatherRows', 'matmulBackward', 'attentionBackward', 'dropout'];
   const k = Object.fromEntries([...names, ...(fused ? ['crossEntropyFused'] : [])].map((n) => [n, fakeKernel()]));
-  // the tensor-core path: a device claiming subgroup matrices gets these kernels, and the programs plan its row-scale buffer
-  if (compute === 'tensor-cores') k.tensorCores = { matmul: fakeKernel(), rowScale: fakeKernel(), input: fakeKernel() };
+  // the tensor-core path: a device claiming subgroup matrices gets these kernels, and the programs
+  // plan its row-scale buffer and (head dims the tensor-core attention takes) the attention head scales
+  if (compute === 'tensor-cores') k.tensorCores = { matmul: fakeKernel(), rowScale: fakeKernel(), input: fakeKernel(), attention: fakeKernel(), attentionBackward: fakeKernel() };
   return k as unknown as TrainKernels;
 }
 
