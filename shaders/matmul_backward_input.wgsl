@@ -137,14 +137,7 @@ fn loadA(l: u32, j: u32) -> vec4<u32> {
   return v;
 }
 
-// Scale of NF4 block b (FORMAT 2: stored f32; FORMAT 3: map[code] · absmax2 + offset).
-fn blockScale(b: u32) -> f32 {
-  if (FORMAT == 3u) {
-    let code = (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu;
-    return qmap[code] * absmax2[b >> 8u] + params.offset;
-  }
-  return bitcast<f32>(absmax[b]);
-}
+// #include "lib/nf4_block_scale.wgsl"
 
 // One element W[e] (flattened index) decoded to f32: the general path for K % 4 != 0.
 fn weightAt(e: u32) -> f32 {

@@ -121,14 +121,7 @@ fn loadL(row: u32, r: u32) -> vec4<u32> {
   return v;
 }
 
-// Scale of NF4 block b (FORMAT 2: stored f32; FORMAT 3: map[code] · absmax2 + offset).
-fn blockScale(b: u32) -> f32 {
-  if (FORMAT == 3u) {
-    let code = (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu;
-    return qmap[code] * absmax2[b >> 8u] + params.offset;
-  }
-  return bitcast<f32>(absmax[b]);
-}
+// #include "lib/nf4_block_scale.wgsl"
 
 // NF4 code of element e (flattened) within its word: byte (e & 7) / 2, high nibble when e is even.
 fn nf4Nibble(word: u32, e: u32) -> u32 {

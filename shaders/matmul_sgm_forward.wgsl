@@ -98,14 +98,7 @@ var<workgroup> rowInv: array<f32, MAX_ROWS>; // 1 / row_scale, the epilogue's fa
 
 // #include "lib/nf4_codebook.wgsl"
 
-// Scale of NF4 block b (FORMAT 2: stored f32; FORMAT 3: map[code] · absmax2 + offset).
-fn blockScale(b: u32) -> f32 {
-  if (FORMAT == 3u) {
-    let code = (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu;
-    return qmap[code] * absmax2[b >> 8u] + params.offset;
-  }
-  return bitcast<f32>(absmax[b]);
-}
+// #include "lib/nf4_block_scale.wgsl"
 
 // Staging work items: X in units of 4 elements, W in units of 8, NX and NW items per invocation.
 override X_ITEMS: u32 = BM * BK / 4u;
@@ -113,16 +106,8 @@ override W_ITEMS: u32 = BN * BK / 8u;
 override NX: u32 = (X_ITEMS + THREADS - 1u) / THREADS;
 override NW: u32 = (W_ITEMS + THREADS - 1u) / THREADS;
 
-// Row scale of X item i (its row's rowS; 0 past the items): with straight-line staging each
-// invocation's items keep their rows for the whole reduction, so main reads the scales once into
-// registers. Reading rowS[r] from workgroup memory at every K step instead halved the kernel's speed
-// on an H200 (2026-12-02: 49 against 91–94 TFLOP/s at gate/up and q_proj, same call).
-fn itemScale(i: u32) -> f32 {
-  if (i >= X_ITEMS) {
-    return 0.0;
-  }
-  return rowS[i / (BK / 4u)];
-}
+// itemScale(i): the row scale of X item i, read into registers once by main
+// #include "lib/sgm_item_scale.wgsl"
 
 // Stages item i of the X tile: X[m0 + r, k0 + c .. c+4) · s (its row's scale) as f16 (zeros below row M).
 fn stageXItem(i: u32, m0: u32, k0: u32, s: f32) {

@@ -116,16 +116,8 @@ fn loadDy(i: u32, m0: u32, l0: u32, lEnd: u32) -> vec4<f32> {
   return dy[((m0 + r) * params.n + l) / 4u];
 }
 
-// Row scale of dY item i (its row's rowS; 0 past the items). Each invocation's items keep their
-// rows for the whole reduction, so main reads the scales once into registers: reading rowS[r] from
-// workgroup memory at every step halved the forward kernel's speed on an H200 (2026-12-02; see
-// matmul_sgm_forward.wgsl).
-fn itemScale(i: u32) -> f32 {
-  if (i >= X_ITEMS) {
-    return 0.0;
-  }
-  return rowS[i / (BK / 4u)];
-}
+// itemScale(i): the row scale of dY item i, read into registers once by main
+// #include "lib/sgm_item_scale.wgsl"
 
 // Writes item i's four values, times its row's scale sc, as f16 into the dY tile.
 fn storeDy(i: u32, v: vec4<f32>, sc: f32) {
