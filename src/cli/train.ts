@@ -115,7 +115,7 @@ export function printPlan(plan: StepPlan, gpu: Gpu, out: (line: string) => void)
   out(formatPlan(plan));
   out(`compute path: ${planComputePath(plan)}`);
   if (plan.settings.recomputeWhy) out(`gradient checkpointing: ${plan.settings.recomputeWhy}`);
-  out(checkPlan(plan, { ...gpu.limits, memoryBytes: guessDeviceMemory(gpu.adapterInfo.description) }).note);
+  out(checkPlan(plan, { ...gpu.limits, memoryBytes: guessDeviceMemory(gpu.adapterInfo) }).note);
 }
 
 /** The plan's compute path in words, with why (compute_dtype and what the adapter offers). */

@@ -267,22 +267,32 @@ export function checkPlan(plan: StepPlan, device: DeviceBudget): PlanCheck {
 }
 
 /**
- * Device memory from the adapter's description where it says so (NVIDIA's Vulkan driver reports
- * e.g. "NVIDIA H100 80GB HBM3"), or from a table of common cards; undefined when unknown.
+ * Device memory guessed from the adapter's names; undefined when unknown. WebGPU reports no memory
+ * size (Dawn's adapter info has vendor, architecture, device, description, subgroup sizes: no heap
+ * sizes), so this reads the card's name, where a size may stand ("NVIDIA H100 80GB HBM3"), or looks
+ * it up in a table of common cards. The name is in `device`, not `description`: on Vulkan Dawn's
+ * description is the driver ("NVIDIA: 580.159.04 580.159.4.0" on the H100 and the H200 hosts, as
+ * the bench records show; "llvmpipe: Mesa …" on lavapipe) and `device` the card's name lowercased
+ * with runs of other characters as '-' ("llvmpipe-llvm-15-0-6-256-bits-" on lavapipe; "nvidia-h200"
+ * expected for "NVIDIA H200", not yet seen on that host), so both are read, and the table's
+ * patterns accept '-' for a space.
  */
-export function guessDeviceMemory(description: string): number | undefined {
-  const m = /(\d+)\s*GB\b/i.exec(description);
+export function guessDeviceMemory(adapter: { readonly description: string; readonly device: string }): number | undefined {
+  const names = `${adapter.description} ${adapter.device}`;
+  const m = /(\d+)\s*GB\b/i.exec(names);
   if (m) return Number(m[1]) * 2 ** 30;
   const known: [RegExp, number][] = [
-    [/RTX\s*4090/i, 24],
-    [/RTX\s*3090/i, 24],
-    [/RTX\s*5090/i, 32],
-    [/RTX\s*4080/i, 16],
+    [/RTX[\s-]*4090/i, 24],
+    [/RTX[\s-]*3090/i, 24],
+    [/RTX[\s-]*5090/i, 32],
+    [/RTX[\s-]*4080/i, 16],
     [/A100/i, 40],
     [/H100/i, 80],
+    // 141 GB of HBM3e (SXM and NVL); 139 GiB taken, a little under, for what the driver keeps
+    [/\bH200\b/i, 139],
     [/L4\b/i, 24],
   ];
-  for (const [re, gib] of known) if (re.test(description)) return gib * 2 ** 30;
+  for (const [re, gib] of known) if (re.test(names)) return gib * 2 ** 30;
   return undefined;
 }
 

@@ -56,7 +56,7 @@ export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gp
   let s: StepSettings = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize };
   if (config.gradient_checkpointing === 'auto') {
     const given = maxMemoryBytes(config.max_memory);
-    const budget = given ?? guessDeviceMemory(gpu.adapterInfo.description);
+    const budget = given ?? guessDeviceMemory(gpu.adapterInfo);
     const from = given !== undefined ? 'max_memory' : 'the device\'s';
     const auto = recorded === undefined ? autoRecompute(model, s, budget, from) : resumedAutoRecompute(model, s, budget, from, recorded);
     s = { ...s, recompute: auto.policy, gradientCheckpointing: auto.policy !== 'none', recomputeWhy: auto.why };

@@ -115,7 +115,7 @@ describe('gradient_checkpointing: auto by default, with max_memory and on resume
   it('without max_memory, auto plans against the device\'s memory, or recomputes every layer where the adapter does not report it', async () => {
     const gpu = await testGpu();
     const s = runStepSettings(config({}), QWEN3_4B, gpu, B, T);
-    const known = guessDeviceMemory(gpu.adapterInfo.description);
+    const known = guessDeviceMemory(gpu.adapterInfo);
     if (known === undefined) {
       expect(s.recompute).toBe('full');
       expect(s.recomputeWhy).toMatch(/does not report its memory; set max_memory/);

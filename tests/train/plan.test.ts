@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { parseQwen3Config } from '../../src/model/config.js';
 import { PROJECTIONS } from '../../src/model/checkpoint.js';
 import { checkPlan, formatPlan, guessDeviceMemory, planStep, type StepSettings } from '../../src/train/plan.js';
+import { testGpu } from '../helpers/gpu.js';
 
 const qwen4b = parseQwen3Config(JSON.parse(readFileSync(join(import.meta.dirname, '../../configs/models/qwen3-4b.json'), 'utf8')), 'qwen3-4b.json');
 const GiB = 2 ** 30;
@@ -51,9 +52,28 @@ describe('memory plan', () => {
     expect(() => checkPlan(planStep(qwen4b, base), { maxBufferSize: 2 ** 40, maxStorageBufferBindingSize: 2 ** 31 - 4, memoryBytes: 24 * GiB })).not.toThrow();
   });
 
-  it('reads device memory from adapter descriptions', () => {
-    expect(guessDeviceMemory('NVIDIA H100 80GB HBM3')).toBe(80 * GiB);
-    expect(guessDeviceMemory('NVIDIA GeForce RTX 4090')).toBe(24 * GiB);
-    expect(guessDeviceMemory('llvmpipe (LLVM 15.0.6, 256 bits)')).toBeUndefined();
+  it('reads device memory from the card\'s name, in the adapter\'s description or device', () => {
+    const named = (device: string, description = '') => guessDeviceMemory({ description, device });
+    expect(named('NVIDIA H100 80GB HBM3')).toBe(80 * GiB);
+    expect(named('NVIDIA GeForce RTX 4090')).toBe(24 * GiB);
+    expect(guessDeviceMemory({ description: 'NVIDIA H100 80GB HBM3', device: '' })).toBe(80 * GiB);
+    // Dawn's device field: the name lowercased, other characters as '-'
+    expect(named('nvidia-h100-80gb-hbm3')).toBe(80 * GiB);
+    expect(named('nvidia-geforce-rtx-4090')).toBe(24 * GiB);
+    // the H200: 141 GB of HBM3e, taken as 139 GiB; its NVL form too; not the GH200 by this rule
+    expect(named('nvidia-h200', 'NVIDIA: 580.159.04 580.159.4.0')).toBe(139 * GiB);
+    expect(named('NVIDIA H200')).toBe(139 * GiB);
+    expect(named('NVIDIA H200 NVL')).toBe(139 * GiB);
+    expect(named('nvidia-gh200')).toBeUndefined();
+    // the driver description alone, as the H100 and H200 hosts' bench records show it, names no card
+    expect(named('', 'NVIDIA: 580.159.04 580.159.4.0')).toBeUndefined();
+    expect(named('llvmpipe (LLVM 15.0.6, 256 bits)')).toBeUndefined();
+  });
+
+  it('this adapter\'s device field is its name in the form the table reads (lowercase, \'-\'); lavapipe\'s names no size', async () => {
+    const gpu = await testGpu();
+    const { description, device } = gpu.adapterInfo;
+    expect(device, 'adapter info device').toMatch(/^[a-z0-9-]*$/);
+    if (/llvmpipe/i.test(`${description} ${device}`)) expect(guessDeviceMemory(gpu.adapterInfo)).toBeUndefined();
   });
 });
