@@ -3,7 +3,7 @@ import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectTensor, type Tensor } from './tensor.js';
+import { expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 import { GRID_FOLD } from './grid.js';
 
 /**
@@ -232,7 +232,7 @@ export class AttentionDecode {
   /** kCache, vCache rows p0 .. p0+n−1 ← k, v (C, Hkv·Dh) rows 0 .. n−1. */
   writeKv(label: string, t: KvWriteTensors, dims: { rows: number; Hkv: number; maxContext: number }): Dispatch {
     const { rows, Hkv, maxContext } = dims;
-    this.checkDims(label, { rows, Hkv, maxContext });
+    expectPositiveIntegers(label, { rows, Hkv, maxContext });
     const Dh = this.headDim;
     expectTensor(label, t.kCache, [Hkv, maxContext, Dh], 'f32');
     expectTensor(label, t.vCache, [Hkv, maxContext, Dh], 'f32');
@@ -247,7 +247,7 @@ export class AttentionDecode {
   /** o (C, H·Dh) ← attention of q over the cache: the split pass, then the combine. */
   forward(label: string, t: AttentionDecodeTensors, dims: AttentionDecodeDims): Dispatch[] {
     const { rows, H, Hkv, Dh, maxContext, splits } = dims;
-    this.checkDims(label, { rows, H, Hkv, Dh, maxContext, splits });
+    expectPositiveIntegers(label, { rows, H, Hkv, Dh, maxContext, splits });
     if (Dh !== this.headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernel was compiled for head_dim ${this.headDim}`);
     if (H !== Hkv * this.groupSize) throw new ShapeError(`${label}: H=${H} query heads, Hkv=${Hkv}: the kernel was compiled for ${this.groupSize} query heads per KV head`);
     expectTensor(label, t.q, [rows, H * Dh], 'f32');
@@ -270,12 +270,6 @@ export class AttentionDecode {
         this.grid(label, (rows * H * Dh) / 4),
       ]),
     ];
-  }
-
-  private checkDims(label: string, dims: Record<string, number>): void {
-    for (const [name, v] of Object.entries(dims)) {
-      if (!Number.isInteger(v) || v < 1) throw new ShapeError(`${label}: ${name} must be a positive integer, got ${v}`);
-    }
   }
 
   private grid(label: string, threads: number): number {

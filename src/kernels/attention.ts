@@ -2,7 +2,7 @@ import { ConfigError, DeviceLimitError, ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectTensor, type Tensor } from './tensor.js';
+import { expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 
 /**
@@ -165,9 +165,7 @@ export class Attention {
    */
   forward(label: string, t: AttentionTensors, dims: AttentionDims): Dispatch {
     const { B, T, H, Hkv, Dh } = dims;
-    for (const [name, val] of Object.entries({ B, T, H, Hkv, Dh })) {
-      if (!Number.isInteger(val) || val < 1) throw new ShapeError(`${label}: ${name} must be a positive integer, got ${val}`);
-    }
+    expectPositiveIntegers(label, { B, T, H, Hkv, Dh });
     if (Dh !== this.headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernel was compiled for head_dim ${this.headDim}`);
     if (H % Hkv !== 0) throw new ShapeError(`${label}: H=${H} query heads is not a multiple of Hkv=${Hkv} key/value heads`);
     const N = B * T;

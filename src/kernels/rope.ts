@@ -2,7 +2,7 @@ import { ConfigError, ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectTensor, type Tensor } from './tensor.js';
+import { expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { foldGrid } from './grid.js';
 
@@ -131,9 +131,7 @@ export class Rope {
   private encode(label: string, kernel: Kernel<typeof RopeParams>, t: RopeTensors, dims: RopeDims): Dispatch {
     const { N, H, Hkv } = dims;
     const Dh = this.headDim;
-    for (const [name, v] of Object.entries(dims)) {
-      if (!Number.isInteger(v) || v < 1) throw new ShapeError(`${label}: ${name} must be a positive integer, got ${v}`);
-    }
+    expectPositiveIntegers(label, { ...dims });
     expectTensor(label, t.q, [N, H * Dh], 'f32');
     expectTensor(label, t.k, [N, Hkv * Dh], 'f32');
     expectTensor(label, t.posIds, [N], 'i32');

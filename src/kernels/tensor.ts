@@ -55,6 +55,13 @@ export function tensorView(buffer: GPUBuffer, label: string, shape: readonly num
   return Object.freeze({ label, buffer, shape: Object.freeze([...shape]), dtype, offset, byteSize });
 }
 
+/** Throws a ShapeError naming the kernel and the size when one of `sizes` (name → value) is not a positive integer. */
+export function expectPositiveIntegers(where: string, sizes: Readonly<Record<string, number>>): void {
+  for (const [name, v] of Object.entries(sizes)) {
+    if (!Number.isInteger(v) || v < 1) throw new ShapeError(`${where}: ${name} must be a positive integer, got ${v}`);
+  }
+}
+
 /** Throws a ShapeError naming the kernel and tensor when `t` does not have `shape` and `dtype`. */
 export function expectTensor(where: string, t: Tensor, shape: readonly number[], dtype: DType): void {
   if (t.dtype !== dtype) {
