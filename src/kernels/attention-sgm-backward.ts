@@ -8,7 +8,7 @@ import { foldGrid } from './grid.js';
 import { HeadScale } from './head-scale.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectTensor, type Tensor } from './tensor.js';
+import { expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 
 /**
  * Backward of `AttentionSgm.forward` on subgroup matrices (FlashAttention-2 form), the same
@@ -140,9 +140,7 @@ export class AttentionSgmBackward {
    */
   backward(label: string, t: AttentionSgmBackwardTensors, dims: AttentionDims): Dispatch[] {
     const { B, T, H, Hkv, Dh } = dims;
-    for (const [name, val] of Object.entries({ B, T, H, Hkv, Dh })) {
-      if (!Number.isInteger(val) || val < 1) throw new ShapeError(`${label}: ${name} must be a positive integer, got ${val}`);
-    }
+    expectPositiveIntegers(label, { B, T, H, Hkv, Dh });
     if (Dh !== this.headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernels were compiled for head_dim ${this.headDim}`);
     if (H % Hkv !== 0) throw new ShapeError(`${label}: H=${H} query heads is not a multiple of Hkv=${Hkv} key/value heads`);
     const N = B * T;

@@ -6,7 +6,7 @@ import { HeadScale } from './head-scale.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { sgmUnsupportedReason } from './matmul-sgm.js';
 import { defineParams } from './params.js';
-import { expectTensor, tensorView, type Tensor } from './tensor.js';
+import { expectPositiveIntegers, expectTensor, tensorView, type Tensor } from './tensor.js';
 
 /**
  * Flash attention on subgroup matrices (tensor cores): the forward of `Attention` (causal GQA with
@@ -155,9 +155,7 @@ export class AttentionSgm {
    */
   forward(label: string, t: AttentionSgmTensors, dims: AttentionDims): Dispatch[] {
     const { B, T, H, Hkv, Dh } = dims;
-    for (const [name, val] of Object.entries({ B, T, H, Hkv, Dh })) {
-      if (!Number.isInteger(val) || val < 1) throw new ShapeError(`${label}: ${name} must be a positive integer, got ${val}`);
-    }
+    expectPositiveIntegers(label, { B, T, H, Hkv, Dh });
     if (Dh !== this.headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernel was compiled for head_dim ${this.headDim}`);
     if (H % Hkv !== 0) throw new ShapeError(`${label}: H=${H} query heads is not a multiple of Hkv=${Hkv} key/value heads`);
     const N = B * T;
