@@ -1,6 +1,7 @@
 import type { Gpu } from '../kernels/gpu.js';
 import type { StoredFormat } from '../kernels/matmul.js';
-import { AttentionSgm, attentionSgmHeadDimProblem } from '../kernels/attention-sgm.js';
+import { AttentionSgm } from '../kernels/attention-sgm.js';
+import { attentionOnTensorCores } from './compute-path.js';
 import { AttentionSgmBackward } from '../kernels/attention-sgm-backward.js';
 import { MatmulSgm } from '../kernels/matmul-sgm.js';
 import { MatmulSgmInput } from '../kernels/matmul-sgm-input.js';
@@ -26,7 +27,7 @@ export interface TensorCoreKernels {
   readonly headFormats?: readonly StoredFormat[];
   /**
    * The packed flash attention on subgroup matrices, where the head dim allows it
-   * (attentionSgmHeadDimProblem; compute-path.ts attentionOnTensorCores decides the plan the same way).
+   * (compute-path.ts attentionOnTensorCores, which decides the plan the same way).
    */
   readonly attention?: AttentionSgm;
   /** Its backward (training kernels only). */
@@ -75,7 +76,7 @@ export async function createTensorCoreKernels(gpu: Gpu, options: TensorCoreKerne
   const rowScale = await RowScale.create(gpu);
   const input = options.backward ? await MatmulSgmInput.create(gpu, { formats, plainFormats: headFormats }) : undefined;
   const dh = options.headDim;
-  const attends = dh !== undefined && attentionSgmHeadDimProblem(dh) === undefined;
+  const attends = dh !== undefined && attentionOnTensorCores('tensor-cores', dh);
   const attention = attends ? await AttentionSgm.create(gpu, { headDim: dh }) : undefined;
   const attentionBackward = attends && options.backward ? await AttentionSgmBackward.create(gpu, { headDim: dh }) : undefined;
   return Object.freeze({ matmul, rowScale, input, formats, headFormats, attention, attentionBackward });
