@@ -1,7 +1,8 @@
 /**
  * Full QLoRA training-step benchmark at a real model's shapes with random weights (no download):
  *   node dist/bench/train-step.js [--config configs/models/qwen3-4b.json] [--batch 4] [--seq 512]
- *        [--r 32] [--checkpointing on|off|both] [--optim adamw|adamw_8bit] [--steps 4] [--json FILE]
+ *        [--r 32] [--checkpointing on|off|auto|both|LIST] [--max-memory SIZE] [--optim adamw|adamw_8bit]
+ *        [--steps 4] [--json FILE]
  *        [--accumulation 1] [--queue-bound off|on|both] [--dropout 0] [--compute float32|float16|both|auto]
  * One step = forward + backward of a micro-batch + grad-norm + optimiser update, timed over
  * --steps steps after one warm-up (wall clock around onSubmittedWorkDone). Reports tokens/s and the
@@ -14,9 +15,17 @@
  * --compute picks the projections' path (src/model/compute-path.ts): float32 (the tiled f32
  * matmuls), float16 (tensor cores: f16 subgroup matrices, f32 accumulation; an error where the
  * adapter has none), both (side by side over the same weights) or auto (default: as a run would).
+ * --checkpointing takes a comma list of on (every layer recomputed), off (none) and auto (both =
+ * on,off, the default): auto picks the recomputed layers by the trainer's own rule (autoRecompute,
+ * src/train/auto-recompute.ts) against --max-memory (a size as the config's max_memory: 24GiB,
+ * 24000MiB, or GiB as a number), else the device's memory as the trainer guesses it
+ * (recomputeBudget, src/train/step-settings.ts); its row prints the policy and the rule's reason,
+ * and the JSON records both (`recompute`, as run.json does). A tiny shape runs on a CPU adapter:
+ * --config ../shared/fixtures/qwen3-tiny/model/config.json --batch 1 --seq 16.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { ConfigError } from '../src/errors.js';
 import { Gpu } from '../src/kernels/gpu.js';
 import { PROJECTIONS } from '../src/model/checkpoint.js';
 import { parseQwen3Config } from '../src/model/config.js';
@@ -28,6 +37,13 @@ import { chooseComputePath, type ComputePath } from '../src/model/compute-path.j
 import { fmtBytes, planStep } from '../src/train/plan.js';
 import { GpuQueueBound } from '../src/train/gpu-queue.js';
 import { Trainer } from '../src/train/trainer.js';
+import type { StepSettings } from '../src/train/plan.js';
+import { autoRecompute } from '../src/train/auto-recompute.js';
+import { describeRecompute, type RecomputePolicy } from '../src/train/recompute.js';
+import { recordRecompute } from '../src/train/recompute-record.js';
+import { deviceLossHead, recomputeBudget } from '../src/train/step-settings.js';
+import { chooseLossChunk } from '../src/model/loss-head.js';
+import { maxMemoryArg, parseCheckpointingModes, type CheckpointingMode } from './train-step-args.js';
 
 const { values } = parseArgs({
   options: {
@@ -36,6 +52,7 @@ const { values } = parseArgs({
     seq: { type: 'string', default: '512' },
     r: { type: 'string', default: '32' },
     checkpointing: { type: 'string', default: 'both' },
+    'max-memory': { type: 'string' },
     optim: { type: 'string', default: 'adamw' },
     steps: { type: 'string', default: '4' },
     json: { type: 'string' },
@@ -51,7 +68,9 @@ const T = Number(values.seq);
 const r = Number(values.r);
 const steps = Number(values.steps);
 const optim = values.optim === 'adamw_8bit' ? 'adamw_8bit' : 'adamw';
-const modes = values.checkpointing === 'both' ? [true, false] : [values.checkpointing !== 'off'];
+const modes = parseCheckpointingModes(values.checkpointing!);
+const maxMemory = maxMemoryArg(values['max-memory']);
+if (maxMemory !== null && !modes.includes('auto')) throw new ConfigError(`--max-memory ${values['max-memory']}: only --checkpointing auto uses it; add auto to --checkpointing (e.g. on,off,auto)`);
 const accumulation = Number(values.accumulation);
 const bounds = values['queue-bound'] === 'both' ? [false, true] : [values['queue-bound'] === 'on'];
 const dropout = Number(values.dropout);
@@ -67,11 +86,36 @@ const kernelsOf = new Map<ComputePath, TrainKernels>();
 for (const p of paths) kernelsOf.set(p, await createTrainKernels(gpu, config, model.kernels, { compute: p, formats: ['nf4'] }));
 const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % config.vocabSize);
 const batch = { B, T, inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T), examples: [], targets: 0 };
+const L = config.numHiddenLayers;
+const budget = recomputeBudget(maxMemory, gpu, '--max-memory');
+/** The step's memory-plan settings on this device (as runStepSettings makes them), recompute apart. */
+const settingsOf = (compute: ComputePath): StepSettings => ({
+  batch: B,
+  seq: T,
+  r,
+  targets: PROJECTIONS,
+  gradientCheckpointing: true,
+  optimizer: optim,
+  base: 'nf4',
+  doubleQuant: false,
+  lossChunkTokens: chooseLossChunk(gpu, B * T, config.vocabSize),
+  lossHead: deviceLossHead(gpu, config),
+  loraDropout: dropout,
+  compute,
+  maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize,
+});
+/** A setting's policy, with the auto rule's reason (undefined for on and off). */
+const resolve = (mode: CheckpointingMode, settings: StepSettings): { policy: RecomputePolicy; why?: string } =>
+  mode === 'on' ? { policy: 'full' } : mode === 'off' ? { policy: 'none' } : autoRecompute(config, settings, budget.bytes, budget.from);
 const results = [];
-for (const [compute, kernels] of kernelsOf) for (const checkpointing of modes) {
+for (const [compute, kernels] of kernelsOf) for (const mode of modes) {
+  const base = settingsOf(compute);
+  const { policy, why } = resolve(mode, base);
+  const checkpointing = policy !== 'none';
+  const settings: StepSettings = { ...base, gradientCheckpointing: checkpointing, recompute: policy, recomputeWhy: why };
   for (const bounded of bounds) {
     const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout, targetModules: PROJECTIONS, useRslora: false }, 1);
-    const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
+    const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, recompute: policy, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
     trainer.accumulate(batch);
     trainer.step(1e-4);
     await gpu.sync();
@@ -87,7 +131,7 @@ for (const [compute, kernels] of kernelsOf) for (const checkpointing of modes) {
     await gpu.sync();
     const sec = (performance.now() - t0) / 1000 / steps;
     const loss = (await trainer.readLossSum()) / (B * T - B);
-    const plan = planStep(config, { batch: B, seq: T, r, targets: PROJECTIONS, gradientCheckpointing: checkpointing, optimizer: optim, base: 'nf4', doubleQuant: false, lossChunkTokens: trainer.program.shape.lossChunkTokens, loraDropout: dropout, compute, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize });
+    const plan = planStep(config, { ...settings, lossChunkTokens: trainer.program.shape.lossChunkTokens });
     const rec = {
       device: gpu.describe(),
       date: new Date().toISOString(),
@@ -96,6 +140,10 @@ for (const [compute, kernels] of kernelsOf) for (const checkpointing of modes) {
       r,
       compute,
       checkpointing,
+      checkpointingSetting: mode,
+      recompute: recordRecompute(mode === 'auto' ? 'auto' : mode === 'on', settings, L, gpu.describe()),
+      recomputeBudgetGiB: mode === 'auto' && budget.bytes !== undefined ? budget.bytes / 2 ** 30 : null,
+      recomputeBudgetFrom: mode === 'auto' ? budget.from : null,
       optim,
       accumulation,
       queueBound: bounded,
@@ -108,9 +156,10 @@ for (const [compute, kernels] of kernelsOf) for (const checkpointing of modes) {
       loss,
     };
     console.log(
-      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, compute ${compute === 'f32' ? 'f32         ' : 'tensor-cores'}, checkpointing ${checkpointing ? 'on ' : 'off'} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
+      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, compute ${compute === 'f32' ? 'f32         ' : 'tensor-cores'}, checkpointing ${mode === 'auto' ? `auto (${describeRecompute(policy, L)})` : mode.padEnd(3)} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
         `${(sec * 1000).toFixed(0)} ms/step, ${((B * T * accumulation) / sec).toFixed(0)} tokens/s, ` +
-        `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}`,
+        `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}` +
+        (why === undefined ? '' : ` — ${why}`),
     );
     results.push(rec);
     trainer.destroy();

@@ -13,6 +13,7 @@
  * afresh, and it says that too: the policy changes speed and memory, and the gradients only to
  * float rounding (tests/train/recompute.test.ts), so a resume never changes it silently.
  */
+import { ConfigError } from '../errors.js';
 import type { Qwen3Config } from '../model/config.js';
 import { planStep, type StepSettings } from './plan.js';
 import type { RecomputePolicy } from './recompute.js';
@@ -33,11 +34,16 @@ export function plannableBytes(bytes: number): number {
   return Math.max(0, bytes * BUDGET_SHARE - HEADROOM_BYTES);
 }
 
-/** `max_memory` in bytes: a number of GiB or a size string ("20GiB", "20GB", "20000MiB"); null → undefined. */
-export function maxMemoryBytes(value: number | string | null): number | undefined {
+/**
+ * `max_memory` in bytes: a number of GiB or a size string ("20GiB", "20GB", "20000MiB"); null →
+ * undefined. A string of another form is a ConfigError naming `key` (the config key, or the flag
+ * that gave it).
+ */
+export function maxMemoryBytes(value: number | string | null, key = 'max_memory'): number | undefined {
   if (value === null) return undefined;
   if (typeof value === 'number') return value * 2 ** 30;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)\s*$/i.exec(value)!;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)\s*$/i.exec(value);
+  if (m === null) throw new ConfigError(`${key}: ${JSON.stringify(value)}; expected a size such as "20GiB", "20GB" or "20000MiB"`);
   const unit = m[2].toLowerCase();
   const scale = unit === 'gib' ? 2 ** 30 : unit === 'gb' ? 1e9 : unit === 'mib' ? 2 ** 20 : 1e6;
   return Number(m[1]) * scale;

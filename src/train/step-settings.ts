@@ -45,6 +45,16 @@ export function deviceLossHead(gpu: Gpu, model: Qwen3Config): LossHeadMode {
 }
 
 /**
+ * The budget `gradient_checkpointing: auto` plans against (autoRecompute's budgetBytes and
+ * budgetFrom): `maxMemory` (max_memory, or the flag named `key` that gave it) when given, else the
+ * device's memory where its name tells it (guessDeviceMemory), else undefined.
+ */
+export function recomputeBudget(maxMemory: number | string | null, gpu: Pick<Gpu, 'adapterInfo'>, key = 'max_memory'): { readonly bytes: number | undefined; readonly from: string } {
+  const given = maxMemoryBytes(maxMemory, key);
+  return given !== undefined ? { bytes: given, from: key } : { bytes: guessDeviceMemory(gpu.adapterInfo), from: 'the device\'s' };
+}
+
+/**
  * The one function both `train` and `train --dry-run` plan with: settings for `config` at (B, T) on
  * `gpu`. Checks the per-layer checkpoint count against the model's layers (error names the key);
  * the compute path from `compute_dtype` on this adapter (float16 without tensor cores: a DeviceError).
@@ -55,9 +65,7 @@ export function runStepSettings(config: TrainConfig, model: Qwen3Config, gpu: Gp
   const compute = chooseComputePath(gpu, config.compute_dtype, model);
   let s: StepSettings = { ...stepSettings(config, B, T, chooseLossChunk(gpu, B * T, model.vocabSize), deviceLossHead(gpu, model), compute.path), computeWhy: compute.why, maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize };
   if (config.gradient_checkpointing === 'auto') {
-    const given = maxMemoryBytes(config.max_memory);
-    const budget = given ?? guessDeviceMemory(gpu.adapterInfo);
-    const from = given !== undefined ? 'max_memory' : 'the device\'s';
+    const { bytes: budget, from } = recomputeBudget(config.max_memory, gpu);
     const auto = recorded === undefined ? autoRecompute(model, s, budget, from) : resumedAutoRecompute(model, s, budget, from, recorded);
     s = { ...s, recompute: auto.policy, gradientCheckpointing: auto.policy !== 'none', recomputeWhy: auto.why };
   }

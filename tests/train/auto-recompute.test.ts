@@ -33,6 +33,8 @@ describe('gradient_checkpointing: auto', () => {
     expect(maxMemoryBytes('16GB')).toBe(16e9);
     expect(maxMemoryBytes('20000MiB')).toBe(20000 * 2 ** 20);
     expect(maxMemoryBytes(null)).toBeUndefined();
+    expect(() => maxMemoryBytes('lots')).toThrow(/max_memory: "lots"; expected a size/);
+    expect(() => maxMemoryBytes('24G', '--max-memory')).toThrow(/--max-memory: "24G"/);
     expect(() => resolveConfig({ max_memory: 'lots' }, 'test')).toThrow(/max_memory/);
     expect(() => resolveConfig({ gradient_checkpointing: 'sometimes' }, 'test')).toThrow(/gradient_checkpointing/);
   });
