@@ -108,7 +108,7 @@ export function attentionOnTensorCores(path: ComputePath | undefined, headDim: n
 }
 
 /** The head-scale buffer of a packed-attention program of B batch rows (none unless attentionOnTensorCores). */
-export function attentionScalePlan(path: ComputePath | undefined, B: number, Hkv: number, headDim: number): PlanBuffer[] {
-  if (!attentionOnTensorCores(path, headDim)) return [];
+export function attentionScalePlan(path: ComputePath | undefined, B: number, Hkv: number, headDim: number, proven = ATTENTION_SGM_PROVEN): PlanBuffer[] {
+  if (!attentionOnTensorCores(path, headDim, proven)) return [];
   return [planBuffer(ATTENTION_SCALES_BUFFER, 'scratch', 'step', [attentionScaleLayout(B, Hkv).length], 'f32')];
 }
