@@ -4,7 +4,7 @@ import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
+import { expectDisjoint, expectNoReadWriteAlias, expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 import { foldGrid } from './grid.js';
 
 /**
@@ -324,25 +324,6 @@ export class AttentionBackward {
         [B * H, Math.ceil(T / dq.br)],
       ),
     ];
-  }
-}
-
-function expectNoReadWriteAlias(where: string, written: readonly Tensor[], read: readonly Tensor[]): void {
-  for (const out of written) {
-    for (const input of read) {
-      if (out.buffer === input.buffer) {
-        throw new ShapeError(
-          `${where}: output ${out.label} shares a GPU buffer with input ${input.label}; WebGPU forbids writing a buffer that the same ` +
-            'dispatch reads: give it its own buffer',
-        );
-      }
-    }
-  }
-}
-
-function expectDisjoint(where: string, a: Tensor, b: Tensor): void {
-  if (a.buffer === b.buffer && a.offset < b.offset + b.byteSize && b.offset < a.offset + a.byteSize) {
-    throw new ShapeError(`${where}: ${a.label} and ${b.label} overlap in one GPU buffer; both are written, give them separate memory`);
   }
 }
 

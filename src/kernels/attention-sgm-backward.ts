@@ -1,14 +1,14 @@
 import { ConfigError, DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
 import type { AttentionDims } from './attention.js';
 import type { AttentionBackwardTensors } from './attention-backward.js';
-import { attentionScaleLayout, attentionSgmHeadDimProblem, attentionSgmUnsupportedReason, headScales } from './attention-sgm.js';
+import { ATTENTION_SGM_ROWS, attentionScaleLayout, attentionSgmHeadDimProblem, attentionSgmUnsupportedReason, headScales } from './attention-sgm.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { foldGrid } from './grid.js';
 import { HeadScale } from './head-scale.js';
 import { Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
+import { expectDisjoint, expectNoReadWriteAlias, expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 
 /**
  * Backward of `AttentionSgm.forward` on subgroup matrices (FlashAttention-2 form), the same
@@ -83,8 +83,6 @@ export const attentionSgmDkdvSpec: KernelSpec<typeof AttentionSgmBackwardParams>
 /** Storage buffers bound by the dK/dV pass. */
 const DKDV_STORAGE_BUFFERS = 9;
 const STATS_WORKGROUP = 256;
-/** Queries per dQ workgroup and keys per dK/dV workgroup (4 subgroups of 16 rows). */
-export const ATTENTION_SGM_BACKWARD_ROWS = 64;
 
 /** The scale of dS before its f16 rounding: 2^-(15 + ceil(log2 Dh)) (the dQ shader's header says why). */
 export function attentionDsScale(headDim: number): number {
@@ -158,15 +156,12 @@ export class AttentionSgmBackward {
     expectTensor(where, t.stats, [N, H, 2], 'f32');
     const layout = attentionScaleLayout(B, Hkv);
     expectTensor(where, t.scales, [layout.length], 'f32');
-    for (const [name, out] of Object.entries({ dq: t.dq, dk: t.dk, dv: t.dv, stats: t.stats, scales: t.scales })) {
-      for (const [rname, read] of Object.entries({ dO: t.dO, q: t.q, k: t.k, v: t.v, o: t.o, lse: t.lse, segIds: t.segIds })) {
-        if (out.buffer === read.buffer) throw new ShapeError(`${where}: ${name} shares its buffer with ${rname}, which the same passes read; give it its own buffer`);
-      }
-    }
+    expectNoReadWriteAlias(where, [t.dq, t.dk, t.dv, t.stats, t.scales], [t.dO, t.q, t.k, t.v, t.o, t.lse, t.segIds]);
+    expectDisjoint(where, t.dk, t.dv);
     const scale = dims.scale ?? 1 / Math.sqrt(Dh);
     const params = { tokens: T, qHeads: H, kvHeads: Hkv, scale, qOff: layout.qOff, kOff: layout.kOff, vOff: layout.vOff, dOOff: layout.dOOff, dsScale: attentionDsScale(Dh) };
     const rowsPerGroup = STATS_WORKGROUP / this.statsRowThreads;
-    const tiles = Math.ceil(T / ATTENTION_SGM_BACKWARD_ROWS);
+    const tiles = Math.ceil(T / ATTENTION_SGM_ROWS); // queries per dQ workgroup, keys per dK/dV workgroup
     return [
       ...headScales(this.headScale, label, t, ['q', 'k', 'v', 'dO'], dims, layout),
       this.statsKernel.bind(`${label} stats`, { stats: t.stats, dO: t.dO, o: t.o, lse: t.lse }, { rows: N * H }, foldGrid(Math.ceil((N * H) / rowsPerGroup))),

@@ -42,7 +42,7 @@ export const attentionSgmForwardSpec: KernelSpec<typeof AttentionSgmParams> = {
   params: AttentionSgmParams,
 };
 
-/** Query rows per workgroup (the shader's BR: 4 subgroups of 16 rows). */
+/** Rows per workgroup of every subgroup-matrix attention pass: 4 subgroups of 16 (queries in the forward and dQ, keys in dK/dV). */
 export const ATTENTION_SGM_ROWS = 64;
 /** Keys per staged tile by default (the shader's BC). */
 export const ATTENTION_SGM_DEFAULT_KEYS = 64;

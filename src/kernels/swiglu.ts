@@ -2,7 +2,7 @@ import { ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectTensor, numel, type Tensor } from './tensor.js';
+import { expectDisjoint, expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { foldGrid } from './grid.js';
 
@@ -125,13 +125,6 @@ export class Swiglu {
     const count = numel(t.gate.shape);
     const p = this.placeholder;
     return this.backwardInPlaceKernel.bind(label, { dgate: t.gate, dup: t.up, dact: t.dact, gate: p, up: p }, { count }, elementGrid(count));
-  }
-}
-
-/** Two writable bindings may share a buffer only over disjoint byte ranges (WebGPU's aliasing rule). */
-function expectDisjoint(where: string, a: Tensor, b: Tensor): void {
-  if (a.buffer === b.buffer && a.offset < b.offset + b.byteSize && b.offset < a.offset + a.byteSize) {
-    throw new ShapeError(`${where}: ${a.label} and ${b.label} overlap in one GPU buffer; both are written, give them separate memory`);
   }
 }
 

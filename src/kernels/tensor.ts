@@ -62,6 +62,27 @@ export function expectPositiveIntegers(where: string, sizes: Readonly<Record<str
   }
 }
 
+/** WebGPU forbids a dispatch to write a buffer it also reads: a ShapeError when an output of `written` shares a buffer with one of `read`. */
+export function expectNoReadWriteAlias(where: string, written: readonly Tensor[], read: readonly Tensor[]): void {
+  for (const out of written) {
+    for (const input of read) {
+      if (out.buffer === input.buffer) {
+        throw new ShapeError(
+          `${where}: output ${out.label} shares a GPU buffer with input ${input.label}; WebGPU forbids writing a buffer that the same ` +
+            'dispatch reads: give it its own buffer',
+        );
+      }
+    }
+  }
+}
+
+/** Two writable bindings may share a buffer only over disjoint byte ranges (WebGPU's aliasing rule). */
+export function expectDisjoint(where: string, a: Tensor, b: Tensor): void {
+  if (a.buffer === b.buffer && a.offset < b.offset + b.byteSize && b.offset < a.offset + a.byteSize) {
+    throw new ShapeError(`${where}: ${a.label} and ${b.label} overlap in one GPU buffer; both are written, give them separate memory`);
+  }
+}
+
 /** Throws a ShapeError naming the kernel and tensor when `t` does not have `shape` and `dtype`. */
 export function expectTensor(where: string, t: Tensor, shape: readonly number[], dtype: DType): void {
   if (t.dtype !== dtype) {
