@@ -95,8 +95,6 @@ var<workgroup> scratch: array<f32, BK * SS>;
 var<workgroup> kseg: array<i32, BK>;
 var<workgroup> qseg: array<i32, MAX_BQ>;
 var<workgroup> qstat: array<vec2<f32>, MAX_BQ>; // (lse₂, delta in dP units) of the tile's queries
-var<workgroup> flags: atomic<u32>;
-var<workgroup> flagsCopy: u32;
 
 alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
@@ -166,13 +164,7 @@ fn rRight(base: u32, kb: u32, j: u32) -> Right {
   return subgroupMatrixLoad<Right>(&halves, base + kb * 16u * SK + j * 16u, false, SK);
 }
 
-fn takeFlags(lid: u32) -> u32 {
-  workgroupBarrier();
-  if (lid == 0u) {
-    flagsCopy = atomicExchange(&flags, 0u);
-  }
-  return workgroupUniformLoad(&flagsCopy);
-}
+// #include "lib/workgroup_flags.wgsl"
 
 // Writes vec4 columns 8·round .. 8·round + 7 of this lane's key row of dK (isV false) or dV (true).
 fn writeRound(sBase: u32, rr: u32, hh: u32, outRow: u32, round: u32, f: f32, live: bool, isV: bool) {

@@ -95,8 +95,6 @@ var<workgroup> halves: array<f16, BR * SK + BR * SP>;
 var<workgroup> scratch: array<f32, BR * SS>;
 var<workgroup> qseg: array<i32, BR>;
 var<workgroup> kseg: array<i32, MAX_BC>;
-var<workgroup> flags: atomic<u32>;
-var<workgroup> flagsCopy: u32;
 
 alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
@@ -166,13 +164,7 @@ fn kRight(kb: u32, j: u32) -> Right {
   return subgroupMatrixLoad<Right>(&halves, kb * 16u * SK + j * 16u, false, SK);
 }
 
-fn takeFlags(lid: u32) -> u32 {
-  workgroupBarrier();
-  if (lid == 0u) {
-    flagsCopy = atomicExchange(&flags, 0u);
-  }
-  return workgroupUniformLoad(&flagsCopy);
-}
+// #include "lib/workgroup_flags.wgsl"
 
 // Writes vec4 columns 8·round .. 8·round + 7 of this lane's dQ row from the scratch (two fragments).
 fn writeRound(sBase: u32, rr: u32, hh: u32, outRow: u32, round: u32, f: f32, live: bool) {

@@ -107,8 +107,6 @@ var<workgroup> halves: array<f16, BR * SK + BR * SP>; // Q (at the start) or K o
 var<workgroup> scores: array<f32, BR * SS_MAX>;          // S rows of each subgroup; the rescale and epilogue scratch
 var<workgroup> qseg: array<i32, BR>;
 var<workgroup> kseg: array<i32, MAX_BC>;
-var<workgroup> flags: atomic<u32>;                    // bit 0: this key tile is live; bit 1: a row needs a rescale
-var<workgroup> flagsCopy: u32;
 
 alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
@@ -171,15 +169,7 @@ fn vRight(kb: u32, j: u32) -> Right {
   return subgroupMatrixLoad<Right>(&halves, kb * 16u * SK + j * 16u, false, SK);
 }
 
-// The workgroup's flags, uniform: resets them for the next phase (every invocation has set its
-// bits before the barrier this starts with).
-fn takeFlags(lid: u32) -> u32 {
-  workgroupBarrier();
-  if (lid == 0u) {
-    flagsCopy = atomicExchange(&flags, 0u);
-  }
-  return workgroupUniformLoad(&flagsCopy);
-}
+// #include "lib/workgroup_flags.wgsl"
 
 // Multiplies row `row` (0..15) of the 16 × 16 fragment stored at scores[base] by f, columns of parity `hh`.
 fn scaleStoredRow(base: u32, row: u32, hh: u32, f: f32) {
