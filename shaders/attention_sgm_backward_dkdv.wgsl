@@ -215,7 +215,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     kseg[c] = s;
   }
   if (lid == 0u) {
-    atomicStore(&flags, 0u);
+    clearFlags();
   }
   // K, then V, through the Q/dO region into each subgroup's registers.
   let kBase = sg * 16u * SK;
@@ -271,7 +271,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           s = segIds[tok0 + q0 + r];
           st = stats[(tok0 + q0 + r) * H + h];
           if (s >= kMin && s <= kMax) {
-            atomicOr(&flags, 1u);
+            raiseFlag(1u);
           }
         }
         qseg[r] = s;

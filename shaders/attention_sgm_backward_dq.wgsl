@@ -216,7 +216,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     qseg[r] = s;
   }
   if (lid == 0u) {
-    atomicStore(&flags, 0u);
+    clearFlags();
   }
   // Q, then dO, through the K/V region into each subgroup's registers.
   let qBase = sg * 16u * SK;
@@ -266,7 +266,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       if (k0 + c < T) {
         s = segIds[tok0 + k0 + c];
         if (s >= qMin && s <= qMax) {
-          atomicOr(&flags, 1u);
+          raiseFlag(1u);
         }
       }
       kseg[c] = s;

@@ -210,7 +210,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     qseg[r] = s;
   }
   if (lid == 0u) {
-    atomicStore(&flags, 0u);
+    clearFlags();
   }
   workgroupBarrier();
   var qMin = qseg[0];
@@ -249,7 +249,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       if (k0 + c < T) {
         s = segIds[tok0 + k0 + c];
         if (s >= qMin && s <= qMax) {
-          atomicOr(&flags, 1u);
+          raiseFlag(1u);
         }
       }
       kseg[c] = s;
@@ -290,7 +290,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       alpha = exp2(mRef - mt); // 0 when the row had seen no key (its output and sum are still 0)
       mRef = mt;
       if (lPart != 0.0 || lOther != 0.0) {
-        atomicOr(&flags, 2u);
+        raiseFlag(2u);
       }
     }
     lPart *= alpha;

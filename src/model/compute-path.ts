@@ -96,19 +96,15 @@ export function rowScalePlan(path: ComputePath | undefined, rows: number): PlanB
 export const ATTENTION_SCALES_BUFFER = 'attention head scales f32: f16 scales of q, k, v, dO per batch row and KV group';
 
 /**
- * Whether the packed attention's subgroup-matrix kernels are proven on the GPU host. Off: their GPU
- * test (tests/gpu/attention-sgm.test.ts) does not pass yet (bench/results/h200-2026-12-03-attention-sgm.md),
- * so the tensor-core path keeps the f32 attention until it does.
+ * Whether packed attention runs on subgroup matrices: the tensor-core path and a head dim its kernels
+ * take (tests/gpu/attention-sgm.test.ts; bench/results/h200-2026-12-03-attention-sgm-fixed.md).
  */
-export const ATTENTION_SGM_PROVEN = false;
-
-/** Whether packed attention runs on subgroup matrices: the tensor-core path, proven kernels and a head dim they take. */
-export function attentionOnTensorCores(path: ComputePath | undefined, headDim: number, proven = ATTENTION_SGM_PROVEN): boolean {
-  return proven && path === 'tensor-cores' && attentionSgmHeadDimProblem(headDim) === undefined;
+export function attentionOnTensorCores(path: ComputePath | undefined, headDim: number): boolean {
+  return path === 'tensor-cores' && attentionSgmHeadDimProblem(headDim) === undefined;
 }
 
 /** The head-scale buffer of a packed-attention program of B batch rows (none unless attentionOnTensorCores). */
-export function attentionScalePlan(path: ComputePath | undefined, B: number, Hkv: number, headDim: number, proven = ATTENTION_SGM_PROVEN): PlanBuffer[] {
-  if (!attentionOnTensorCores(path, headDim, proven)) return [];
+export function attentionScalePlan(path: ComputePath | undefined, B: number, Hkv: number, headDim: number): PlanBuffer[] {
+  if (!attentionOnTensorCores(path, headDim)) return [];
   return [planBuffer(ATTENTION_SCALES_BUFFER, 'scratch', 'step', [attentionScaleLayout(B, Hkv).length], 'f32')];
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DeviceError } from '../../src/errors.js';
-import { ATTENTION_SCALES_BUFFER, ATTENTION_SGM_PROVEN, attentionOnTensorCores, attentionScalePlan, chooseComputePath, tensorCoreUnsupportedReason, type AdapterCapabilities } from '../../src/model/compute-path.js';
+import { ATTENTION_SCALES_BUFFER, attentionOnTensorCores, attentionScalePlan, chooseComputePath, tensorCoreUnsupportedReason, type AdapterCapabilities } from '../../src/model/compute-path.js';
 import { attentionScaleLayout } from '../../src/kernels/attention-sgm.js';
 import { parseQwen3Config } from '../../src/model/config.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -61,20 +61,14 @@ describe('compute path selection', () => {
 });
 
 describe('tensor-core attention gate', () => {
-  it('off until its GPU test passes: neither the plan nor the kernels take it (ATTENTION_SGM_PROVEN)', () => {
-    expect(ATTENTION_SGM_PROVEN).toBe(false);
-    expect(attentionOnTensorCores('tensor-cores', 128)).toBe(false);
-    expect(attentionScalePlan('tensor-cores', 4, 8, 128)).toEqual([]);
-  });
-
-  it('once proven: the tensor-core path at head dims that are multiples of 32 up to 128 plans one head-scale buffer of the layout', () => {
-    expect(attentionOnTensorCores('tensor-cores', 128, true)).toBe(true);
-    for (const dh of [16, 48, 100, 256]) expect(attentionOnTensorCores('tensor-cores', dh, true)).toBe(false);
-    expect(attentionOnTensorCores('f32', 128, true)).toBe(false);
-    const [buf, ...rest] = attentionScalePlan('tensor-cores', 4, 8, 128, true);
+  it('the tensor-core path at head dims that are multiples of 32 up to 128 plans one head-scale buffer of the layout', () => {
+    expect(attentionOnTensorCores('tensor-cores', 128)).toBe(true);
+    for (const dh of [16, 48, 100, 256]) expect(attentionOnTensorCores('tensor-cores', dh)).toBe(false);
+    expect(attentionOnTensorCores('f32', 128)).toBe(false);
+    const [buf, ...rest] = attentionScalePlan('tensor-cores', 4, 8, 128);
     expect(rest).toEqual([]);
     expect(buf!.name).toBe(ATTENTION_SCALES_BUFFER);
     expect(buf!.shape).toEqual([attentionScaleLayout(4, 8).length]);
-    expect(attentionScalePlan('f32', 4, 8, 128, true)).toEqual([]);
+    expect(attentionScalePlan('f32', 4, 8, 128)).toEqual([]);
   });
 });
