@@ -23,6 +23,8 @@
 //   7 qmap       read       FORMAT 3: (256) f32 bitsandbytes' signed dynamic map; else unused
 //   8 u          read       LORA: (M, R) f32; else unused
 //   9 lora_b     read       LORA: (N, R) f32; else unused
+//  10 u4         read       the buffer of u again, read as vec4 where R % 4 == 0 (the epilogue's loads
+//  11 lora_b4    read       the buffer of lora_b again, as vec4  — a quarter of them); else unused
 // Dispatch: (ceil(N / BN), ceil(M / BM)) workgroups of SG_M·SG_N subgroups of 32 invocations.
 // Saves nothing (the backward needs X and its row scales, which the caller keeps).
 //
@@ -35,7 +37,8 @@
 // one barrier; each subgroup loads its FM left and FN right fragments per 16 of k and issues
 // FM·FN multiply-accumulates; one barrier. Result fragments are opaque, so the per-row epilogue
 // passes each through a per-subgroup 16 × 16 f32 scratch: lane l then owns column l % 16 and rows
-// l / 16 + 2q (q < 8) of the fragment, reads its L row once per r for the 8 rows' LoRA sums, and
+// l / 16 + 2q (q < 8) of the fragment, reads its L row once per r (four r a load where R % 4 == 0,
+// through the vec4 views u4 and lora_b4 of the same buffers) for the 8 rows' LoRA sums, and
 // writes the elements inside Y.
 // The 2 × 8 accumulators are named variables, each used under `if (FM > i && FN > j)` (override
 // constants, so the unused ones compile away): an array of them indexed in loops ran about 2×
@@ -89,6 +92,8 @@ struct MatmulSgmParams {
 @group(0) @binding(7) var<storage, read> qmap: array<f32>;
 @group(0) @binding(8) var<storage, read> u: array<f32>;
 @group(0) @binding(9) var<storage, read> lora_b: array<f32>;
+@group(0) @binding(10) var<storage, read> u4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> lora_b4: array<vec4<f32>>;
 
 var<workgroup> tiles: array<f16, TILE_HALVES>; // X tile [BM][SK], then W tile [BN][SK]
 var<workgroup> scratch: array<f32, MAX_SUBGROUPS * 256u>;
@@ -233,12 +238,24 @@ fn storeFrag(acc: Frag, sg: u32, lane: u32, m0: u32, rowT: u32, colF: u32, i: u3
   let r0 = rowT + 16u * i + lane / 16u; // tile row of the lane's element q = 0
   var lora: array<f32, 8>; // U[row]·L[col] of the lane's 8 elements
   if (LORA) {
-    let colL = min(col, params.n - 1u) * params.r; // columns past N (not written) read row N - 1
-    for (var t = 0u; t < params.r; t++) {
-      let b = lora_b[colL + t];
-      for (var q = 0u; q < 8u; q++) {
-        let row = min(m0 + r0 + 2u * q, params.m - 1u);
-        lora[q] += u[row * params.r + t] * b;
+    let colL = min(col, params.n - 1u); // columns past N (not written) read row N - 1
+    if (params.r % 4u == 0u) {
+      // four of R per load (the epilogue is load-bound: 9 loads per 8 FMAs in the scalar loop)
+      let r4 = params.r / 4u;
+      for (var t = 0u; t < r4; t++) {
+        let b = lora_b4[colL * r4 + t];
+        for (var q = 0u; q < 8u; q++) {
+          let row = min(m0 + r0 + 2u * q, params.m - 1u);
+          lora[q] += dot(u4[row * r4 + t], b);
+        }
+      }
+    } else {
+      for (var t = 0u; t < params.r; t++) {
+        let b = lora_b[colL * params.r + t];
+        for (var q = 0u; q < 8u; q++) {
+          let row = min(m0 + r0 + 2u * q, params.m - 1u);
+          lora[q] += u[row * params.r + t] * b;
+        }
       }
     }
   }

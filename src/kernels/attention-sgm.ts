@@ -44,8 +44,12 @@ export const attentionSgmForwardSpec: KernelSpec<typeof AttentionSgmParams> = {
 
 /** Rows per workgroup of every subgroup-matrix attention pass: 4 subgroups of 16 (queries in the forward and dQ, keys in dK/dV). */
 export const ATTENTION_SGM_ROWS = 64;
-/** Keys per staged tile by default (the shader's BC). */
-export const ATTENTION_SGM_DEFAULT_KEYS = 64;
+/**
+ * Keys per staged tile by default (the shader's BC): 32 ran faster than 64 at every measured shape
+ * on the H200 (B4×T512 0.435 against 0.648 ms, four examples a row 0.274 against 0.413, B1×T2048
+ * 1.250 against 1.953; bench/results/h200-2026-12-03-attention-sgm-fixed.json).
+ */
+export const ATTENTION_SGM_DEFAULT_KEYS = 32;
 
 /**
  * Where each tensor's head scales lie in the `scales` buffer (in floats): one scale per batch row

@@ -191,6 +191,9 @@ export const matmulSgmForwardSpec: KernelSpec<typeof MatmulSgmParams> = {
     { name: 'x', access: 'read' },
     { name: 'row_scale', access: 'read' },
     ...WEIGHT_BINDING_SPECS,
+    // the buffers of u and lora_b again, read as vec4 by the LoRA epilogue where r % 4 == 0
+    { name: 'u4', access: 'read' },
+    { name: 'lora_b4', access: 'read' },
   ],
   params: MatmulSgmParams,
 };
@@ -295,10 +298,19 @@ export class MatmulSgm {
     const { bm, bn } = sgmTileRows(tile);
     return kernel.bind(
       where,
-      { y, x, row_scale: rowScale, ...weightBindings(stored, w, lora, this.qmap, this.unused) },
+      { y, x, row_scale: rowScale, ...weightBindings(stored, w, lora, this.qmap, this.unused), u4: this.vec4View(lora?.u), lora_b4: this.vec4View(lora?.b) },
       { m, n: w.nOut, k: w.k, r, scale: lora?.scale ?? 0, offset: w.doubleQuant?.offset ?? 0 },
       [Math.ceil(w.nOut / bn), Math.ceil(m / bm)],
     );
+  }
+
+  /**
+   * `t` for a vec4 binding of the LoRA epilogue: itself (the shader reads it as vec4 only where
+   * r % 4 == 0, and then t holds whole vec4s); the 16-byte stand-in where there is no LoRA or t is
+   * under one vec4 (a binding must hold one element).
+   */
+  private vec4View(t: Tensor | undefined): Tensor {
+    return t !== undefined && t.byteSize >= 16 ? t : this.unused;
   }
 }
 
