@@ -6,7 +6,7 @@ import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { foldGrid } from './grid.js';
 import { HeadScale } from './head-scale.js';
-import { Kernel, type KernelSpec } from './kernel.js';
+import { Kernel, storageBufferCount, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectDisjoint, expectNoReadWriteAlias, expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 
@@ -81,7 +81,7 @@ export const attentionSgmDkdvSpec: KernelSpec<typeof AttentionSgmBackwardParams>
 };
 
 /** Storage buffers bound by the dK/dV pass. */
-const DKDV_STORAGE_BUFFERS = 9;
+const DKDV_STORAGE_BUFFERS = storageBufferCount(attentionSgmDkdvSpec);
 const STATS_WORKGROUP = 256;
 
 /** The scale of dS before its f16 rounding: 2^-(15 + ceil(log2 Dh)) (the dQ shader's header says why). */

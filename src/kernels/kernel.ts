@@ -26,6 +26,11 @@ export interface KernelSpec<L extends ParamsLayout = ParamsLayout> {
   readonly params: L;
 }
 
+/** Storage buffers a kernel binds (its need of maxStorageBuffersPerShaderStage). */
+export function storageBufferCount(spec: Pick<KernelSpec, 'bindings'>): number {
+  return spec.bindings.filter((b) => b.access !== 'uniform').length;
+}
+
 export type OverrideConstants = Record<string, number | boolean>;
 
 type FieldsOf<L> = L extends ParamsLayout<infer F> ? F : never;

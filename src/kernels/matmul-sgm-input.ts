@@ -2,7 +2,7 @@ import { DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { foldGrid } from './grid.js';
-import { Kernel, type KernelSpec } from './kernel.js';
+import { Kernel, storageBufferCount, type KernelSpec } from './kernel.js';
 import { checkWeight, FORMAT_CODE, STORED_FORMATS, type LinearWeight, type StoredFormat } from './matmul.js';
 import { matmulSliceSumSpec, type MatmulSliceSumParams } from './matmul-backward.js';
 import { sgmRelBound, sgmTileName, sgmTileRows, sgmUnsupportedReason, type SgmTile } from './matmul-sgm.js';
@@ -305,7 +305,7 @@ export class MatmulSgmInput {
 
   /** Compiles every tile × format × epilogue; a DeviceError (with the reason) where subgroup matrices are missing. */
   static async create(gpu: Gpu, options: MatmulSgmInputOptions = {}): Promise<MatmulSgmInput> {
-    const reason = sgmUnsupportedReason(gpu);
+    const reason = sgmUnsupportedReason(gpu, storageBufferCount(matmulSgmInputSpec));
     if (reason) throw new DeviceError(`subgroup-matrix input gradient unavailable: ${reason}; use MatmulBackward.input instead`);
     const tiles = options.tiles ?? SGM_INPUT_DEFAULT_TILES;
     const kernels = new Map<string, Kernel<typeof MatmulSgmInputParams>>();

@@ -1,6 +1,6 @@
 import { DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
-import type { Gpu } from './gpu.js';
-import { Kernel, type KernelSpec } from './kernel.js';
+import type { Gpu, SubgroupMatrixConfig } from './gpu.js';
+import { Kernel, storageBufferCount, type KernelSpec } from './kernel.js';
 import {
   checkLoraEpilogue,
   checkWeight,
@@ -165,12 +165,30 @@ export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, min
   return tiles.reduce((best, t) => (count(t) > count(best) ? t : best));
 }
 
-/** Why this device cannot run the subgroup-matrix matmul, or undefined when it can. */
-export function sgmUnsupportedReason(gpu: Gpu): string | undefined {
-  const missing = (['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] as const).filter((f) => !gpu.has(f));
-  if (missing.length > 0) return `the adapter (${gpu.describe()}) lacks ${missing.join(', ')}`;
-  const ok = gpu.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
-  if (!ok) return `the adapter (${gpu.describe()}) offers no f16→f32 16×16×16 subgroup-matrix config`;
+/** The features the subgroup-matrix kernels need (requested by Gpu.open whenever offered). */
+export const SGM_FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] as const;
+
+/** What the subgroup-matrix kernels need to know of an adapter (a Gpu has it all; tests fake it). */
+export interface SgmAdapter {
+  readonly features: ReadonlySet<string>;
+  readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfig[];
+  readonly limits: { readonly maxStorageBuffersPerShaderStage: number };
+  /** One line naming the adapter, for messages. */
+  describe(): string;
+}
+
+/**
+ * Why this adapter cannot run a subgroup-matrix kernel binding `storageBuffers` storage buffers
+ * (default: the forward matmul's), or undefined when it can: a missing feature, no f16→f32
+ * 16×16×16 config, or too few storage buffers per shader stage.
+ */
+export function sgmUnsupportedReason(adapter: SgmAdapter, storageBuffers = storageBufferCount(matmulSgmForwardSpec)): string | undefined {
+  const missing = SGM_FEATURES.filter((f) => !adapter.features.has(f));
+  if (missing.length > 0) return `the adapter (${adapter.describe()}) lacks ${missing.join(', ')}`;
+  const ok = adapter.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+  if (!ok) return `the adapter (${adapter.describe()}) offers no f16→f32 16×16×16 subgroup-matrix config`;
+  const allowed = adapter.limits.maxStorageBuffersPerShaderStage;
+  if (allowed < storageBuffers) return `the adapter (${adapter.describe()}) allows ${allowed} storage buffers per shader stage; the subgroup-matrix kernels bind up to ${storageBuffers}`;
   return undefined;
 }
 

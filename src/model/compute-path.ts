@@ -1,9 +1,13 @@
 import { DeviceError } from '../errors.js';
-import type { SubgroupMatrixConfig } from '../kernels/gpu.js';
+import { attentionSgmDkdvSpec, attentionSgmDqSpec, attentionSgmStatsSpec } from '../kernels/attention-sgm-backward.js';
+import { headScaleSpec } from '../kernels/head-scale.js';
+import { storageBufferCount } from '../kernels/kernel.js';
+import { matmulSgmForwardSpec, SGM_FEATURES, sgmUnsupportedReason, type SgmAdapter } from '../kernels/matmul-sgm.js';
+import { matmulSgmInputSpec } from '../kernels/matmul-sgm-input.js';
 import { PROJECTIONS, projectionShape } from './checkpoint.js';
 import type { Qwen3Config } from './config.js';
 import { planBuffer, type PlanBuffer } from './buffer-plan.js';
-import { attentionScaleLayout, attentionSgmHeadDimProblem } from '../kernels/attention-sgm.js';
+import { attentionScaleLayout, attentionSgmForwardSpec, attentionSgmHeadDimProblem } from '../kernels/attention-sgm.js';
 
 /**
  * Which matmuls the decoder layers' base projections run on (issue 11 item 5):
@@ -23,15 +27,15 @@ export type ComputePath = 'f32' | 'tensor-cores';
 export type ComputeDtype = 'auto' | 'float32' | 'float16';
 
 /** What the choice reads of an adapter (a Gpu has all of it; tests pass plain objects). */
-export interface AdapterCapabilities {
-  readonly features: ReadonlySet<string>;
-  readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfig[];
-  /** One line naming the adapter, for messages. */
-  describe(): string;
-}
+export type AdapterCapabilities = SgmAdapter;
 
 /** The features the tensor-core kernels need (requested by Gpu.open whenever offered). */
-export const TENSOR_CORE_FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] as const;
+export const TENSOR_CORE_FEATURES = SGM_FEATURES;
+
+/** The most storage buffers one tensor-core kernel binds (the forward matmul's, with its vec4 LoRA views). */
+export const TENSOR_CORE_STORAGE_BUFFERS = Math.max(
+  ...[matmulSgmForwardSpec, matmulSgmInputSpec, attentionSgmForwardSpec, attentionSgmStatsSpec, attentionSgmDqSpec, attentionSgmDkdvSpec, headScaleSpec].map(storageBufferCount),
+);
 
 /** The K granularity of the subgroup-matrix kernels (one NF4 block) and the N granularity of their input gradient (vec4 rows of dY). */
 const SGM_K_MULTIPLE = 64;
@@ -39,14 +43,13 @@ const SGM_N_MULTIPLE = 4;
 
 /**
  * Why the tensor-core path cannot run on this adapter (and for this model, when given), or
- * undefined when it can: a missing feature, no f16→f32 16×16×16 subgroup-matrix config, or a
- * projection whose input width is not a multiple of 64 or output width not a multiple of 4.
+ * undefined when it can: a missing feature, no f16→f32 16×16×16 subgroup-matrix config, fewer
+ * storage buffers per shader stage than its kernels bind, or a projection whose input width is not
+ * a multiple of 64 or output width not a multiple of 4.
  */
 export function tensorCoreUnsupportedReason(adapter: AdapterCapabilities, model?: Qwen3Config): string | undefined {
-  const missing = TENSOR_CORE_FEATURES.filter((f) => !adapter.features.has(f));
-  if (missing.length > 0) return `the adapter (${adapter.describe()}) lacks ${missing.join(', ')}`;
-  const ok = adapter.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
-  if (!ok) return `the adapter (${adapter.describe()}) offers no f16→f32 16×16×16 subgroup-matrix config`;
+  const problem = sgmUnsupportedReason(adapter, TENSOR_CORE_STORAGE_BUFFERS);
+  if (problem) return problem;
   if (model) {
     for (const p of PROJECTIONS) {
       const [nOut, k] = projectionShape(model, p);

@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DeviceError } from '../../src/errors.js';
-import { ATTENTION_SCALES_BUFFER, attentionOnTensorCores, attentionScalePlan, chooseComputePath, tensorCoreUnsupportedReason, type AdapterCapabilities } from '../../src/model/compute-path.js';
+import { ATTENTION_SCALES_BUFFER, attentionOnTensorCores, attentionScalePlan, chooseComputePath, TENSOR_CORE_STORAGE_BUFFERS, tensorCoreUnsupportedReason, type AdapterCapabilities } from '../../src/model/compute-path.js';
+import { storageBufferCount } from '../../src/kernels/kernel.js';
+import { matmulSgmForwardSpec } from '../../src/kernels/matmul-sgm.js';
 import { attentionScaleLayout } from '../../src/kernels/attention-sgm.js';
 import { parseQwen3Config } from '../../src/model/config.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -16,7 +18,13 @@ import { defaultConfig } from '../../src/config/load.js';
  */
 const qwen4b = parseQwen3Config(JSON.parse(readFileSync(join(import.meta.dirname, '../../configs/models/qwen3-4b.json'), 'utf8')), 'qwen3-4b.json');
 const F16_F32 = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
-const adapter = (features: string[], configs = [F16_F32]): AdapterCapabilities => ({ features: new Set(features), subgroupMatrixConfigs: configs, describe: () => 'fake adapter' });
+const adapter = (features: string[], configs = [F16_F32], storageBuffers = 16): AdapterCapabilities => ({
+  features: new Set(features),
+  subgroupMatrixConfigs: configs,
+  limits: { maxStorageBuffersPerShaderStage: storageBuffers },
+  describe: () => 'fake adapter',
+});
+const TENSOR_CORE_FEATURES_LIST = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
 const nvidia = adapter(['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix', 'timestamp-query']);
 const lavapipe = adapter(['subgroups'], []);
 
@@ -35,6 +43,18 @@ describe('compute path selection', () => {
     expect(chooseComputePath(f16only, 'auto').path).toBe('f32');
     expect(tensorCoreUnsupportedReason(f16only)).toMatch(/no f16→f32 16×16×16 subgroup-matrix config/);
     expect(tensorCoreUnsupportedReason(nvidia, qwen4b)).toBeUndefined();
+  });
+
+  it('too few storage buffers per shader stage for the tensor-core kernels: auto stays on f32 saying so, float16 is refused', () => {
+    // the forward matmul binds the most: 9 (y, x, row_scale, the weight's four, u, lora_b) and the vec4 views of u and lora_b
+    expect(storageBufferCount(matmulSgmForwardSpec)).toBe(11);
+    expect(TENSOR_CORE_STORAGE_BUFFERS).toBe(11);
+    const eight = adapter(TENSOR_CORE_FEATURES_LIST, [F16_F32], 8);
+    const choice = chooseComputePath(eight, 'auto', qwen4b);
+    expect(choice.path).toBe('f32');
+    expect(choice.why).toMatch(/allows 8 storage buffers per shader stage; the subgroup-matrix kernels bind up to 11/);
+    expect(() => chooseComputePath(eight, 'float16', qwen4b)).toThrow(/allows 8 storage buffers/);
+    expect(chooseComputePath(adapter(TENSOR_CORE_FEATURES_LIST, [F16_F32], 11), 'auto', qwen4b).path).toBe('tensor-cores');
   });
 
   it('float32 forces f32 everywhere; float16 demands tensor cores and names what the adapter lacks', () => {
