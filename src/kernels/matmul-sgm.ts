@@ -61,11 +61,20 @@ export const SGM_TILES = {
   medium: { sgM: 4, sgN: 2, fm: 2, fn: 4, bk: 32 },
   /** 256 × 128, 8 × 1 subgroups of 2 × 8: the probe's tile, the fastest with unrolled staging at q, gate/up, o and down (94–97 and 61–63 TFLOP/s). */
   tall: { sgM: 8, sgN: 1, fm: 2, fn: 8, bk: 32 },
+  /**
+   * 256 × 80 (2 × 5 fragments): `tall` with fewer columns, for outputs of 2560 columns (o, down at
+   * 2048 tokens), where `tall` makes 160 workgroups — 1.2 waves of 132 SMs, the second mostly idle
+   * (62 TFLOP/s against 97 at q) — and this one 256, two full waves.
+   */
+  tall80: { sgM: 8, sgN: 1, fm: 2, fn: 5, bk: 32 },
+  /** 256 × 64 (2 × 4 fragments): the same for 1024 columns (k/v_proj: 128 workgroups, one full wave). */
+  tall64: { sgM: 8, sgN: 1, fm: 2, fn: 4, bk: 32 },
   /** 64 × 64, 2 × 2 subgroups of 2 × 2, reduction steps of 64: small outputs. */
   tiny: { sgM: 2, sgN: 2, fm: 2, fn: 2, bk: 64 },
 } as const satisfies Record<string, SgmTile>;
 
-export const SGM_DEFAULT_TILES: readonly SgmTile[] = [SGM_TILES.tall, SGM_TILES.medium, SGM_TILES.tiny];
+/** Compiled by default, in the order pickSgmTile prefers them. */
+export const SGM_DEFAULT_TILES: readonly SgmTile[] = [SGM_TILES.tall, SGM_TILES.tall80, SGM_TILES.tall64, SGM_TILES.medium, SGM_TILES.tiny];
 
 /** The fragment size and the padding of staged rows (halves), as in the shader. */
 const FRAG = 16;
@@ -150,17 +159,32 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
 }
 
 /**
- * The tile for an (m × n) output among `tiles` (largest first): the first that makes at least
- * `minWorkgroups` workgroups (default 100: on the H200 256 × 128 tiles won with 160 workgroups at
- * o/down_proj and lost with 64 at k/v_proj), else the one making the most.
+ * Streaming multiprocessors the tile choice plans waves for: 132 on the H100 and H200, 128 on the
+ * RTX 4090 (WebGPU does not report it; the choice below comes out the same for both).
  */
-export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, minWorkgroups = 100): SgmTile {
+export const SGM_COMPUTE_UNITS = 132;
+
+/** Share of the launched waves' slots that `workgroups` fill: 1 for whole waves of `units`. */
+export function waveFill(workgroups: number, units: number): number {
+  return workgroups / (Math.ceil(workgroups / units) * units);
+}
+
+/** The least wave fill pickSgmTile accepts for a tile (below it the last wave leaves SMs idle). */
+const MIN_WAVE_FILL = 0.85;
+
+/**
+ * The tile for an (m × n) output among `tiles` (in order of preference, the fastest per workgroup
+ * first): the first whose workgroups fill at least 85 % of the waves they launch on `units` SMs —
+ * on the H200 a tile runs at its speed only in whole waves: 256 × 128 made 97 TFLOP/s at q_proj
+ * (256 workgroups, fill 0.97) but 62 at o/down (160, fill 0.61) — else the one making the most.
+ */
+export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, units = SGM_COMPUTE_UNITS): SgmTile {
   if (tiles.length === 0) throw new ShapeError('pickSgmTile: no tiles compiled');
   const count = (t: SgmTile) => {
     const { bm, bn } = sgmTileRows(t);
     return Math.ceil(m / bm) * Math.ceil(n / bn);
   };
-  const first = tiles.find((t) => count(t) >= minWorkgroups);
+  const first = tiles.find((t) => waveFill(count(t), units) >= MIN_WAVE_FILL);
   if (first) return first;
   return tiles.reduce((best, t) => (count(t) > count(best) ? t : best));
 }

@@ -4,6 +4,7 @@ import {
   MatmulSgm,
   parseSgmTile,
   pickSgmTile,
+  waveFill,
   roundToF16,
   SGM_DEFAULT_TILES,
   SGM_TILES,
@@ -87,14 +88,24 @@ describe('subgroup-matrix matmul: reference, rounding, tiles', () => {
     expect(sgmStagingItems(SGM_TILES.tall)).toEqual({ x: 8, w: 2 });
     expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256).join()).toMatch(/16 \(X\) and 32 \(W\)/);
     expect(sgmTileProblems({ sgM: 1, sgN: 1, fm: 2, fn: 8, bk: 64 }, 49152, 256, 'loop')).toEqual([]);
-    // Qwen3-4B at 2048 tokens: the 256 × 128 tile wherever it makes ≥ 100 workgroups (q, gate/up,
-    // o, down), 128 × 128 at k/v_proj (64 of the tall), 64 × 64 for small outputs
+    // Qwen3-4B at 2048 tokens on 132 SMs: 256 × 128 where its workgroups fill ≥ 85 % of their waves
+    // (q: 256, fill 0.97; gate/up: 608, 0.92), 256 × 80 at o/down (tall: 160 = 1.2 waves, fill
+    // 0.61; tall80: 256, 0.97), 256 × 64 at k/v (tall: 64; tall80: 104, 0.79; tall64: 128, 0.97);
+    // at 8192 tokens (B16) tall everywhere; small outputs: the tile making the most workgroups
     const pick = (m: number, n: number) => pickSgmTile(SGM_DEFAULT_TILES, m, n);
     expect(sgmTileRows(SGM_TILES.tall)).toEqual({ bm: 256, bn: 128 });
-    for (const n of [9728, 4096, 2560]) expect(pick(2048, n)).toBe(SGM_TILES.tall);
-    expect(pick(2048, 1024)).toBe(SGM_TILES.medium);
+    expect(sgmTileRows(SGM_TILES.tall80)).toEqual({ bm: 256, bn: 80 });
+    for (const n of [9728, 4096]) expect(pick(2048, n)).toBe(SGM_TILES.tall);
+    expect(pick(2048, 2560)).toBe(SGM_TILES.tall80);
+    expect(pick(2048, 1024)).toBe(SGM_TILES.tall64);
+    for (const n of [9728, 4096, 2560, 1024]) expect(pick(8192, n)).toBe(SGM_TILES.tall);
     expect(pick(256, 512)).toBe(SGM_TILES.tiny);
+    expect(pick(128, 4096)).toBe(SGM_TILES.tiny);
     expect(pickSgmTile([SGM_TILES.large], 16, 16)).toBe(SGM_TILES.large);
+    // the RTX 4090's 128 SMs pick the same
+    for (const [m, n] of [[2048, 9728], [2048, 4096], [2048, 2560], [2048, 1024], [8192, 2560]] as const) expect(pickSgmTile(SGM_DEFAULT_TILES, m, n, 128)).toBe(pick(m, n));
+    expect(waveFill(160, 132)).toBeCloseTo(160 / 264, 12);
+    expect(waveFill(264, 132)).toBe(1);
   });
 });
 
