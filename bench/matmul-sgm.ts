@@ -22,7 +22,7 @@ import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
 import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
-import type { LinearWeight, StoredFormat } from '../src/kernels/matmul.js';
+import type { StoredFormat } from '../src/kernels/matmul.js';
 import { MatmulSgm, parseSgmTile, type SgmStaging, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
 import { RowScale } from '../src/kernels/row-scale.js';
 import { makeWeight, sampledError, Words } from './bench-weight.js';

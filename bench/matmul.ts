@@ -20,7 +20,7 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
 import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
-import { Matmul, MATMUL_TILES, parseTile, tileName, type LinearWeight, type MatmulTile, type StoredFormat } from '../src/kernels/matmul.js';
+import { Matmul, MATMUL_TILES, parseTile, tileName, type MatmulTile, type StoredFormat } from '../src/kernels/matmul.js';
 import { makeWeight, sampledError, Words } from './bench-weight.js';
 
 interface Shape {

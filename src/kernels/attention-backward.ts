@@ -236,6 +236,30 @@ export interface AttentionBackwardTensors {
   readonly delta: Tensor;
 }
 
+/**
+ * Checks what both attention backwards (f32 and subgroup-matrix) take alike — the dims, the head
+ * dim `headDim` their kernels were compiled for, and the shapes of dq, dk, dv, dO, q, k, v, o, lse
+ * and segIds — and returns N = B·T; each then checks its own scratch and aliasing.
+ */
+export function checkAttentionBackwardTensors(label: string, where: string, t: Omit<AttentionBackwardTensors, 'delta'>, dims: AttentionDims, headDim: number): number {
+  const { B, T, H, Hkv, Dh } = dims;
+  expectPositiveIntegers(label, { B, T, H, Hkv, Dh });
+  if (Dh !== headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernels were compiled for head_dim ${headDim}`);
+  if (H % Hkv !== 0) throw new ShapeError(`${label}: H=${H} query heads is not a multiple of Hkv=${Hkv} key/value heads`);
+  const N = B * T;
+  expectTensor(where, t.dq, [N, H * Dh], 'f32');
+  expectTensor(where, t.dk, [N, Hkv * Dh], 'f32');
+  expectTensor(where, t.dv, [N, Hkv * Dh], 'f32');
+  expectTensor(where, t.dO, [N, H * Dh], 'f32');
+  expectTensor(where, t.q, [N, H * Dh], 'f32');
+  expectTensor(where, t.k, [N, Hkv * Dh], 'f32');
+  expectTensor(where, t.v, [N, Hkv * Dh], 'f32');
+  expectTensor(where, t.o, [N, H * Dh], 'f32');
+  expectTensor(where, t.lse, [N, H], 'f32');
+  expectTensor(where, t.segIds, [N], 'i32');
+  return N;
+}
+
 export class AttentionBackward {
   private constructor(
     readonly headDim: number,
@@ -280,21 +304,8 @@ export class AttentionBackward {
    */
   backward(label: string, t: AttentionBackwardTensors, dims: AttentionDims): Dispatch[] {
     const { B, T, H, Hkv, Dh } = dims;
-    expectPositiveIntegers(label, { B, T, H, Hkv, Dh });
-    if (Dh !== this.headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernels were compiled for head_dim ${this.headDim}`);
-    if (H % Hkv !== 0) throw new ShapeError(`${label}: H=${H} query heads is not a multiple of Hkv=${Hkv} key/value heads`);
-    const N = B * T;
     const where = `${label} (attentionBackward)`;
-    expectTensor(where, t.dq, [N, H * Dh], 'f32');
-    expectTensor(where, t.dk, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.dv, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.dO, [N, H * Dh], 'f32');
-    expectTensor(where, t.q, [N, H * Dh], 'f32');
-    expectTensor(where, t.k, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.v, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.o, [N, H * Dh], 'f32');
-    expectTensor(where, t.lse, [N, H], 'f32');
-    expectTensor(where, t.segIds, [N], 'i32');
+    const N = checkAttentionBackwardTensors(label, where, t, dims, this.headDim);
     expectTensor(where, t.delta, [N, H], 'f32');
     // WebGPU forbids a buffer written by a dispatch to be read by it too; two written views of one
     // buffer are allowed only when they do not overlap.

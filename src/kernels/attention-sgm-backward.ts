@@ -1,6 +1,6 @@
-import { ConfigError, DeviceError, DeviceLimitError, ShapeError } from '../errors.js';
+import { ConfigError, DeviceError, DeviceLimitError } from '../errors.js';
 import type { AttentionDims } from './attention.js';
-import type { AttentionBackwardTensors } from './attention-backward.js';
+import { checkAttentionBackwardTensors, type AttentionBackwardTensors } from './attention-backward.js';
 import { ATTENTION_SGM_ROWS, attentionScaleLayout, attentionSgmHeadDimProblem, attentionSgmUnsupportedReason, headScales } from './attention-sgm.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
@@ -8,7 +8,7 @@ import { foldGrid } from './grid.js';
 import { HeadScale } from './head-scale.js';
 import { Kernel, storageBufferCount, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectDisjoint, expectNoReadWriteAlias, expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
+import { expectDisjoint, expectNoReadWriteAlias, expectTensor, type Tensor } from './tensor.js';
 
 /**
  * Backward of `AttentionSgm.forward` on subgroup matrices (FlashAttention-2 form), the same
@@ -138,21 +138,8 @@ export class AttentionSgmBackward {
    */
   backward(label: string, t: AttentionSgmBackwardTensors, dims: AttentionDims): Dispatch[] {
     const { B, T, H, Hkv, Dh } = dims;
-    expectPositiveIntegers(label, { B, T, H, Hkv, Dh });
-    if (Dh !== this.headDim) throw new ShapeError(`${label}: Dh=${Dh} but the kernels were compiled for head_dim ${this.headDim}`);
-    if (H % Hkv !== 0) throw new ShapeError(`${label}: H=${H} query heads is not a multiple of Hkv=${Hkv} key/value heads`);
-    const N = B * T;
     const where = `${label} (attentionSgmBackward)`;
-    expectTensor(where, t.dq, [N, H * Dh], 'f32');
-    expectTensor(where, t.dk, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.dv, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.dO, [N, H * Dh], 'f32');
-    expectTensor(where, t.q, [N, H * Dh], 'f32');
-    expectTensor(where, t.k, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.v, [N, Hkv * Dh], 'f32');
-    expectTensor(where, t.o, [N, H * Dh], 'f32');
-    expectTensor(where, t.lse, [N, H], 'f32');
-    expectTensor(where, t.segIds, [N], 'i32');
+    const N = checkAttentionBackwardTensors(label, where, t, dims, this.headDim);
     expectTensor(where, t.stats, [N, H, 2], 'f32');
     const layout = attentionScaleLayout(B, Hkv);
     expectTensor(where, t.scales, [layout.length], 'f32');

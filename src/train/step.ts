@@ -105,7 +105,6 @@ export class TrainStep {
     const V = c.vocabSize;
     const L = c.numHiddenLayers;
     const R = adapter.config.r;
-    const s = adapter.scale;
     const eps = c.rmsNormEps;
     if (adapter.layers.length !== L || grads.length !== L) throw new ShapeError(`train step: adapter has ${adapter.layers.length} layers, the model ${L}`);
 
