@@ -2,7 +2,7 @@ import { ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectTensor, numel, type Tensor } from './tensor.js';
+import { expectNoReadWriteAlias, expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 
 /**
@@ -144,16 +144,7 @@ export class Rmsnorm {
     expectTensor(label, t.y, t.x.shape, 'f32');
     expectTensor(label, t.rstd, [rows], 'f32');
     expectWeight(`${label} (rmsnormForward)`, t.weight, width);
-    for (const out of [t.y, t.rstd]) {
-      for (const input of [t.x, t.weight]) {
-        if (out.buffer === input.buffer) {
-          throw new ShapeError(
-            `${label} (rmsnormForward): output ${out.label} shares a GPU buffer with input ${input.label}; WebGPU forbids writing a buffer ` +
-              'that the same dispatch reads (and the backward pass needs x): give the output its own buffer',
-          );
-        }
-      }
-    }
+    expectNoReadWriteAlias(`${label} (rmsnormForward)`, [t.y, t.rstd], [t.x, t.weight], 'give the output its own buffer (the backward pass needs x too)');
     const narrow = width <= RMSNORM_NARROW_MAX_WIDTH;
     const rowsPerGroup = narrow ? RMSNORM_NARROW_WORKGROUP / RMSNORM_NARROW_ROW_THREADS : 1;
     const kernel = narrow ? this.narrow : this.wide;
@@ -175,14 +166,7 @@ export class Rmsnorm {
     expectTensor(where, t.dx, t.x.shape, 'f32');
     expectTensor(where, t.rstd, [rows], 'f32');
     expectWeight(where, t.weight, width);
-    for (const input of [t.dy, t.x, t.weight, t.rstd]) {
-      if (t.dx.buffer === input.buffer) {
-        throw new ShapeError(
-          `${where}: output ${t.dx.label} shares a GPU buffer with input ${input.label}; WebGPU forbids writing a buffer ` +
-            'that the same dispatch reads: give dx its own buffer',
-        );
-      }
-    }
+    expectNoReadWriteAlias(where, [t.dx], [t.dy, t.x, t.weight, t.rstd], 'give dx its own buffer');
     const narrow = width <= RMSNORM_NARROW_MAX_WIDTH;
     const rowsPerGroup = narrow ? RMSNORM_NARROW_WORKGROUP / RMSNORM_NARROW_ROW_THREADS : 1;
     const set = accumulate ? this.backwardAddSet : this.backwardSet;

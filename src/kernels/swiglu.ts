@@ -2,7 +2,7 @@ import { ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
 import { groups, Kernel, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
-import { expectDisjoint, expectTensor, numel, type Tensor } from './tensor.js';
+import { expectDisjoint, expectNoReadWriteAlias, expectTensor, numel, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
 import { foldGrid } from './grid.js';
 
@@ -92,16 +92,7 @@ export class Swiglu {
     const where = `${label} (swigluBackward)`;
     for (const other of [t.dup, t.dact, t.gate, t.up]) expectTensor(where, other, t.dgate.shape, 'f32');
     expectTensor(where, t.dgate, t.dgate.shape, 'f32');
-    for (const out of [t.dgate, t.dup]) {
-      for (const input of [t.dact, t.gate, t.up]) {
-        if (out.buffer === input.buffer) {
-          throw new ShapeError(
-            `${where}: output ${out.label} shares a GPU buffer with input ${input.label}; WebGPU forbids writing a buffer that the same ` +
-              'dispatch reads: give it its own buffer, or use backwardInPlace to overwrite gate and up',
-          );
-        }
-      }
-    }
+    expectNoReadWriteAlias(where, [t.dgate, t.dup], [t.dact, t.gate, t.up], 'give it its own buffer, or use backwardInPlace to overwrite gate and up');
     expectDisjoint(where, t.dgate, t.dup);
     const count = numel(t.dgate.shape);
     return this.backwardKernel.bind(label, { dgate: t.dgate, dup: t.dup, dact: t.dact, gate: t.gate, up: t.up }, { count }, elementGrid(count));

@@ -62,14 +62,17 @@ export function expectPositiveIntegers(where: string, sizes: Readonly<Record<str
   }
 }
 
-/** WebGPU forbids a dispatch to write a buffer it also reads: a ShapeError when an output of `written` shares a buffer with one of `read`. */
-export function expectNoReadWriteAlias(where: string, written: readonly Tensor[], read: readonly Tensor[]): void {
+/**
+ * WebGPU forbids a dispatch to write a buffer it also reads: a ShapeError when an output of
+ * `written` shares a buffer with one of `read`, ending with `hint` (what to do instead).
+ */
+export function expectNoReadWriteAlias(where: string, written: readonly Tensor[], read: readonly Tensor[], hint = 'give it its own buffer'): void {
   for (const out of written) {
     for (const input of read) {
       if (out.buffer === input.buffer) {
         throw new ShapeError(
           `${where}: output ${out.label} shares a GPU buffer with input ${input.label}; WebGPU forbids writing a buffer that the same ` +
-            'dispatch reads: give it its own buffer',
+            `dispatch reads: ${hint}`,
         );
       }
     }
