@@ -9,22 +9,24 @@
 //   1 u0     read_write (M, R) f32 — U of projection 0
 //   2 u1     read_write (M, R) f32 — U of projection 1 (G ≥ 2; else a stand-in, not touched)
 //   3 u2     read_write (M, R) f32 — U of projection 2 (G = 3; else a stand-in, not touched)
-//   4 x      read       (M, K) f32 — the shared input (before dropout)
-//   5 a0     read       (R, K) f32 — lora_A of projection 0
+//   4 x      read       (M, K) f32 — the shared input (before dropout), read as vec4 (K % 4 == 0)
+//   5 a0     read       (R, K) f32 — lora_A of projection 0, as vec4
 //   6 a1     read       (R, K) f32 — lora_A of projection 1 (G ≥ 2; else any buffer, not read)
 //   7 a2     read       (R, K) f32 — lora_A of projection 2 (G = 3; else any buffer, not read)
 //   8 seed   read       (1) u32 — the micro-batch's dropout seed (read only when threshold > 0)
 // Dispatch: (ceil(M / BM), G · ceil(R / BC)) workgroups of 256 threads; workgroup (x, y) owns rows
 // BM·x .. BM·x + BM − 1 and columns BC·(y mod nb) .. + BC − 1 of projection y / nb, nb = ceil(R / BC).
 // One projection per workgroup keeps the dropout mask and the A and U bindings uniform; X is read
-// once per projection (the G reads of a row block run close together, mostly from L2). Any K ≥ 1.
+// once per projection (the G reads of a row block run close together, mostly from L2). K must be a
+// multiple of 4 (every Qwen3 width is; src/kernels/lora-down.ts sends other widths elsewhere).
 // Saves nothing (U is the output).
 //
 // Tiling (no workgroup staging in the K loop; K is split inside the workgroup): thread li is lane
 // s = li mod 32 of warp w = li / 32, column group cg = w mod CG, row group rg = w / CG. It owns the
-// TM × TN outputs rows rg·TM + i, columns cg·TN + j of the block and the K slice k ≡ s (mod 32):
-// per step it reads x[row, k] for its 4 rows and A[col, k] for its 8 columns at k = k0 + s, so a
-// warp's reads of one row of X or A are 128 contiguous bytes, and it accumulates in 8 named vec4
+// TM × TN outputs rows rg·TM + i, columns cg·TN + j of the block and the K slice of the vec4s
+// k4 ≡ s (mod 32): per step it reads x[row, 4·k4 ..] for its 4 rows and A[col, 4·k4 ..] for its 8
+// columns, one vec4 each (12 loads for 128 FMAs; one element a load ran 12 for 32), so a warp's
+// reads of one row of X or A are 512 contiguous bytes, and it accumulates in 8 named vec4
 // registers (one per column, the rows as components). At the end the 32 slices' partial sums of
 // each output are added in workgroup memory (in lane order) and written to U. Warps whose columns all lie past R skip the K loop.
 
@@ -53,10 +55,10 @@ struct LoraDownParams {
 @group(0) @binding(1) var<storage, read_write> u0: array<f32>;
 @group(0) @binding(2) var<storage, read_write> u1: array<f32>;
 @group(0) @binding(3) var<storage, read_write> u2: array<f32>;
-@group(0) @binding(4) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read> a0: array<f32>;
-@group(0) @binding(6) var<storage, read> a1: array<f32>;
-@group(0) @binding(7) var<storage, read> a2: array<f32>;
+@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> a0: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> a1: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> a2: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> seed: array<u32>;
 
 // one row i of every thread's tile per round: [warp][column j][lane], lanes padded
@@ -64,7 +66,7 @@ var<workgroup> partial: array<f32, RG * CG * TN * PAD>;
 
 // #include "lib/dropout_hash.wgsl"
 
-fn loadA(g: u32, e: u32) -> f32 {
+fn loadA(g: u32, e: u32) -> vec4<f32> {
   if (g == 0u) {
     return a0[e];
   }
@@ -82,6 +84,21 @@ fn storeU(g: u32, e: u32, v: f32) {
   } else {
     u2[e] = v;
   }
+}
+
+// Four consecutive elements of X from flattened index i, LoRA dropout applied (scaled or zeroed).
+fn dropped(v: vec4<f32>, stream: u32, i: u32) -> vec4<f32> {
+  let keep = vec4<bool>(
+    dropoutKeep(stream, i, params.threshold),
+    dropoutKeep(stream, i + 1u, params.threshold),
+    dropoutKeep(stream, i + 2u, params.threshold),
+    dropoutKeep(stream, i + 3u, params.threshold));
+  return select(vec4<f32>(0.0), v * params.scale, keep);
+}
+
+// The partial dot products of four rows' k-slices with one column's: one accumulator's update.
+fn products(r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, a: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(dot(r0, a), dot(r1, a), dot(r2, a), dot(r3, a));
 }
 
 fn saltOf(g: u32) -> u32 {
@@ -120,38 +137,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var acc4 = vec4<f32>(0.0); var acc5 = vec4<f32>(0.0); var acc6 = vec4<f32>(0.0); var acc7 = vec4<f32>(0.0);
   if (colBase < R) {
     // rows past M and columns past R read row M − 1 / column R − 1 (never stored)
+    let K4 = K / 4u;
     let mLast = params.m - 1u;
-    let x0 = min(rowBase, mLast) * K;
-    let x1 = min(rowBase + 1u, mLast) * K;
-    let x2 = min(rowBase + 2u, mLast) * K;
-    let x3 = min(rowBase + 3u, mLast) * K;
-    let a0i = min(colBase, R - 1u) * K;
-    let a1i = min(colBase + 1u, R - 1u) * K;
-    let a2i = min(colBase + 2u, R - 1u) * K;
-    let a3i = min(colBase + 3u, R - 1u) * K;
-    let a4i = min(colBase + 4u, R - 1u) * K;
-    let a5i = min(colBase + 5u, R - 1u) * K;
-    let a6i = min(colBase + 6u, R - 1u) * K;
-    let a7i = min(colBase + 7u, R - 1u) * K;
-    for (var kk = s; kk < K; kk += LANES) {
-      var xv = vec4<f32>(x[x0 + kk], x[x1 + kk], x[x2 + kk], x[x3 + kk]);
+    let x0 = min(rowBase, mLast) * K4;
+    let x1 = min(rowBase + 1u, mLast) * K4;
+    let x2 = min(rowBase + 2u, mLast) * K4;
+    let x3 = min(rowBase + 3u, mLast) * K4;
+    let a0i = min(colBase, R - 1u) * K4;
+    let a1i = min(colBase + 1u, R - 1u) * K4;
+    let a2i = min(colBase + 2u, R - 1u) * K4;
+    let a3i = min(colBase + 3u, R - 1u) * K4;
+    let a4i = min(colBase + 4u, R - 1u) * K4;
+    let a5i = min(colBase + 5u, R - 1u) * K4;
+    let a6i = min(colBase + 6u, R - 1u) * K4;
+    let a7i = min(colBase + 7u, R - 1u) * K4;
+    for (var k4 = s; k4 < K4; k4 += LANES) {
+      // row i's elements 4·k4 .. 4·k4 + 3
+      var r0 = x[x0 + k4];
+      var r1 = x[x1 + k4];
+      var r2 = x[x2 + k4];
+      var r3 = x[x3 + k4];
       if (dropping) {
-        let r = rowBase;
-        let keep = vec4<bool>(
-          dropoutKeep(stream, r * K + kk, params.threshold),
-          dropoutKeep(stream, (r + 1u) * K + kk, params.threshold),
-          dropoutKeep(stream, (r + 2u) * K + kk, params.threshold),
-          dropoutKeep(stream, (r + 3u) * K + kk, params.threshold));
-        xv = select(vec4<f32>(0.0), xv * params.scale, keep);
+        let kk = k4 * 4u;
+        r0 = dropped(r0, stream, rowBase * K + kk);
+        r1 = dropped(r1, stream, (rowBase + 1u) * K + kk);
+        r2 = dropped(r2, stream, (rowBase + 2u) * K + kk);
+        r3 = dropped(r3, stream, (rowBase + 3u) * K + kk);
       }
-      acc0 += xv * loadA(g, a0i + kk);
-      acc1 += xv * loadA(g, a1i + kk);
-      acc2 += xv * loadA(g, a2i + kk);
-      acc3 += xv * loadA(g, a3i + kk);
-      acc4 += xv * loadA(g, a4i + kk);
-      acc5 += xv * loadA(g, a5i + kk);
-      acc6 += xv * loadA(g, a6i + kk);
-      acc7 += xv * loadA(g, a7i + kk);
+      acc0 += products(r0, r1, r2, r3, loadA(g, a0i + k4));
+      acc1 += products(r0, r1, r2, r3, loadA(g, a1i + k4));
+      acc2 += products(r0, r1, r2, r3, loadA(g, a2i + k4));
+      acc3 += products(r0, r1, r2, r3, loadA(g, a3i + k4));
+      acc4 += products(r0, r1, r2, r3, loadA(g, a4i + k4));
+      acc5 += products(r0, r1, r2, r3, loadA(g, a5i + k4));
+      acc6 += products(r0, r1, r2, r3, loadA(g, a6i + k4));
+      acc7 += products(r0, r1, r2, r3, loadA(g, a7i + k4));
     }
   }
 

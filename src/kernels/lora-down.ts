@@ -14,7 +14,9 @@ import { expectTensor, numel, type Tensor } from './tensor.js';
  * Replaces, per projection, the lora_A matmul and, with LoRA dropout, the dropout dispatch that
  * wrote the dropped input first: the mask (lib/dropout_hash.wgsl, each projection its own salt) is
  * applied as X is read. Each workgroup owns 8 rows × 32 columns of one projection and splits K over its
- * threads, so M = 2048 makes 256 · G · ceil(R / 32) workgroups. Any K ≥ 1. See
+ * threads, so M = 2048 makes 256 · G · ceil(R / 32) workgroups. X and A are read four elements a
+ * load, so K must be a multiple of 4 (loraDownTakes; every Qwen3 width is: the projections send
+ * other widths to dropout + the tiled matmul, src/model/projection.ts). See
  * shaders/lora_down_forward.wgsl.
  */
 export const LoraDownParams = defineParams('LoraDownParams', [
@@ -44,6 +46,11 @@ export const loraDownForwardSpec: KernelSpec<typeof LoraDownParams> = {
   ],
   params: LoraDownParams,
 };
+
+/** Whether LoraDown takes inputs of width k: a multiple of 4 (the shader reads X and A as vec4). */
+export function loraDownTakes(k: number): boolean {
+  return Number.isInteger(k) && k >= 4 && k % 4 === 0;
+}
 
 /** Projections one dispatch takes (the shader's bindings u0..u2, a0..a2). */
 export const LORA_DOWN_GROUPS = 3;
@@ -93,6 +100,7 @@ export class LoraDown {
     const k = t.x.shape[t.x.shape.length - 1] ?? 0;
     const r = t.a[0].shape[0] ?? 0;
     if (t.x.dtype !== 'f32' || k < 1) throw new ShapeError(`${where}: x ${t.x.label} is ${t.x.dtype} [${t.x.shape.join(', ')}], expected f32 (…, K)`);
+    if (!loraDownTakes(k)) throw new ShapeError(`${where}: K = ${k} is not a multiple of 4 (the kernel reads four elements a load); run dropout and the tiled matmul for this width`);
     if (r < 1 || r > MAX_LORA_RANK) throw new ShapeError(`${where}: LoRA rank ${r} outside 1..${MAX_LORA_RANK}`);
     const m = numel(t.x.shape) / k;
     t.a.forEach((a) => expectTensor(where, a, [r, k], 'f32'));

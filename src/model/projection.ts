@@ -4,7 +4,7 @@ import type { LinearWeight, Matmul, MatmulCall } from '../kernels/matmul.js';
 import type { MatmulBackward } from '../kernels/matmul-backward.js';
 import type { LoraDown } from '../kernels/lora-down.js';
 import { numel, tensorView, type Tensor } from '../kernels/tensor.js';
-import { LORA_DOWN_GROUPS } from '../kernels/lora-down.js';
+import { LORA_DOWN_GROUPS, loraDownTakes } from '../kernels/lora-down.js';
 import type { LoraPair } from './lora.js';
 import type { TensorCoreKernels } from './tensor-core-kernels.js';
 
@@ -91,13 +91,14 @@ function loraWeight(unit: ProjectionUnit): LinearWeight {
 
 /**
  * U = dropout(x)·Aᵀ for a targeted projection (nothing otherwise): one lora-down dispatch (mask
- * included) when the kernel is there and no matrix kernel is given, else dropout then `linear`
- * (default the tiled matmul; generation passes its matrix-vector kernel).
+ * included) when the kernel is there, takes the width (loraDownTakes) and no matrix kernel is
+ * given, else dropout then `linear` (default the tiled matmul; generation passes its
+ * matrix-vector kernel).
  */
 export function projectionDown(list: Dispatch[], k: ProjectionKernels, unit: ProjectionUnit, x: Tensor, u: Tensor | undefined, linear?: LinearKernel): void {
   if (!unit.lora || !u) return;
   const d = unit.dropout;
-  if (!linear && k.loraDown && u.buffer !== x.buffer) {
+  if (!linear && k.loraDown && loraDownTakes(unit.w.k) && u.buffer !== x.buffer) {
     const dropout = d ? { p: d.p, salts: [d.salt] } : undefined;
     list.push(k.loraDown.forward(`${unit.label} lora_A${d ? ' (dropout)' : ''}`, { u: [u], x, a: [unit.lora.pair.a], seed: d?.seed }, { dropout }));
     return;
@@ -125,7 +126,7 @@ export function projectionsDown(list: Dispatch[], k: ProjectionKernels, units: r
   // a caller with its own matrix kernel (generation's decode: the matrix-vector kernel) keeps lora_A
   // on it, as projectionDown does: LoraDown's workgroups own 8 rows, one row ran decode at a third
   // of its speed (H200, 2026-12-02)
-  if (linear || !k.loraDown || group.length === 0) return done;
+  if (linear || !k.loraDown || group.length === 0 || !loraDownTakes(x.shape[x.shape.length - 1])) return done;
   const buffers = new Set([x.buffer, ...group.map((e) => e.u.buffer)]);
   if (buffers.size !== group.length + 1) return done;
   const drops = group.map((e) => e.unit.dropout);

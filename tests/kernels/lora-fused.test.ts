@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
 import { dropoutRef } from '../../src/kernels/dropout.js';
 import type { Gpu } from '../../src/kernels/gpu.js';
-import { LoraDown, loraDownRef } from '../../src/kernels/lora-down.js';
+import { LoraDown, loraDownRef, loraDownTakes } from '../../src/kernels/lora-down.js';
 import { tileName, type MatmulTile, type StoredFormat } from '../../src/kernels/matmul.js';
 import { BACKWARD_TILES, MatmulBackward, matmulInputGradLoraRef, matmulInputGradRef } from '../../src/kernels/matmul-backward.js';
 import { matmulRef } from '../../src/kernels/matmul.js';
@@ -62,16 +62,18 @@ describe('lora down: U_g = dropout_g(x)·A_gᵀ for G projections in one pass', 
   });
 
   // [name, M, K, R, G, tol]: one row; q/k/v at a realistic small size; awkward (no size a multiple
-  // of the 8-row × 32-column block or the 128-wide K step); R = 48 (two column blocks per
-  // projection); K = 1; rank 128 (four blocks); long K at the model's widths (down_proj's 9728 at
-  // odd M, q/k/v's 2560 with R = 16, half a block, and R = 32)
+  // of the 8-row × 32-column block or the 128-vec4 K step); R = 48 (two column blocks per
+  // projection); K = 4 (one vec4); rank 128 (four blocks); long K at the model's widths (down_proj's
+  // 9728 at odd M, q/k/v's 2560 with R = 16, half a block, and R = 32). K is a multiple of 4
+  // (loraDownTakes); other widths are refused below and take dropout + matmul in the projections.
   const SIZES: readonly (readonly [string, number, number, number, number, number])[] = [
-    ['tiny', 1, 5, 1, 1, TOL],
+    ['tiny', 1, 8, 1, 1, TOL],
     ['q/k/v', 64, 320, 32, 3, TOL],
-    ['gate/up awkward', 37, 97, 7, 2, TOL],
-    ['two column blocks', 45, 66, 48, 3, TOL],
-    ['K = 1', 33, 1, 3, 3, TOL],
-    ['rank 128', 9, 70, 128, 2, TOL],
+    ['gate/up awkward', 37, 100, 7, 2, TOL],
+    ['two column blocks', 45, 68, 48, 3, TOL],
+    ['K = 4', 33, 4, 3, 3, TOL],
+    ['K past one step of the lanes', 17, 4 * 32 + 12, 9, 2, TOL],
+    ['rank 128', 9, 72, 128, 2, TOL],
     ['down_proj long K', 37, 9728, 32, 1, LONG_TOL],
     ['q/k/v long K, R = 16', 35, 2560, 16, 3, LONG_TOL],
     ['q/k/v long K, R = 32', 19, 2560, 32, 3, LONG_TOL],
@@ -108,6 +110,11 @@ describe('lora down: U_g = dropout_g(x)·A_gᵀ for G projections in one pass', 
     expect(() => down.forward('q', { u: [u], x, a: [a, a] })).toThrow(ShapeError);
     expect(() => down.forward('q', { u: [gpu.tensor('u', [4, 3], 'f32')], x, a: [a] })).toThrow(ShapeError);
     expect(() => down.forward('q', { u: [u], x, a: [a] }, { dropout: { p: 0.1, salts: [1] } })).toThrow(/seed/);
+    // a width that is not a multiple of 4: refused, naming the way round
+    expect(loraDownTakes(8)).toBe(true);
+    for (const k of [1, 2, 5, 97]) expect(loraDownTakes(k)).toBe(false);
+    const x5 = gpu.tensor('x5', [4, 5], 'f32');
+    expect(() => down.forward('L2 o_proj', { u: [u], x: x5, a: [gpu.tensor('a5', [2, 5], 'f32')] })).toThrow(/L2 o_proj.*K = 5 is not a multiple of 4.*dropout and the tiled matmul/);
   });
 });
 
