@@ -34,8 +34,13 @@ export const headScaleSpec: KernelSpec<typeof HeadScaleParams> = {
   params: HeadScaleParams,
 };
 
-/** Invocations per workgroup (one (b, h) block a workgroup). */
-export const HEAD_SCALE_WORKGROUP = 256;
+/**
+ * Invocations per workgroup, at most (one (b, h) block a workgroup, so B·heads workgroups: 32 at
+ * Qwen3-4B's B4, a quarter of an H200's SMs). The pass is bound by loads in flight: with 256 the
+ * step's eight head-scale dispatches a layer took 16 ms of a 1.0 s micro-batch (H200, 2026-12-03,
+ * bench/results/h200-2026-12-03-s5-profile.json); 1024 keep four times as many in flight.
+ */
+export const HEAD_SCALE_WORKGROUP = 1024;
 
 /** The sizes of x (B·T, heads·Dh): batch rows, tokens per batch row, heads, head width. */
 export interface HeadScaleDims {
@@ -66,7 +71,10 @@ export class HeadScale {
   private constructor(private readonly kernel: Kernel<typeof HeadScaleParams>) {}
 
   static async create(gpu: Gpu): Promise<HeadScale> {
-    return new HeadScale(await Kernel.create(gpu, headScaleSpec, { WG: HEAD_SCALE_WORKGROUP }));
+    // a power of two (the shader's tree reduction halves it) the device allows
+    let wg = HEAD_SCALE_WORKGROUP;
+    while (wg > gpu.limits.maxComputeInvocationsPerWorkgroup) wg /= 2;
+    return new HeadScale(await Kernel.create(gpu, headScaleSpec, { WG: wg }));
   }
 
   /** Records scale (B·heads) ← the scale of each (batch row, head) block of x (B·T, heads·Dh). */
