@@ -108,10 +108,11 @@ export class AttentionSgmBackward {
 
   /**
    * Compiles the passes for head dim `headDim` (attentionSgmHeadDimProblem), with `keys` keys per
-   * dQ tile and `queries` queries per dK/dV tile (16 or 32, default 32). A DeviceError where subgroup
+   * dQ tile and `queries` queries per dK/dV tile (16 or 32, default 32), and the head-scale pass
+   * unless one is given (the forward's: AttentionSgm.headScale). A DeviceError where subgroup
    * matrices are missing.
    */
-  static async create(gpu: Gpu, options: { headDim: number; keys?: number; queries?: number }): Promise<AttentionSgmBackward> {
+  static async create(gpu: Gpu, options: { headDim: number; keys?: number; queries?: number; headScale?: HeadScale }): Promise<AttentionSgmBackward> {
     const dh = options.headDim;
     const problem = attentionSgmHeadDimProblem(dh);
     if (problem) throw new ConfigError(`AttentionSgmBackward: ${problem}; the f32 attention takes it`);
@@ -129,7 +130,7 @@ export class AttentionSgmBackward {
     const statsKernel = await Kernel.create(gpu, attentionSgmStatsSpec, { DH: dh, RT: rt, WG: STATS_WORKGROUP });
     const dqKernel = await Kernel.create(gpu, attentionSgmDqSpec, { DH: dh, BC: bc });
     const dkdvKernel = await Kernel.create(gpu, attentionSgmDkdvSpec, { DH: dh, BQ: bq });
-    return new AttentionSgmBackward(dh, statsKernel, dqKernel, dkdvKernel, await HeadScale.create(gpu), rt);
+    return new AttentionSgmBackward(dh, statsKernel, dqKernel, dkdvKernel, options.headScale ?? (await HeadScale.create(gpu)), rt);
   }
 
   /**

@@ -134,14 +134,16 @@ export class AttentionSgm {
     readonly headDim: number,
     readonly keysPerTile: number,
     private readonly forwardKernel: Kernel<typeof AttentionSgmParams>,
-    private readonly headScale: HeadScale,
+    /** The head-scale pass (the backward may share it: AttentionSgmBackward.create's headScale). */
+    readonly headScale: HeadScale,
   ) {}
 
   /**
    * Compiles the forward for head dim `headDim` (attentionSgmHeadDimProblem) with `keys` keys
-   * per tile (16, 32, 48 or 64; default 64). A DeviceError where subgroup matrices are missing.
+   * per tile (16, 32, 48 or 64; default ATTENTION_SGM_DEFAULT_KEYS), and its head-scale pass unless
+   * one is given. A DeviceError where subgroup matrices are missing.
    */
-  static async create(gpu: Gpu, options: { headDim: number; keys?: number }): Promise<AttentionSgm> {
+  static async create(gpu: Gpu, options: { headDim: number; keys?: number; headScale?: HeadScale }): Promise<AttentionSgm> {
     const dh = options.headDim;
     const problem = attentionSgmHeadDimProblem(dh);
     if (problem) throw new ConfigError(`AttentionSgm: ${problem}; the f32 attention takes it`);
@@ -150,7 +152,7 @@ export class AttentionSgm {
     const reason = attentionSgmUnsupportedReason(gpu);
     if (reason) throw new DeviceError(`AttentionSgm (attention_sgm_forward.wgsl): ${reason}`);
     const kernel = await Kernel.create(gpu, attentionSgmForwardSpec, { DH: dh, BC: bc });
-    return new AttentionSgm(dh, bc, kernel, await HeadScale.create(gpu));
+    return new AttentionSgm(dh, bc, kernel, options.headScale ?? (await HeadScale.create(gpu)));
   }
 
   /**

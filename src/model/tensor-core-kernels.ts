@@ -78,14 +78,14 @@ export async function createTensorCoreKernels(gpu: Gpu, options: TensorCoreKerne
   const dh = options.headDim;
   const attends = dh !== undefined && attentionOnTensorCores('tensor-cores', dh);
   const attention = attends ? await AttentionSgm.create(gpu, { headDim: dh }) : undefined;
-  const attentionBackward = attends && options.backward ? await AttentionSgmBackward.create(gpu, { headDim: dh }) : undefined;
+  const attentionBackward = attention && options.backward ? await AttentionSgmBackward.create(gpu, { headDim: attention.headDim, headScale: attention.headScale }) : undefined;
   return Object.freeze({ matmul, rowScale, input, formats, headFormats, attention, attentionBackward });
 }
 
 /** `k` with the input gradient (for `formats`, default k's, and the lm_head's) and the attention backward (where k has the attention) added, compiled now unless k has them. */
 export async function withInputGradient(gpu: Gpu, k: TensorCoreKernels, formats: readonly StoredFormat[] | undefined = k.formats): Promise<TensorCoreKernels> {
   const input = k.input ?? (await MatmulSgmInput.create(gpu, { formats, plainFormats: k.headFormats ?? [LM_HEAD_FORMAT] }));
-  const attentionBackward = k.attentionBackward ?? (k.attention ? await AttentionSgmBackward.create(gpu, { headDim: k.attention.headDim }) : undefined);
+  const attentionBackward = k.attentionBackward ?? (k.attention ? await AttentionSgmBackward.create(gpu, { headDim: k.attention.headDim, headScale: k.attention.headScale }) : undefined);
   if (input === k.input && attentionBackward === k.attentionBackward) return k;
   return Object.freeze({ ...k, input, attentionBackward });
 }
