@@ -2,7 +2,7 @@ import { ConfigError, DeviceLimitError, ShapeError } from '../errors.js';
 import type { AttentionDims } from './attention.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
-import { Kernel, type KernelSpec } from './kernel.js';
+import { Kernel, storageBufferCount, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectDisjoint, expectNoReadWriteAlias, expectPositiveIntegers, expectTensor, type Tensor } from './tensor.js';
 import { foldGrid } from './grid.js';
@@ -69,7 +69,7 @@ export const attentionBackwardDqSpec: KernelSpec<typeof AttentionBackwardParams>
 };
 
 /** Storage buffers bound by the dK/dV pass (its `maxStorageBuffersPerShaderStage` need). */
-const DKDV_STORAGE_BUFFERS = 9;
+const DKDV_STORAGE_BUFFERS = storageBufferCount(attentionBackwardDkdvSpec);
 /** Threads per workgroup of the delta pass, and threads per row (both override constants there). */
 const DELTA_WORKGROUP = 256;
 

@@ -1,4 +1,4 @@
-import { ConfigError, DeviceError, DeviceLimitError } from '../errors.js';
+import { ConfigError, DeviceError } from '../errors.js';
 import type { AttentionDims } from './attention.js';
 import { checkAttentionBackwardTensors, type AttentionBackwardTensors } from './attention-backward.js';
 import { ATTENTION_SGM_ROWS, attentionScaleLayout, attentionSgmHeadDimProblem, attentionSgmUnsupportedReason, headScales } from './attention-sgm.js';
@@ -80,8 +80,8 @@ export const attentionSgmDkdvSpec: KernelSpec<typeof AttentionSgmBackwardParams>
   params: AttentionSgmBackwardParams,
 };
 
-/** Storage buffers bound by the dK/dV pass. */
-const DKDV_STORAGE_BUFFERS = storageBufferCount(attentionSgmDkdvSpec);
+/** The most storage buffers one backward pass binds (the dK/dV pass's). */
+export const ATTENTION_SGM_BACKWARD_STORAGE_BUFFERS = Math.max(...[attentionSgmStatsSpec, attentionSgmDqSpec, attentionSgmDkdvSpec].map(storageBufferCount));
 const STATS_WORKGROUP = 256;
 
 /** The scale of dS before its f16 rounding: 2^-(15 + ceil(log2 Dh)) (the dQ shader's header says why). */
@@ -119,13 +119,8 @@ export class AttentionSgmBackward {
     const bc = options.keys ?? 32;
     const bq = options.queries ?? 32;
     if (![16, 32].includes(bc) || ![16, 32].includes(bq)) throw new ConfigError(`AttentionSgmBackward: keys and queries per tile must be 16 or 32, got ${bc} and ${bq}`);
-    const reason = attentionSgmUnsupportedReason(gpu);
+    const reason = attentionSgmUnsupportedReason(gpu, ATTENTION_SGM_BACKWARD_STORAGE_BUFFERS);
     if (reason) throw new DeviceError(`AttentionSgmBackward: ${reason}`);
-    if (gpu.limits.maxStorageBuffersPerShaderStage < DKDV_STORAGE_BUFFERS) {
-      throw new DeviceLimitError(
-        `AttentionSgmBackward (attention_sgm_backward_dkdv.wgsl): binds ${DKDV_STORAGE_BUFFERS} storage buffers, this device allows ${gpu.limits.maxStorageBuffersPerShaderStage} per shader stage`,
-      );
-    }
     const rt = [8, 4, 2, 1].find((n) => n <= dh / 4) ?? 1;
     const statsKernel = await Kernel.create(gpu, attentionSgmStatsSpec, { DH: dh, RT: rt, WG: STATS_WORKGROUP });
     const dqKernel = await Kernel.create(gpu, attentionSgmDqSpec, { DH: dh, BC: bc });

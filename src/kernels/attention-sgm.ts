@@ -3,7 +3,7 @@ import type { AttentionDims, AttentionTensors } from './attention.js';
 import type { Dispatch } from './dispatch.js';
 import type { Gpu } from './gpu.js';
 import { HeadScale } from './head-scale.js';
-import { Kernel, type KernelSpec } from './kernel.js';
+import { Kernel, storageBufferCount, type KernelSpec } from './kernel.js';
 import { sgmUnsupportedReason } from './matmul-sgm.js';
 import { defineParams } from './params.js';
 import { expectPositiveIntegers, expectTensor, tensorView, type Tensor } from './tensor.js';
@@ -113,9 +113,12 @@ export function attentionSgmHeadDimProblem(dh: number): string | undefined {
   return undefined;
 }
 
-/** Why this device cannot run the subgroup-matrix attention, or undefined when it can. */
-export function attentionSgmUnsupportedReason(gpu: Gpu): string | undefined {
-  const base = sgmUnsupportedReason(gpu);
+/**
+ * Why this device cannot run a subgroup-matrix attention pass binding `storageBuffers` storage
+ * buffers, or undefined when it can.
+ */
+export function attentionSgmUnsupportedReason(gpu: Gpu, storageBuffers: number): string | undefined {
+  const base = sgmUnsupportedReason(gpu, storageBuffers);
   if (base) return base;
   const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   if (info.subgroupMinSize !== undefined && (info.subgroupMinSize > 32 || (info.subgroupMaxSize ?? 32) < 32)) {
@@ -149,7 +152,7 @@ export class AttentionSgm {
     if (problem) throw new ConfigError(`AttentionSgm: ${problem}; the f32 attention takes it`);
     const bc = options.keys ?? ATTENTION_SGM_DEFAULT_KEYS;
     if (![16, 32, 48, 64].includes(bc)) throw new ConfigError(`AttentionSgm: keys per tile must be 16, 32, 48 or 64, got ${bc}`);
-    const reason = attentionSgmUnsupportedReason(gpu);
+    const reason = attentionSgmUnsupportedReason(gpu, storageBufferCount(attentionSgmForwardSpec));
     if (reason) throw new DeviceError(`AttentionSgm (attention_sgm_forward.wgsl): ${reason}`);
     const kernel = await Kernel.create(gpu, attentionSgmForwardSpec, { DH: dh, BC: bc });
     return new AttentionSgm(dh, bc, kernel, options.headScale ?? (await HeadScale.create(gpu)));

@@ -1,6 +1,6 @@
 import { DeviceLimitError, ShapeError } from '../errors.js';
 import type { Gpu } from './gpu.js';
-import { Kernel, type KernelSpec } from './kernel.js';
+import { Kernel, storageBufferCount, type KernelSpec } from './kernel.js';
 import { defineParams } from './params.js';
 import { expectTensor, numel, tensorView, type Tensor } from './tensor.js';
 import type { Dispatch } from './dispatch.js';
@@ -314,7 +314,7 @@ export class MatmulBackward {
     const inputTiles = options.inputTiles ?? INPUT_GRAD_TILES;
     const weightGradTiles = options.weightGradTiles ?? WEIGHT_GRAD_TILES;
     const formats = options.formats ?? STORED_FORMATS;
-    const storage = matmulInputGradSpec.bindings.length - 1;
+    const storage = storageBufferCount(matmulInputGradSpec);
     if (gpu.limits.maxStorageBuffersPerShaderStage < storage) {
       throw new DeviceLimitError(
         `MatmulBackward (matmul_backward_input.wgsl): binds ${storage} storage buffers (dY, W and its scales, dU, lora_A, seed), this device allows ` +

@@ -189,7 +189,7 @@ export function pickSgmTile(tiles: readonly SgmTile[], m: number, n: number, uni
   return tiles.reduce((best, t) => (count(t) > count(best) ? t : best));
 }
 
-/** The features the subgroup-matrix kernels need (requested by Gpu.open whenever offered). */
+/** The features the subgroup-matrix kernels need (Gpu.open requests them, among its optional features, wherever offered). */
 export const SGM_FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'] as const;
 
 /** What the subgroup-matrix kernels need to know of an adapter (a Gpu has it all; tests fake it). */

@@ -1,8 +1,8 @@
 import { DeviceError } from '../errors.js';
-import { attentionSgmDkdvSpec, attentionSgmDqSpec, attentionSgmStatsSpec } from '../kernels/attention-sgm-backward.js';
+import { ATTENTION_SGM_BACKWARD_STORAGE_BUFFERS } from '../kernels/attention-sgm-backward.js';
 import { headScaleSpec } from '../kernels/head-scale.js';
 import { storageBufferCount } from '../kernels/kernel.js';
-import { matmulSgmForwardSpec, SGM_FEATURES, sgmUnsupportedReason, type SgmAdapter } from '../kernels/matmul-sgm.js';
+import { matmulSgmForwardSpec, sgmUnsupportedReason, type SgmAdapter } from '../kernels/matmul-sgm.js';
 import { matmulSgmInputSpec } from '../kernels/matmul-sgm-input.js';
 import { PROJECTIONS, projectionShape } from './checkpoint.js';
 import type { Qwen3Config } from './config.js';
@@ -29,12 +29,10 @@ export type ComputeDtype = 'auto' | 'float32' | 'float16';
 /** What the choice reads of an adapter (a Gpu has all of it; tests pass plain objects). */
 export type AdapterCapabilities = SgmAdapter;
 
-/** The features the tensor-core kernels need (requested by Gpu.open whenever offered). */
-export const TENSOR_CORE_FEATURES = SGM_FEATURES;
-
 /** The most storage buffers one tensor-core kernel binds (the forward matmul's, with its vec4 LoRA views). */
 export const TENSOR_CORE_STORAGE_BUFFERS = Math.max(
-  ...[matmulSgmForwardSpec, matmulSgmInputSpec, attentionSgmForwardSpec, attentionSgmStatsSpec, attentionSgmDqSpec, attentionSgmDkdvSpec, headScaleSpec].map(storageBufferCount),
+  ...[matmulSgmForwardSpec, matmulSgmInputSpec, attentionSgmForwardSpec, headScaleSpec].map(storageBufferCount),
+  ATTENTION_SGM_BACKWARD_STORAGE_BUFFERS,
 );
 
 /** The K granularity of the subgroup-matrix kernels (one NF4 block) and the N granularity of their input gradient (vec4 rows of dY). */

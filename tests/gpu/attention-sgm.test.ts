@@ -1,8 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { attentionForwardRef, type AttentionDims } from '../../src/kernels/attention.js';
 import { attentionBackwardRef } from '../../src/kernels/attention-backward.js';
-import { AttentionSgm, attentionScaleDims, attentionScaleLayout, attentionSgmUnsupportedReason } from '../../src/kernels/attention-sgm.js';
-import { AttentionSgmBackward, attentionDsScale } from '../../src/kernels/attention-sgm-backward.js';
+import { AttentionSgm, attentionScaleDims, attentionScaleLayout, attentionSgmForwardSpec, attentionSgmUnsupportedReason } from '../../src/kernels/attention-sgm.js';
+import { storageBufferCount } from '../../src/kernels/kernel.js';
+import { ATTENTION_SGM_BACKWARD_STORAGE_BUFFERS, AttentionSgmBackward, attentionDsScale } from '../../src/kernels/attention-sgm-backward.js';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
 import type { Gpu } from '../../src/kernels/gpu.js';
 import { headScaleRef } from '../../src/kernels/head-scale.js';
@@ -39,7 +40,7 @@ describe('subgroup-matrix attention: layout and dS scale', () => {
 });
 
 const gpu: Gpu = await testGpu();
-const unsupported = attentionSgmUnsupportedReason(gpu);
+const unsupported = attentionSgmUnsupportedReason(gpu, Math.max(storageBufferCount(attentionSgmForwardSpec), ATTENTION_SGM_BACKWARD_STORAGE_BUFFERS));
 if (unsupported) console.log(`SKIP subgroup-matrix attention: ${unsupported}`);
 
 interface Case extends AttentionDims {
