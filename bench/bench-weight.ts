@@ -110,7 +110,7 @@ export function makeWeight(gpu: Gpu, format: StoredFormat, n: number, k: number,
 }
 
 /** Largest |y − ref| / Σ|x·w| over 64 sampled outputs (ref a float64 dot product). */
-export async function sampledError(gpu: Gpu, y: Tensor, x: Float32Array, bw: BenchWeight, m: number, n: number, k: number): Promise<number> {
+export async function sampledError(gpu: Gpu, y: Tensor, x: ArrayLike<number>, bw: Pick<BenchWeight, 'row'>, m: number, n: number, k: number): Promise<number> {
   const out = await gpu.readF32(y);
   const rnd = new Words(7);
   let worst = 0;
