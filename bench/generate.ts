@@ -26,6 +26,7 @@ import { RandomQwen3Source } from '../src/model/random-source.js';
 
 const { values } = parseArgs({
   options: {
+    robustness: { type: 'boolean', default: false },
     config: { type: 'string', default: 'configs/models/qwen3-4b.json' },
     base: { type: 'string', default: 'nf4' },
     'double-quant': { type: 'boolean', default: false },
@@ -45,7 +46,7 @@ const newTokens = Number(values['new-tokens']);
 const maxContext = Number(values['max-context'] ?? promptTokens + newTokens);
 const r = Number(values.r);
 
-const gpu = await Gpu.open();
+const gpu = await Gpu.open({ robustness: values.robustness });
 console.log(`device: ${gpu.describe()}`);
 if (!['auto', 'float32', 'float16'].includes(values.compute!)) throw new Error(`--compute ${values.compute}: expected auto, float32 or float16`);
 const compute = chooseComputePath(gpu, values.compute as 'auto' | 'float32' | 'float16', config);
@@ -96,7 +97,7 @@ if (values.json) {
     values.json,
     JSON.stringify(
       {
-        device: gpu.describe(), date: new Date().toISOString(), config: values.config, base, compute: compute.path, r, promptTokens, newTokens: steps.length + 1, maxContext,
+        device: gpu.describe(), robustness: gpu.robustness, date: new Date().toISOString(), config: values.config, base, compute: compute.path, r, promptTokens, newTokens: steps.length + 1, maxContext,
         prefillChunk: gen.prefillChunk, prefillMs: prefillS * 1000, prefillTokensPerS: promptTokens / prefillS,
         decodeTokensPerS: decodeTokS, decodeMedianMs: medianMs, decodeGpuMs: gpuMs, samplingMs: sampleMs, kvCacheMiB: gen.cache.bytes / 2 ** 20,
       },

@@ -3,7 +3,7 @@
  *
  *   npx tsc -p . && node dist/bench/matmul-sgm-input.js [--reps N] [--json FILE] [--force] [--formats nf4,bf16]
  *       [--tile 256x128x32/8x1sg/2x8f,...] [--slices plan,1,2,4] [--prefetch auto,on,off] [--shapes q_proj,gate/up]
- *       [--no-robustness]
+ *       [--robustness]
  *
  * Times MatmulSgmInput.input at the input gradients of Qwen3-4B's projections with M = 2048 tokens —
  * reduction N → output K: 4096 → 2560 (q_proj), 1024 → 2560 (k/v_proj), 9728 → 2560 (gate/up),
@@ -21,7 +21,7 @@ import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Dispatch } from '../src/kernels/dispatch.js';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
-import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
+import { Gpu } from '../src/kernels/gpu.js';
 import type { StoredFormat } from '../src/kernels/matmul.js';
 import { parseSgmTile, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
 import { MatmulSgmInput } from '../src/kernels/matmul-sgm-input.js';
@@ -52,7 +52,7 @@ async function main(): Promise<void> {
       reps: { type: 'string', default: '10' },
       json: { type: 'string' },
       force: { type: 'boolean', default: false },
-      'no-robustness': { type: 'boolean', default: false },
+      robustness: { type: 'boolean', default: false },
       tile: { type: 'string' },
       formats: { type: 'string', default: 'nf4' },
       slices: { type: 'string', default: 'plan' },
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     throw new Error(`bench/matmul-sgm-input: ${values.json} exists; pass --force to overwrite it or choose another --json path`);
   }
   const gpu = await Gpu.open({
-    toggles: values['no-robustness'] ? [`${DEFAULT_TOGGLES[0]},disable_robustness`, ...DEFAULT_TOGGLES.slice(1)] : DEFAULT_TOGGLES,
+    robustness: values.robustness,
   });
   console.log(`device: ${gpu.describe()}`);
   const reason = sgmUnsupportedReason(gpu);
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
     }
     for (const t of [dy, rowScale, dx]) t.buffer.destroy();
     // written after every shape, so that a run cut short keeps what it measured
-    if (values.json) writeJson(values.json, { device: gpu.describe(), date: new Date().toISOString(), command, reps, callsPerPass: 10, results });
+    if (values.json) writeJson(values.json, { device: gpu.describe(), robustness: gpu.robustness, date: new Date().toISOString(), command, reps, callsPerPass: 10, results });
   }
   console.log('\n' + header + '\n' + '-'.repeat(header.length) + '\n' + lines.join('\n'));
   if (values.json) console.log(`wrote ${values.json}`);

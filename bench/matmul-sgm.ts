@@ -2,7 +2,7 @@
  * Subgroup-matrix (tensor-core) dequant-matmul benchmark.
  *
  *   npx tsc -p . && node dist/bench/matmul-sgm.js [--small] [--reps N] [--json FILE] [--force] [--formats nf4,bf16,f32]
- *       [--tile 256x128x32/8x1sg/2x8f,...] [--staging unrolled,loop] [--epilogue plain,lora] [--rank R] [--no-robustness]
+ *       [--tile 256x128x32/8x1sg/2x8f,...] [--staging unrolled,loop] [--epilogue plain,lora] [--rank R] [--robustness]
  *
  * Times MatmulSgm.forward (X staged as f16(X[m]·rowScale[m])) at Qwen3-4B's projection shapes with
  * M = 2048 tokens — K→N 2560→4096 (q_proj), 2560→1024 (k/v_proj), 2560→9728 (gate/up), 4096→2560
@@ -21,7 +21,7 @@
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
-import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
+import { Gpu } from '../src/kernels/gpu.js';
 import type { StoredFormat } from '../src/kernels/matmul.js';
 import { MatmulSgm, parseSgmTile, type SgmStaging, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
 import { RowScale } from '../src/kernels/row-scale.js';
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
       reps: { type: 'string', default: '15' },
       json: { type: 'string' },
       force: { type: 'boolean', default: false },
-      'no-robustness': { type: 'boolean', default: false },
+      robustness: { type: 'boolean', default: false },
       tile: { type: 'string' },
       formats: { type: 'string', default: 'nf4' },
       staging: { type: 'string', default: 'unrolled' },
@@ -58,7 +58,7 @@ async function main(): Promise<void> {
     throw new Error(`bench/matmul-sgm: ${values.json} exists; pass --force to overwrite it or choose another --json path`);
   }
   const gpu = await Gpu.open({
-    toggles: values['no-robustness'] ? [`${DEFAULT_TOGGLES[0]},disable_robustness`, ...DEFAULT_TOGGLES.slice(1)] : DEFAULT_TOGGLES,
+    robustness: values.robustness,
   });
   console.log(`device: ${gpu.describe()}`);
   const reason = sgmUnsupportedReason(gpu);
@@ -167,7 +167,7 @@ async function main(): Promise<void> {
   if (values.json) {
     const command = `node dist/bench/matmul-sgm.js ${process.argv.slice(2).join(' ')}`.trim();
     const tmp = `${values.json}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ device: gpu.describe(), date: new Date().toISOString(), command, reps, dispatchesPerPass: 10, results }, null, 2) + '\n');
+    writeFileSync(tmp, JSON.stringify({ device: gpu.describe(), robustness: gpu.robustness, date: new Date().toISOString(), command, reps, dispatchesPerPass: 10, results }, null, 2) + '\n');
     renameSync(tmp, values.json);
     console.log(`wrote ${values.json}`);
   }

@@ -2,7 +2,7 @@
  * Dequant-matmul benchmark.
  *
  *   npx tsc -p . && node dist/bench/matmul.js [--small] [--reps N] [--json FILE] [--formats nf4,bf16,nf4dq,f32]
- *       [--tile 128x128x8,64x128x8/8x8,64x64x16] [--no-subgroup-matrix] [--no-robustness]
+ *       [--tile 128x128x8,64x128x8/8x8,64x64x16] [--no-subgroup-matrix] [--robustness]
  *
  * Times Matmul.forward at Qwen3-4B's projection shapes with M = 2048 tokens — K→Nout 2560→4096
  * (q_proj), 2560→1024 (k/v_proj), 2560→9728 (gate/up_proj), 9728→2560 (down_proj) — in each
@@ -14,12 +14,12 @@
  * Weights are random codes / bf16 values made directly (no quantiser in the loop).
  * `--small` runs tiny shapes in seconds (lavapipe smoke test). `--no-subgroup-matrix` opens the
  * device without chromium-experimental-subgroup-matrix (it switches Dawn to the Vulkan memory
- * model); `--no-robustness` turns off Dawn's bounds clamping (unsafe; only to measure its cost).
+ * model); `--robustness` turns Dawn's bounds clamping on (off by default: src/kernels/gpu.ts gpuToggles), to measure its cost.
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
-import { DEFAULT_TOGGLES, Gpu } from '../src/kernels/gpu.js';
+import { Gpu } from '../src/kernels/gpu.js';
 import { Matmul, MATMUL_TILES, parseTile, tileName, type MatmulTile, type StoredFormat } from '../src/kernels/matmul.js';
 import { makeWeight, sampledError, Words } from './bench-weight.js';
 
@@ -68,7 +68,7 @@ async function main(): Promise<void> {
       reps: { type: 'string', default: '20' },
       json: { type: 'string' },
       'no-subgroup-matrix': { type: 'boolean', default: false },
-      'no-robustness': { type: 'boolean', default: false },
+      robustness: { type: 'boolean', default: false },
       tile: { type: 'string' },
       formats: { type: 'string', default: 'nf4,bf16' },
     },
@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const gpu = await Gpu.open({
     disable: values['no-subgroup-matrix'] ? ['chromium-experimental-subgroup-matrix'] : [],
     // Dawn's bounds clamping of every buffer and workgroup-array access, off: to measure its cost
-    toggles: values['no-robustness'] ? [`${DEFAULT_TOGGLES[0]},disable_robustness`, ...DEFAULT_TOGGLES.slice(1)] : DEFAULT_TOGGLES,
+    robustness: values.robustness,
   });
   console.log(`device: ${gpu.describe()}`);
   const reps = Number(values.reps);
@@ -130,7 +130,7 @@ async function main(): Promise<void> {
     y.buffer.destroy();
   }
   if (values.json) {
-    writeFileSync(values.json, JSON.stringify({ device: gpu.describe(), date: new Date().toISOString(), reps, results }, null, 2));
+    writeFileSync(values.json, JSON.stringify({ device: gpu.describe(), robustness: gpu.robustness, date: new Date().toISOString(), reps, results }, null, 2));
     console.log(`wrote ${values.json}`);
   }
   gpu.destroy();

@@ -23,6 +23,7 @@ import { Trainer } from '../src/train/trainer.js';
 
 const { values } = parseArgs({
   options: {
+    robustness: { type: 'boolean', default: false },
     config: { type: 'string' },
     batch: { type: 'string', default: '8' },
     seq: { type: 'string', default: '192' },
@@ -46,7 +47,7 @@ const r = Number(values.r);
 const checkpointing = values.checkpointing !== 'off';
 if (!['float32', 'float16', 'auto'].includes(values.compute!)) throw new Error(`--compute ${values.compute}: expected auto, float32 or float16`);
 
-const gpu = await Gpu.open();
+const gpu = await Gpu.open({ robustness: values.robustness });
 console.log(`device: ${gpu.describe()}`);
 let t0 = performance.now();
 const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1, 0.05), { base: 'nf4' });
@@ -116,7 +117,7 @@ if (!values['no-kernels']) {
   await profile('train micro-batch', (trainer.program as unknown as { dispatches: Dispatch[] }).dispatches);
   await profile('eval forward', (evalProgram as unknown as { dispatches: Dispatch[] }).dispatches);
 }
-if (values.json) writeFileSync(values.json, JSON.stringify({ device: gpu.describe(), date: new Date().toISOString(), B, T, r, checkpointing, compute, stepS, evalS, profile: report }, null, 1));
+if (values.json) writeFileSync(values.json, JSON.stringify({ device: gpu.describe(), robustness: gpu.robustness, date: new Date().toISOString(), B, T, r, checkpointing, compute, stepS, evalS, profile: report }, null, 1));
 evalProgram.destroy();
 trainer.destroy();
 gpu.destroy();

@@ -4,6 +4,7 @@
  *        [--r 32] [--checkpointing on|off|auto|both|LIST] [--max-memory SIZE] [--optim adamw|adamw_8bit]
  *        [--steps 4] [--json FILE]
  *        [--accumulation 1] [--queue-bound off|on|both] [--dropout 0] [--compute float32|float16|both|auto]
+ *        [--robustness]
  * One step = forward + backward of a micro-batch + grad-norm + optimiser update, timed over
  * --steps steps after one warm-up (wall clock around onSubmittedWorkDone). Reports tokens/s and the
  * planned GPU memory of the step (WebGPU cannot report allocations: the plan lists every buffer,
@@ -20,7 +21,8 @@
  * src/train/auto-recompute.ts) against --max-memory (a size as the config's max_memory: 24GiB,
  * 24000MiB, or GiB as a number), else the device's memory as the trainer guesses it
  * (recomputeBudget, src/train/step-settings.ts); its row prints the policy and the rule's reason,
- * and the JSON records both (`recompute`, as run.json does). A tiny shape runs on a CPU adapter:
+ * and the JSON records both (`recompute`, as run.json does). --robustness turns Dawn's robustness
+ * transform on (off by default, as in a run: src/kernels/gpu.ts gpuToggles) to measure its cost. A tiny shape runs on a CPU adapter:
  * --config ../shared/fixtures/qwen3-tiny/model/config.json --batch 1 --seq 16.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -47,6 +49,7 @@ import { maxMemoryArg, parseCheckpointingModes, type CheckpointingMode } from '.
 
 const { values } = parseArgs({
   options: {
+    robustness: { type: 'boolean', default: false },
     config: { type: 'string', default: 'configs/models/qwen3-4b.json' },
     batch: { type: 'string', default: '4' },
     seq: { type: 'string', default: '512' },
@@ -75,8 +78,8 @@ const accumulation = Number(values.accumulation);
 const bounds = values['queue-bound'] === 'both' ? [false, true] : [values['queue-bound'] === 'on'];
 const dropout = Number(values.dropout);
 
-const gpu = await Gpu.open();
-console.log(`device: ${gpu.describe()}`);
+const gpu = await Gpu.open({ robustness: values.robustness });
+console.log(`device: ${gpu.describe()}; Dawn robustness ${gpu.robustness ? "on" : "off"}`);
 const computeArg = values.compute!;
 if (!['float32', 'float16', 'both', 'auto'].includes(computeArg)) throw new Error(`--compute ${computeArg}: expected float32, float16, both or auto`);
 const paths: ComputePath[] =
@@ -134,6 +137,7 @@ for (const [compute, kernels] of kernelsOf) for (const mode of modes) {
     const plan = planStep(config, { ...settings, lossChunkTokens: trainer.program.shape.lossChunkTokens });
     const rec = {
       device: gpu.describe(),
+      robustness: gpu.robustness,
       date: new Date().toISOString(),
       B,
       T,

@@ -41,6 +41,7 @@ const GENERATE_FLAGS: readonly FlagSpec[] = [
   { name: 'stop', takesValue: true, repeatable: true, help: 'stop string (repeatable); the output ends before it' },
   { name: 'seed', takesValue: true, help: 'sampler seed (default: from the clock; printed at the end)' },
   { name: 'max-context', takesValue: true, help: 'KV cache size in tokens (default: prompt + max-new-tokens)' },
+  { name: 'gpu-robustness', takesValue: false, help: "turn on Dawn's robustness transform (off by default, as in train): to tell a kernel's out-of-bounds access from another GPU fault" },
   { name: 'help', takesValue: false, help: 'show this help' },
 ];
 
@@ -142,7 +143,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     throw new ConfigError(`--max-new-tokens ${maxNewTokens}: the prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens is past the model's context of ${context} tokens (max_position_embeddings in ${modelDir}/config.json); give --max-new-tokens ${Math.max(1, context - promptLength)} or less`);
   }
   if (maxContextFlag !== undefined && maxContextFlag > context) throw new ConfigError(`--max-context ${maxContextFlag}: past the model's context of ${context} tokens (max_position_embeddings in ${modelDir}/config.json)`);
-  const gpu = await Gpu.open();
+  const gpu = await Gpu.open({ robustness: flags.has('gpu-robustness') });
   try {
     // the prefill's projections on tensor cores where the adapter has them (compute_dtype auto); decode stays on the matrix-vector kernel
     const model = await Qwen3Model.load(gpu, modelDir, { base, doubleQuant: flags.has('double-quant'), compute: chooseComputePath(gpu, 'auto', config).path });

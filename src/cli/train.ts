@@ -53,6 +53,11 @@ export const TRAIN_FLAGS: readonly FlagSpec[] = [
     help: 'start afresh in an output_dir holding another run: remove its checkpoints, metrics, report and exports first (overwrite_output_dir: true)',
   },
   {
+    name: 'gpu-robustness',
+    takesValue: false,
+    help: "turn on Dawn's robustness transform (every buffer access clamped into bounds in each shader; off by default, as it slows the tensor-core kernels by up to a third): to tell a kernel's out-of-bounds access from another GPU fault",
+  },
+  {
     name: 'random-weights',
     takesValue: true,
     help: 'train on deterministic random weights at the shape of FILE (a config.json, or a folder holding one), e.g. configs/models/qwen3-4b.json: the same as --set random_weights=true --set model_id=FILE',
@@ -150,7 +155,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       memoryPlan: async (c) => {
         const model =
           c.model_id === EMBEDDED_MODEL_ID ? embeddedConfig() : c.random_weights ? (await readConfigSource(c.model_id)).config : await readQwen3Config(await resolveModelDir(c));
-        const gpu = await Gpu.open();
+        const gpu = await Gpu.open({ robustness: args.flags.has('gpu-robustness') });
         try {
           // The run's step is built for (per_device_train_batch_size, max_seq_length) whatever the longest batch: plan that.
           const lines: string[] = [];
@@ -193,10 +198,10 @@ export async function runTrain(argv: string[]): Promise<number> {
   const data = await prepareDataset(config, tokenizer, hubOptionsFromEnv(process.env));
   console.log(`data: ${data.train.examples.length} train examples; ${data.evalDescription}`);
 
-  const gpu = await Gpu.open();
+  const gpu = await Gpu.open({ robustness: args.flags.has('gpu-robustness') });
   let listening: { dispose: () => void } | undefined;
   try {
-    console.log(`device: ${gpu.describe()}`);
+    console.log(`device: ${gpu.describe()}${gpu.robustness ? '; Dawn robustness on (--gpu-robustness)' : ''}`);
     const modelConfig = await readQwen3Config(modelDir);
     const B = config.per_device_train_batch_size;
     const T = config.max_seq_length;

@@ -18,14 +18,33 @@ export interface SubgroupMatrixConfig {
 export interface GpuOptions {
   /** Features not to request even when offered (e.g. to time a kernel without subgroup-matrix). */
   disable?: readonly OptionalFeature[];
-  /** Dawn instance toggles; the defaults unlock f16 on NVIDIA and unquantised timestamps. */
+  /**
+   * Dawn's robustness transform: every storage-buffer and workgroup-array access clamped into
+   * bounds by extra code in each shader. Off by default (`gpuToggles`); true turns it on, e.g. to
+   * tell a kernel's out-of-bounds access from another fault.
+   */
+  robustness?: boolean;
+  /** Dawn instance toggles in full (overrides `robustness`); the default is `gpuToggles(options)`. */
   toggles?: readonly string[];
 }
 
-export const DEFAULT_TOGGLES = [
-  'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
-  'disable-dawn-features=timestamp_quantization',
-] as const;
+/**
+ * The Dawn instance toggles of a run: f16 on NVIDIA, unquantised timestamps, and Dawn's robustness
+ * transform off unless `robustness` is true. The transform predicates every subgroupMatrixLoad and
+ * Store and clamps every buffer index; on the H200 the tensor-core input gradient ran 30–60 %
+ * faster without it (o_proj 96 → 155 TFLOP/s, down_proj 92 → 150;
+ * bench/results/h200-2026-12-02-matmul-sgm-input.md). Chrome's Graphite renderer and ONNX Runtime's
+ * WebGPU provider turn it off too. Every kernel here bounds its own accesses — each is tested at
+ * awkward sizes with its output poisoned, on lavapipe (where CI runs with the same toggles) and on
+ * the GPU host.
+ */
+export function gpuToggles(options: { robustness?: boolean } = {}): string[] {
+  const enable = ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', ...(options.robustness ? [] : ['disable_robustness'])];
+  return [`enable-dawn-features=${enable.join(',')}`, 'disable-dawn-features=timestamp_quantization'];
+}
+
+/** The toggles with Dawn's robustness on (the WebGPU default), for benchmarks that compare. */
+export const ROBUST_TOGGLES: readonly string[] = gpuToggles({ robustness: true });
 
 export const NO_ADAPTER_HELP =
   'No WebGPU adapter found. Install a Vulkan GPU driver (NVIDIA, AMD or Intel) with the Vulkan loader ' +
@@ -63,6 +82,8 @@ export class Gpu {
     readonly adapterInfo: { vendor: string; architecture: string; description: string; device: string },
     features: Set<OptionalFeature>,
     readonly subgroupMatrixConfigs: readonly SubgroupMatrixConfig[],
+    /** Whether Dawn's robustness transform is on (GpuOptions.robustness). */
+    readonly robustness: boolean,
   ) {
     this.features = features;
     const l = device.limits;
@@ -91,7 +112,8 @@ export class Gpu {
 
   /** Opens the adapter and device with the project's toggles; no adapter is a DeviceError (exit 2). */
   static async open(options: GpuOptions = {}): Promise<Gpu> {
-    const instance = create([...(options.toggles ?? DEFAULT_TOGGLES)]);
+    const toggles = [...(options.toggles ?? gpuToggles(options))];
+    const instance = create(toggles);
     const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw new DeviceError(NO_ADAPTER_HELP);
     const wanted = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f) && !options.disable?.includes(f));
@@ -130,6 +152,7 @@ export class Gpu {
       },
       new Set(wanted),
       configs,
+      !toggles.some((t) => /^enable-dawn-features=.*\bdisable_robustness\b/.test(t)),
     );
   }
 
@@ -138,8 +161,8 @@ export class Gpu {
    * for the recording device (src/kernels/recording-device.ts), on which programs are built to be
    * counted, not run.
    */
-  static over(device: GPUDevice, like: Pick<Gpu, 'adapterInfo' | 'features' | 'subgroupMatrixConfigs'>): Gpu {
-    return new Gpu({} as GPU, device, like.adapterInfo, new Set(like.features), like.subgroupMatrixConfigs);
+  static over(device: GPUDevice, like: Pick<Gpu, 'adapterInfo' | 'features' | 'subgroupMatrixConfigs' | 'robustness'>): Gpu {
+    return new Gpu({} as GPU, device, like.adapterInfo, new Set(like.features), like.subgroupMatrixConfigs, like.robustness);
   }
 
   /**
