@@ -37,9 +37,17 @@
 // one barrier; each subgroup loads its FM left and FN right fragments per 16 of k and issues
 // FM·FN multiply-accumulates; one barrier. Result fragments are opaque, so the per-row epilogue
 // passes each through a per-subgroup 16 × 16 f32 scratch: lane l then owns column l % 16 and rows
-// l / 16 + 2q (q < 8) of the fragment, reads its L row once per r (four r a load where R % 4 == 0,
-// through the vec4 views u4 and lora_b4 of the same buffers) for the 8 rows' LoRA sums, and
-// writes the elements inside Y.
+// l / 16 + 2q (q < 8) of the fragment and writes the elements inside Y.
+// The LoRA term, R ≤ BK (Qwen3 runs take r = 8 .. 32 with BK = 32), runs on the tensor cores too:
+// after the reduction the tiles hold U's BM rows and L's BN rows (the tile's columns) in place of
+// X and W, each row as f16(row · 2^e) with its own power-of-two scale (the rule of
+// shaders/lib/f16_scale.wgsl: the row's largest |value| lands in [2^13, 2^14]; R padded with zeros
+// to a multiple of 16), their inverses in rowS and colInv; each output fragment's U·Lᵀ is R/16
+// fragment products, passed through the scratch and multiplied by both inverses in f32 (exact:
+// powers of two), so the term carries two f16 operand roundings (2^-11 each). R > BK: lane l reads
+// its L row once per r (four r a load where R % 4 == 0, through the vec4 views u4 and lora_b4 of
+// the same buffers) for the 8 rows' LoRA sums in f32 — 15–20 % of the kernel's time at r = 32 on
+// the H200 (2026-12-04), the reason for the tensor-core term.
 // The 2 × 8 accumulators are named variables, each used under `if (FM > i && FN > j)` (override
 // constants, so the unused ones compile away): an array of them indexed in loops ran about 2×
 // slower on an H200 (45.6 against 22.2 TFLOP/s at gate/up, 256 × 128 tiles).
@@ -72,6 +80,7 @@ override B_OFFSET: u32 = BM * SK; // the W tile follows the X tile in `tiles`
 const TILE_HALVES = 15360u;
 const MAX_SUBGROUPS = 8u;
 const MAX_ROWS = 256u;
+const MAX_COLS = 256u;
 
 struct MatmulSgmParams {
   m: u32,
@@ -100,10 +109,13 @@ var<workgroup> scratch: array<f32, MAX_SUBGROUPS * 256u>;
 var<workgroup> nf4lut: array<f16, 16>;
 var<workgroup> rowS: array<f32, MAX_ROWS>;   // row_scale of the tile's rows (1 past row M)
 var<workgroup> rowInv: array<f32, MAX_ROWS>; // 1 / row_scale, the epilogue's factor
+var<workgroup> colInv: array<f32, MAX_COLS>; // LoRA on tensor cores: 1 / the scale of each tile column's L row (rowS then holds U's)
 
 // #include "lib/nf4_codebook.wgsl"
 
 // #include "lib/nf4_block_scale.wgsl"
+
+// #include "lib/f16_scale.wgsl"
 
 // Staging work items: X in units of 4 elements, W in units of 8, NX and NW items per invocation.
 override X_ITEMS: u32 = BM * BK / 4u;
@@ -132,6 +144,14 @@ fn stageXItem(i: u32, m0: u32, k0: u32, s: f32) {
   tiles[d + 3u] = v.w;
 }
 
+// Where W tile element (output column n of the tile, reduction index c of the K step) lies in
+// `tiles`: row n of [BN][SK], loaded column-major as right fragments. (Staged transposed,
+// [BK][BN + 8] and loaded row-major as the input gradient's W tile is, it ran no faster: H200,
+// 2026-12-04, bench/results/h200-2026-12-04-lora-tensor-cores.md.)
+fn wAt(n: u32, c: u32) -> u32 {
+  return B_OFFSET + n * SK + c;
+}
+
 // Stages item i of the W tile: W[n0 + r, k0 + c .. c+8) decoded to f16 (zeros past row N): two
 // vec4 of f32, one vec4<u32> of bf16 pairs, or one u32 of NF4 codes (the probe's unit: with
 // 32 codes per item only half the invocations of a 256 × 128 tile had W work).
@@ -141,7 +161,6 @@ fn stageWItem(i: u32, n0: u32, k0: u32) {
   }
   let r = i / (BK / 8u);
   let c = (i % (BK / 8u)) * 8u;
-  let d = B_OFFSET + r * SK + c;
   let e = (n0 + r) * params.k + k0 + c; // flattened index of the first of the 8 elements
   let inside = n0 + r < params.n;
   if (FORMAT == 0u) {
@@ -151,27 +170,27 @@ fn stageWItem(i: u32, n0: u32, k0: u32) {
       lo = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u]));
       hi = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u + 1u]));
     }
-    tiles[d] = lo.x;
-    tiles[d + 1u] = lo.y;
-    tiles[d + 2u] = lo.z;
-    tiles[d + 3u] = lo.w;
-    tiles[d + 4u] = hi.x;
-    tiles[d + 5u] = hi.y;
-    tiles[d + 6u] = hi.z;
-    tiles[d + 7u] = hi.w;
+    tiles[wAt(r, c)] = lo.x;
+    tiles[wAt(r, c + 1u)] = lo.y;
+    tiles[wAt(r, c + 2u)] = lo.z;
+    tiles[wAt(r, c + 3u)] = lo.w;
+    tiles[wAt(r, c + 4u)] = hi.x;
+    tiles[wAt(r, c + 5u)] = hi.y;
+    tiles[wAt(r, c + 6u)] = hi.z;
+    tiles[wAt(r, c + 7u)] = hi.w;
   } else if (FORMAT == 1u) {
     var q = vec4<u32>(0u);
     if (inside) {
       q = w[e / 8u];
     }
-    tiles[d] = f16(bitcast<f32>(q.x << 16u));
-    tiles[d + 1u] = f16(bitcast<f32>(q.x & 0xffff0000u));
-    tiles[d + 2u] = f16(bitcast<f32>(q.y << 16u));
-    tiles[d + 3u] = f16(bitcast<f32>(q.y & 0xffff0000u));
-    tiles[d + 4u] = f16(bitcast<f32>(q.z << 16u));
-    tiles[d + 5u] = f16(bitcast<f32>(q.z & 0xffff0000u));
-    tiles[d + 6u] = f16(bitcast<f32>(q.w << 16u));
-    tiles[d + 7u] = f16(bitcast<f32>(q.w & 0xffff0000u));
+    tiles[wAt(r, c)] = f16(bitcast<f32>(q.x << 16u));
+    tiles[wAt(r, c + 1u)] = f16(bitcast<f32>(q.x & 0xffff0000u));
+    tiles[wAt(r, c + 2u)] = f16(bitcast<f32>(q.y << 16u));
+    tiles[wAt(r, c + 3u)] = f16(bitcast<f32>(q.y & 0xffff0000u));
+    tiles[wAt(r, c + 4u)] = f16(bitcast<f32>(q.z << 16u));
+    tiles[wAt(r, c + 5u)] = f16(bitcast<f32>(q.z & 0xffff0000u));
+    tiles[wAt(r, c + 6u)] = f16(bitcast<f32>(q.w << 16u));
+    tiles[wAt(r, c + 7u)] = f16(bitcast<f32>(q.w & 0xffff0000u));
   } else {
     var word = 0u;
     var s = 0.0h;
@@ -179,14 +198,14 @@ fn stageWItem(i: u32, n0: u32, k0: u32) {
       word = w[e / 32u][(e / 8u) & 3u];
       s = f16(blockScale(e / 64u));
     }
-    tiles[d] = nf4lut[(word >> 4u) & 15u] * s;
-    tiles[d + 1u] = nf4lut[word & 15u] * s;
-    tiles[d + 2u] = nf4lut[(word >> 12u) & 15u] * s;
-    tiles[d + 3u] = nf4lut[(word >> 8u) & 15u] * s;
-    tiles[d + 4u] = nf4lut[(word >> 20u) & 15u] * s;
-    tiles[d + 5u] = nf4lut[(word >> 16u) & 15u] * s;
-    tiles[d + 6u] = nf4lut[(word >> 28u) & 15u] * s;
-    tiles[d + 7u] = nf4lut[(word >> 24u) & 15u] * s;
+    tiles[wAt(r, c)] = nf4lut[(word >> 4u) & 15u] * s;
+    tiles[wAt(r, c + 1u)] = nf4lut[word & 15u] * s;
+    tiles[wAt(r, c + 2u)] = nf4lut[(word >> 12u) & 15u] * s;
+    tiles[wAt(r, c + 3u)] = nf4lut[(word >> 8u) & 15u] * s;
+    tiles[wAt(r, c + 4u)] = nf4lut[(word >> 20u) & 15u] * s;
+    tiles[wAt(r, c + 5u)] = nf4lut[(word >> 16u) & 15u] * s;
+    tiles[wAt(r, c + 6u)] = nf4lut[(word >> 28u) & 15u] * s;
+    tiles[wAt(r, c + 7u)] = nf4lut[(word >> 24u) & 15u] * s;
   }
 }
 
@@ -226,18 +245,88 @@ alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 
-// Writes fragment (i, j) of subgroup sg, whose first tile row and Y column are rowT, colF: through
-// the subgroup's scratch; lane `lane` writes column colF + 16j + lane % 16 of tile rows
-// rowT + 16i + lane / 16 + 2q (q < 8): acc / s [+ scale · U[row]·L[col]] [+ Y's old value],
-// the elements inside Y only.
-fn storeFrag(acc: Frag, sg: u32, lane: u32, m0: u32, rowT: u32, colF: u32, i: u32, j: u32) {
-  subgroupMatrixStore(&scratch, sg * 256u, acc, false, 16u);
-  workgroupBarrier();
+// Whether the LoRA term runs on the tensor cores: R ≤ BK (uniform: params.r).
+fn loraOnTensorCores() -> bool {
+  return LORA && params.r <= BK;
+}
+
+// The LoRA term's operands for the tensor cores, in place of the X and W tiles: tile row i < BM
+// holds U[m0 + i] and the W tile's row j holds L[n0 + j], each as f16(value · 2^e) with the row's
+// own scale (scaleFor of its largest |value|; rows past M or N and ranks past R are zeros, R padded
+// to a multiple of 16); the inverse scales go to rowS (U) and colInv (L). One row per invocation,
+// its R ≤ BK values read twice (the maximum, then the staging).
+fn stageLora(li: u32, m0: u32, n0: u32) {
+  let r = params.r;
+  let rp = (r + 15u) / 16u * 16u;
+  for (var t = li; t < BM + BN; t += THREADS) {
+    let isU = t < BM;
+    var src = 0u;
+    var live = false;
+    var dst = 0u;
+    if (isU) {
+      src = (m0 + t) * r;
+      live = m0 + t < params.m;
+      dst = t * SK;
+    } else {
+      src = (n0 + t - BM) * r;
+      live = n0 + t - BM < params.n;
+      dst = t - BM; // the W tile's row (wAt)
+    }
+    var amax = 0u;
+    if (live) {
+      for (var q = 0u; q < r; q++) {
+        var v = 0.0;
+        if (isU) { v = u[src + q]; } else { v = lora_b[src + q]; }
+        amax = max(amax, bitcast<u32>(v) & 0x7fffffffu);
+      }
+    }
+    let sc = scaleFor(amax);
+    for (var q = 0u; q < rp; q++) {
+      var v = 0.0;
+      if (live && q < r) {
+        if (isU) { v = u[src + q]; } else { v = lora_b[src + q]; }
+      }
+      if (isU) {
+        tiles[dst + q] = f16(v * sc);
+      } else {
+        tiles[wAt(dst, q)] = f16(v * sc);
+      }
+    }
+    if (isU) {
+      rowS[t] = 1.0 / sc;
+    } else {
+      colInv[t - BM] = 1.0 / sc;
+    }
+  }
+}
+
+// Writes fragment (i, j) of subgroup sg (column sn of the subgroup grid), whose first tile row and
+// Y column are rowT, colF: through the subgroup's scratch; lane `lane` writes column
+// colF + 16j + lane % 16 of tile rows rowT + 16i + lane / 16 + 2q (q < 8): acc / s
+// [+ scale · U[row]·L[col]] [+ Y's old value], the elements inside Y only. With the LoRA term on
+// the tensor cores the tiles hold stageLora's operands and the term passes through the scratch first.
+fn storeFrag(acc: Frag, sg: u32, sn: u32, lane: u32, m0: u32, n0: u32, rowT: u32, colF: u32, i: u32, j: u32) {
   let c = lane % 16u;
   let col = colF + 16u * j + c;
   let r0 = rowT + 16u * i + lane / 16u; // tile row of the lane's element q = 0
   var lora: array<f32, 8>; // U[row]·L[col] of the lane's 8 elements
-  if (LORA) {
+  if (loraOnTensorCores()) {
+    var lf = Frag();
+    for (var kk = 0u; kk < params.r; kk += 16u) {
+      let a = subgroupMatrixLoad<Left>(&tiles, (rowT + 16u * i) * SK + kk, false, SK);
+      lf = subgroupMatrixMultiplyAccumulate(a, loadRight(sn, j, kk), lf);
+    }
+    subgroupMatrixStore(&scratch, sg * 256u, lf, false, 16u);
+    workgroupBarrier();
+    let cInv = colInv[col - n0];
+    for (var q = 0u; q < 8u; q++) {
+      lora[q] = scratch[sg * 256u + (lane / 16u + 2u * q) * 16u + c] * rowS[r0 + 2u * q] * cInv;
+    }
+    workgroupBarrier();
+  }
+  subgroupMatrixStore(&scratch, sg * 256u, acc, false, 16u);
+  workgroupBarrier();
+  if (LORA && !loraOnTensorCores()) {
     let colL = min(col, params.n - 1u); // columns past N (not written) read row N - 1
     if (params.r % 4u == 0u) {
       // four of R per load (the epilogue is load-bound: 9 loads per 8 FMAs in the scalar loop)
@@ -330,23 +419,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     workgroupBarrier();
   }
+  if (loraOnTensorCores()) {
+    stageLora(li, m0, n0);
+    workgroupBarrier();
+  }
 
-  storeFrag(acc00, sg, lane, m0, rowT, colF, 0u, 0u);
-  if (FN > 1u) { storeFrag(acc01, sg, lane, m0, rowT, colF, 0u, 1u); }
-  if (FN > 2u) { storeFrag(acc02, sg, lane, m0, rowT, colF, 0u, 2u); }
-  if (FN > 3u) { storeFrag(acc03, sg, lane, m0, rowT, colF, 0u, 3u); }
-  if (FN > 4u) { storeFrag(acc04, sg, lane, m0, rowT, colF, 0u, 4u); }
-  if (FN > 5u) { storeFrag(acc05, sg, lane, m0, rowT, colF, 0u, 5u); }
-  if (FN > 6u) { storeFrag(acc06, sg, lane, m0, rowT, colF, 0u, 6u); }
-  if (FN > 7u) { storeFrag(acc07, sg, lane, m0, rowT, colF, 0u, 7u); }
+  storeFrag(acc00, sg, sn, lane, m0, n0, rowT, colF, 0u, 0u);
+  if (FN > 1u) { storeFrag(acc01, sg, sn, lane, m0, n0, rowT, colF, 0u, 1u); }
+  if (FN > 2u) { storeFrag(acc02, sg, sn, lane, m0, n0, rowT, colF, 0u, 2u); }
+  if (FN > 3u) { storeFrag(acc03, sg, sn, lane, m0, n0, rowT, colF, 0u, 3u); }
+  if (FN > 4u) { storeFrag(acc04, sg, sn, lane, m0, n0, rowT, colF, 0u, 4u); }
+  if (FN > 5u) { storeFrag(acc05, sg, sn, lane, m0, n0, rowT, colF, 0u, 5u); }
+  if (FN > 6u) { storeFrag(acc06, sg, sn, lane, m0, n0, rowT, colF, 0u, 6u); }
+  if (FN > 7u) { storeFrag(acc07, sg, sn, lane, m0, n0, rowT, colF, 0u, 7u); }
   if (FM > 1u) {
-    storeFrag(acc10, sg, lane, m0, rowT, colF, 1u, 0u);
-    if (FN > 1u) { storeFrag(acc11, sg, lane, m0, rowT, colF, 1u, 1u); }
-    if (FN > 2u) { storeFrag(acc12, sg, lane, m0, rowT, colF, 1u, 2u); }
-    if (FN > 3u) { storeFrag(acc13, sg, lane, m0, rowT, colF, 1u, 3u); }
-    if (FN > 4u) { storeFrag(acc14, sg, lane, m0, rowT, colF, 1u, 4u); }
-    if (FN > 5u) { storeFrag(acc15, sg, lane, m0, rowT, colF, 1u, 5u); }
-    if (FN > 6u) { storeFrag(acc16, sg, lane, m0, rowT, colF, 1u, 6u); }
-    if (FN > 7u) { storeFrag(acc17, sg, lane, m0, rowT, colF, 1u, 7u); }
+    storeFrag(acc10, sg, sn, lane, m0, n0, rowT, colF, 1u, 0u);
+    if (FN > 1u) { storeFrag(acc11, sg, sn, lane, m0, n0, rowT, colF, 1u, 1u); }
+    if (FN > 2u) { storeFrag(acc12, sg, sn, lane, m0, n0, rowT, colF, 1u, 2u); }
+    if (FN > 3u) { storeFrag(acc13, sg, sn, lane, m0, n0, rowT, colF, 1u, 3u); }
+    if (FN > 4u) { storeFrag(acc14, sg, sn, lane, m0, n0, rowT, colF, 1u, 4u); }
+    if (FN > 5u) { storeFrag(acc15, sg, sn, lane, m0, n0, rowT, colF, 1u, 5u); }
+    if (FN > 6u) { storeFrag(acc16, sg, sn, lane, m0, n0, rowT, colF, 1u, 6u); }
+    if (FN > 7u) { storeFrag(acc17, sg, sn, lane, m0, n0, rowT, colF, 1u, 7u); }
   }
 }

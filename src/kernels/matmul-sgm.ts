@@ -115,12 +115,16 @@ export function sgmTileHalves(t: SgmTile): number {
   return (bm + bn) * (t.bk + PAD);
 }
 
-/** The most tile rows (BM) the shader's row-scale arrays hold. */
+/** The most tile rows (BM) the shader's row-scale arrays hold, and tile columns (BN) its LoRA column scales hold. */
 const MAX_ROWS = 256;
+const MAX_COLS = 256;
 
-/** Bytes of workgroup memory the shader declares (the same for every tile): staging, epilogue scratch, NF4 table, row scales and their reciprocals. */
+/**
+ * Bytes of workgroup memory the shader declares (the same for every tile): staging, epilogue
+ * scratch, NF4 table, row scales and their reciprocals, the LoRA term's column scales.
+ */
 export function sgmTileWorkgroupBytes(): number {
-  return TILE_HALVES * 2 + MAX_SUBGROUPS * FRAG * FRAG * 4 + 16 * 2 + 2 * MAX_ROWS * 4;
+  return TILE_HALVES * 2 + MAX_SUBGROUPS * FRAG * FRAG * 4 + 16 * 2 + 2 * MAX_ROWS * 4 + MAX_COLS * 4;
 }
 
 /**
@@ -153,6 +157,7 @@ export function sgmTileProblems(t: SgmTile, maxWorkgroupBytes: number, maxInvoca
   if (staging === 'unrolled' && (items.x > 8 || items.w > 8)) {
     problems.push(`unrolled staging writes at most 8 items per invocation; this tile needs ${items.x} (X) and ${items.w} (W): use staging 'loop' or more subgroups`);
   }
+  if (sgmTileRows(t).bn > MAX_COLS) problems.push(`BN = ${sgmTileRows(t).bn} columns exceed the shader's ${MAX_COLS}`);
   const bytes = sgmTileWorkgroupBytes();
   if (bytes > maxWorkgroupBytes) problems.push(`the shader needs ${bytes} bytes of workgroup memory, the device allows ${maxWorkgroupBytes}`);
   return problems;

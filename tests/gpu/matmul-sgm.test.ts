@@ -161,19 +161,49 @@ function makeActivations(rng: Rng, m: number, k: number): { xv: Float32Array; ma
 /**
  * The per-element tolerance: sgmRelBound(format, K)·Σ_k|x_k·w_k| (f16 unit roundoff 2^-11 for
  * each f16 operand rounding — x·s once, the weight once or, NF4, three times — plus the f32
- * accumulation over K; the scaling by powers of two is exact) + (r + 4)·2^-24·|scale|·Σ_q|u_q·b_q|
- * (the LoRA sum in f32: r roundings of partial sums and the scale multiply) + 4·2^-24 of
- * |y0| + Σ|x·w| + |scale|·Σ|u·b| (the two epilogue additions and the final rounding)
+ * accumulation over K; the scaling by powers of two is exact) + the LoRA term's (`loraTolerance`)
+ * + 4·2^-24 of |y0| + Σ|x·w| + |scale|·Σ|u·b| (the two epilogue additions and the final rounding)
  * + `sub` (f16's subnormal range, below 2^-14, has an absolute spacing of 2^-24, so a relative bound
  * does not hold there: a weight under 6.1e-5 — a few in a thousand of these random f32/bf16 weights —
  * is off by up to 2^-25 whatever its size, which a 1e5 activation turns into 3e-3; see subnormalTerm).
  */
-function tolerance(format: StoredFormat, k: number, xw: Float64Array, ub: Float64Array | undefined, r: number, scale: number, y0: ArrayLike<number> | undefined, sub?: Float64Array): Float64Array {
+function tolerance(format: StoredFormat, k: number, xw: Float64Array, lora: LoraTolerance | undefined, y0: ArrayLike<number> | undefined, sub?: Float64Array): Float64Array {
   const bound = sgmRelBound(format, k);
   return xw.map((a, i) => {
-    const l = ub ? Math.abs(scale) * ub[i] : 0;
-    return bound * a + (sub ? sub[i] : 0) + (r + 4) * 2 ** -24 * l + 4 * 2 ** -24 * ((y0 ? Math.abs(y0[i]) : 0) + a + l);
+    const l = lora ? lora.magnitude[i] : 0;
+    return bound * a + (sub ? sub[i] : 0) + (lora ? lora.error[i] : 0) + 4 * 2 ** -24 * ((y0 ? Math.abs(y0[i]) : 0) + a + l);
   });
+}
+
+interface LoraTolerance {
+  /** |scale|·Σ_q|u_q·b_q| per output */
+  readonly magnitude: Float64Array;
+  /** the LoRA term's own error bound per output */
+  readonly error: Float64Array;
+}
+
+/**
+ * The LoRA term's error bound per output (m, n). Its f32 sum (r > the tile's K step): (r + 4)·2^-24
+ * of |scale|·Σ_q|u_q·b_q| (r roundings of partial sums and the scale multiply). On the tensor
+ * cores (r ≤ the K step: shaders/matmul_sgm_forward.wgsl): u·s_u and b·s_b rounded to f16, each row
+ * with its own power-of-two scale (rowScaleRef's rule), adds 2·2^-11 + 2^-22 relative where they
+ * are normal and, below 2^-14, 2^-25 absolute in scaled units — 2^-25·(Σ_q|b_q| / s_u[m] +
+ * Σ_q|u_q| / s_b[n]) in real ones.
+ */
+function loraTolerance(uv: Float32Array, bv: Float32Array, m: number, n: number, r: number, scale: number, onTensorCores: boolean): LoraTolerance {
+  const magnitude = matmulSgmRef(uv, bv, m, n, r).abs.map((v) => Math.abs(scale) * v);
+  const su = rowScaleRef(uv, m, r);
+  const sb = rowScaleRef(bv, n, r);
+  const rowAbs = (v: Float32Array, rows: number): Float64Array => Float64Array.from({ length: rows }, (_, i) => v.subarray(i * r, (i + 1) * r).reduce((acc, x) => acc + Math.abs(x), 0));
+  const uAbs = rowAbs(uv, m);
+  const bAbs = rowAbs(bv, n);
+  const error = magnitude.map((l, i) => {
+    const f32 = (r + 4) * 2 ** -24 * l;
+    if (!onTensorCores) return f32;
+    const [row, col] = [Math.floor(i / n), i % n];
+    return f32 + (2 * 2 ** -11 + 2 ** -22) * l + Math.abs(scale) * 2 ** -25 * (1 + 2 ** -10) * (bAbs[col] / su[row] + uAbs[row] / sb[col]);
+  });
+  return { magnitude, error };
 }
 
 /**
@@ -228,10 +258,14 @@ function expectWithin(what: string, out: Float32Array, ref: Float64Array, allowe
 
 // [M, N, K]: M and N not multiples of any tile (edge workgroups next to interior ones), K a
 // multiple of 64 but not of every tile's 2·BK
-/** M, N, K and the LoRA rank: 8 takes the epilogue's vec4 loads (r % 4 == 0), 5 its scalar ones. */
+/**
+ * M, N, K and the LoRA rank: 8 and 5 (padded to 16) take the LoRA term on the tensor cores; 36 too on
+ * tiles with K steps of 64, and the f32 loop with vec4 loads (r % 4 == 0) on those of 32.
+ */
 const SIZES: readonly (readonly [number, number, number, number])[] = [
   [300, 200, 192, 8],
   [37, 18, 64, 5],
+  [70, 50, 128, 36],
 ];
 const FORMATS: readonly StoredFormat[] = ['nf4', 'nf4dq', 'bf16', 'f32'];
 const LORA_RANK = 5; // the NaN-row case: not a multiple of 4
@@ -254,37 +288,42 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
     return rowScale;
   }
 
+  /** One forward case of `m` against float64: plain, +LoRA, +accumulate and both; logs the worst share of the tolerance. */
+  async function checkForward(m: MatmulSgm, tile: SgmTile, format: StoredFormat, M: number, N: number, K: number, R: number): Promise<void> {
+    const rng = new Rng(M * 7919 + N * 31 + K + format.length * 13 + tile.fm * tile.fn);
+    const { w, dense } = makeWeight(rng, format, N, K);
+    const { xv, mag } = makeActivations(rng, M, K);
+    const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
+    const rowScale = await rowScaleOf(x, xv, M, K);
+    const uv = Float32Array.from({ length: M * R }, (_, i) => rng.normal() * 0.1 * mag[Math.floor(i / R)]);
+    const bv = rng.f32(N * R, 0.05);
+    const lora = { u: gpu.tensorFrom('u', [M, R], 'f32', uv), b: gpu.tensorFrom('lora_b', [N, R], 'f32', bv), scale: LORA_SCALE };
+    const y0 = Float32Array.from({ length: M * N }, (_, i) => rng.normal() * mag[Math.floor(i / N)]);
+    const { y: plain, abs: xw } = matmulSgmRef(xv, dense, M, N, K);
+    const sub = subnormalTerm(xv, dense, rowScaleRef(xv, M, K), M, N, K);
+    const loraTol = loraTolerance(uv, bv, M, N, R, LORA_SCALE, R <= tile.bk);
+    const y = gpu.tensor('y', [M, N], 'f32');
+    const worst: string[] = [];
+    for (const [withLora, accumulate] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      const name = `${format} ${sgmTileName(tile)}${withLora ? ' +lora' : ''}${accumulate ? ' +accumulate' : ''}`;
+      if (accumulate) gpu.write(y, y0);
+      else gpu.fill32(y, NAN_WORD);
+      submitDispatches(gpu, [m.forward(name, { y, x, rowScale, w, tile, accumulate, lora: withLora ? lora : undefined })]);
+      const ref = Float64Array.from(plain);
+      if (withLora) loraEpilogueRef(ref, uv, bv, M, N, R, LORA_SCALE);
+      if (accumulate) accumulateRef(ref, y0);
+      const allowed = tolerance(format, K, xw, withLora ? loraTol : undefined, accumulate ? y0 : undefined, sub);
+      worst.push(`${withLora ? 'lora' : ''}${accumulate ? 'acc' : ''}${withLora || accumulate ? '' : 'plain'} ${(100 * expectWithin(name, await gpu.readF32(y), ref, allowed, N)).toFixed(1)}%`);
+    }
+    console.log(`${format} ${sgmTileName(tile)} ${M}x${N}x${K} r=${R}: worst error as a share of the tolerance: ${worst.join(', ')}`);
+  }
+
   // the default tiles (the probe's 256 × 128 first: 8 X items per invocation, the unrolled maximum) and 128 × 256
   for (const tile of [...SGM_DEFAULT_TILES, SGM_TILES.large] as readonly SgmTile[]) {
     for (const format of FORMATS) {
       for (const [M, N, K, R] of SIZES) {
         it(`${format}, tile ${sgmTileName(tile)}, M=${M} N=${N} K=${K} r=${R}: activations up to 1e5 and down to 1e-10 at f16 rounding error, plain, +LoRA, +accumulate`, async () => {
-          const rng = new Rng(M * 7919 + N * 31 + K + format.length * 13 + tile.fm * tile.fn);
-          const { w, dense } = makeWeight(rng, format, N, K);
-          const { xv, mag } = makeActivations(rng, M, K);
-          const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
-          const rowScale = await rowScaleOf(x, xv, M, K);
-          const uv = Float32Array.from({ length: M * R }, (_, i) => rng.normal() * 0.1 * mag[Math.floor(i / R)]);
-          const bv = rng.f32(N * R, 0.05);
-          const lora = { u: gpu.tensorFrom('u', [M, R], 'f32', uv), b: gpu.tensorFrom('lora_b', [N, R], 'f32', bv), scale: LORA_SCALE };
-          const y0 = Float32Array.from({ length: M * N }, (_, i) => rng.normal() * mag[Math.floor(i / N)]);
-          const { y: plain, abs: xw } = matmulSgmRef(xv, dense, M, N, K);
-          const sub = subnormalTerm(xv, dense, rowScaleRef(xv, M, K), M, N, K);
-          const ub = matmulSgmRef(uv, bv, M, N, R).abs;
-          const y = gpu.tensor('y', [M, N], 'f32');
-          const worst: string[] = [];
-          for (const [withLora, accumulate] of [[false, false], [false, true], [true, false], [true, true]] as const) {
-            const name = `${format} ${sgmTileName(tile)}${withLora ? ' +lora' : ''}${accumulate ? ' +accumulate' : ''}`;
-            if (accumulate) gpu.write(y, y0);
-            else gpu.fill32(y, NAN_WORD);
-            submitDispatches(gpu, [mm.forward(name, { y, x, rowScale, w, tile, accumulate, lora: withLora ? lora : undefined })]);
-            const ref = Float64Array.from(plain);
-            if (withLora) loraEpilogueRef(ref, uv, bv, M, N, R, LORA_SCALE);
-            if (accumulate) accumulateRef(ref, y0);
-            const allowed = tolerance(format, K, xw, withLora ? ub : undefined, R, LORA_SCALE, accumulate ? y0 : undefined, sub);
-            worst.push(`${withLora ? 'lora' : ''}${accumulate ? 'acc' : ''}${withLora || accumulate ? '' : 'plain'} ${(100 * expectWithin(name, await gpu.readF32(y), ref, allowed, N)).toFixed(1)}%`);
-          }
-          console.log(`${format} ${sgmTileName(tile)} ${M}x${N}x${K} r=${R}: worst error as a share of the tolerance: ${worst.join(', ')}`);
+          await checkForward(mm, tile, format, M, N, K, R);
         });
       }
     }
@@ -301,7 +340,7 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
     submitDispatches(gpu, [mm.forward('unscaled', { y, x: gpu.tensorFrom('x', [M, K], 'f32', xv), rowScale: ones, w })]);
     const out = await gpu.readF32(y);
     const { y: ref, abs } = matmulSgmRef(xv, dense, M, N, K);
-    const allowed = tolerance('bf16', K, abs, undefined, 0, 0, undefined);
+    const allowed = tolerance('bf16', K, abs, undefined, undefined);
     for (let i = 0; i < M; i++) {
       const row = Array.from(out.subarray(i * N, (i + 1) * N));
       // kinds 1 and 2 hold |x| = 1e5 > 65504: f16(x) is ±Inf, so the row's outputs are ±Inf or NaN
@@ -332,7 +371,7 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
     const lora = { u: gpu.tensorFrom('u', [M, LORA_RANK], 'f32', uv), b: gpu.tensorFrom('lora_b', [N, LORA_RANK], 'f32', bv), scale: LORA_SCALE };
     const y0 = rng.f32(M * N);
     const { y: plain, abs: xw } = matmulSgmRef(xv.map((v) => (Number.isFinite(v) ? v : 0)), dense, M, N, K);
-    const ub = matmulSgmRef(uv, bv, M, N, LORA_RANK).abs;
+    const loraTol = loraTolerance(uv, bv, M, N, LORA_RANK, LORA_SCALE, true);
     const y = gpu.tensor('y', [M, N], 'f32');
     for (const withExtras of [false, true]) {
       if (withExtras) gpu.write(y, y0);
@@ -343,11 +382,32 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
       expect(Array.from(out.subarray(10 * N, 11 * N)).every((v) => !Number.isFinite(v)), 'row 10 (Inf) all non-finite').toBe(true);
       const ref = Float64Array.from(plain);
       if (withExtras) accumulateRef(loraEpilogueRef(ref, uv, bv, M, N, LORA_RANK, LORA_SCALE), y0);
-      const allowed = tolerance('nf4', K, xw, withExtras ? ub : undefined, LORA_RANK, LORA_SCALE, withExtras ? y0 : undefined);
+      const allowed = tolerance('nf4', K, xw, withExtras ? loraTol : undefined, withExtras ? y0 : undefined);
       // row 20 is all zeros: exactly 0 without the epilogues (its tolerance is 0), the epilogues' values with them
       expectWithin(`nan rows${withExtras ? ' +lora +accumulate' : ''}`, out, ref, allowed, N, new Set([3, 10, 20]));
       for (let j = 0; j < N; j++) expect(Math.abs(out[20 * N + j] - ref[20 * N + j])).toBeLessThanOrEqual(allowed[20 * N + j]);
     }
+  });
+
+  it('a LoRA rank past the K step and not a multiple of 4 (r = 37, tile K step 32) takes the f32 loop with scalar loads', async () => {
+    const rng = new Rng(3737);
+    const [M, N, K, R] = [75, 60, 128, 37];
+    const tile = SGM_DEFAULT_TILES[0];
+    expect(R).toBeGreaterThan(tile.bk);
+    const { w, dense } = makeWeight(rng, 'nf4', N, K);
+    const { xv, mag } = makeActivations(rng, M, K);
+    const x = gpu.tensorFrom('x', [M, K], 'f32', xv);
+    const rowScale = await rowScaleOf(x, xv, M, K);
+    const uv = Float32Array.from({ length: M * R }, (_, i) => rng.normal() * 0.1 * mag[Math.floor(i / R)]);
+    const bv = rng.f32(N * R, 0.05);
+    const lora = { u: gpu.tensorFrom('u', [M, R], 'f32', uv), b: gpu.tensorFrom('lora_b', [N, R], 'f32', bv), scale: LORA_SCALE };
+    const y = gpu.tensor('y', [M, N], 'f32');
+    gpu.fill32(y, NAN_WORD);
+    submitDispatches(gpu, [mm.forward('r37', { y, x, rowScale, w, tile, lora })]);
+    const { y: plain, abs: xw } = matmulSgmRef(xv, dense, M, N, K);
+    const ref = loraEpilogueRef(Float64Array.from(plain), uv, bv, M, N, R, LORA_SCALE);
+    const sub = subnormalTerm(xv, dense, rowScaleRef(xv, M, K), M, N, K);
+    expectWithin('r37', await gpu.readF32(y), ref, tolerance('nf4', K, xw, loraTolerance(uv, bv, M, N, R, LORA_SCALE, false), undefined, sub), N);
   });
 
   it('the strided-loop staging (the first version) matches float64 too', async () => {
@@ -363,7 +423,7 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
       gpu.fill32(y, NAN_WORD);
       submitDispatches(gpu, [loop.forward('loop', { y, x, rowScale, w, tile: SGM_TILES.large })]);
       const { y: ref, abs } = matmulSgmRef(xv, dense, M, N, K);
-      expectWithin(`${format} loop staging`, await gpu.readF32(y), ref, tolerance(format, K, abs, undefined, 0, 0, undefined), N);
+      expectWithin(`${format} loop staging`, await gpu.readF32(y), ref, tolerance(format, K, abs, undefined, undefined), N);
     }
   });
 
@@ -378,7 +438,7 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
     gpu.fill32(y, NAN_WORD);
     submitDispatches(gpu, [mm.forward('picked', { y, x, rowScale, w })]);
     const { y: ref, abs } = matmulSgmRef(xv, dense, M, N, K);
-    expectWithin('picked tile', await gpu.readF32(y), ref, tolerance('nf4', K, abs, undefined, 0, 0, undefined), N);
+    expectWithin('picked tile', await gpu.readF32(y), ref, tolerance('nf4', K, abs, undefined, undefined), N);
     const w96 = makeWeight(rng, 'bf16', 8, 96).w;
     const s4 = gpu.tensor('s', [4], 'f32');
     expect(() => mm.forward('k96', { y: gpu.tensor('y', [4, 8], 'f32'), x: gpu.tensor('x', [4, 96], 'f32'), rowScale: s4, w: w96 })).toThrow(/multiple of 64/);
