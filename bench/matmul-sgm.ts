@@ -2,7 +2,7 @@
  * Subgroup-matrix (tensor-core) dequant-matmul benchmark.
  *
  *   npx tsc -p . && node dist/bench/matmul-sgm.js [--small] [--reps N] [--json FILE] [--force] [--formats nf4,bf16,f32]
- *       [--tile 256x128x32/8x1sg/2x8f,...] [--staging unrolled,loop] [--epilogue plain,lora] [--rank R] [--robustness]
+ *       [--tile 256x128x32/8x1sg/2x8f,...] [--staging unrolled,loop] [--prefetch on,off] [--epilogue plain,lora] [--rank R] [--robustness]
  *
  * Times MatmulSgm.forward (X staged as f16(X[m]·rowScale[m])) at Qwen3-4B's projection shapes with
  * M = 2048 tokens — K→N 2560→4096 (q_proj), 2560→1024 (k/v_proj), 2560→9728 (gate/up), 4096→2560
@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { submitDispatches, timeDispatches } from '../src/kernels/dispatch.js';
 import { Gpu } from '../src/kernels/gpu.js';
 import type { StoredFormat } from '../src/kernels/matmul.js';
-import { MatmulSgm, parseSgmTile, type SgmStaging, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
+import { MatmulSgm, parseSgmTile, SGM_FORWARD_PREFETCH, type SgmStaging, sgmRelBound, sgmTileName, sgmUnsupportedReason } from '../src/kernels/matmul-sgm.js';
 import { RowScale } from '../src/kernels/row-scale.js';
 import { makeWeight, sampledError, Words } from './bench-weight.js';
 
@@ -50,6 +50,7 @@ async function main(): Promise<void> {
       tile: { type: 'string' },
       formats: { type: 'string', default: 'nf4' },
       staging: { type: 'string', default: 'unrolled' },
+      prefetch: { type: 'string', default: SGM_FORWARD_PREFETCH ? 'on' : 'off' },
       epilogue: { type: 'string', default: 'plain,lora' },
       rank: { type: 'string', default: '32' },
     },
@@ -68,21 +69,28 @@ async function main(): Promise<void> {
   const tiles = values.tile?.split(',').map(parseSgmTile);
   const stagings = values.staging.split(',').map((s) => s.trim());
   for (const s of stagings) if (s !== 'unrolled' && s !== 'loop') throw new Error(`bench/matmul-sgm: --staging ${s}: expected unrolled or loop`);
+  const prefetches = values.prefetch.split(',').map((s) => s.trim());
+  for (const p of prefetches) if (p !== 'on' && p !== 'off') throw new Error(`bench/matmul-sgm: --prefetch ${p}: expected on or off`);
   const epilogues = values.epilogue.split(',').map((s) => s.trim());
   for (const e of epilogues) if (e !== 'plain' && e !== 'lora') throw new Error(`bench/matmul-sgm: --epilogue ${e}: expected plain or lora`);
   const rank = Number(values.rank);
   const t0 = performance.now();
-  const mms = new Map<SgmStaging, MatmulSgm>();
+  const mms = new Map<string, MatmulSgm>();
   const lora = [...new Set(epilogues.map((e) => e === 'lora'))];
-  for (const s of stagings as SgmStaging[]) mms.set(s, await MatmulSgm.create(gpu, { tiles, formats, accumulate: [false, true], lora, staging: s }));
+  for (const s of stagings as SgmStaging[]) {
+    // the loop staging never prefetches
+    for (const p of s === 'loop' ? ['off'] : prefetches) {
+      mms.set(prefetches.length > 1 && s === 'unrolled' ? `${s}/pf-${p}` : s, await MatmulSgm.create(gpu, { tiles, formats, accumulate: [false, true], lora, staging: s, prefetch: p === 'on' }));
+    }
+  }
   const rowScaleKernel = await RowScale.create(gpu);
   const tileList = [...mms.values()][0].tiles;
   const variants = [...mms].flatMap(([s, mm]) => mm.tiles.map((t) => [s, mm, t] as const));
-  console.log(`compiled ${tileList.length} tiles × ${formats.length} formats × ${stagings.join('/')} staging in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${tileList.map(sgmTileName).join(', ')}`);
+  console.log(`compiled ${tileList.length} tiles × ${formats.length} formats × ${stagings.join('/')} staging (prefetch ${prefetches.join('/')}) in ${((performance.now() - t0) / 1e3).toFixed(1)} s: ${tileList.map(sgmTileName).join(', ')}`);
 
   const results: Record<string, unknown>[] = [];
   const header =
-    `${'shape'.padEnd(10)} ${'format'.padEnd(6)} ${'M'.padStart(5)} ${'K'.padStart(6)} ${'N'.padStart(6)}  ${'tile'.padEnd(26)} ${'staging'.padEnd(8)} ${'epilogue'.padEnd(12)} ` +
+    `${'shape'.padEnd(10)} ${'format'.padEnd(6)} ${'M'.padStart(5)} ${'K'.padStart(6)} ${'N'.padStart(6)}  ${'tile'.padEnd(26)} ${'staging'.padEnd(15)} ${'epilogue'.padEnd(12)} ` +
     `${'ms'.padStart(8)} ${'TFLOP/s'.padStart(8)} ${'rowScale ms'.padStart(11)} ${'w/ rowScale'.padStart(11)}  err/bound`;
   let seed = 1;
   let warmed = false;
@@ -154,7 +162,7 @@ async function main(): Promise<void> {
         results.push(r);
         const line =
           `${r.shape.padEnd(10)} ${format.padEnd(6)} ${String(m).padStart(5)} ${String(k).padStart(6)} ${String(n).padStart(6)}  ` +
-          `${(r.tile + (r.picked ? ' *' : '')).padEnd(26)} ${staging.padEnd(8)} ${epilogueName.padEnd(12)} ${r.ms.toFixed(3).padStart(8)} ${r.tflops.toFixed(1).padStart(8)} ` +
+          `${(r.tile + (r.picked ? ' *' : '')).padEnd(26)} ${staging.padEnd(15)} ${epilogueName.padEnd(12)} ${r.ms.toFixed(3).padStart(8)} ${r.tflops.toFixed(1).padStart(8)} ` +
           `${r.rowScaleMs.toFixed(3).padStart(11)} ${r.tflopsWithRowScale.toFixed(1).padStart(11)}  ${r.errOverBound === null ? '-' : r.errOverBound.toFixed(3)}`;
         lines.push(line);
         console.log(line);

@@ -35,7 +35,12 @@
 // f16(x·s), row-major) and the W tile (BN × BK, f16, one row per output column) with rows padded
 // to BK + 8 halves (without padding the fragment loads conflict on banks: 2× slower in the probe);
 // one barrier; each subgroup loads its FM left and FN right fragments per 16 of k and issues
-// FM·FN multiply-accumulates; one barrier. Result fragments are opaque, so the per-row epilogue
+// FM·FN multiply-accumulates; one barrier. The staging is split as in the input gradient's kernel
+// (shaders/matmul_sgm_input.wgsl): the global loads of a step (X as vec4 of f32; W still encoded:
+// NF4 codes and the block scale) into named registers, then vec4 conversions to f16 and the tile
+// writes — 1.3× the first version's TFLOP/s at gate/up and q, 1.45× at o and down (H200,
+// 2026-12-04). With PREFETCH (an option, off by default: no faster in the same measurement) the
+// next step's loads are issued after the first barrier and held during the multiply-accumulates. Result fragments are opaque, so the per-row epilogue
 // passes each through a per-subgroup 16 × 16 f32 scratch: lane l then owns column l % 16 and rows
 // l / 16 + 2q (q < 8) of the fragment and writes the elements inside Y.
 // The LoRA term, R ≤ BK (Qwen3 runs take r = 8 .. 32 with BK = 32), runs on the tensor cores too:
@@ -65,7 +70,8 @@ override BK: u32 = 32u;   // reduction step: 32 or 64
 override FORMAT: u32 = 2u;
 override ACCUMULATE: bool = false;
 override LORA: bool = false;
-override UNROLL: bool = true; // straight-line staging (see stageTiles); needs NX, NW <= 8
+override UNROLL: bool = true; // straight-line staging (see Staged); needs NX, NW <= 8
+override PREFETCH: bool = false; // UNROLL only: the next K step's global loads issued before this step's multiply-accumulates
 
 const PAD = 8u;
 override THREADS: u32 = SG_M * SG_N * 32u;
@@ -126,22 +132,55 @@ override NW: u32 = (W_ITEMS + THREADS - 1u) / THREADS;
 // itemScale(i): the row scale of X item i, read into registers once by main
 // #include "lib/sgm_item_scale.wgsl"
 
-// Stages item i of the X tile: X[m0 + r, k0 + c .. c+4) · s (its row's scale) as f16 (zeros below row M).
-fn stageXItem(i: u32, m0: u32, k0: u32, s: f32) {
+// X[m0 + r, k0 + c .. c+4) of item i, f32 (zeros below row M and past the items).
+fn loadX(i: u32, m0: u32, k0: u32) -> vec4<f32> {
+  let r = i / (BK / 4u);
+  let c = (i % (BK / 4u)) * 4u;
+  if (i >= X_ITEMS || m0 + r >= params.m) {
+    return vec4<f32>(0.0);
+  }
+  return x[((m0 + r) * params.k + k0 + c) / 4u];
+}
+
+// Writes item i's four values, times its row's scale s, as f16 into the X tile.
+fn storeX(i: u32, v: vec4<f32>, s: f32) {
   if (i >= X_ITEMS) {
     return;
   }
-  let r = i / (BK / 4u);
-  let c = (i % (BK / 4u)) * 4u;
-  var v = vec4<f16>(0.0h);
-  if (m0 + r < params.m) {
-    v = vec4<f16>(x[((m0 + r) * params.k + k0 + c) / 4u] * s);
+  let h = vec4<f16>(v * s);
+  let d = (i / (BK / 4u)) * SK + (i % (BK / 4u)) * 4u;
+  tiles[d] = h.x;
+  tiles[d + 1u] = h.y;
+  tiles[d + 2u] = h.z;
+  tiles[d + 3u] = h.w;
+}
+
+// W[n0 + r, k0 + c .. c+8) of item i, still encoded (zeros past row N and past the items): FORMAT 0
+// the 8 f32 words (a, b), 1 the 4 words of bf16 pairs (a), NF4 a.x the word of 8 codes (element
+// 8i+2j in the high nibble of byte j) and a.y its block scale's f32 bits (the probe's unit: with
+// 32 codes per item only half the invocations of a 256 × 128 tile had W work).
+struct WItem {
+  a: vec4<u32>,
+  b: vec4<u32>,
+}
+
+fn loadW(i: u32, n0: u32, k0: u32) -> WItem {
+  var raw = WItem(vec4<u32>(0u), vec4<u32>(0u));
+  let r = i / (BK / 8u);
+  if (i >= W_ITEMS || n0 + r >= params.n) {
+    return raw;
   }
-  let d = r * SK + c;
-  tiles[d] = v.x;
-  tiles[d + 1u] = v.y;
-  tiles[d + 2u] = v.z;
-  tiles[d + 3u] = v.w;
+  let e = (n0 + r) * params.k + k0 + (i % (BK / 8u)) * 8u; // flattened index of the first of the 8 elements
+  if (FORMAT == 0u) {
+    raw.a = w[e / 4u];
+    raw.b = w[e / 4u + 1u];
+  } else if (FORMAT == 1u) {
+    raw.a = w[e / 8u];
+  } else {
+    raw.a.x = w[e / 32u][(e / 8u) & 3u];
+    raw.a.y = bitcast<u32>(blockScale(e / 64u));
+  }
+  return raw;
 }
 
 // Where W tile element (output column n of the tile, reduction index c of the K step) lies in
@@ -152,92 +191,97 @@ fn wAt(n: u32, c: u32) -> u32 {
   return B_OFFSET + n * SK + c;
 }
 
-// Stages item i of the W tile: W[n0 + r, k0 + c .. c+8) decoded to f16 (zeros past row N): two
-// vec4 of f32, one vec4<u32> of bf16 pairs, or one u32 of NF4 codes (the probe's unit: with
-// 32 codes per item only half the invocations of a 256 × 128 tile had W work).
-fn stageWItem(i: u32, n0: u32, k0: u32) {
+// Decodes item i to f16 and writes it into the W tile: row r (an output column), 8 of K.
+fn storeW(i: u32, raw: WItem) {
   if (i >= W_ITEMS) {
     return;
   }
   let r = i / (BK / 8u);
   let c = (i % (BK / 8u)) * 8u;
-  let e = (n0 + r) * params.k + k0 + c; // flattened index of the first of the 8 elements
-  let inside = n0 + r < params.n;
+  var lo = vec4<f16>(0.0h);
+  var hi = vec4<f16>(0.0h);
   if (FORMAT == 0u) {
-    var lo = vec4<f16>(0.0h);
-    var hi = vec4<f16>(0.0h);
-    if (inside) {
-      lo = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u]));
-      hi = vec4<f16>(bitcast<vec4<f32>>(w[e / 4u + 1u]));
-    }
-    tiles[wAt(r, c)] = lo.x;
-    tiles[wAt(r, c + 1u)] = lo.y;
-    tiles[wAt(r, c + 2u)] = lo.z;
-    tiles[wAt(r, c + 3u)] = lo.w;
-    tiles[wAt(r, c + 4u)] = hi.x;
-    tiles[wAt(r, c + 5u)] = hi.y;
-    tiles[wAt(r, c + 6u)] = hi.z;
-    tiles[wAt(r, c + 7u)] = hi.w;
+    lo = vec4<f16>(bitcast<vec4<f32>>(raw.a));
+    hi = vec4<f16>(bitcast<vec4<f32>>(raw.b));
   } else if (FORMAT == 1u) {
-    var q = vec4<u32>(0u);
-    if (inside) {
-      q = w[e / 8u];
-    }
-    tiles[wAt(r, c)] = f16(bitcast<f32>(q.x << 16u));
-    tiles[wAt(r, c + 1u)] = f16(bitcast<f32>(q.x & 0xffff0000u));
-    tiles[wAt(r, c + 2u)] = f16(bitcast<f32>(q.y << 16u));
-    tiles[wAt(r, c + 3u)] = f16(bitcast<f32>(q.y & 0xffff0000u));
-    tiles[wAt(r, c + 4u)] = f16(bitcast<f32>(q.z << 16u));
-    tiles[wAt(r, c + 5u)] = f16(bitcast<f32>(q.z & 0xffff0000u));
-    tiles[wAt(r, c + 6u)] = f16(bitcast<f32>(q.w << 16u));
-    tiles[wAt(r, c + 7u)] = f16(bitcast<f32>(q.w & 0xffff0000u));
+    let q = raw.a;
+    lo = vec4<f16>(vec4<f32>(bitcast<f32>(q.x << 16u), bitcast<f32>(q.x & 0xffff0000u), bitcast<f32>(q.y << 16u), bitcast<f32>(q.y & 0xffff0000u)));
+    hi = vec4<f16>(vec4<f32>(bitcast<f32>(q.z << 16u), bitcast<f32>(q.z & 0xffff0000u), bitcast<f32>(q.w << 16u), bitcast<f32>(q.w & 0xffff0000u)));
   } else {
-    var word = 0u;
-    var s = 0.0h;
-    if (inside) {
-      word = w[e / 32u][(e / 8u) & 3u];
-      s = f16(blockScale(e / 64u));
-    }
-    tiles[wAt(r, c)] = nf4lut[(word >> 4u) & 15u] * s;
-    tiles[wAt(r, c + 1u)] = nf4lut[word & 15u] * s;
-    tiles[wAt(r, c + 2u)] = nf4lut[(word >> 12u) & 15u] * s;
-    tiles[wAt(r, c + 3u)] = nf4lut[(word >> 8u) & 15u] * s;
-    tiles[wAt(r, c + 4u)] = nf4lut[(word >> 20u) & 15u] * s;
-    tiles[wAt(r, c + 5u)] = nf4lut[(word >> 16u) & 15u] * s;
-    tiles[wAt(r, c + 6u)] = nf4lut[(word >> 28u) & 15u] * s;
-    tiles[wAt(r, c + 7u)] = nf4lut[(word >> 24u) & 15u] * s;
+    let s = f16(bitcast<f32>(raw.a.y));
+    let word = raw.a.x;
+    lo = vec4<f16>(nf4lut[(word >> 4u) & 15u], nf4lut[word & 15u], nf4lut[(word >> 12u) & 15u], nf4lut[(word >> 8u) & 15u]) * s;
+    hi = vec4<f16>(nf4lut[(word >> 20u) & 15u], nf4lut[(word >> 16u) & 15u], nf4lut[(word >> 28u) & 15u], nf4lut[(word >> 24u) & 15u]) * s;
   }
+  tiles[wAt(r, c)] = lo.x;
+  tiles[wAt(r, c + 1u)] = lo.y;
+  tiles[wAt(r, c + 2u)] = lo.z;
+  tiles[wAt(r, c + 3u)] = lo.w;
+  tiles[wAt(r, c + 4u)] = hi.x;
+  tiles[wAt(r, c + 5u)] = hi.y;
+  tiles[wAt(r, c + 6u)] = hi.z;
+  tiles[wAt(r, c + 7u)] = hi.w;
 }
 
-// Stages both tiles. UNROLL: each invocation's items written out one by one (at most 8 each,
-// guarded by override constants, so they compile to straight-line code as in the probe's
-// generated shader), their row scales xs from registers; else a strided loop (the first version,
-// about half the probe's speed).
-fn stageTiles(li: u32, m0: u32, n0: u32, k0: u32, xs: array<f32, 8>) {
-  if (UNROLL) {
-    stageXItem(li, m0, k0, xs[0]);
-    if (NX > 1u) { stageXItem(li + THREADS, m0, k0, xs[1]); }
-    if (NX > 2u) { stageXItem(li + 2u * THREADS, m0, k0, xs[2]); }
-    if (NX > 3u) { stageXItem(li + 3u * THREADS, m0, k0, xs[3]); }
-    if (NX > 4u) { stageXItem(li + 4u * THREADS, m0, k0, xs[4]); }
-    if (NX > 5u) { stageXItem(li + 5u * THREADS, m0, k0, xs[5]); }
-    if (NX > 6u) { stageXItem(li + 6u * THREADS, m0, k0, xs[6]); }
-    if (NX > 7u) { stageXItem(li + 7u * THREADS, m0, k0, xs[7]); }
-    stageWItem(li, n0, k0);
-    if (NW > 1u) { stageWItem(li + THREADS, n0, k0); }
-    if (NW > 2u) { stageWItem(li + 2u * THREADS, n0, k0); }
-    if (NW > 3u) { stageWItem(li + 3u * THREADS, n0, k0); }
-    if (NW > 4u) { stageWItem(li + 4u * THREADS, n0, k0); }
-    if (NW > 5u) { stageWItem(li + 5u * THREADS, n0, k0); }
-    if (NW > 6u) { stageWItem(li + 6u * THREADS, n0, k0); }
-    if (NW > 7u) { stageWItem(li + 7u * THREADS, n0, k0); }
-    return;
-  }
+// One invocation's staging items of one K step with the straight-line staging: X items
+// li + q·THREADS (x_q) and W items (w_q), named variables used under override guards (at most 8 of
+// each, so they compile to straight-line code as in the probe's generated shader and stay in
+// registers — with PREFETCH across the step's multiply-accumulates).
+struct Staged {
+  x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
+  w0: WItem, w1: WItem, w2: WItem, w3: WItem, w4: WItem, w5: WItem, w6: WItem, w7: WItem,
+}
+
+// The global loads of the K step at k0.
+fn loadStep(li: u32, m0: u32, n0: u32, k0: u32) -> Staged {
+  var s = Staged();
+  s.x0 = loadX(li, m0, k0);
+  if (NX > 1u) { s.x1 = loadX(li + THREADS, m0, k0); }
+  if (NX > 2u) { s.x2 = loadX(li + 2u * THREADS, m0, k0); }
+  if (NX > 3u) { s.x3 = loadX(li + 3u * THREADS, m0, k0); }
+  if (NX > 4u) { s.x4 = loadX(li + 4u * THREADS, m0, k0); }
+  if (NX > 5u) { s.x5 = loadX(li + 5u * THREADS, m0, k0); }
+  if (NX > 6u) { s.x6 = loadX(li + 6u * THREADS, m0, k0); }
+  if (NX > 7u) { s.x7 = loadX(li + 7u * THREADS, m0, k0); }
+  s.w0 = loadW(li, n0, k0);
+  if (NW > 1u) { s.w1 = loadW(li + THREADS, n0, k0); }
+  if (NW > 2u) { s.w2 = loadW(li + 2u * THREADS, n0, k0); }
+  if (NW > 3u) { s.w3 = loadW(li + 3u * THREADS, n0, k0); }
+  if (NW > 4u) { s.w4 = loadW(li + 4u * THREADS, n0, k0); }
+  if (NW > 5u) { s.w5 = loadW(li + 5u * THREADS, n0, k0); }
+  if (NW > 6u) { s.w6 = loadW(li + 6u * THREADS, n0, k0); }
+  if (NW > 7u) { s.w7 = loadW(li + 7u * THREADS, n0, k0); }
+  return s;
+}
+
+// Converts and writes a step's items into the tiles, the X items' row scales xs from registers.
+fn storeStep(li: u32, s: Staged, xs: array<f32, 8>) {
+  storeX(li, s.x0, xs[0]);
+  if (NX > 1u) { storeX(li + THREADS, s.x1, xs[1]); }
+  if (NX > 2u) { storeX(li + 2u * THREADS, s.x2, xs[2]); }
+  if (NX > 3u) { storeX(li + 3u * THREADS, s.x3, xs[3]); }
+  if (NX > 4u) { storeX(li + 4u * THREADS, s.x4, xs[4]); }
+  if (NX > 5u) { storeX(li + 5u * THREADS, s.x5, xs[5]); }
+  if (NX > 6u) { storeX(li + 6u * THREADS, s.x6, xs[6]); }
+  if (NX > 7u) { storeX(li + 7u * THREADS, s.x7, xs[7]); }
+  storeW(li, s.w0);
+  if (NW > 1u) { storeW(li + THREADS, s.w1); }
+  if (NW > 2u) { storeW(li + 2u * THREADS, s.w2); }
+  if (NW > 3u) { storeW(li + 3u * THREADS, s.w3); }
+  if (NW > 4u) { storeW(li + 4u * THREADS, s.w4); }
+  if (NW > 5u) { storeW(li + 5u * THREADS, s.w5); }
+  if (NW > 6u) { storeW(li + 6u * THREADS, s.w6); }
+  if (NW > 7u) { storeW(li + 7u * THREADS, s.w7); }
+}
+
+// The strided-loop staging of the K step at k0 (UNROLL false, the first version: about half the
+// probe's speed), row scales read from workgroup memory.
+fn stageLoop(li: u32, m0: u32, n0: u32, k0: u32) {
   for (var i = li; i < X_ITEMS; i += THREADS) {
-    stageXItem(i, m0, k0, itemScale(i));
+    storeX(i, loadX(i, m0, k0), itemScale(i));
   }
   for (var i = li; i < W_ITEMS; i += THREADS) {
-    stageWItem(i, n0, k0);
+    storeW(i, loadW(i, n0, k0));
   }
 }
 
@@ -400,9 +444,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let xs = array<f32, 8>(itemScale(li), itemScale(li + THREADS), itemScale(li + 2u * THREADS), itemScale(li + 3u * THREADS),
                          itemScale(li + 4u * THREADS), itemScale(li + 5u * THREADS), itemScale(li + 6u * THREADS), itemScale(li + 7u * THREADS));
 
-  for (var k0 = 0u; k0 < params.k; k0 += BK) {
-    stageTiles(li, m0, n0, k0, xs);
+  let steps = params.k / BK;
+  // this invocation's staging items of the step about to be staged, loaded and still encoded
+  var staged = Staged();
+  if (PREFETCH) {
+    staged = loadStep(li, m0, n0, 0u);
+  }
+  for (var t = 0u; t < steps; t++) {
+    let k0 = t * BK;
+    if (!UNROLL) {
+      stageLoop(li, m0, n0, k0);
+    } else {
+      if (!PREFETCH) {
+        staged = loadStep(li, m0, n0, k0);
+      }
+      storeStep(li, staged, xs);
+    }
     workgroupBarrier();
+    // with PREFETCH the next step's global loads are in flight during this step's arithmetic
+    if (PREFETCH && t + 1u < steps) {
+      staged = loadStep(li, m0, n0, k0 + BK);
+    }
     for (var kk = 0u; kk < BK; kk += 16u) {
       let aRow = rowT * SK + kk;
       let a0 = subgroupMatrixLoad<Left>(&tiles, aRow, false, SK);

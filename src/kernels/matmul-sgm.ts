@@ -24,15 +24,16 @@ import type { Dispatch } from './dispatch.js';
  * NF4 with or without double quantisation) is decoded to f16 while staging, 16×16×16 f16
  * fragments accumulate in f32, and the f32 epilogue multiplies row m by 1/rowScale[m] (exact, a
  * power of two), adds the LoRA term and, with `accumulate`, Y's old value
- * (shaders/matmul_sgm_forward.wgsl). Standalone for now: the training step still calls `Matmul`
- * (issue 11 integrates it; `forward` takes Matmul.forward's call plus `rowScale`). Needs
+ * (shaders/matmul_sgm_forward.wgsl). The training step's projections and the loss head call it
+ * on the tensor-core path (src/model/projection.ts). Needs
  * `chromium-experimental-subgroup-matrix`, `shader-f16` and an f16→f32 16×16×16 config
  * (`sgmUnsupportedReason` says why not); K must be a multiple of 64 (the NF4 block).
  *
- * Measured before the row scales and the epilogues (each fragment was stored straight to Y; the
- * per-row factor now takes every fragment through workgroup memory) on an H200, 2026-12-02
- * (bench/results/h200-2026-12-02-matmul-sgm-v2.json, M = 2048, NF4, picked tiles): 94 TFLOP/s at gate/up, 97 at q_proj, 62 at k/v_proj, 63 at o_proj, 61 at
- * down_proj. The first version's strided staging loops ran at half that (48, 50, 45, 32, 31 in
+ * Measured on an H200 without Dawn's robustness, 2026-12-04 (bench/results/h200-2026-12-04-forward-staging.md,
+ * M = 2048, NF4, picked tiles; plain / with the r = 32 LoRA term): q_proj 130 / 115, k/v_proj
+ * 111 / 82, gate/up 125 / 110, o_proj 101 / 81 (and the residual), down_proj 102 / 89 TFLOP/s.
+ * 2026-12-02 (robustness on, before the row scales and epilogues): 94 at gate/up, 97 at q, 61–63 at
+ * the others; the first version's strided staging loops ran at half that (48, 50, 45, 32, 31 in
  * bench/results/h200-2026-12-02-matmul-sgm.json; `staging: 'loop'` re-measured the same in v2):
  * the probe's speed came from its straight-line staging code. Tested on the GPU host by `npm run test:gpu` (tests/gpu; it needs vitest,
  * so pack the host bundle from a node_modules with dev dependencies, and without npm there run
@@ -261,7 +262,21 @@ export interface MatmulSgmOptions {
   readonly lora?: readonly boolean[];
   /** How tiles are staged (default 'unrolled'). */
   readonly staging?: SgmStaging;
+  /**
+   * With the unrolled staging, issue the next K step's global loads before this step's
+   * multiply-accumulates (default SGM_FORWARD_PREFETCH).
+   */
+  readonly prefetch?: boolean;
 }
+
+/**
+ * Whether the forward prefetches by default (shaders/matmul_sgm_forward.wgsl PREFETCH): no. With the
+ * staging split into loads and vec4 conversions (2026-12-04) the forward ran at the same speed
+ * with and without (H200, same call, the r = 32 LoRA epilogue: 4.17 ms a layer without, 4.22 with;
+ * bench/results/h200-2026-12-04-forward-staging.md); the prefetch stays as an option, tested on the
+ * GPU host.
+ */
+export const SGM_FORWARD_PREFETCH = false;
 
 /**
  * `Matmul.forward`'s call (y (M, nOut) f32, x (M, k) f32 with k a multiple of 64, w, accumulate,
@@ -308,6 +323,7 @@ export class MatmulSgm {
           ACCUMULATE: accumulate,
           LORA: lora,
           UNROLL: staging === 'unrolled',
+          PREFETCH: staging === 'unrolled' && (options.prefetch ?? SGM_FORWARD_PREFETCH),
         };
         kernels.set(variantKey(format, accumulate, lora, tile), await Kernel.create(gpu, matmulSgmForwardSpec, constants));
       }

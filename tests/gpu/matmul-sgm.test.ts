@@ -7,6 +7,7 @@ import {
   waveFill,
   roundToF16,
   SGM_DEFAULT_TILES,
+  SGM_FORWARD_PREFETCH,
   SGM_TILES,
   sgmRelBound,
   sgmTileName,
@@ -273,9 +274,11 @@ const LORA_SCALE = 2;
 
 describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on the GPU', () => {
   let mm: MatmulSgm;
+  let mmOtherPrefetch: MatmulSgm;
   let rs: RowScale;
   beforeAll(async () => {
     mm = await MatmulSgm.create(gpu, { tiles: [...SGM_DEFAULT_TILES, SGM_TILES.large] });
+    mmOtherPrefetch = await MatmulSgm.create(gpu, { tiles: SGM_DEFAULT_TILES.slice(0, 1), prefetch: !SGM_FORWARD_PREFETCH });
     rs = await RowScale.create(gpu);
   });
 
@@ -324,6 +327,17 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix matmul forward on th
       for (const [M, N, K, R] of SIZES) {
         it(`${format}, tile ${sgmTileName(tile)}, M=${M} N=${N} K=${K} r=${R}: activations up to 1e5 and down to 1e-10 at f16 rounding error, plain, +LoRA, +accumulate`, async () => {
           await checkForward(mm, tile, format, M, N, K, R);
+        });
+      }
+    }
+  }
+
+  // the prefetch setting the defaults do not use, on the largest default tile
+  for (const tile of SGM_DEFAULT_TILES.slice(0, 1)) {
+    for (const format of FORMATS) {
+      for (const [M, N, K, R] of SIZES) {
+        it(`prefetch ${SGM_FORWARD_PREFETCH ? 'off' : 'on'}: ${format}, tile ${sgmTileName(tile)}, M=${M} N=${N} K=${K} r=${R} at f16 rounding error, plain, +LoRA, +accumulate`, async () => {
+          await checkForward(mmOtherPrefetch, tile, format, M, N, K, R);
         });
       }
     }
