@@ -26,6 +26,19 @@ describe('node train.js --dry-run: the same memory plan as the run', () => {
     return { table, note: note!, dispatches };
   };
 
+  it('--gpu-robustness opens the device with Dawn\'s robustness on and says so; without it the device line does not', async () => {
+    const folder = makeTrainFolder('gpu-robustness', {}, { corrupt: true });
+    for (const flag of [true, false]) {
+      const printed: string[] = [];
+      vi.spyOn(console, 'log').mockImplementation((line: unknown) => void printed.push(...String(line).split('\n')));
+      await expect(runTrain(['--config', folder.config, ...(flag ? ['--gpu-robustness'] : []), ...(flag ? [] : ['--overwrite'])])).rejects.toThrow(CheckpointError);
+      vi.restoreAllMocks();
+      const device = printed.find((l) => l.startsWith('device: '));
+      expect(device, printed.join('\n')).toBeDefined();
+      expect(device!.endsWith('; Dawn robustness on (--gpu-robustness)')).toBe(flag);
+    }
+  }, 120_000);
+
   for (const checkpointing of [true, 1] as const) {
     it(`gradient_checkpointing: ${checkpointing}`, async () => {
       const folder = makeTrainFolder(`dry-plan-${checkpointing}`, { gradient_checkpointing: checkpointing, lora_dropout: 0.1 }, { corrupt: true });
