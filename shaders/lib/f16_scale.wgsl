@@ -7,7 +7,8 @@
 // of b is the order of |x| (+Inf is 0x7f800000, every NaN above it), so amax is a u32 max of
 // `bits & 0x7fffffffu`; ceil(log2 amax) is the exponent field minus 127, plus 1 when the mantissa
 // is not zero (normal amax), or 32 − clz(mantissa − 1) − 149 (subnormal amax = mantissa·2^-149).
-// Used by shaders/row_scale.wgsl (one scale per row) and shaders/head_scale.wgsl (one per batch
+// Used by shaders/row_scale.wgsl (one scale per row), shaders/f16_pack.wgsl (saved activations),
+// shaders/matmul_sgm_forward.wgsl (the LoRA term's U and L rows) and shaders/head_scale.wgsl (one per batch
 // row and head); the float64 twin of the rule is rowScaleRef in src/kernels/row-scale.ts.
 
 // ceil(log2 v) for the bits of a finite positive f32 (0 < bits < 0x7f800000).

@@ -5,13 +5,14 @@ import { ShapeError } from '../errors.js';
  *  f32    one float per element
  *  i32    one signed int per element (token ids, labels, position and segment ids)
  *  u32    one unsigned int per element
+ *  f16    one IEEE half per element (array<f16> in WGSL; needs shader-f16), two to a u32 word
  *  bf16x2 two bfloat16 values per u32 word, element 2i in the low half, 2i+1 in the high half
  *         (the little-endian byte order of the safetensors file, so bytes upload unchanged)
  *  nf4x8  eight 4-bit NF4 codes per u32 word: byte j of the word holds elements 2j (high nibble)
  *         and 2j+1 (low nibble), the byte order of bitsandbytes' packed uint8 tensor
  *  u8x4   four bytes per u32 word (little-endian), e.g. double-quantised absmax codes
  */
-export type DType = 'f32' | 'i32' | 'u32' | 'bf16x2' | 'nf4x8' | 'u8x4';
+export type DType = 'f32' | 'i32' | 'u32' | 'f16' | 'bf16x2' | 'nf4x8' | 'u8x4';
 
 /** Bytes needed for `count` logical elements of `dtype`, rounded up to whole u32 words. */
 export function byteLength(dtype: DType, count: number): number {
@@ -20,6 +21,7 @@ export function byteLength(dtype: DType, count: number): number {
     case 'i32':
     case 'u32':
       return count * 4;
+    case 'f16':
     case 'bf16x2':
       return Math.ceil(count / 2) * 4;
     case 'nf4x8':
