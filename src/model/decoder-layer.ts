@@ -2,6 +2,7 @@ import type { AttentionBackward } from '../kernels/attention-backward.js';
 import type { AttentionDecode } from '../kernels/attention-decode.js';
 import type { AttentionSgm } from '../kernels/attention-sgm.js';
 import type { Dispatch } from '../kernels/dispatch.js';
+import type { F16Pack, F16Packed } from '../kernels/f16-pack.js';
 import type { DType, Tensor } from '../kernels/tensor.js';
 import { PROJECTIONS, type Projection } from './checkpoint.js';
 import type { ModelKernels } from './kernels.js';
@@ -67,11 +68,25 @@ export interface Saved {
   readonly act: Tensor;
   /** (N, R) f32 — U = x·Aᵀ per targeted projection (one shared buffer when not saving) */
   readonly u: Partial<Record<Projection, Tensor>>;
+  /**
+   * The MLP's saved activations in f16 (F16Pack: per-row power-of-two scales), where the layer saves
+   * them so: gate and up as packed; gate, up and act above are then a shared f32 scratch (one set
+   * for every layer), which the forward packs from and the backward refills — gate and up unpacked,
+   * act = silu(gate)·up recomputed from them.
+   */
+  readonly mlpPacked?: { readonly gate: F16Packed; readonly up: F16Packed };
+}
+
+/** The f32 scratch a layer with packed MLP activations works in (its Saved gate, up and act). */
+export interface MlpScratch {
+  readonly gate: Tensor;
+  readonly up: Tensor;
+  readonly act: Tensor;
 }
 
 /** One buffer of a layer's Saved set: its key, shape and dtype (the plan and the allocation both use this). */
 export interface SavedSpec {
-  readonly key: Exclude<keyof Saved, 'u'> | `u.${Projection}`;
+  readonly key: Exclude<keyof Saved, 'u' | 'mlpPacked'> | `u.${Projection}` | `mlp.${'gate' | 'up'}.${'y' | 'scale'}`;
   readonly name: string;
   readonly shape: readonly number[];
   readonly dtype: DType;
@@ -80,13 +95,15 @@ export interface SavedSpec {
 /**
  * The buffers of one Saved set. `save`: every buffer its own (the backward reads them);
  * otherwise hn2/rstd2 alias hn1/rstd1, one U serves every projection and x_mid is the residual
- * stream itself (not listed: the caller's x).
+ * stream itself (not listed: the caller's x). `mlpF16` (with `save`): gate and up as f16 with
+ * their row scales (Saved.mlpPacked) in place of the f32 gate, up and act, which come from an
+ * MlpScratch (`mlpScratchSpecs`, or a recomputed layers' shared set).
  */
-export function savedSpecs(d: LayerDims, targets: readonly Projection[], r: number, opts: { save: boolean; lse: boolean; rows?: string }): SavedSpec[] {
+export function savedSpecs(d: LayerDims, targets: readonly Projection[], r: number, opts: { save: boolean; lse: boolean; rows?: string; mlpF16?: boolean }): SavedSpec[] {
   const { N, D, H, Hkv, Dh, F } = d;
   const n = opts.rows ?? 'N';
   const out: SavedSpec[] = [];
-  const add = (key: SavedSpec['key'], name: string, shape: number[]): void => void out.push({ key, name, shape, dtype: 'f32' });
+  const add = (key: SavedSpec['key'], name: string, shape: number[], dtype: DType = 'f32'): void => void out.push({ key, name, shape, dtype });
   add('rstd1', `rstd1 (${n})`, [N]);
   if (opts.save) add('rstd2', `rstd2 (${n})`, [N]);
   add('hn1', `hn1 (${n}, D)`, [N, D]);
@@ -101,16 +118,31 @@ export function savedSpecs(d: LayerDims, targets: readonly Projection[], r: numb
   add('kRstd', `k rstd (${n}·Hkv)`, [N * Hkv]);
   add('attn', `attn (${n}, H·Dh)`, [N, H * Dh]);
   if (opts.lse) add('lse', `attn lse (${n}, H)`, [N, H]);
-  add('gate', `gate (${n}, F)`, [N, F]);
-  add('up', `up (${n}, F)`, [N, F]);
-  add('act', `act (${n}, F)`, [N, F]);
+  if (opts.save && opts.mlpF16) {
+    for (const w of ['gate', 'up'] as const) {
+      add(`mlp.${w}.y`, `${w} (${n}, F) f16`, [N, F], 'f16');
+      add(`mlp.${w}.scale`, `${w} row scales (${n})`, [N]);
+    }
+  } else {
+    add('gate', `gate (${n}, F)`, [N, F]);
+    add('up', `up (${n}, F)`, [N, F]);
+    add('act', `act (${n}, F)`, [N, F]);
+  }
   if (opts.save) for (const p of targets) add(`u.${p}`, `lora u ${p} (${n}, R)`, [N, r]);
   else if (targets.length > 0) add(`u.${targets[0]}`, `lora u (${n}, R): x·Aᵀ scratch`, [N, r]);
   return out;
 }
 
-/** Builds a Saved set from `savedSpecs`, allocating each buffer through `alloc`. */
-export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projection[], alloc: (spec: SavedSpec) => Tensor, x?: Tensor): Saved {
+/** The f32 MlpScratch of layers saving their MLP activations in f16 where no recomputed layers' shared set provides one. */
+export function mlpScratchSpecs(d: LayerDims): { key: keyof MlpScratch; name: string; shape: number[] }[] {
+  return (['gate', 'up', 'act'] as const).map((key) => ({ key, name: `mlp scratch ${key} (N, F)`, shape: [d.N, d.F] }));
+}
+
+/**
+ * Builds a Saved set from `savedSpecs`, allocating each buffer through `alloc`; `mlp` gives gate,
+ * up and act where the specs pack them (mlpF16).
+ */
+export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projection[], alloc: (spec: SavedSpec) => Tensor, x?: Tensor, mlp?: MlpScratch): Saved {
   const m = new Map<string, Tensor>();
   for (const s of specs) m.set(s.key, alloc(s));
   const get = (key: string, alias?: string | Tensor): Tensor => {
@@ -119,6 +151,9 @@ export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projec
     return t;
   };
   const shared = targets.length > 0 ? m.get(`u.${targets[0]}`) : undefined;
+  const packed = m.has('mlp.gate.y');
+  if (packed && !mlp) throw new Error('decoder layer: a Saved set with packed MLP activations needs the MlpScratch (allocSaved\'s mlp)');
+  const mlpOf = (key: keyof MlpScratch): Tensor | undefined => (packed ? mlp![key] : undefined);
   return {
     rstd1: get('rstd1'),
     rstd2: get('rstd2', 'rstd1'),
@@ -134,10 +169,11 @@ export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projec
     kRstd: get('kRstd'),
     attn: get('attn'),
     lse: m.get('lse'),
-    gate: get('gate'),
-    up: get('up'),
-    act: get('act'),
+    gate: get('gate', mlpOf('gate')),
+    up: get('up', mlpOf('up')),
+    act: get('act', mlpOf('act')),
     u: Object.fromEntries(targets.map((p) => [p, m.get(`u.${p}`) ?? shared!])),
+    ...(packed ? { mlpPacked: { gate: { y: get('mlp.gate.y'), scale: get('mlp.gate.scale') }, up: { y: get('mlp.up.y'), scale: get('mlp.up.scale') } } } : {}),
   };
 }
 
@@ -268,6 +304,12 @@ export interface LayerForwardOptions {
   readonly recompute?: boolean;
 }
 
+/** The f16 pack of `k`, for a layer saving packed MLP activations. */
+function f16PackOf(k: LayerKernels, label: string): F16Pack {
+  if (!k.f16Pack) throw new Error(`${label}: the MLP activations were planned as f16 but the kernels have no F16Pack (the device lacks shader-f16)`);
+  return k.f16Pack;
+}
+
 /** The tensor-core attention of `k`, for a pass given attention head scales. */
 function sgmAttention(k: LayerKernels, label: string): AttentionSgm {
   const a = k.tensorCores?.attention;
@@ -330,6 +372,10 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
   proj('gate_proj', s.gate, s.hn2, false, gateUp);
   proj('up_proj', s.up, s.hn2, false, gateUp);
   list.push(k.swiglu.forward(`${L} swiglu`, s.act, s.gate, s.up));
+  if (s.mlpPacked) {
+    const pack = f16PackOf(k, L);
+    list.push(pack.pack(`${L} gate → f16`, s.mlpPacked.gate, s.gate), pack.pack(`${L} up → f16`, s.mlpPacked.up, s.up));
+  }
   if (o.recompute) {
     if (down(['down_proj'], s.act).size === 0) projectionDown(list, k, layer.proj.down_proj, s.act, s.u.down_proj, pass.linear);
     return;
@@ -359,6 +405,12 @@ export function layerBackward(list: Dispatch[], pass: LayerPass, layer: DecoderL
   const dU = g.dU ?? g.dhn; // only read for targeted projections, which have dU
   const back = (p: Projection, dX: Tensor, dy: Tensor, input: Tensor, accumulate: boolean): void =>
     projectionBackward(list, k, layer.proj[p], { dX, dy, x: input, u: s.u[p], dU, accumulate, rowScale: pass.rowScale });
+  if (s.mlpPacked) {
+    // gate and up from their f16 copies into the shared f32 scratch, act recomputed from them
+    const pack = f16PackOf(k, L);
+    list.push(pack.unpack(`${L} gate ← f16`, s.gate, s.mlpPacked.gate), pack.unpack(`${L} up ← f16`, s.up, s.mlpPacked.up));
+    list.push(k.swiglu.forward(`${L} swiglu (act for the backward)`, s.act, s.gate, s.up));
+  }
   // MLP: x_{l+1} = x_mid + down(act)
   back('down_proj', g.dAct, g.dx, s.act, false);
   list.push(k.swiglu.backwardInPlace(`${L} swiglu backward`, { gate: s.gate, up: s.up, dact: g.dAct })); // gate ← dgate, up ← dup

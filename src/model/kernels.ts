@@ -2,6 +2,7 @@ import { Attention } from '../kernels/attention.js';
 import { CrossEntropy } from '../kernels/cross-entropy.js';
 import { CrossEntropyFused, fusedHeadUnsupported } from '../kernels/cross-entropy-fused.js';
 import { Embedding } from '../kernels/embedding.js';
+import { F16Pack } from '../kernels/f16-pack.js';
 import { GatherRows } from '../kernels/gather-rows.js';
 import { LoraDown } from '../kernels/lora-down.js';
 import type { Gpu } from '../kernels/gpu.js';
@@ -30,6 +31,8 @@ export interface ModelKernels {
   readonly gatherRows: GatherRows;
   /** U = x·Aᵀ of the LoRA projections (src/kernels/lora-down.ts) in place of a lora_A matmul each. */
   readonly loraDown?: LoraDown;
+  /** f16 storage of saved activations (Saved.mlpPacked); present where the device has shader-f16. */
+  readonly f16Pack?: F16Pack;
   /**
    * The tensor-core path's kernels (src/model/compute-path.ts): present exactly when the base
    * projections run on subgroup matrices; the programs built from these kernels take that path.
@@ -58,8 +61,9 @@ export async function createModelKernels(gpu: Gpu, config: Qwen3Config, options:
     LoraDown.create(gpu),
   ]);
   const crossEntropyFused = fusedHeadUnsupported(gpu) === undefined ? await CrossEntropyFused.create(gpu) : undefined;
+  const f16Pack = gpu.has('shader-f16') ? await F16Pack.create(gpu) : undefined;
   const tensorCores = options.compute === 'tensor-cores' ? await createTensorCoreKernels(gpu, { formats: options.formats, headDim: config.headDim }) : undefined;
-  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows, loraDown, tensorCores });
+  return Object.freeze({ embedding, rmsnorm, rope, attention, matmul, swiglu, crossEntropy, crossEntropyFused, sum, gatherRows, loraDown, f16Pack, tensorCores });
 }
 
 /**

@@ -67,7 +67,7 @@ class FakeGpu {
 /** Kernels that record nothing and return a placeholder dispatch (a list, for calls that return several). */
 const fakeKernel = (): unknown => new Proxy({}, { get: () => () => [{ fake: true }] });
 function fakeKernels(fused: boolean, compute: ComputePath = 'f32'): TrainKernels {
-  const names = ['embedding', 'rmsnorm', 'rope', 'attention', 'matmul', 'swiglu', 'crossEntropy', 'sum', 'gatherRows', 'matmulBackward', 'attentionBackward', 'dropout'];
+  const names = ['embedding', 'rmsnorm', 'rope', 'attention', 'matmul', 'swiglu', 'crossEntropy', 'sum', 'gatherRows', 'matmulBackward', 'attentionBackward', 'dropout', 'f16Pack'];
   const k = Object.fromEntries([...names, ...(fused ? ['crossEntropyFused'] : [])].map((n) => [n, fakeKernel()]));
   // the tensor-core path: a device claiming subgroup matrices gets these kernels, and the programs
   // plan its row-scale buffer and (head dims the tensor-core attention takes) the attention head scales
