@@ -20,7 +20,8 @@ import { Rng } from '../helpers/random.js';
  * Fidelity of the tensor-core path at real size (issue 11 item 7): random Qwen3-4B weights (NF4
  * base) reduced to 2 layers with the real hidden 2560, intermediate 9728, 32/8 heads of 128 and the
  * real vocabulary, a random r=16 adapter on all seven projections (B random too, so every LoRA
- * gradient is non-zero), B2×T256, checkpointing on. The tensor-core step and evaluation forward
+ * gradient is non-zero), B2×T256, checkpointing on and off (off: the tensor-core step saves gate
+ * and up as f16, src/train/step-plan.ts savesMlpF16). The tensor-core step and evaluation forward
  * against the f32 path's: loss within 1e-3 relative, the last positions' logits within 1e-2 of
  * max |logit|, every LoRA gradient within 2e-2 (relative norm). On the tensor-core path the loss
  * head's lm_head (logits and dxf) runs on subgroup matrices too (src/model/loss-head.ts; its own
@@ -36,7 +37,7 @@ const unsupported = tensorCoreUnsupportedReason(gpu, config);
 if (unsupported) console.log(`SKIP tensor-core step fidelity: ${unsupported}`);
 
 describe.skipIf(unsupported !== undefined)('tensor-core path vs f32 path at Qwen3-4B shape (2 layers, r=16, B2×T256)', () => {
-  it('loss, last-position logits and every LoRA gradient', async () => {
+  for (const checkpointing of [true, false]) it(`checkpointing ${checkpointing ? 'on' : 'off'}: loss, last-position logits and every LoRA gradient`, async () => {
     const B = 2;
     const T = 256;
     const r = 16;
@@ -61,20 +62,23 @@ describe.skipIf(unsupported !== undefined)('tensor-core path vs f32 path at Qwen
     const batch = { B, T, inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T), examples: [], targets: 0 };
 
     const runPath = async (k: TrainKernels) => {
-      const trainer = await Trainer.create(gpu, model, adapterOf(), { B, T, checkpointing: true, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, k);
+      const trainer = await Trainer.create(gpu, model, adapterOf(), { B, T, checkpointing, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, k);
       const t0 = performance.now();
       const targets = trainer.accumulate(batch);
       const loss = (await trainer.readLossSum()) / targets;
       const ms = performance.now() - t0;
       const grads = await trainer.readGradients();
+      const packed = trainer.program.plan.some((b) => b.dtype === 'f16');
       trainer.destroy();
       const program = ForwardProgram.build(gpu, k, model.weights, adapterOf(), { B, T, logitsLast: true });
       const out = await program.run(batch);
       program.destroy();
-      return { loss, grads, logits: out.logitsLast!, evalLoss: out.loss, ms };
+      return { loss, grads, logits: out.logitsLast!, evalLoss: out.loss, ms, packed };
     };
     const ref = await runPath(f32);
     const tc = await runPath(cores);
+    expect(ref.packed).toBe(false);
+    expect(tc.packed).toBe(!checkpointing);
 
     const lossRel = Math.abs(tc.loss - ref.loss) / Math.abs(ref.loss);
     const evalRel = Math.abs(tc.evalLoss - ref.evalLoss) / Math.abs(ref.evalLoss);
@@ -88,7 +92,7 @@ describe.skipIf(unsupported !== undefined)('tensor-core path vs f32 path at Qwen
     const gradRel = [...ref.grads].map(([key, g]) => ({ key, m: compareArrays(tc.grads.get(key)!, g, 0, 0) }));
     const worst = gradRel.reduce((a, b) => (b.m.relNorm > a.m.relNorm ? b : a));
     console.log(
-      `tensor cores vs f32 (${gpu.describe()}): loss ${tc.loss.toFixed(6)} vs ${ref.loss.toFixed(6)} (rel ${lossRel.toExponential(2)}), eval loss rel ${evalRel.toExponential(2)}, ` +
+      `checkpointing ${checkpointing ? 'on' : 'off'}: tensor cores vs f32 (${gpu.describe()}): loss ${tc.loss.toFixed(6)} vs ${ref.loss.toFixed(6)} (rel ${lossRel.toExponential(2)}), eval loss rel ${evalRel.toExponential(2)}, ` +
         `logits max diff / max |logit| ${logitsRel.toExponential(2)} (max |logit| ${maxLogit.toFixed(4)}), worst LoRA gradient ${worst.key} rel norm ${worst.m.relNorm.toExponential(2)} ` +
         `(median ${gradRel.map((g) => g.m.relNorm).sort((a, b) => a - b)[gradRel.length >> 1].toExponential(2)}); first micro-batch incl. upload ${tc.ms.toFixed(0)} ms vs ${ref.ms.toFixed(0)} ms`,
     );
