@@ -35,6 +35,7 @@ var<workgroup> partial: array<u32, WG>;
 
 // #include "lib/grid_fold.wgsl"
 // #include "lib/f16_scale.wgsl"
+// #include "lib/workgroup_max.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -48,18 +49,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       a = max(a, bitcast<u32>(x[base + j]) & 0x7fffffffu);
     }
   }
-  partial[lid] = a;
-  workgroupBarrier();
-  for (var h = WG / 2u; h > 0u; h >>= 1u) {
-    if (lid < h) {
-      partial[lid] = max(partial[lid], partial[lid + h]);
-    }
-    workgroupBarrier();
-  }
+  let amax = workgroupMaxU32(lid, a);
   if (!live) {
     return;
   }
-  let s = scaleFor(partial[0]);
+  let s = scaleFor(amax);
   for (var j = lid; j < params.k; j += WG) {
     y[base + j] = f16(x[base + j] * s);
   }
