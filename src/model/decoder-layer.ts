@@ -69,24 +69,29 @@ export interface Saved {
   /** (N, R) f32 — U = x·Aᵀ per targeted projection (one shared buffer when not saving) */
   readonly u: Partial<Record<Projection, Tensor>>;
   /**
-   * The MLP's saved activations in f16 (F16Pack: per-row power-of-two scales), where the layer saves
-   * them so: gate and up as packed; gate, up and act above are then a shared f32 scratch (one set
-   * for every layer), which the forward packs from and the backward refills — gate and up unpacked,
-   * act = silu(gate)·up recomputed from them.
+   * The saved activations kept in f16 (F16Pack: per-row power-of-two scales), where the layer saves
+   * them so (F16_SAVED): the f32 fields of the same names, and act, are then a shared f32 scratch
+   * (one set for every layer), which the forward packs from and the backward refills — each
+   * unpacked, act = silu(gate)·up recomputed.
    */
-  readonly mlpPacked?: { readonly gate: F16Packed; readonly up: F16Packed };
+  readonly packed?: Readonly<Record<F16SavedKey, F16Packed>>;
 }
 
-/** The f32 scratch a layer with packed MLP activations works in (its Saved gate, up and act). */
-export interface MlpScratch {
-  readonly gate: Tensor;
-  readonly up: Tensor;
-  readonly act: Tensor;
-}
+/**
+ * The saved activations a layer may keep in f16 (savedSpecs' `f16`): those only the backward's
+ * matmuls, attention and SwiGLU read — the attention's q, k, v after norm and rope and its output,
+ * the MLP's gate and up (act is recomputed from them). The residual stream, the norms' inputs and
+ * outputs, the statistics (rstd, lse) and the LoRA U stay f32.
+ */
+export const F16_SAVED = ['qn', 'kn', 'v', 'attn', 'gate', 'up'] as const;
+export type F16SavedKey = (typeof F16_SAVED)[number];
+
+/** The f32 scratch a layer with f16 saved activations works in (its Saved fields of these names). */
+export type PackedScratch = Readonly<Record<F16SavedKey | 'act', Tensor>>;
 
 /** One buffer of a layer's Saved set: its key, shape and dtype (the plan and the allocation both use this). */
 export interface SavedSpec {
-  readonly key: Exclude<keyof Saved, 'u' | 'mlpPacked'> | `u.${Projection}` | `mlp.${'gate' | 'up'}.${'y' | 'scale'}`;
+  readonly key: Exclude<keyof Saved, 'u' | 'packed'> | `u.${Projection}` | `packed.${F16SavedKey}.${'y' | 'scale'}`;
   readonly name: string;
   readonly shape: readonly number[];
   readonly dtype: DType;
@@ -95,15 +100,24 @@ export interface SavedSpec {
 /**
  * The buffers of one Saved set. `save`: every buffer its own (the backward reads them);
  * otherwise hn2/rstd2 alias hn1/rstd1, one U serves every projection and x_mid is the residual
- * stream itself (not listed: the caller's x). `mlpF16` (with `save`): gate and up as f16 with
- * their row scales (Saved.mlpPacked) in place of the f32 gate, up and act, which come from an
- * MlpScratch (`mlpScratchSpecs`, or a recomputed layers' shared set).
+ * stream itself (not listed: the caller's x). `f16` (with `save`): the F16_SAVED activations as f16
+ * with their row scales (Saved.packed) in place of f32, and no act; their f32 buffers come from a
+ * PackedScratch (`packedScratchSpecs`, or a recomputed layers' shared set).
  */
-export function savedSpecs(d: LayerDims, targets: readonly Projection[], r: number, opts: { save: boolean; lse: boolean; rows?: string; mlpF16?: boolean }): SavedSpec[] {
+export function savedSpecs(d: LayerDims, targets: readonly Projection[], r: number, opts: { save: boolean; lse: boolean; rows?: string; f16?: boolean }): SavedSpec[] {
   const { N, D, H, Hkv, Dh, F } = d;
   const n = opts.rows ?? 'N';
   const out: SavedSpec[] = [];
-  const add = (key: SavedSpec['key'], name: string, shape: number[], dtype: DType = 'f32'): void => void out.push({ key, name, shape, dtype });
+  const packs = opts.save && opts.f16 === true;
+  const add = (key: Exclude<keyof Saved, 'u' | 'packed'> | `u.${Projection}`, name: string, shape: number[]): void => {
+    if (packs && key === 'act') return;
+    if (packs && (F16_SAVED as readonly string[]).includes(key)) {
+      out.push({ key: `packed.${key as F16SavedKey}.y`, name: `${name} f16`, shape, dtype: 'f16' });
+      out.push({ key: `packed.${key as F16SavedKey}.scale`, name: `${name.split(' (')[0]} row scales (${n})`, shape: [N], dtype: 'f32' });
+      return;
+    }
+    out.push({ key, name, shape, dtype: 'f32' });
+  };
   add('rstd1', `rstd1 (${n})`, [N]);
   if (opts.save) add('rstd2', `rstd2 (${n})`, [N]);
   add('hn1', `hn1 (${n}, D)`, [N, D]);
@@ -118,31 +132,26 @@ export function savedSpecs(d: LayerDims, targets: readonly Projection[], r: numb
   add('kRstd', `k rstd (${n}·Hkv)`, [N * Hkv]);
   add('attn', `attn (${n}, H·Dh)`, [N, H * Dh]);
   if (opts.lse) add('lse', `attn lse (${n}, H)`, [N, H]);
-  if (opts.save && opts.mlpF16) {
-    for (const w of ['gate', 'up'] as const) {
-      add(`mlp.${w}.y`, `${w} (${n}, F) f16`, [N, F], 'f16');
-      add(`mlp.${w}.scale`, `${w} row scales (${n})`, [N]);
-    }
-  } else {
-    add('gate', `gate (${n}, F)`, [N, F]);
-    add('up', `up (${n}, F)`, [N, F]);
-    add('act', `act (${n}, F)`, [N, F]);
-  }
+  add('gate', `gate (${n}, F)`, [N, F]);
+  add('up', `up (${n}, F)`, [N, F]);
+  add('act', `act (${n}, F)`, [N, F]);
   if (opts.save) for (const p of targets) add(`u.${p}`, `lora u ${p} (${n}, R)`, [N, r]);
   else if (targets.length > 0) add(`u.${targets[0]}`, `lora u (${n}, R): x·Aᵀ scratch`, [N, r]);
   return out;
 }
 
-/** The f32 MlpScratch of layers saving their MLP activations in f16 where no recomputed layers' shared set provides one. */
-export function mlpScratchSpecs(d: LayerDims): { key: keyof MlpScratch; name: string; shape: number[] }[] {
-  return (['gate', 'up', 'act'] as const).map((key) => ({ key, name: `mlp scratch ${key} (N, F)`, shape: [d.N, d.F] }));
+/** The f32 PackedScratch of layers saving activations in f16 where no recomputed layers' shared set provides one. */
+export function packedScratchSpecs(d: LayerDims): { key: keyof PackedScratch; name: string; shape: number[] }[] {
+  const { N, H, Hkv, Dh, F } = d;
+  const width: Record<keyof PackedScratch, [number, string]> = { qn: [H * Dh, 'H·Dh'], kn: [Hkv * Dh, 'Hkv·Dh'], v: [Hkv * Dh, 'Hkv·Dh'], attn: [H * Dh, 'H·Dh'], gate: [F, 'F'], up: [F, 'F'], act: [F, 'F'] };
+  return ([...F16_SAVED, 'act'] as const).map((key) => ({ key, name: `f16-saved scratch ${key} (N, ${width[key][1]})`, shape: [N, width[key][0]] }));
 }
 
 /**
- * Builds a Saved set from `savedSpecs`, allocating each buffer through `alloc`; `mlp` gives gate,
- * up and act where the specs pack them (mlpF16).
+ * Builds a Saved set from `savedSpecs`, allocating each buffer through `alloc`; `scratch` gives the
+ * f32 buffers of the activations the specs keep in f16 (`f16`).
  */
-export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projection[], alloc: (spec: SavedSpec) => Tensor, x?: Tensor, mlp?: MlpScratch): Saved {
+export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projection[], alloc: (spec: SavedSpec) => Tensor, x?: Tensor, scratch?: PackedScratch): Saved {
   const m = new Map<string, Tensor>();
   for (const s of specs) m.set(s.key, alloc(s));
   const get = (key: string, alias?: string | Tensor): Tensor => {
@@ -151,9 +160,9 @@ export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projec
     return t;
   };
   const shared = targets.length > 0 ? m.get(`u.${targets[0]}`) : undefined;
-  const packed = m.has('mlp.gate.y');
-  if (packed && !mlp) throw new Error('decoder layer: a Saved set with packed MLP activations needs the MlpScratch (allocSaved\'s mlp)');
-  const mlpOf = (key: keyof MlpScratch): Tensor | undefined => (packed ? mlp![key] : undefined);
+  const packed = m.has('packed.gate.y');
+  if (packed && !scratch) throw new Error("decoder layer: a Saved set with f16 activations needs their f32 scratch (allocSaved's scratch)");
+  const scratchOf = (key: keyof PackedScratch): Tensor | undefined => (packed ? scratch![key] : undefined);
   return {
     rstd1: get('rstd1'),
     rstd2: get('rstd2', 'rstd1'),
@@ -161,19 +170,19 @@ export function allocSaved(specs: readonly SavedSpec[], targets: readonly Projec
     hn2: get('hn2', 'hn1'),
     xMid: get('xMid', x),
     q: get('q'),
-    qn: get('qn'),
+    qn: get('qn', scratchOf('qn')),
     k: get('k'),
-    kn: get('kn'),
-    v: get('v'),
+    kn: get('kn', scratchOf('kn')),
+    v: get('v', scratchOf('v')),
     qRstd: get('qRstd'),
     kRstd: get('kRstd'),
-    attn: get('attn'),
+    attn: get('attn', scratchOf('attn')),
     lse: m.get('lse'),
-    gate: get('gate', mlpOf('gate')),
-    up: get('up', mlpOf('up')),
-    act: get('act', mlpOf('act')),
+    gate: get('gate', scratchOf('gate')),
+    up: get('up', scratchOf('up')),
+    act: get('act', scratchOf('act')),
     u: Object.fromEntries(targets.map((p) => [p, m.get(`u.${p}`) ?? shared!])),
-    ...(packed ? { mlpPacked: { gate: { y: get('mlp.gate.y'), scale: get('mlp.gate.scale') }, up: { y: get('mlp.up.y'), scale: get('mlp.up.scale') } } } : {}),
+    ...(packed ? { packed: Object.fromEntries(F16_SAVED.map((key) => [key, { y: get(`packed.${key}.y`), scale: get(`packed.${key}.scale`) }])) as Record<F16SavedKey, F16Packed> } : {}),
   };
 }
 
@@ -304,9 +313,9 @@ export interface LayerForwardOptions {
   readonly recompute?: boolean;
 }
 
-/** The f16 pack of `k`, for a layer saving packed MLP activations. */
+/** The f16 pack of `k`, for a layer saving activations in f16. */
 function f16PackOf(k: LayerKernels, label: string): F16Pack {
-  if (!k.f16Pack) throw new Error(`${label}: the MLP activations were planned as f16 but the kernels have no F16Pack (the device lacks shader-f16)`);
+  if (!k.f16Pack) throw new Error(`${label}: activations were planned as f16 but the kernels have no F16Pack (the device lacks shader-f16)`);
   return k.f16Pack;
 }
 
@@ -372,9 +381,9 @@ export function layerForward(list: Dispatch[], pass: LayerPass, layer: DecoderLa
   proj('gate_proj', s.gate, s.hn2, false, gateUp);
   proj('up_proj', s.up, s.hn2, false, gateUp);
   list.push(k.swiglu.forward(`${L} swiglu`, s.act, s.gate, s.up));
-  if (s.mlpPacked) {
+  if (s.packed) {
     const pack = f16PackOf(k, L);
-    list.push(pack.pack(`${L} gate → f16`, s.mlpPacked.gate, s.gate), pack.pack(`${L} up → f16`, s.mlpPacked.up, s.up));
+    for (const key of F16_SAVED) list.push(pack.pack(`${L} ${key} → f16`, s.packed[key], s[key]));
   }
   if (o.recompute) {
     if (down(['down_proj'], s.act).size === 0) projectionDown(list, k, layer.proj.down_proj, s.act, s.u.down_proj, pass.linear);
@@ -405,10 +414,10 @@ export function layerBackward(list: Dispatch[], pass: LayerPass, layer: DecoderL
   const dU = g.dU ?? g.dhn; // only read for targeted projections, which have dU
   const back = (p: Projection, dX: Tensor, dy: Tensor, input: Tensor, accumulate: boolean): void =>
     projectionBackward(list, k, layer.proj[p], { dX, dy, x: input, u: s.u[p], dU, accumulate, rowScale: pass.rowScale });
-  if (s.mlpPacked) {
-    // gate and up from their f16 copies into the shared f32 scratch, act recomputed from them
+  if (s.packed) {
+    // the f16 copies into the shared f32 scratch, act recomputed from gate and up
     const pack = f16PackOf(k, L);
-    list.push(pack.unpack(`${L} gate ← f16`, s.gate, s.mlpPacked.gate), pack.unpack(`${L} up ← f16`, s.up, s.mlpPacked.up));
+    for (const key of F16_SAVED) list.push(pack.unpack(`${L} ${key} ← f16`, s[key], s.packed[key]));
     list.push(k.swiglu.forward(`${L} swiglu (act for the backward)`, s.act, s.gate, s.up));
   }
   // MLP: x_{l+1} = x_mid + down(act)

@@ -31,7 +31,7 @@ export interface ModelKernels {
   readonly gatherRows: GatherRows;
   /** U = x·Aᵀ of the LoRA projections (src/kernels/lora-down.ts) in place of a lora_A matmul each. */
   readonly loraDown?: LoraDown;
-  /** f16 storage of saved activations (Saved.mlpPacked); present where the device has shader-f16. */
+  /** f16 storage of saved activations (Saved.packed); present where the device has shader-f16. */
   readonly f16Pack?: F16Pack;
   /**
    * The tensor-core path's kernels (src/model/compute-path.ts): present exactly when the base

@@ -13,7 +13,7 @@ import type { LossHeadMode } from '../model/loss-head.js';
 import { describeComputePath, type ComputePath } from '../model/compute-path.js';
 import { SGM_INPUT_MAX_SCRATCH_BYTES } from '../kernels/matmul-sgm-input.js';
 import { checkpointedLayers, describeRecompute, type RecomputePolicy } from './recompute.js';
-import { planMicroBatch, planRunningSums, savesMlpF16 } from './step-plan.js';
+import { planMicroBatch, planRunningSums, savesF16 } from './step-plan.js';
 import type { TrainerDispatchCounts } from './trainer.js';
 
 /**
@@ -48,8 +48,8 @@ export interface StepSettings {
   readonly compute?: ComputePath;
   /** Why that path, in words (chooseComputePath's `why`), for the printed plan. */
   readonly computeWhy?: string;
-  /** Save the MLP activations as f16 (default savesMlpF16: on the tensor-core path; src/train/step-plan.ts). */
-  readonly mlpF16?: boolean;
+  /** Keep the saved layers' F16_SAVED activations in f16 (default savesF16: on the tensor-core path; src/train/step-plan.ts). */
+  readonly savedF16?: boolean;
   /** Why this recompute policy, when `gradient_checkpointing: auto` chose it (autoRecompute). */
   readonly recomputeWhy?: string;
   /**
@@ -165,7 +165,7 @@ export function planStep(c: Qwen3Config, s: StepSettings): StepPlan {
       lossHead: s.lossHead ?? 'chunked',
       lossChunkTokens: s.lossChunkTokens,
       compute: s.compute,
-      mlpF16: s.mlpF16,
+      savedF16: s.savedF16,
     }),
   );
   buffers.push(...planRunningSums());
@@ -311,7 +311,7 @@ export function formatPlan(plan: StepPlan): string {
   const s = plan.settings;
   const lines = [
     `memory plan: batch ${s.batch} × ${s.seq}, LoRA r=${s.r} on ${s.targets.join(',')}, ${s.base}${s.doubleQuant ? '+double-quant' : ''} base, ` +
-      `checkpointing ${describeRecompute(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers)}, ${s.lossHead ?? 'chunked'} loss head, ${s.optimizer}, compute ${describeComputePath(s.compute ?? 'f32')}${savesMlpF16(s) && checkpointedLayers(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers) < plan.layers ? ' (saved gate and up in f16)' : ''}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
+      `checkpointing ${describeRecompute(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers)}, ${s.lossHead ?? 'chunked'} loss head, ${s.optimizer}, compute ${describeComputePath(s.compute ?? 'f32')}${savesF16(s) && checkpointedLayers(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers) < plan.layers ? ' (saved q, k, v, attention output, gate and up in f16)' : ''}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
   ];
   if (plan.dispatches) lines.push(`  ${formatDispatchCounts(plan.dispatches)}`);
   for (const [cat, bytes] of Object.entries(plan.totals)) lines.push(`  ${cat.padEnd(10)} ${fmtBytes(bytes).padStart(11)}`);

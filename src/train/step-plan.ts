@@ -1,6 +1,6 @@
 import type { Projection } from '../model/checkpoint.js';
 import type { Qwen3Config } from '../model/config.js';
-import { gradScratchSpecs, mlpScratchSpecs, savedSpecs, type LayerDims } from '../model/decoder-layer.js';
+import { gradScratchSpecs, packedScratchSpecs, savedSpecs, type LayerDims } from '../model/decoder-layer.js';
 import { planBuffer, type PlanBuffer } from '../model/buffer-plan.js';
 import { lossHeadPath, lossHeadPlan, type LossHeadMode } from '../model/loss-head.js';
 import { attentionOnTensorCores, attentionScalePlan, rowScalePlan, type ComputePath } from '../model/compute-path.js';
@@ -25,17 +25,18 @@ export interface MicroBatchSettings {
   readonly lossChunkTokens: number;
   /** The projections' path (default 'f32'); tensor cores add the row-scale buffer (and the chunked head's, lossHeadPlan). */
   readonly compute?: ComputePath;
-  /** Save the MLP activations of the saved layers as f16 (default `savesMlpF16`: on the tensor-core path). */
-  readonly mlpF16?: boolean;
+  /** Keep the saved layers' F16_SAVED activations in f16 (default `savesF16`: on the tensor-core path). */
+  readonly savedF16?: boolean;
 }
 
 /**
- * Whether the saved layers keep their MLP activations in f16 (Saved.mlpPacked: gate and up with
- * per-row scales, act recomputed): on the tensor-core path, whose matmuls take f16 operands
- * anyway (issue 11 item 4), unless `mlpF16` says otherwise; the f32 path stays the reference.
+ * Whether the saved layers keep their F16_SAVED activations (src/model/decoder-layer.ts: the
+ * attention's q, k, v and output, the MLP's gate and up) in f16 with per-row scales (Saved.packed;
+ * act recomputed): on the tensor-core path, whose kernels take f16 operands anyway (issue 11 item
+ * 4), unless `savedF16` says otherwise; the f32 path stays the reference.
  */
-export function savesMlpF16(s: { readonly mlpF16?: boolean; readonly compute?: ComputePath }): boolean {
-  return s.mlpF16 ?? s.compute === 'tensor-cores';
+export function savesF16(s: { readonly savedF16?: boolean; readonly compute?: ComputePath }): boolean {
+  return s.savedF16 ?? s.compute === 'tensor-cores';
 }
 
 /** Names of the step's own plan entries (the Saved and gradient-scratch sets are named from their specs). */
@@ -79,12 +80,12 @@ export function planMicroBatch(c: Qwen3Config, s: MicroBatchSettings): PlanBuffe
   }
   out.push(planBuffer(n.identity, 'scratch', 'run', [N], 'i32'));
   out.push(planBuffer(n.xs, 'saved', 'step', [N, D], 'f32', { count: L + 1 }));
-  const mlpF16 = savesMlpF16(s);
+  const f16 = savesF16(s);
   if (K > 0) for (const sp of savedSpecs(dims, s.targets, s.r, { save: true, lse: true })) out.push(planBuffer(sharedSavedName(sp.name), 'scratch', 'layer', sp.shape, sp.dtype));
   if (K < L) {
-    for (const sp of savedSpecs(dims, s.targets, s.r, { save: true, lse: true, mlpF16 })) out.push(planBuffer(layerSavedName(sp.name), 'saved', 'step', sp.shape, sp.dtype, { count: L - K }));
-    // packed MLP activations are unpacked into f32 scratch: the recomputed layers' shared set where there is one
-    if (mlpF16 && K === 0) for (const sp of mlpScratchSpecs(dims)) out.push(planBuffer(sp.name, 'scratch', 'layer', sp.shape, 'f32'));
+    for (const sp of savedSpecs(dims, s.targets, s.r, { save: true, lse: true, f16 })) out.push(planBuffer(layerSavedName(sp.name), 'saved', 'step', sp.shape, sp.dtype, { count: L - K }));
+    // f16 activations are unpacked into f32 scratch: the recomputed layers' shared set where there is one
+    if (f16 && K === 0) for (const sp of packedScratchSpecs(dims)) out.push(planBuffer(sp.name, 'scratch', 'layer', sp.shape, 'f32'));
   }
   for (const sp of gradScratchSpecs(dims, s.targets.length > 0 ? s.r : undefined, attentionOnTensorCores(s.compute, Dh))) out.push(planBuffer(sp.name, 'scratch', sp.key === 'dx' ? 'step' : 'layer', sp.shape, 'f32'));
   out.push(planBuffer(n.xf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.dxf, 'scratch', 'step', [N, D], 'f32'), planBuffer(n.rstdF, 'scratch', 'step', [N], 'f32'));

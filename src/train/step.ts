@@ -7,7 +7,7 @@ import { PROJECTIONS, type Projection } from '../model/checkpoint.js';
 import type { Batch } from '../batch.js';
 import { shiftTargets } from '../model/forward.js';
 import { allocatePlan, type PlanAllocation, type PlanAllocationRecord, type PlanBuffer } from '../model/buffer-plan.js';
-import { adapterLayer, allocSaved, decoderLayer, gradScratchSpecs, layerBackward, layerForward, mlpScratchSpecs, savedSpecs, type LayerDims, type LayerGradScratch, type LayerPass, type MlpScratch, type Saved } from '../model/decoder-layer.js';
+import { adapterLayer, allocSaved, decoderLayer, gradScratchSpecs, layerBackward, layerForward, packedScratchSpecs, savedSpecs, type LayerDims, type LayerGradScratch, type LayerPass, type PackedScratch, type Saved } from '../model/decoder-layer.js';
 import { chooseLossHeadFor, LossHead, type LossHeadMode } from '../model/loss-head.js';
 import type { LoraAdapter, LoraPair } from '../model/lora.js';
 import type { ModelWeights } from '../model/weights.js';
@@ -16,7 +16,7 @@ import { kernelsComputePath } from '../model/kernels.js';
 import { ATTENTION_SCALES_BUFFER, ROW_SCALE_BUFFER } from '../model/compute-path.js';
 import { checkpointedLayers, type RecomputePolicy } from './recompute.js';
 import { checkBatchInputs } from '../model/input-checks.js';
-import { layerSavedName, microBatchEntries, planDifferences, planMicroBatch, savesMlpF16, sharedSavedName, STEP_BUFFERS } from './step-plan.js';
+import { layerSavedName, microBatchEntries, planDifferences, planMicroBatch, savesF16, sharedSavedName, STEP_BUFFERS } from './step-plan.js';
 
 /**
  * One micro-batch of QLoRA training, built once for a fixed (B, T): the forward pass saving what
@@ -56,8 +56,8 @@ export interface StepShape {
    * for this shape.
    */
   readonly plan?: readonly PlanBuffer[];
-  /** Save the MLP activations as f16 (default savesMlpF16: on the tensor-core path). */
-  readonly mlpF16?: boolean;
+  /** Keep the saved layers' F16_SAVED activations in f16 (default savesF16: on the tensor-core path). */
+  readonly savedF16?: boolean;
 }
 
 /** Dispatches of one micro-batch by phase, as recorded: forward, loss head (forward and backward), backward. */
@@ -77,7 +77,7 @@ export interface MicroBatchResult {
 export class TrainStep {
   private constructor(
     private readonly gpu: Gpu,
-    readonly shape: Required<Omit<StepShape, 'recompute' | 'plan' | 'mlpF16'>> & { readonly recompute: RecomputePolicy },
+    readonly shape: Required<Omit<StepShape, 'recompute' | 'plan' | 'savedF16'>> & { readonly recompute: RecomputePolicy },
     private readonly inputs: { ids: Tensor; pos: Tensor; seg: Tensor; seed: Tensor },
     private readonly head: LossHead,
     /** (1) f32 — Σ token loss of the last micro-batch (the trainer adds it into its running sum on the GPU). */
@@ -116,8 +116,8 @@ export class TrainStep {
     const dims: LayerDims = { N, D, H, Hkv, Dh, F, eps };
     const choice = chooseLossHeadFor(gpu, k, weights.lmHead, { N, backward: true, mode: shape.lossHead, lossChunkTokens: shape.lossChunkTokens });
     const compute = kernelsComputePath(k);
-    const mlpF16 = savesMlpF16({ mlpF16: shape.mlpF16, compute });
-    const own = planMicroBatch(c, { batch: B, seq: T, r: R, targets, recompute, loraDropout: adapter.config.dropout, lossHead: choice.mode, lossChunkTokens: choice.chunkTokens, compute, mlpF16 });
+    const f16 = savesF16({ savedF16: shape.savedF16, compute });
+    const own = planMicroBatch(c, { batch: B, seq: T, r: R, targets, recompute, loraDropout: adapter.config.dropout, lossHead: choice.mode, lossChunkTokens: choice.chunkTokens, compute, savedF16: f16 });
     let plan: readonly PlanBuffer[] = own;
     if (shape.plan) {
       plan = microBatchEntries(shape.plan);
@@ -138,10 +138,11 @@ export class TrainStep {
     // Layers 0..K−1 are recomputed into one shared set; layers K..L−1 keep their own.
     const specs = savedSpecs(dims, targets, R, { save: true, lse: true });
     const shared = K > 0 ? allocSaved(specs, targets, (sp) => bufs.one(sharedSavedName(sp.name))) : undefined;
-    // f16 MLP activations (savesMlpF16) are packed from and unpacked into f32 scratch: the shared set's where there is one
-    const layerSpecs = mlpF16 ? savedSpecs(dims, targets, R, { save: true, lse: true, mlpF16 }) : specs;
-    const mlp: MlpScratch | undefined = !mlpF16 || K === L ? undefined : shared ? { gate: shared.gate, up: shared.up, act: shared.act } : (Object.fromEntries(mlpScratchSpecs(dims).map((sp) => [sp.key, bufs.one(sp.name)])) as unknown as MlpScratch);
-    const layerSaved: Saved[] = Array.from({ length: L }, (_, l) => (l < K ? shared! : allocSaved(layerSpecs, targets, (sp) => bufs.all(layerSavedName(sp.name))[l - K], undefined, mlp)));
+    // f16 saved activations (savesF16) are packed from and unpacked into f32 scratch: the shared set's where there is one
+    const layerSpecs = f16 ? savedSpecs(dims, targets, R, { save: true, lse: true, f16 }) : specs;
+    const packedScratch: PackedScratch | undefined =
+      !f16 || K === L ? undefined : shared ? { qn: shared.qn, kn: shared.kn, v: shared.v, attn: shared.attn, gate: shared.gate, up: shared.up, act: shared.act } : (Object.fromEntries(packedScratchSpecs(dims).map((sp) => [sp.key, bufs.one(sp.name)])) as unknown as PackedScratch);
+    const layerSaved: Saved[] = Array.from({ length: L }, (_, l) => (l < K ? shared! : allocSaved(layerSpecs, targets, (sp) => bufs.all(layerSavedName(sp.name))[l - K], undefined, packedScratch)));
     // Gradient scratch.
     // tensor cores: the packed attention too where its head-scale buffer was planned (attentionOnTensorCores)
     const attentionScales = bufs.maybe(ATTENTION_SCALES_BUFFER);

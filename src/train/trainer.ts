@@ -32,8 +32,8 @@ export interface TrainerOptions {
   readonly seed?: number;
   /** The run's memory plan (planStep, as printed): the micro-batch program allocates its buffers from it. */
   readonly plan?: StepPlan;
-  /** Save the MLP activations as f16 (default: the plan's, else savesMlpF16: on the tensor-core path). */
-  readonly mlpF16?: boolean;
+  /** Keep the saved layers' F16_SAVED activations in f16 (default: the plan's, else savesF16: on the tensor-core path). */
+  readonly savedF16?: boolean;
 }
 
 type Optimizer = AdamwOptimizer | Adamw8bitOptimizer;
@@ -133,7 +133,7 @@ export class Trainer {
       throw new ConfigError(`Trainer: the memory plan's arena and optimiser state differ from the Trainer's: ${planDifferences(plannedState, state).join('; ')}`);
     }
     const arena = moveLoraToArena(gpu, n.arena, adapter, { destroySource: true });
-    const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, recompute: options.recompute, lossChunkTokens: options.lossChunkTokens, plan: options.plan?.buffers, lossHead: options.plan?.settings.lossHead, mlpF16: options.mlpF16 ?? options.plan?.settings.mlpF16 });
+    const program = TrainStep.build(gpu, k, model.weights, arena.adapter, arena.grads, { B: options.B, T: options.T, checkpointing: options.checkpointing, recompute: options.recompute, lossChunkTokens: options.lossChunkTokens, plan: options.plan?.buffers, lossHead: options.plan?.settings.lossHead, savedF16: options.savedF16 ?? options.plan?.settings.savedF16 });
     const normState = createGradNormState(gpu, `${n.gradNorm} state`);
     const norm = (await GradNorm.create(gpu)).bind(n.gradNorm, { state: normState, grads: arena.arena.grads }, { maxNorm: options.maxGradNorm });
     const target = { params: arena.arena.params, grads: arena.arena.grads, slots: arena.arena.layout.slots };

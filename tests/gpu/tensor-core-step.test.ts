@@ -20,8 +20,8 @@ import { Rng } from '../helpers/random.js';
  * Fidelity of the tensor-core path at real size (issue 11 item 7): random Qwen3-4B weights (NF4
  * base) reduced to 2 layers with the real hidden 2560, intermediate 9728, 32/8 heads of 128 and the
  * real vocabulary, a random r=16 adapter on all seven projections (B random too, so every LoRA
- * gradient is non-zero), B2×T256, checkpointing on and off (off: the tensor-core step saves gate
- * and up as f16, src/train/step-plan.ts savesMlpF16). The tensor-core step and evaluation forward
+ * gradient is non-zero), B2×T256, checkpointing on and off (off: the tensor-core step saves q, k,
+ * v, the attention output, gate and up as f16, src/train/step-plan.ts savesF16). The tensor-core step and evaluation forward
  * against the f32 path's: loss within 1e-3 relative, the last positions' logits within 1e-2 of
  * max |logit|, every LoRA gradient within 2e-2 (relative norm). On the tensor-core path the loss
  * head's lm_head (logits and dxf) runs on subgroup matrices too (src/model/loss-head.ts; its own

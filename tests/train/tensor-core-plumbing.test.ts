@@ -54,8 +54,8 @@ function standIns(gpu: Gpu, k: TrainKernels, rowScale: RowScale, seen: { forward
 }
 
 describe('tensor-core path plumbing (f32 stand-ins for the subgroup-matrix kernels)', () => {
-  const run = async (kernels: TrainKernels, model: Qwen3Model, adapter: LoraAdapter, batch: Parameters<Trainer['accumulate']>[0], B: number, T: number, checkpointing: boolean, mlpF16?: boolean) => {
-    const trainer = await Trainer.create(model.gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1, seed: 5, mlpF16 }, kernels);
+  const run = async (kernels: TrainKernels, model: Qwen3Model, adapter: LoraAdapter, batch: Parameters<Trainer['accumulate']>[0], B: number, T: number, checkpointing: boolean, savedF16?: boolean) => {
+    const trainer = await Trainer.create(model.gpu, model, adapter, { B, T, checkpointing, optimizer: { kind: 'adamw' }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1, seed: 5, savedF16 }, kernels);
     const targets = trainer.accumulate(batch);
     const loss = (await trainer.readLossSum()) / targets;
     const grads = await trainer.readGradients();
@@ -93,7 +93,7 @@ describe('tensor-core path plumbing (f32 stand-ins for the subgroup-matrix kerne
       for (const checkpointing of [true, false]) {
         const base = await run(f32, model, await adapterOf(), batch, B, T, checkpointing);
         Object.assign(seen, { forward: 0, input: 0, rowScale: 0 });
-        // the MLP activations in f32 (the tensor-core path's default f16 copies, mlp-f16.test.ts, carry f16 rounding)
+        // the saved activations in f32 (the tensor-core path's default f16 copies, saved-f16.test.ts, carry f16 rounding)
         const cores = await run(tc, model, await adapterOf(), batch, B, T, checkpointing, false);
         const what = `checkpointing ${checkpointing}, dropout ${dropout}`;
         expect(cores.planned.filter((n) => n.startsWith('row scale')), what).toHaveLength(1);
@@ -106,11 +106,11 @@ describe('tensor-core path plumbing (f32 stand-ins for the subgroup-matrix kerne
         expect(cores.loss, what).toBe(base.loss);
         expect(cores.grads.size).toBe(base.grads.size);
         for (const [key, g] of base.grads) expectRelNorm(`${what}: ${key}`, cores.grads.get(key)!, g, 1e-5);
-        // the path's default: saved layers keep gate and up as f16 (none saved under full checkpointing)
+        // the path's default: saved layers keep F16_SAVED in f16 (none saved under full checkpointing)
         const packed = await run(tc, model, await adapterOf(), batch, B, T, checkpointing);
         expect(packed.planned.some((n) => n.endsWith('f16')), what).toBe(!checkpointing);
         expect(packed.loss, what).toBe(base.loss);
-        for (const [key, g] of base.grads) expectRelNorm(`${what}, f16 MLP activations: ${key}`, packed.grads.get(key)!, g, checkpointing ? 1e-5 : 2e-3);
+        for (const [key, g] of base.grads) expectRelNorm(`${what}, f16 saved activations: ${key}`, packed.grads.get(key)!, g, checkpointing ? 1e-5 : 3e-3);
       }
     }, 120_000);
   }
