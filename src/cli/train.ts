@@ -140,6 +140,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     return 0;
   }
   const args = parseConfigArgs(argv, 'train', TRAIN_FLAGS);
+  const robustness = args.flags.has('gpu-robustness');
   const randomWeights = args.flags.get('random-weights')?.[0];
   const overrides = randomWeights === undefined ? args.overrides : { ...args.overrides, set: [...(args.overrides.set ?? []), 'random_weights=true', `model_id=${JSON.stringify(randomWeights)}`] };
   const { loaded, label, resume } = await loadRunConfig(args, overrides);
@@ -155,7 +156,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       memoryPlan: async (c) => {
         const model =
           c.model_id === EMBEDDED_MODEL_ID ? embeddedConfig() : c.random_weights ? (await readConfigSource(c.model_id)).config : await readQwen3Config(await resolveModelDir(c));
-        const gpu = await Gpu.open({ robustness: args.flags.has('gpu-robustness') });
+        const gpu = await Gpu.open({ robustness });
         try {
           // The run's step is built for (per_device_train_batch_size, max_seq_length) whatever the longest batch: plan that.
           const lines: string[] = [];
@@ -198,7 +199,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   const data = await prepareDataset(config, tokenizer, hubOptionsFromEnv(process.env));
   console.log(`data: ${data.train.examples.length} train examples; ${data.evalDescription}`);
 
-  const gpu = await Gpu.open({ robustness: args.flags.has('gpu-robustness') });
+  const gpu = await Gpu.open({ robustness });
   let listening: { dispose: () => void } | undefined;
   try {
     console.log(`device: ${gpu.describe()}${gpu.robustness ? '; Dawn robustness on (--gpu-robustness)' : ''}`);

@@ -43,9 +43,6 @@ export function gpuToggles(options: { robustness?: boolean } = {}): string[] {
   return [`enable-dawn-features=${enable.join(',')}`, 'disable-dawn-features=timestamp_quantization'];
 }
 
-/** The toggles with Dawn's robustness on (the WebGPU default), for benchmarks that compare. */
-export const ROBUST_TOGGLES: readonly string[] = gpuToggles({ robustness: true });
-
 export const NO_ADAPTER_HELP =
   'No WebGPU adapter found. Install a Vulkan GPU driver (NVIDIA, AMD or Intel) with the Vulkan loader ' +
   '(Debian/Ubuntu: libvulkan1), or on a CPU-only Linux machine Mesa lavapipe >= 25 ' +

@@ -309,9 +309,11 @@ export function fmtBytes(n: number): string {
 /** The plan as a table: per category, then the buffers over 1% of the total. */
 export function formatPlan(plan: StepPlan): string {
   const s = plan.settings;
+  const recompute = s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none');
+  const f16 = savesF16(s) && checkpointedLayers(recompute, plan.layers) < plan.layers ? ' (saved q, k, v, attention output, gate and up in f16)' : '';
   const lines = [
     `memory plan: batch ${s.batch} × ${s.seq}, LoRA r=${s.r} on ${s.targets.join(',')}, ${s.base}${s.doubleQuant ? '+double-quant' : ''} base, ` +
-      `checkpointing ${describeRecompute(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers)}, ${s.lossHead ?? 'chunked'} loss head, ${s.optimizer}, compute ${describeComputePath(s.compute ?? 'f32')}${savesF16(s) && checkpointedLayers(s.recompute ?? (s.gradientCheckpointing ? 'full' : 'none'), plan.layers) < plan.layers ? ' (saved q, k, v, attention output, gate and up in f16)' : ''}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
+      `checkpointing ${describeRecompute(recompute, plan.layers)}, ${s.lossHead ?? 'chunked'} loss head, ${s.optimizer}, compute ${describeComputePath(s.compute ?? 'f32')}${f16}; ${(plan.trainable / 1e6).toFixed(2)} M trainable parameters`,
   ];
   if (plan.dispatches) lines.push(`  ${formatDispatchCounts(plan.dispatches)}`);
   for (const [cat, bytes] of Object.entries(plan.totals)) lines.push(`  ${cat.padEnd(10)} ${fmtBytes(bytes).padStart(11)}`);

@@ -141,7 +141,7 @@ export class TrainStep {
     // f16 saved activations (savesF16) are packed from and unpacked into f32 scratch: the shared set's where there is one
     const layerSpecs = f16 ? savedSpecs(dims, targets, R, { save: true, lse: true, f16 }) : specs;
     const packedScratch: PackedScratch | undefined =
-      !f16 || K === L ? undefined : shared ? { qn: shared.qn, kn: shared.kn, v: shared.v, attn: shared.attn, gate: shared.gate, up: shared.up, act: shared.act } : (Object.fromEntries(packedScratchSpecs(dims).map((sp) => [sp.key, bufs.one(sp.name)])) as unknown as PackedScratch);
+      !f16 || K === L ? undefined : (Object.fromEntries(packedScratchSpecs(dims).map((sp) => [sp.key, shared ? shared[sp.key] : bufs.one(sp.name)])) as unknown as PackedScratch);
     const layerSaved: Saved[] = Array.from({ length: L }, (_, l) => (l < K ? shared! : allocSaved(layerSpecs, targets, (sp) => bufs.all(layerSavedName(sp.name))[l - K], undefined, packedScratch)));
     // Gradient scratch.
     // tensor cores: the packed attention too where its head-scale buffer was planned (attentionOnTensorCores)

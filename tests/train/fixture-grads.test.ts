@@ -1,11 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { PROJECTIONS } from '../../src/model/checkpoint.js';
-import { loadLoraAdapter, peftKey } from '../../src/model/lora.js';
-import { Qwen3Model } from '../../src/model/qwen3.js';
-import { Trainer } from '../../src/train/trainer.js';
+import { peftKey } from '../../src/model/lora.js';
 import { expectRelNorm } from '../helpers/compare.js';
-import { readReference, TINY_ADAPTER, TINY_MODEL } from '../helpers/fixtures.js';
-import { testGpu } from '../helpers/gpu.js';
+import { readReference } from '../helpers/fixtures.js';
+import { tinyGradients } from '../helpers/tiny-gradients.js';
 
 /**
  * Loss and all 28 LoRA gradients against PEFT (../shared/fixtures/qwen3-tiny: transformers + PEFT,
@@ -17,38 +15,11 @@ const TOL = 1e-4;
 
 describe('LoRA gradients match PEFT', () => {
   let ref: Awaited<ReturnType<typeof readReference>>;
-  let B: number;
-  let T: number;
-  let batch: { inputIds: Int32Array; labels: Int32Array; positionIds: Int32Array; segmentIds: Int32Array };
   beforeAll(async () => {
     ref = await readReference();
-    [B, T] = ref.get('input_ids')!.shape;
-    batch = {
-      inputIds: ref.get('input_ids')!.i32!,
-      labels: ref.get('labels')!.i32!,
-      positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-      segmentIds: new Int32Array(B * T),
-    };
   });
 
-  const gradients = async (base: 'full' | 'nf4', checkpointing: boolean) => {
-    const gpu = await testGpu();
-    const model = await Qwen3Model.load(gpu, TINY_MODEL, { base });
-    const adapter = await loadLoraAdapter(gpu, TINY_ADAPTER, model.config);
-    const trainer = await Trainer.create(gpu, model, adapter, {
-      B,
-      T,
-      checkpointing,
-      optimizer: { kind: 'adamw' },
-      hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
-      maxGradNorm: 1,
-    });
-    const targets = trainer.accumulate({ B, T, ...batch, examples: [], targets: 0 });
-    const loss = (await trainer.readLossSum()) / targets;
-    const grads = await trainer.readGradients();
-    trainer.destroy();
-    return { loss, grads };
-  };
+  const gradients = (base: 'full' | 'nf4', checkpointing: boolean) => tinyGradients(ref, { base, recompute: checkpointing ? 'full' : 'none' });
 
   for (const [base, prefix] of [['full', 'lora_bf16'], ['nf4', 'lora_nf4']] as const) {
     it(`${base} base: loss and the 28 gradients (${prefix}.*), checkpointing on and off`, async () => {

@@ -1,14 +1,11 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadLoraAdapter } from '../../src/model/lora.js';
-import { Qwen3Model } from '../../src/model/qwen3.js';
 import { parseQwen3Config } from '../../src/model/config.js';
 import { planMicroBatch, savesF16 } from '../../src/train/step-plan.js';
 import { F16_SAVED } from '../../src/model/decoder-layer.js';
 import type { RecomputePolicy } from '../../src/train/recompute.js';
-import { Trainer } from '../../src/train/trainer.js';
 import { compareArrays, expectRelNorm } from '../helpers/compare.js';
-import { readReference, TINY_ADAPTER, TINY_MODEL } from '../helpers/fixtures.js';
-import { testGpu } from '../helpers/gpu.js';
+import { readReference } from '../helpers/fixtures.js';
+import { tinyGradients } from '../helpers/tiny-gradients.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -25,41 +22,11 @@ const TOL = 3e-3;
 
 describe('saved activations in f16', () => {
   let ref: Awaited<ReturnType<typeof readReference>>;
-  let B: number;
-  let T: number;
-  let batch: { inputIds: Int32Array; labels: Int32Array; positionIds: Int32Array; segmentIds: Int32Array };
   beforeAll(async () => {
     ref = await readReference();
-    [B, T] = ref.get('input_ids')!.shape;
-    batch = {
-      inputIds: ref.get('input_ids')!.i32!,
-      labels: ref.get('labels')!.i32!,
-      positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T),
-      segmentIds: new Int32Array(B * T),
-    };
   });
 
-  const gradients = async (recompute: RecomputePolicy, savedF16: boolean) => {
-    const gpu = await testGpu();
-    const model = await Qwen3Model.load(gpu, TINY_MODEL, { base: 'full' });
-    const adapter = await loadLoraAdapter(gpu, TINY_ADAPTER, model.config);
-    const trainer = await Trainer.create(gpu, model, adapter, {
-      B,
-      T,
-      checkpointing: recompute !== 'none',
-      recompute,
-      optimizer: { kind: 'adamw' },
-      hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
-      maxGradNorm: 1,
-      savedF16,
-    });
-    const targets = trainer.accumulate({ B, T, ...batch, examples: [], targets: 0 });
-    const loss = (await trainer.readLossSum()) / targets;
-    const grads = await trainer.readGradients();
-    const planned = trainer.program.plan.map((b) => b.name);
-    trainer.destroy();
-    return { loss, grads, planned };
-  };
+  const gradients = (recompute: RecomputePolicy, savedF16: boolean) => tinyGradients(ref, { base: 'full', recompute, savedF16 });
 
   for (const recompute of ['none', { checkpointLayers: 1 }] as const) {
     it(`recompute ${JSON.stringify(recompute)}: the same loss, every LoRA gradient within f16 rounding of the f32-saved run's and of PEFT's`, async () => {
