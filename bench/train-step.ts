@@ -4,7 +4,7 @@
  *        [--r 32] [--checkpointing on|off|auto|both|LIST] [--max-memory SIZE] [--optim adamw|adamw_8bit]
  *        [--steps 4] [--json FILE]
  *        [--accumulation 1] [--queue-bound off|on|both] [--dropout 0] [--compute float32|float16|both|auto]
- *        [--robustness]
+ *        [--robustness] [--saved-f16 auto|on|off|both]
  * One step = forward + backward of a micro-batch + grad-norm + optimiser update, timed over
  * --steps steps after one warm-up (wall clock around onSubmittedWorkDone). Reports tokens/s and the
  * planned GPU memory of the step (WebGPU cannot report allocations: the plan lists every buffer,
@@ -22,7 +22,9 @@
  * 24000MiB, or GiB as a number), else the device's memory as the trainer guesses it
  * (recomputeBudget, src/train/step-settings.ts); its row prints the policy and the rule's reason,
  * and the JSON records both (`recompute`, as run.json does). --robustness turns Dawn's robustness
- * transform on (off by default, as in a run: src/kernels/gpu.ts gpuToggles) to measure its cost. A tiny shape runs on a CPU adapter:
+ * transform on (off by default, as in a run: src/kernels/gpu.ts gpuToggles) to measure its cost.
+ * --saved-f16 keeps the saved layers' F16_SAVED activations in f16 (on), f32 (off), both side by side,
+ * or as a run does (auto, the default: savesF16, on the tensor-core path). A tiny shape runs on a CPU adapter:
  * --config ../shared/fixtures/qwen3-tiny/model/config.json --batch 1 --seq 16.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -41,6 +43,7 @@ import { GpuQueueBound } from '../src/train/gpu-queue.js';
 import { Trainer } from '../src/train/trainer.js';
 import type { StepSettings } from '../src/train/plan.js';
 import { autoRecompute } from '../src/train/auto-recompute.js';
+import { savesF16 } from '../src/train/step-plan.js';
 import { describeRecompute, type RecomputePolicy } from '../src/train/recompute.js';
 import { recordRecompute } from '../src/train/recompute-record.js';
 import { deviceLossHead, recomputeBudget } from '../src/train/step-settings.js';
@@ -63,6 +66,7 @@ const { values } = parseArgs({
     'queue-bound': { type: 'string', default: 'off' },
     dropout: { type: 'string', default: '0' },
     compute: { type: 'string', default: 'auto' },
+    'saved-f16': { type: 'string', default: 'auto' },
   },
 });
 const config = parseQwen3Config(JSON.parse(readFileSync(values.config!, 'utf8')), values.config!);
@@ -77,6 +81,10 @@ if (maxMemory !== null && !modes.includes('auto')) throw new ConfigError(`--max-
 const accumulation = Number(values.accumulation);
 const bounds = values['queue-bound'] === 'both' ? [false, true] : [values['queue-bound'] === 'on'];
 const dropout = Number(values.dropout);
+const savedF16Arg = values['saved-f16']!;
+const SAVED_F16: Record<string, (boolean | undefined)[]> = { auto: [undefined], on: [true], off: [false], both: [true, false] };
+if (!(savedF16Arg in SAVED_F16)) throw new ConfigError(`--saved-f16 ${savedF16Arg}: expected auto, on, off or both`);
+const savedF16s = SAVED_F16[savedF16Arg]!;
 
 const gpu = await Gpu.open({ robustness: values.robustness });
 console.log(`device: ${gpu.describe()}; Dawn robustness ${gpu.robustness ? "on" : "off"}`);
@@ -111,14 +119,14 @@ const settingsOf = (compute: ComputePath): StepSettings => ({
 const resolve = (mode: CheckpointingMode, settings: StepSettings): { policy: RecomputePolicy; why?: string } =>
   mode === 'on' ? { policy: 'full' } : mode === 'off' ? { policy: 'none' } : autoRecompute(config, settings, budget.bytes, budget.from);
 const results = [];
-for (const [compute, kernels] of kernelsOf) for (const mode of modes) {
-  const base = settingsOf(compute);
+for (const [compute, kernels] of kernelsOf) for (const savedF16 of savedF16s) for (const mode of modes) {
+  const base = { ...settingsOf(compute), savedF16 };
   const { policy, why } = resolve(mode, base);
   const checkpointing = policy !== 'none';
   const settings: StepSettings = { ...base, gradientCheckpointing: checkpointing, recompute: policy, recomputeWhy: why };
   for (const bounded of bounds) {
     const adapter = createLoraAdapter(gpu, config, { r, alpha: 2 * r, dropout, targetModules: PROJECTIONS, useRslora: false }, 1);
-    const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, recompute: policy, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
+    const trainer = await Trainer.create(gpu, model, adapter, { B, T, checkpointing, recompute: policy, savedF16, optimizer: { kind: optim }, hyper: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 }, maxGradNorm: 1 }, kernels);
     trainer.accumulate(batch);
     trainer.step(1e-4);
     await gpu.sync();
@@ -145,6 +153,7 @@ for (const [compute, kernels] of kernelsOf) for (const mode of modes) {
       compute,
       checkpointing,
       checkpointingSetting: mode,
+      savedF16: savesF16(settings),
       recompute: recordRecompute(mode === 'auto' ? 'auto' : mode === 'on', settings, L, gpu.describe()),
       recomputeBudgetGiB: mode === 'auto' && budget.bytes !== undefined ? budget.bytes / 2 ** 30 : null,
       recomputeBudgetFrom: mode === 'auto' ? budget.from : null,
@@ -160,7 +169,7 @@ for (const [compute, kernels] of kernelsOf) for (const mode of modes) {
       loss,
     };
     console.log(
-      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, compute ${compute === 'f32' ? 'f32         ' : 'tensor-cores'}, checkpointing ${mode === 'auto' ? `auto (${describeRecompute(policy, L)})` : mode.padEnd(3)} ${optim}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
+      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, compute ${compute === 'f32' ? 'f32         ' : 'tensor-cores'}, checkpointing ${mode === 'auto' ? `auto (${describeRecompute(policy, L)})` : mode.padEnd(3)} ${optim}, saved ${savesF16(settings) ? 'f16' : 'f32'}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
         `${(sec * 1000).toFixed(0)} ms/step, ${((B * T * accumulation) / sec).toFixed(0)} tokens/s, ` +
         `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}` +
         (why === undefined ? '' : ` — ${why}`),
