@@ -1,7 +1,7 @@
 /**
  * Flash attention forward on subgroup matrices (tensor cores) against the f32 kernel, same call.
  *
- *   npx tsc -p . && node dist/bench/attention-sgm.js [--json FILE] [--keys 64,32] [--reps 20]
+ *   npx tsc -p . && node dist/bench/attention-sgm.js [--json FILE] [--keys 32,16] [--reps 20]
  *
  * Times AttentionSgm.forward (and Attention.forward, the f32 path) with timestamp queries at
  * Qwen3-4B's heads (H=32, Hkv=8, Dh=128) for B=4, T=512 (one example per row, and four packed
@@ -30,7 +30,7 @@ const CASES: readonly Case[] = [
 ];
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { json: { type: 'string' }, keys: { type: 'string', default: '64,32' }, reps: { type: 'string', default: '20' } } });
+  const { values } = parseArgs({ options: { json: { type: 'string' }, keys: { type: 'string', default: '32,16' }, reps: { type: 'string', default: '20' } } });
   const gpu = await Gpu.open();
   console.log(`device: ${gpu.describe()}`);
   const reps = Number(values.reps);

@@ -33,25 +33,38 @@
 //   5 v       read       (B·T, Hkv·Dh) f32
 //   6 segIds  read       (B·T) i32           example id of each token inside its batch row
 //   7 scales  read       f32: head scales of batch row b and group g: q at qOff + b·Hkv + g, k at kOff + …, v at vOff + …
-// Override constants: DH head dim (multiple of 16, ≤ 128); BC keys per tile (16, 32, 48 or 64).
+// Override constants: DH head dim (multiple of 16, ≤ 128); BC keys per tile (16 or 32).
 // Workgroup: SG = 4 subgroups of 32 invocations; subgroup sg owns query rows 16·sg .. 16·sg + 15 of
 // the BR = 64-row tile.
 // Dispatch: (B·H, ceil(T / 64)) workgroups; workgroup (x, y) handles batch row x / H, head x % H
 // and query tile ceil(T/64) − 1 − y (the longest tiles first). Saves lse for the backward.
 //
-// Per key tile (k0 .. k0 + BC − 1, only tiles at or below the diagonal):
-//   A  all invocations stage K as f16(k·sK) (BC × DH, rows padded by 8 halves) and the key segment
-//      ids, flagging the tile live when a key's segment lies in the query tile's segment range; a
-//      tile that is not live is skipped whole (a uniform branch);
+// Before the key loop the workgroup finds the first key whose segment lies in the query tile's
+// segment range (kStart, a workgroup-uniform value): the loop runs over the tiles from kStart's to
+// the diagonal, and the per-key mask does the rest (segment ids grow along a row, so no tile in
+// that range is dead; were they not to, the result would still be exact, only slower).
+//
+// The loop is pipelined: a tile's K rows come from registers loaded during the tile before (its
+// P·V), its V rows are loaded into registers before Q·Kᵀ and written after it, so the global loads'
+// latency hides behind the fragment products. K and V have their own tiles, and P and the scores are
+// each subgroup's own rows, so a tile needs three barriers (and no barrier between tiles):
+//   A  write K as f16(k·sK) (BC × DH, rows padded by 8 halves) and the key segment ids; load V's
+//      rows into registers; barrier;
 //   B  each subgroup: S (16 × BC) = Q·Kᵀ from its Q fragments (loaded into registers once) and
-//      right fragments of the K tile, stored to its rows of the f32 score scratch;
-//   C  all invocations stage V as f16(v·sV) over K; each subgroup's lanes run the online softmax of
-//      its rows — lane l owns row l / 2 and the columns of parity l % 2, the row's maximum and sum
-//      combined with a subgroup shuffle — writing P as f16 and flagging a needed rescale;
+//      right fragments of the K tile, into its rows of the f32 score scratch; write V as
+//      f16(v·sV); barrier;
+//   C  each subgroup's lanes run the online softmax of its rows — lane l owns row l / 2 and the
+//      columns of parity l % 2 (in registers), the row's maximum and sum combined with a subgroup
+//      shuffle — writing P as f16 and raising the rescale flag where needed; load the next tile's
+//      K rows; the flag's uniform load (its barrier makes P visible);
 //   D  (rare) rescale of the output fragments through the score scratch;
 //   E  O += P·V: left fragments of P, right fragments of the V tile.
+// Why no barrier is needed between tiles: the next tile's K is written after this tile's barrier B
+// (every Q·Kᵀ read of K is before it), its V after its own barrier A (every P·V read of this V is
+// before it), its key ids after this tile's flag load (every softmax read is before it).
 // Result fragments are named variables used under `if (NF > j)` (override constants): an array of
-// them indexed in loops ran about 2× slower in the matmul kernel (shaders/matmul_sgm_forward.wgsl).
+// them indexed in loops ran about 2× slower in the matmul kernel (shaders/matmul_sgm_forward.wgsl);
+// the staged rows are named fields of a struct (Rows) for the same reason.
 
 enable f16;
 enable subgroups;
@@ -60,28 +73,28 @@ diagnostic(off, chromium.subgroup_matrix_uniformity);
 diagnostic(off, subgroup_uniformity);
 
 override DH: u32 = 128u;
-override BC: u32 = 64u;
+override BC: u32 = 32u;
 
 const SG = 4u;            // subgroups per workgroup
 const BR = 64u;           // query rows per workgroup (16 per subgroup)
 const THREADS = 128u;
 const PAD = 8u;           // halves of padding per staged f16 row
 const MAX_DH = 128u;
-const MAX_BC = 64u;
+const MAX_BC = 32u;
 const SK = MAX_DH + PAD;  // row stride of the staged Q/K/V tiles, in halves (fixed: fragment loads need fixed-size arrays)
 const SP = MAX_BC + PAD;  // row stride of the staged P tile, in halves
-const SS_MAX = MAX_BC + 8u;
-const P_OFFSET = BR * SK; // the P tile follows the Q/K/V tile in `halves`
+const V_OFFSET = MAX_BC * SK; // the V tile follows the K tile; the two take the Q tile's place (BR = 2·MAX_BC rows)
+const P_OFFSET = BR * SK; // the P tile follows the Q (or K and V) tiles in `halves`
+const SS = 68u;           // row stride of the score scratch, in floats (≥ 64: the epilogue stores 4 fragments a row)
 const MASKED: f32 = -1.0e30;
 const VISIBLE_MIN: f32 = -1.0e29;
 const LAZY: f32 = 8.0;    // base-2 units the reference may trail the row maximum (P ≤ 2^LAZY)
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
 
-override SS: u32 = MAX_BC + 4u;   // row stride of the score scratch, in floats (64 ..= SS_MAX: the epilogue stores 4 fragments a row)
 override NF: u32 = DH / 16u;      // output fragments per subgroup (16 columns each)
 override DH4: u32 = DH / 4u;
-override KV_ROUNDS: u32 = (BC * DH4 + THREADS - 1u) / THREADS;
+override KV_ROUNDS: u32 = (BC * DH4 + THREADS - 1u) / THREADS; // ≤ 8 (BC ≤ 32, DH ≤ 128)
 override Q_ROUNDS: u32 = (BR * DH4 + THREADS - 1u) / THREADS;
 
 struct AttentionSgmParams {
@@ -103,10 +116,15 @@ struct AttentionSgmParams {
 @group(0) @binding(6) var<storage, read> segIds: array<i32>;
 @group(0) @binding(7) var<storage, read> scales: array<f32>;
 
-var<workgroup> halves: array<f16, BR * SK + BR * SP>; // Q (at the start) or K or V tile [row][SK], then P [BR][SP]
-var<workgroup> scores: array<f32, BR * SS_MAX>;          // S rows of each subgroup; the rescale and epilogue scratch
+var<workgroup> halves: array<f16, BR * SK + BR * SP>; // Q tile [BR][SK] (before the loop), then K [MAX_BC][SK] and V [MAX_BC][SK]; P [BR][SP]
+var<workgroup> scores: array<f32, BR * SS>;           // S rows of each subgroup; the rescale and epilogue scratch
 var<workgroup> qseg: array<i32, BR>;
 var<workgroup> kseg: array<i32, MAX_BC>;
+// Flag words: [0..2] the rescale flag of tile kt in word kt % 3 (rotating, so that one uniform load
+// a tile suffices: word (kt + 1) % 3 is cleared during tile kt, two uniform loads after its last
+// read); [3] kStart, the first key visible to the tile's segment range (atomicMin). 16 bytes (see
+// lib/workgroup_flags.wgsl on the alignment of workgroup variables).
+var<workgroup> flags: array<atomic<u32>, 4>;
 
 alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
@@ -124,39 +142,75 @@ fn stageQ(lid: u32, tok0: u32, first: u32, heads: u32, head: u32, s: f32) {
       val = vec4<f16>(q[((tok0 + first + r) * heads + head) * DH4 + d4] * s);
     }
     if (e < BR * DH4) {
-      let d = r * SK + d4 * 4u;
-      halves[d] = val.x;
-      halves[d + 1u] = val.y;
-      halves[d + 2u] = val.z;
-      halves[d + 3u] = val.w;
+      writeHalves(r * SK + d4 * 4u, val);
     }
   }
 }
 
-// Stages keys k0 .. k0 + BC − 1 of KV head g from K (isV false) or V (isV true) times s as f16.
-fn stageKV(lid: u32, tok0: u32, k0: u32, g: u32, s: f32, isV: bool) {
-  let Hkv = params.kvHeads;
-  for (var n = 0u; n < KV_ROUNDS; n++) {
-    let e = lid + n * THREADS;
-    let c = e / DH4;
-    let d4 = e % DH4;
-    var val = vec4<f16>(0.0h);
-    if (k0 + c < params.tokens && e < BC * DH4) {
-      let at = ((tok0 + k0 + c) * Hkv + g) * DH4 + d4;
-      if (isV) {
-        val = vec4<f16>(v[at] * s);
-      } else {
-        val = vec4<f16>(k[at] * s);
-      }
-    }
-    if (e < BC * DH4) {
-      let d = c * SK + d4 * 4u;
-      halves[d] = val.x;
-      halves[d + 1u] = val.y;
-      halves[d + 2u] = val.z;
-      halves[d + 3u] = val.w;
-    }
+fn writeHalves(d: u32, val: vec4<f16>) {
+  halves[d] = val.x;
+  halves[d + 1u] = val.y;
+  halves[d + 2u] = val.z;
+  halves[d + 3u] = val.w;
+}
+
+// One tile's K (or V) values of this invocation, still f32: round n holds element lid + n·THREADS
+// of the BC × DH4 tile (key e / DH4, columns 4·(e % DH4) ..), zeros past T.
+struct Rows {
+  r0: vec4<f32>,
+  r1: vec4<f32>,
+  r2: vec4<f32>,
+  r3: vec4<f32>,
+  r4: vec4<f32>,
+  r5: vec4<f32>,
+  r6: vec4<f32>,
+  r7: vec4<f32>,
+}
+
+// Round n's value of keys k0 .. of KV head g from K (isV false) or V (isV true).
+fn loadRound(lid: u32, n: u32, tok0: u32, k0: u32, g: u32, isV: bool) -> vec4<f32> {
+  let e = lid + n * THREADS;
+  let c = e / DH4;
+  if (e >= BC * DH4 || k0 + c >= params.tokens) {
+    return vec4<f32>(0.0);
   }
+  let at = ((tok0 + k0 + c) * params.kvHeads + g) * DH4 + e % DH4;
+  if (isV) {
+    return v[at];
+  }
+  return k[at];
+}
+
+fn loadRows(lid: u32, tok0: u32, k0: u32, g: u32, isV: bool) -> Rows {
+  var t = Rows(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+  t.r0 = loadRound(lid, 0u, tok0, k0, g, isV);
+  if (KV_ROUNDS > 1u) { t.r1 = loadRound(lid, 1u, tok0, k0, g, isV); }
+  if (KV_ROUNDS > 2u) { t.r2 = loadRound(lid, 2u, tok0, k0, g, isV); }
+  if (KV_ROUNDS > 3u) { t.r3 = loadRound(lid, 3u, tok0, k0, g, isV); }
+  if (KV_ROUNDS > 4u) { t.r4 = loadRound(lid, 4u, tok0, k0, g, isV); }
+  if (KV_ROUNDS > 5u) { t.r5 = loadRound(lid, 5u, tok0, k0, g, isV); }
+  if (KV_ROUNDS > 6u) { t.r6 = loadRound(lid, 6u, tok0, k0, g, isV); }
+  if (KV_ROUNDS > 7u) { t.r7 = loadRound(lid, 7u, tok0, k0, g, isV); }
+  return t;
+}
+
+// Writes round n's value times s as f16 into the tile at `base` (halves).
+fn storeRound(lid: u32, n: u32, base: u32, val: vec4<f32>, s: f32) {
+  let e = lid + n * THREADS;
+  if (e < BC * DH4) {
+    writeHalves(base + (e / DH4) * SK + (e % DH4) * 4u, vec4<f16>(val * s));
+  }
+}
+
+fn storeRows(lid: u32, base: u32, t: Rows, s: f32) {
+  storeRound(lid, 0u, base, t.r0, s);
+  if (KV_ROUNDS > 1u) { storeRound(lid, 1u, base, t.r1, s); }
+  if (KV_ROUNDS > 2u) { storeRound(lid, 2u, base, t.r2, s); }
+  if (KV_ROUNDS > 3u) { storeRound(lid, 3u, base, t.r3, s); }
+  if (KV_ROUNDS > 4u) { storeRound(lid, 4u, base, t.r4, s); }
+  if (KV_ROUNDS > 5u) { storeRound(lid, 5u, base, t.r5, s); }
+  if (KV_ROUNDS > 6u) { storeRound(lid, 6u, base, t.r6, s); }
+  if (KV_ROUNDS > 7u) { storeRound(lid, 7u, base, t.r7, s); }
 }
 
 // Right fragment of Kᵀ: keys 16·j .. of the tile, head dims 16·kk .. (the K tile is [key][dim]: column-major Kᵀ).
@@ -166,10 +220,8 @@ fn kRight(j: u32, kk: u32) -> Right {
 
 // Right fragment of V: keys 16·kb .., head dims 16·j .. (the V tile is [key][dim]: row-major).
 fn vRight(kb: u32, j: u32) -> Right {
-  return subgroupMatrixLoad<Right>(&halves, kb * 16u * SK + j * 16u, false, SK);
+  return subgroupMatrixLoad<Right>(&halves, V_OFFSET + kb * 16u * SK + j * 16u, false, SK);
 }
-
-// #include "lib/workgroup_flags.wgsl"
 
 // Multiplies row `row` (0..15) of the 16 × 16 fragment stored at scores[base] by f, columns of parity `hh`.
 fn scaleStoredRow(base: u32, row: u32, hh: u32, f: f32) {
@@ -210,7 +262,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     qseg[r] = s;
   }
   if (lid == 0u) {
-    clearFlags();
+    atomicStore(&flags[0], 0u);
+    atomicStore(&flags[1], 0u);
+    atomicStore(&flags[2], 0u);
+    atomicStore(&flags[3], qEnd);
   }
   workgroupBarrier();
   var qMin = qseg[0];
@@ -232,33 +287,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (NF > 5u) { f5 = subgroupMatrixLoad<Left>(&halves, qBase + 80u, false, SK); }
   if (NF > 6u) { f6 = subgroupMatrixLoad<Left>(&halves, qBase + 96u, false, SK); }
   if (NF > 7u) { f7 = subgroupMatrixLoad<Left>(&halves, qBase + 112u, false, SK); }
+  // kStart: the first key (below qEnd) whose segment lies in [qMin, qMax].
+  for (var c = lid; c < qEnd; c += THREADS) {
+    let s = segIds[tok0 + c];
+    if (s >= qMin && s <= qMax) {
+      atomicMin(&flags[3], c);
+      break;
+    }
+  }
+  let kStart = workgroupUniformLoad(&flags[3]); // its barrier also ends the Q fragment loads: K may overwrite the Q tile
 
   var o0 = Frag(); var o1 = Frag(); var o2 = Frag(); var o3 = Frag(); var o4 = Frag(); var o5 = Frag(); var o6 = Frag(); var o7 = Frag();
   var mRef = MASKED; // this lane's row: reference maximum (base-2 units)
   var lPart = 0.0;   // this lane's share of the row's Σ P (its columns)
 
   let kTiles = (qEnd + BC - 1u) / BC;
-  for (var kt = 0u; kt < kTiles; kt++) {
+  var kr = loadRows(lid, tok0, (kStart / BC) * BC, g, false);
+  for (var kt = kStart / BC; kt < kTiles; kt++) {
     let k0 = kt * BC;
-    workgroupBarrier(); // the previous tile's P·V is done with the K/V and P tiles (and the Q tile with its loads)
 
-    // A: K tile and key segment ids.
-    stageKV(lid, tok0, k0, g, sK, false);
+    // A: K tile and key segment ids; V rows into registers.
+    storeRows(lid, 0u, kr, sK);
     for (var c = lid; c < BC; c += THREADS) {
-      var s = 0;
+      var s = -1;
       if (k0 + c < T) {
         s = segIds[tok0 + k0 + c];
-        if (s >= qMin && s <= qMax) {
-          raiseFlag(1u);
-        }
       }
       kseg[c] = s;
     }
-    if ((takeFlags(lid) & 1u) == 0u) {
-      continue; // no key of the tile is visible to the query tile
-    }
+    let vr = loadRows(lid, tok0, k0, g, true);
+    workgroupBarrier(); // K tile and key ids visible
 
-    // B: S = Q·Kᵀ, 16 keys at a time, into the subgroup's rows of the scratch.
+    // B: S = Q·Kᵀ, 16 keys at a time, into the subgroup's rows of the scratch; then the V tile.
     for (var j = 0u; j < BC / 16u; j++) {
       var s = Frag();
       s = subgroupMatrixMultiplyAccumulate(f0, kRight(j, 0u), s);
@@ -271,16 +331,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       if (NF > 7u) { s = subgroupMatrixMultiplyAccumulate(f7, kRight(j, 7u), s); }
       subgroupMatrixStore(&scores, sBase + j * 16u, s, false, SS);
     }
-    workgroupBarrier(); // scores visible; every subgroup is done with the K tile
+    storeRows(lid, V_OFFSET, vr, sV);
+    workgroupBarrier(); // scores and V visible; every subgroup is done with the K tile
 
-    // C: V tile over K; the online softmax of this lane's row and columns.
-    stageKV(lid, tok0, k0, g, sV, true);
+    // C: the online softmax of this lane's row and columns (scores kept in registers between the passes).
+    var sv: array<f32, MAX_BC / 2u>;
     var mt = MASKED;
-    for (var c = hh; c < BC; c += 2u) {
-      let key = k0 + c;
-      let visible = key <= qi && kseg[c] == rowSeg && qi < T;
+    for (var i = 0u; i < BC / 2u; i++) {
+      let c = 2u * i + hh;
+      let visible = k0 + c <= qi && kseg[c] == rowSeg && qi < T;
       let s = select(MASKED, scores[sBase + rr * SS + c] * cS, visible);
-      scores[sBase + rr * SS + c] = s;
+      sv[i] = s;
       mt = max(mt, s);
     }
     mt = max(mt, subgroupShuffleXor(mt, 1u));
@@ -290,21 +351,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       alpha = exp2(mRef - mt); // 0 when the row had seen no key (its output and sum are still 0)
       mRef = mt;
       if (lPart != 0.0 || lOther != 0.0) {
-        raiseFlag(2u);
+        atomicOr(&flags[kt % 3u], 1u);
       }
     }
     lPart *= alpha;
     let pBase = P_OFFSET + row * SP;
-    for (var c = hh; c < BC; c += 2u) {
-      let s = scores[sBase + rr * SS + c];
-      let p = select(0.0, exp2(s - mRef), s > VISIBLE_MIN);
+    for (var i = 0u; i < BC / 2u; i++) {
+      let p = select(0.0, exp2(sv[i] - mRef), sv[i] > VISIBLE_MIN);
       lPart += p;
-      halves[pBase + c] = f16(p);
+      halves[pBase + 2u * i + hh] = f16(p);
     }
-    let f = takeFlags(lid); // P and V visible; the scores are read
+    if (kt + 1u < kTiles) {
+      kr = loadRows(lid, tok0, k0 + BC, g, false);
+    }
+    if (lid == 0u) {
+      atomicStore(&flags[(kt + 1u) % 3u], 0u);
+    }
+    let rescale = workgroupUniformLoad(&flags[kt % 3u]); // its barrier: P visible, the scores read
 
     // D: rescale the output fragments (rows by alpha), four at a time through the scratch.
-    if ((f & 2u) != 0u) {
+    if (rescale != 0u) {
       subgroupMatrixStore(&scores, sBase, o0, false, SS);
       if (NF > 1u) { subgroupMatrixStore(&scores, sBase + 16u, o1, false, SS); }
       if (NF > 2u) { subgroupMatrixStore(&scores, sBase + 32u, o2, false, SS); }

@@ -50,6 +50,12 @@ export const ATTENTION_SGM_ROWS = 64;
  * 1.250 against 1.953; bench/results/h200-2026-12-03-attention-sgm-fixed.json).
  */
 export const ATTENTION_SGM_DEFAULT_KEYS = 32;
+/**
+ * The keys per tile the forward takes: its K and V tiles share the Q tile's 64 rows of workgroup
+ * memory (two tiles of at most 32 keys), so that both stay staged through a tile without a barrier
+ * between tiles (shaders/attention_sgm_forward.wgsl).
+ */
+export const ATTENTION_SGM_KEYS: readonly number[] = [16, 32];
 
 /**
  * Where each tensor's head scales lie in the `scales` buffer (in floats): one scale per batch row
@@ -143,7 +149,7 @@ export class AttentionSgm {
 
   /**
    * Compiles the forward for head dim `headDim` (attentionSgmHeadDimProblem) with `keys` keys
-   * per tile (16, 32, 48 or 64; default ATTENTION_SGM_DEFAULT_KEYS), and its head-scale pass unless
+   * per tile (16 or 32; default ATTENTION_SGM_DEFAULT_KEYS), and its head-scale pass unless
    * one is given. A DeviceError where subgroup matrices are missing.
    */
   static async create(gpu: Gpu, options: { headDim: number; keys?: number; headScale?: HeadScale }): Promise<AttentionSgm> {
@@ -151,7 +157,7 @@ export class AttentionSgm {
     const problem = attentionSgmHeadDimProblem(dh);
     if (problem) throw new ConfigError(`AttentionSgm: ${problem}; the f32 attention takes it`);
     const bc = options.keys ?? ATTENTION_SGM_DEFAULT_KEYS;
-    if (![16, 32, 48, 64].includes(bc)) throw new ConfigError(`AttentionSgm: keys per tile must be 16, 32, 48 or 64, got ${bc}`);
+    if (!ATTENTION_SGM_KEYS.includes(bc)) throw new ConfigError(`AttentionSgm: keys per tile must be ${ATTENTION_SGM_KEYS.join(' or ')}, got ${bc}`);
     const reason = attentionSgmUnsupportedReason(gpu, storageBufferCount(attentionSgmForwardSpec));
     if (reason) throw new DeviceError(`AttentionSgm (attention_sgm_forward.wgsl): ${reason}`);
     const kernel = await Kernel.create(gpu, attentionSgmForwardSpec, { DH: dh, BC: bc });

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { attentionForwardRef, type AttentionDims } from '../../src/kernels/attention.js';
 import { attentionBackwardRef } from '../../src/kernels/attention-backward.js';
-import { AttentionSgm, attentionScaleDims, attentionScaleLayout, attentionSgmForwardSpec, attentionSgmUnsupportedReason } from '../../src/kernels/attention-sgm.js';
+import { ATTENTION_SGM_DEFAULT_KEYS, ATTENTION_SGM_KEYS, AttentionSgm, attentionScaleDims, attentionScaleLayout, attentionSgmForwardSpec, attentionSgmUnsupportedReason } from '../../src/kernels/attention-sgm.js';
 import { storageBufferCount } from '../../src/kernels/kernel.js';
 import { ATTENTION_SGM_BACKWARD_STORAGE_BUFFERS, AttentionSgmBackward, attentionDsScale } from '../../src/kernels/attention-sgm-backward.js';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
@@ -85,18 +85,21 @@ const CASES: readonly Case[] = [
   { B: 3, T: 64, H: 6, Hkv: 3, Dh: 128, examples: 3, keys: 16 },
   { B: 1, T: 200, H: 8, Hkv: 2, Dh: 128, examples: 1, qMag: 30, vMag: 1e5, dOMag: 1e-10 },
   { B: 2, T: 96, H: 4, Hkv: 4, Dh: 96, examples: 1, vMag: 1e-10, dOMag: 1e5 },
+  // five examples a row: query tiles whose first visible key lies mid-tile, past the first tiles (kStart)
+  { B: 2, T: 300, H: 4, Hkv: 1, Dh: 128, examples: 5, keys: 16, qMag: 20 },
+  { B: 1, T: 333, H: 2, Hkv: 2, Dh: 128, examples: 7, qMag: 25 },
 ];
 
 describe.skipIf(unsupported !== undefined)('subgroup-matrix attention against float64', () => {
   const fwd = new Map<number, AttentionSgm>();
   let bwd128: AttentionSgmBackward;
   beforeAll(async () => {
-    for (const keys of [16, 32, 64]) fwd.set(keys, await AttentionSgm.create(gpu, { headDim: 128, keys }));
+    for (const keys of ATTENTION_SGM_KEYS) fwd.set(keys, await AttentionSgm.create(gpu, { headDim: 128, keys }));
     bwd128 = await AttentionSgmBackward.create(gpu, { headDim: 128 });
   });
 
   for (const c of CASES) {
-    const name = `B=${c.B} T=${c.T} H=${c.H} Hkv=${c.Hkv} Dh=${c.Dh}, ${c.examples} example(s)/row, keys/tile ${c.keys ?? 64}` + (c.qMag ? `, |q|~${c.qMag}` : '') + (c.vMag ? `, |v|~${c.vMag}` : '') + (c.dOMag ? `, |dO|~${c.dOMag}` : '');
+    const name = `B=${c.B} T=${c.T} H=${c.H} Hkv=${c.Hkv} Dh=${c.Dh}, ${c.examples} example(s)/row, keys/tile ${c.keys ?? ATTENTION_SGM_DEFAULT_KEYS}` + (c.qMag ? `, |q|~${c.qMag}` : '') + (c.vMag ? `, |v|~${c.vMag}` : '') + (c.dOMag ? `, |dO|~${c.dOMag}` : '');
     const setup = () => {
       const N = c.B * c.T;
       const rng = new Rng(N * 31 + c.H);
@@ -130,7 +133,7 @@ describe.skipIf(unsupported !== undefined)('subgroup-matrix attention against fl
 
     it(`${name}: forward o and lse within f16-rounding bounds`, async () => {
       const { vR, ref, t } = setup();
-      const attn = c.Dh === 128 ? fwd.get(c.keys ?? 64)! : await AttentionSgm.create(gpu, { headDim: c.Dh, keys: c.keys });
+      const attn = c.Dh === 128 ? fwd.get(c.keys ?? ATTENTION_SGM_DEFAULT_KEYS)! : await AttentionSgm.create(gpu, { headDim: c.Dh, keys: c.keys });
       submitDispatches(gpu, attn.forward('attention', t, c));
       const [o, lse] = await Promise.all([gpu.readF32(t.o), gpu.readF32(t.lse)]);
       // o: P rounded to f16 (2^-11 relative) against Σ P·|v| ≤ max |v|
