@@ -31,8 +31,8 @@
 // Dispatch: (B·Hkv, ceil(T / 64)); workgroup (x, y): batch row x / Hkv, KV head x % Hkv, keys
 // 64·y .. 64·y + 63 (y = 0 first: it has the most query tiles). Saves nothing.
 //
-// For each head of the group and each query tile of BQ rows at or after the first key (a tile with
-// no query in the key tile's segment range is skipped whole):
+// For each head of the group and each query tile of BQ rows from the first key's to the last query
+// in the key tile's segment range (qEnd, counted before the loop: segment ids do not decrease):
 //   A  stage Q·sQ and dO·sdO (f16) and the queries' segment ids and stats;
 //   B  Sᵀ = K·Qᵀ into the scratch; lanes (lane l: key row l / 2, queries of parity l % 2) form Pᵀ,
 //      staged as f16 and kept in registers;
@@ -64,8 +64,6 @@ const LOG2E: f32 = 1.4426950408889634;
 
 override NF: u32 = DH / 16u;
 override DH4: u32 = DH / 4u;
-override K_ROUNDS: u32 = (BK * DH4 + THREADS - 1u) / THREADS;
-override Q_ROUNDS: u32 = (BQ * DH4 + THREADS - 1u) / THREADS;
 
 struct AttentionSgmBackwardParams {
   tokens: u32,
@@ -94,65 +92,14 @@ var<workgroup> halves: array<f16, BK * SK + 2u * BK * SQ>;
 var<workgroup> scratch: array<f32, BK * SS>;
 var<workgroup> kseg: array<i32, BK>;
 var<workgroup> qseg: array<i32, MAX_BQ>;
+var<workgroup> qEndCount: array<atomic<u32>, 4>; // [0]: the queries after the key tile that see it, counted (16 bytes: see tests/kernels/workgroup-alignment.test.ts)
 var<workgroup> qstat: array<vec2<f32>, MAX_BQ>; // (lse₂, delta in dP units) of the tile's queries
 
 alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 
-// Stages the 64 keys from k0 of KV head g of K (isV false) or V (true) times s into halves[key][SK].
-fn stageKeys(lid: u32, tok0: u32, k0: u32, g: u32, s: f32, isV: bool) {
-  let Hkv = params.kvHeads;
-  for (var n = 0u; n < K_ROUNDS; n++) {
-    let e = lid + n * THREADS;
-    let c = e / DH4;
-    let d4 = e % DH4;
-    var val = vec4<f16>(0.0h);
-    if (k0 + c < params.tokens && e < BK * DH4) {
-      let at = ((tok0 + k0 + c) * Hkv + g) * DH4 + d4;
-      if (isV) {
-        val = vec4<f16>(v[at] * s);
-      } else {
-        val = vec4<f16>(k[at] * s);
-      }
-    }
-    if (e < BK * DH4) {
-      let d = c * SK + d4 * 4u;
-      halves[d] = val.x;
-      halves[d + 1u] = val.y;
-      halves[d + 2u] = val.z;
-      halves[d + 3u] = val.w;
-    }
-  }
-}
-
-// Stages queries q0 .. q0 + BQ − 1 of head h: Q·sQ at halves[0], dO·sdO at halves[DO_OFFSET].
-fn stageQueries(lid: u32, tok0: u32, q0: u32, h: u32, sQ: f32, sdO: f32) {
-  let H = params.qHeads;
-  for (var n = 0u; n < Q_ROUNDS; n++) {
-    let e = lid + n * THREADS;
-    let r = e / DH4;
-    let d4 = e % DH4;
-    var qv = vec4<f16>(0.0h);
-    var gv = vec4<f16>(0.0h);
-    if (q0 + r < params.tokens && e < BQ * DH4) {
-      let at = ((tok0 + q0 + r) * H + h) * DH4 + d4;
-      qv = vec4<f16>(q[at] * sQ);
-      gv = vec4<f16>(dO[at] * sdO);
-    }
-    if (e < BQ * DH4) {
-      let d = r * SK + d4 * 4u;
-      halves[d] = qv.x;
-      halves[d + 1u] = qv.y;
-      halves[d + 2u] = qv.z;
-      halves[d + 3u] = qv.w;
-      halves[DO_OFFSET + d] = gv.x;
-      halves[DO_OFFSET + d + 1u] = gv.y;
-      halves[DO_OFFSET + d + 2u] = gv.z;
-      halves[DO_OFFSET + d + 3u] = gv.w;
-    }
-  }
-}
+// #include "lib/attention_rows.wgsl"
 
 // Right fragment of Qᵀ (or dOᵀ at base DO_OFFSET): queries 16·j .., head dims 16·kk .. (column-major).
 fn tRight(base: u32, j: u32, kk: u32) -> Right {
@@ -163,8 +110,6 @@ fn tRight(base: u32, j: u32, kk: u32) -> Right {
 fn rRight(base: u32, kb: u32, j: u32) -> Right {
   return subgroupMatrixLoad<Right>(&halves, base + kb * 16u * SK + j * 16u, false, SK);
 }
-
-// #include "lib/workgroup_flags.wgsl"
 
 // Writes vec4 columns 8·round .. 8·round + 7 of this lane's key row of dK (isV false) or dV (true).
 fn writeRound(sBase: u32, rr: u32, hh: u32, outRow: u32, round: u32, f: f32, live: bool, isV: bool) {
@@ -215,11 +160,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     kseg[c] = s;
   }
   if (lid == 0u) {
-    clearFlags();
+    atomicStore(&qEndCount[0], 0u);
   }
   // K, then V, through the Q/dO region into each subgroup's registers.
   let kBase = sg * 16u * SK;
-  stageKeys(lid, tok0, k0, g, sK, false);
+  stageRows(&k, lid, tok0, k0, BK, Hkv, g, 0u, sK);
   workgroupBarrier();
   var k0f = Left(); var k1f = Left(); var k2f = Left(); var k3f = Left(); var k4f = Left(); var k5f = Left(); var k6f = Left(); var k7f = Left();
   k0f = subgroupMatrixLoad<Left>(&halves, kBase, false, SK);
@@ -231,7 +176,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (NF > 6u) { k6f = subgroupMatrixLoad<Left>(&halves, kBase + 96u, false, SK); }
   if (NF > 7u) { k7f = subgroupMatrixLoad<Left>(&halves, kBase + 112u, false, SK); }
   workgroupBarrier();
-  stageKeys(lid, tok0, k0, g, sV, true);
+  stageRows(&v, lid, tok0, k0, BK, Hkv, g, 0u, sV);
   workgroupBarrier();
   var v0f = Left(); var v1f = Left(); var v2f = Left(); var v3f = Left(); var v4f = Left(); var v5f = Left(); var v6f = Left(); var v7f = Left();
   v0f = subgroupMatrixLoad<Left>(&halves, kBase, false, SK);
@@ -242,20 +187,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (NF > 5u) { v5f = subgroupMatrixLoad<Left>(&halves, kBase + 80u, false, SK); }
   if (NF > 6u) { v6f = subgroupMatrixLoad<Left>(&halves, kBase + 96u, false, SK); }
   if (NF > 7u) { v7f = subgroupMatrixLoad<Left>(&halves, kBase + 112u, false, SK); }
-  var kMin = kseg[0];
-  var kMax = kMin;
-  for (var c = 1u; c < kEnd - k0; c++) {
-    kMin = min(kMin, kseg[c]);
-    kMax = max(kMax, kseg[c]);
-  }
+  let kMax = kseg[kEnd - k0 - 1u]; // segment ids do not decrease along a row (src/model/input-checks.ts)
   let keySeg = kseg[row];
+  // qEnd: the queries that can see a key of the tile end with the last one in its segment range,
+  // i.e. kEnd plus the queries after the tile whose segment is at most kMax, counted without a
+  // branch per query.
+  var after = 0u;
+  for (var c = kEnd + lid; c < T; c += THREADS) {
+    after += select(0u, 1u, segIds[tok0 + c] <= kMax);
+  }
+  if (after != 0u) {
+    atomicAdd(&qEndCount[0], after);
+  }
+  let qEnd = kEnd + workgroupUniformLoad(&qEndCount[0]);
 
   var dk0 = Frag(); var dk1 = Frag(); var dk2 = Frag(); var dk3 = Frag(); var dk4 = Frag(); var dk5 = Frag(); var dk6 = Frag(); var dk7 = Frag();
   var dv0 = Frag(); var dv1 = Frag(); var dv2 = Frag(); var dv3 = Frag(); var dv4 = Frag(); var dv5 = Frag(); var dv6 = Frag(); var dv7 = Frag();
   var pr: array<f32, 16>; // this lane's Pᵀ values of the tile (queries hh + 2t)
 
   let qFirst = k0 / BQ;            // the first query tile that can see a key of this tile
-  let qTiles = (T + BQ - 1u) / BQ;
+  let qTiles = (qEnd + BQ - 1u) / BQ;
   for (var hi = 0u; hi < R; hi++) {
     let h = g * R + hi;
     for (var qt = qFirst; qt < qTiles; qt++) {
@@ -263,23 +214,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       workgroupBarrier(); // the previous tile's products (and the V fragment loads) are done
 
       // A: Q and dO tiles, the queries' segment ids and stats.
-      stageQueries(lid, tok0, q0, h, sQ, sdO);
+      stageRows(&q, lid, tok0, q0, BQ, H, h, 0u, sQ);
+      stageRows(&dO, lid, tok0, q0, BQ, H, h, DO_OFFSET, sdO);
       for (var r = lid; r < BQ; r += THREADS) {
-        var s = 0;
+        var s = -1;
         var st = vec2<f32>(0.0);
         if (q0 + r < T) {
           s = segIds[tok0 + q0 + r];
           st = stats[(tok0 + q0 + r) * H + h];
-          if (s >= kMin && s <= kMax) {
-            raiseFlag(1u);
-          }
         }
         qseg[r] = s;
         qstat[r] = vec2<f32>(st.x, st.y * dScale);
       }
-      if ((takeFlags(lid) & 1u) == 0u) {
-        continue;
-      }
+      workgroupBarrier();
 
       // B: Sᵀ = K·Qᵀ; Pᵀ staged and kept.
       for (var j = 0u; j < BQ / 16u; j++) {

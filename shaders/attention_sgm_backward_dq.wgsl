@@ -34,8 +34,8 @@
 // Dispatch: (B·H, ceil(T / 64)); workgroup (x, y): batch row x / H, head x % H, query tile
 // ceil(T/64) − 1 − y. Saves nothing.
 //
-// Per key tile (only tiles at or below the diagonal; a tile with no key in the query tile's segment
-// range is skipped whole, a uniform branch):
+// Per key tile, from the tile of the first key in the query tile's segment range (kStart, counted
+// before the loop: segment ids do not decrease along a row) to the diagonal:
 //   A  stage K·sK and V·sV (f16, rows padded by 8 halves) and the key segment ids;
 //   B  S = Q·Kᵀ into the subgroup's rows of the f32 scratch; lanes (lane l: row l / 2, columns of
 //      parity l % 2) form P in registers;
@@ -66,8 +66,6 @@ const LOG2E: f32 = 1.4426950408889634;
 
 override NF: u32 = DH / 16u;
 override DH4: u32 = DH / 4u;
-override KV_ROUNDS: u32 = (BC * DH4 + THREADS - 1u) / THREADS;
-override Q_ROUNDS: u32 = (BR * DH4 + THREADS - 1u) / THREADS;
 
 struct AttentionSgmBackwardParams {
   tokens: u32,
@@ -95,64 +93,13 @@ var<workgroup> halves: array<f16, BR * SK + BR * SP>;
 var<workgroup> scratch: array<f32, BR * SS>;
 var<workgroup> qseg: array<i32, BR>;
 var<workgroup> kseg: array<i32, MAX_BC>;
+var<workgroup> kStartCount: array<atomic<u32>, 4>; // [0]: kStart, counted (16 bytes: see tests/kernels/workgroup-alignment.test.ts)
 
 alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 
-// Stages the 64 query rows from q0 of head h of Q (isDO false) or dO (true) times s into halves[row][SK].
-fn stageRows(lid: u32, tok0: u32, q0: u32, h: u32, s: f32, isDO: bool) {
-  let H = params.qHeads;
-  for (var n = 0u; n < Q_ROUNDS; n++) {
-    let e = lid + n * THREADS;
-    let r = e / DH4;
-    let d4 = e % DH4;
-    var val = vec4<f16>(0.0h);
-    if (q0 + r < params.tokens && e < BR * DH4) {
-      let at = ((tok0 + q0 + r) * H + h) * DH4 + d4;
-      if (isDO) {
-        val = vec4<f16>(dO[at] * s);
-      } else {
-        val = vec4<f16>(q[at] * s);
-      }
-    }
-    if (e < BR * DH4) {
-      let d = r * SK + d4 * 4u;
-      halves[d] = val.x;
-      halves[d + 1u] = val.y;
-      halves[d + 2u] = val.z;
-      halves[d + 3u] = val.w;
-    }
-  }
-}
-
-// Stages keys k0 .. k0 + BC − 1 of KV head g: K·sK at halves[0], V·sV at halves[V_OFFSET].
-fn stageKV(lid: u32, tok0: u32, k0: u32, g: u32, sK: f32, sV: f32) {
-  let Hkv = params.kvHeads;
-  for (var n = 0u; n < KV_ROUNDS; n++) {
-    let e = lid + n * THREADS;
-    let c = e / DH4;
-    let d4 = e % DH4;
-    var kv = vec4<f16>(0.0h);
-    var vv = vec4<f16>(0.0h);
-    if (k0 + c < params.tokens && e < BC * DH4) {
-      let at = ((tok0 + k0 + c) * Hkv + g) * DH4 + d4;
-      kv = vec4<f16>(k[at] * sK);
-      vv = vec4<f16>(v[at] * sV);
-    }
-    if (e < BC * DH4) {
-      let d = c * SK + d4 * 4u;
-      halves[d] = kv.x;
-      halves[d + 1u] = kv.y;
-      halves[d + 2u] = kv.z;
-      halves[d + 3u] = kv.w;
-      halves[V_OFFSET + d] = vv.x;
-      halves[V_OFFSET + d + 1u] = vv.y;
-      halves[V_OFFSET + d + 2u] = vv.z;
-      halves[V_OFFSET + d + 3u] = vv.w;
-    }
-  }
-}
+// #include "lib/attention_rows.wgsl"
 
 // Right fragment of Kᵀ (or Vᵀ at base V_OFFSET): keys 16·j .., head dims 16·kk .. (column-major).
 fn tRight(base: u32, j: u32, kk: u32) -> Right {
@@ -163,8 +110,6 @@ fn tRight(base: u32, j: u32, kk: u32) -> Right {
 fn kRight(kb: u32, j: u32) -> Right {
   return subgroupMatrixLoad<Right>(&halves, kb * 16u * SK + j * 16u, false, SK);
 }
-
-// #include "lib/workgroup_flags.wgsl"
 
 // Writes vec4 columns 8·round .. 8·round + 7 of this lane's dQ row from the scratch (two fragments).
 fn writeRound(sBase: u32, rr: u32, hh: u32, outRow: u32, round: u32, f: f32, live: bool) {
@@ -216,11 +161,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     qseg[r] = s;
   }
   if (lid == 0u) {
-    clearFlags();
+    atomicStore(&kStartCount[0], 0u);
   }
   // Q, then dO, through the K/V region into each subgroup's registers.
   let qBase = sg * 16u * SK;
-  stageRows(lid, tok0, q0, h, sQ, false);
+  stageRows(&q, lid, tok0, q0, BR, H, h, 0u, sQ);
   workgroupBarrier();
   var q0f = Left(); var q1f = Left(); var q2f = Left(); var q3f = Left(); var q4f = Left(); var q5f = Left(); var q6f = Left(); var q7f = Left();
   q0f = subgroupMatrixLoad<Left>(&halves, qBase, false, SK);
@@ -232,7 +177,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (NF > 6u) { q6f = subgroupMatrixLoad<Left>(&halves, qBase + 96u, false, SK); }
   if (NF > 7u) { q7f = subgroupMatrixLoad<Left>(&halves, qBase + 112u, false, SK); }
   workgroupBarrier();
-  stageRows(lid, tok0, q0, h, sdO, true);
+  stageRows(&dO, lid, tok0, q0, BR, H, h, 0u, sdO);
   workgroupBarrier();
   var d0f = Left(); var d1f = Left(); var d2f = Left(); var d3f = Left(); var d4f = Left(); var d5f = Left(); var d6f = Left(); var d7f = Left();
   d0f = subgroupMatrixLoad<Left>(&halves, qBase, false, SK);
@@ -243,37 +188,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (NF > 5u) { d5f = subgroupMatrixLoad<Left>(&halves, qBase + 80u, false, SK); }
   if (NF > 6u) { d6f = subgroupMatrixLoad<Left>(&halves, qBase + 96u, false, SK); }
   if (NF > 7u) { d7f = subgroupMatrixLoad<Left>(&halves, qBase + 112u, false, SK); }
-  var qMin = qseg[0];
-  var qMax = qMin;
-  for (var r = 1u; r < qEnd - q0; r++) {
-    qMin = min(qMin, qseg[r]);
-    qMax = max(qMax, qseg[r]);
-  }
+  let qMin = qseg[0]; // segment ids do not decrease along a row (src/model/input-checks.ts)
   let rowSeg = qseg[row];
+  // kStart: the first key visible to the tile's segment range, i.e. the number of keys before q0
+  // whose segment precedes qMin, counted without a branch per key.
+  var before = 0u;
+  for (var c = lid; c < q0; c += THREADS) {
+    before += select(0u, 1u, segIds[tok0 + c] < qMin);
+  }
+  if (before != 0u) {
+    atomicAdd(&kStartCount[0], before);
+  }
+  let kStart = workgroupUniformLoad(&kStartCount[0]);
 
   var a0 = Frag(); var a1 = Frag(); var a2 = Frag(); var a3 = Frag(); var a4 = Frag(); var a5 = Frag(); var a6 = Frag(); var a7 = Frag();
   var pr: array<f32, 16>; // this lane's P values of the tile (columns hh + 2t)
 
   let kTiles = (qEnd + BC - 1u) / BC;
-  for (var kt = 0u; kt < kTiles; kt++) {
+  for (var kt = kStart / BC; kt < kTiles; kt++) {
     let k0 = kt * BC;
     workgroupBarrier(); // the previous tile's dQ products (and the dO fragment loads) are done
 
     // A: K and V tiles, key segment ids.
-    stageKV(lid, tok0, k0, g, sK, sV);
+    stageRows(&k, lid, tok0, k0, BC, Hkv, g, 0u, sK);
+    stageRows(&v, lid, tok0, k0, BC, Hkv, g, V_OFFSET, sV);
     for (var c = lid; c < BC; c += THREADS) {
-      var s = 0;
+      var s = -1;
       if (k0 + c < T) {
         s = segIds[tok0 + k0 + c];
-        if (s >= qMin && s <= qMax) {
-          raiseFlag(1u);
-        }
       }
       kseg[c] = s;
     }
-    if ((takeFlags(lid) & 1u) == 0u) {
-      continue;
-    }
+    workgroupBarrier();
 
     // B: S = Q·Kᵀ; P in registers.
     for (var j = 0u; j < BC / 16u; j++) {

@@ -44,10 +44,12 @@
 // the diagonal, and the per-key mask does the rest (segment ids grow along a row, so no tile in
 // that range is dead; were they not to, the result would still be exact, only slower).
 //
-// The loop is pipelined: a tile's K rows come from registers loaded during the tile before (its
-// P·V), its V rows are loaded into registers before Q·Kᵀ and written after it, so the global loads'
-// latency hides behind the fragment products. K and V have their own tiles, and P and the scores are
-// each subgroup's own rows, so a tile needs three barriers (and no barrier between tiles):
+// The loop is pipelined: a tile's K rows are loaded (all of an invocation's rounds before any
+// write: one load latency, not eight) and written at its top, its V rows are loaded into registers
+// then and written after Q·Kᵀ, so their latency hides behind the fragment products. (Loading the
+// next tile's K during this tile's P·V ran 7 % slower: 32 more registers through the tile.) K and V
+// have their own tiles, and P and the scores are each subgroup's own rows, so a tile needs three
+// barriers (and none between tiles):
 //   A  write K as f16(k·sK) (BC × DH, rows padded by 8 halves) and the key segment ids; load V's
 //      rows into registers; barrier;
 //   B  each subgroup: S (16 × BC) = Q·Kᵀ from its Q fragments (loaded into registers once) and
@@ -55,8 +57,8 @@
 //      f16(v·sV); barrier;
 //   C  each subgroup's lanes run the online softmax of its rows — lane l owns row l / 2 and the
 //      columns of parity l % 2 (in registers), the row's maximum and sum combined with a subgroup
-//      shuffle — writing P as f16 and raising the rescale flag where needed; load the next tile's
-//      K rows; the flag's uniform load (its barrier makes P visible);
+//      shuffle — writing P as f16 and raising the rescale flag where needed (rows whose keys are
+//      all visible skip the mask); the flag's uniform load (its barrier makes P visible);
 //   D  (rare) rescale of the output fragments through the score scratch;
 //   E  O += P·V: left fragments of P, right fragments of the V tile.
 // Why no barrier is needed between tiles: the next tile's K is written after this tile's barrier B
@@ -64,7 +66,7 @@
 // before it), its key ids after this tile's flag load (every softmax read is before it).
 // Result fragments are named variables used under `if (NF > j)` (override constants): an array of
 // them indexed in loops ran about 2× slower in the matmul kernel (shaders/matmul_sgm_forward.wgsl);
-// the staged rows are named fields of a struct (Rows) for the same reason.
+// the staged rows are named fields of a struct (Rows, lib/attention_rows.wgsl) for the same reason.
 
 enable f16;
 enable subgroups;
@@ -94,8 +96,6 @@ const LN2: f32 = 0.6931471805599453;
 
 override NF: u32 = DH / 16u;      // output fragments per subgroup (16 columns each)
 override DH4: u32 = DH / 4u;
-override KV_ROUNDS: u32 = (BC * DH4 + THREADS - 1u) / THREADS; // ≤ 8 (BC ≤ 32, DH ≤ 128)
-override Q_ROUNDS: u32 = (BR * DH4 + THREADS - 1u) / THREADS;
 
 struct AttentionSgmParams {
   tokens: u32,
@@ -122,96 +122,15 @@ var<workgroup> qseg: array<i32, BR>;
 var<workgroup> kseg: array<i32, MAX_BC>;
 // Flag words: [0..2] the rescale flag of tile kt in word kt % 3 (rotating, so that one uniform load
 // a tile suffices: word (kt + 1) % 3 is cleared during tile kt, two uniform loads after its last
-// read); [3] kStart, the first key visible to the tile's segment range (atomicMin). 16 bytes (see
-// lib/workgroup_flags.wgsl on the alignment of workgroup variables).
+// read); [3] kStart, the first key visible to the tile's segment range (a count). 16 bytes (see
+// tests/kernels/workgroup-alignment.test.ts on the alignment of workgroup variables).
 var<workgroup> flags: array<atomic<u32>, 4>;
 
 alias Frag = subgroup_matrix_result<f32, 16, 16>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 
-// Stages query rows first .. first + BR − 1 of head `head` (of `heads`) times s as f16 into
-// halves[row][SK], rows past T as zeros, in Q_ROUNDS fixed rounds (unrolled by the compiler).
-fn stageQ(lid: u32, tok0: u32, first: u32, heads: u32, head: u32, s: f32) {
-  for (var n = 0u; n < Q_ROUNDS; n++) {
-    let e = lid + n * THREADS;
-    let r = e / DH4;
-    let d4 = e % DH4;
-    var val = vec4<f16>(0.0h);
-    if (first + r < params.tokens && e < BR * DH4) {
-      val = vec4<f16>(q[((tok0 + first + r) * heads + head) * DH4 + d4] * s);
-    }
-    if (e < BR * DH4) {
-      writeHalves(r * SK + d4 * 4u, val);
-    }
-  }
-}
-
-fn writeHalves(d: u32, val: vec4<f16>) {
-  halves[d] = val.x;
-  halves[d + 1u] = val.y;
-  halves[d + 2u] = val.z;
-  halves[d + 3u] = val.w;
-}
-
-// One tile's K (or V) values of this invocation, still f32: round n holds element lid + n·THREADS
-// of the BC × DH4 tile (key e / DH4, columns 4·(e % DH4) ..), zeros past T.
-struct Rows {
-  r0: vec4<f32>,
-  r1: vec4<f32>,
-  r2: vec4<f32>,
-  r3: vec4<f32>,
-  r4: vec4<f32>,
-  r5: vec4<f32>,
-  r6: vec4<f32>,
-  r7: vec4<f32>,
-}
-
-// Round n's value of keys k0 .. of KV head g from K (isV false) or V (isV true).
-fn loadRound(lid: u32, n: u32, tok0: u32, k0: u32, g: u32, isV: bool) -> vec4<f32> {
-  let e = lid + n * THREADS;
-  let c = e / DH4;
-  if (e >= BC * DH4 || k0 + c >= params.tokens) {
-    return vec4<f32>(0.0);
-  }
-  let at = ((tok0 + k0 + c) * params.kvHeads + g) * DH4 + e % DH4;
-  if (isV) {
-    return v[at];
-  }
-  return k[at];
-}
-
-fn loadRows(lid: u32, tok0: u32, k0: u32, g: u32, isV: bool) -> Rows {
-  var t = Rows(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-  t.r0 = loadRound(lid, 0u, tok0, k0, g, isV);
-  if (KV_ROUNDS > 1u) { t.r1 = loadRound(lid, 1u, tok0, k0, g, isV); }
-  if (KV_ROUNDS > 2u) { t.r2 = loadRound(lid, 2u, tok0, k0, g, isV); }
-  if (KV_ROUNDS > 3u) { t.r3 = loadRound(lid, 3u, tok0, k0, g, isV); }
-  if (KV_ROUNDS > 4u) { t.r4 = loadRound(lid, 4u, tok0, k0, g, isV); }
-  if (KV_ROUNDS > 5u) { t.r5 = loadRound(lid, 5u, tok0, k0, g, isV); }
-  if (KV_ROUNDS > 6u) { t.r6 = loadRound(lid, 6u, tok0, k0, g, isV); }
-  if (KV_ROUNDS > 7u) { t.r7 = loadRound(lid, 7u, tok0, k0, g, isV); }
-  return t;
-}
-
-// Writes round n's value times s as f16 into the tile at `base` (halves).
-fn storeRound(lid: u32, n: u32, base: u32, val: vec4<f32>, s: f32) {
-  let e = lid + n * THREADS;
-  if (e < BC * DH4) {
-    writeHalves(base + (e / DH4) * SK + (e % DH4) * 4u, vec4<f16>(val * s));
-  }
-}
-
-fn storeRows(lid: u32, base: u32, t: Rows, s: f32) {
-  storeRound(lid, 0u, base, t.r0, s);
-  if (KV_ROUNDS > 1u) { storeRound(lid, 1u, base, t.r1, s); }
-  if (KV_ROUNDS > 2u) { storeRound(lid, 2u, base, t.r2, s); }
-  if (KV_ROUNDS > 3u) { storeRound(lid, 3u, base, t.r3, s); }
-  if (KV_ROUNDS > 4u) { storeRound(lid, 4u, base, t.r4, s); }
-  if (KV_ROUNDS > 5u) { storeRound(lid, 5u, base, t.r5, s); }
-  if (KV_ROUNDS > 6u) { storeRound(lid, 6u, base, t.r6, s); }
-  if (KV_ROUNDS > 7u) { storeRound(lid, 7u, base, t.r7, s); }
-}
+// #include "lib/attention_rows.wgsl"
 
 // Right fragment of Kᵀ: keys 16·j .. of the tile, head dims 16·kk .. (the K tile is [key][dim]: column-major Kᵀ).
 fn kRight(j: u32, kk: u32) -> Right {
@@ -253,7 +172,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let sV = scales[params.vOff + b * Hkv + g];
   let cS = params.scale * LOG2E * (1.0 / sQ) * (1.0 / sK);
 
-  stageQ(lid, tok0, q0, H, h, sQ);
+  stageRows(&q, lid, tok0, q0, BR, H, h, 0u, sQ);
   for (var r = lid; r < BR; r += THREADS) {
     var s = 0;
     if (q0 + r < T) {
@@ -265,15 +184,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     atomicStore(&flags[0], 0u);
     atomicStore(&flags[1], 0u);
     atomicStore(&flags[2], 0u);
-    atomicStore(&flags[3], qEnd);
+    atomicStore(&flags[3], 0u);
   }
   workgroupBarrier();
-  var qMin = qseg[0];
-  var qMax = qMin;
-  for (var r = 1u; r < qEnd - q0; r++) {
-    qMin = min(qMin, qseg[r]);
-    qMax = max(qMax, qseg[r]);
-  }
+  let qMin = qseg[0];           // segment ids do not decrease along a row (src/model/input-checks.ts)
+  let qMax = qseg[qEnd - q0 - 1u];
   let rowSeg = qseg[row];
   let qi = q0 + row;              // this lane's query token
   // Q fragments of the subgroup's rows, for the whole key loop.
@@ -287,13 +202,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (NF > 5u) { f5 = subgroupMatrixLoad<Left>(&halves, qBase + 80u, false, SK); }
   if (NF > 6u) { f6 = subgroupMatrixLoad<Left>(&halves, qBase + 96u, false, SK); }
   if (NF > 7u) { f7 = subgroupMatrixLoad<Left>(&halves, qBase + 112u, false, SK); }
-  // kStart: the first key (below qEnd) whose segment lies in [qMin, qMax].
-  for (var c = lid; c < qEnd; c += THREADS) {
-    let s = segIds[tok0 + c];
-    if (s >= qMin && s <= qMax) {
-      atomicMin(&flags[3], c);
-      break;
-    }
+  // kStart: the first key visible to the tile's segment range, i.e. the number of keys before q0
+  // whose segment precedes qMin (segment ids do not decrease): counted without a branch per key.
+  var before = 0u;
+  for (var c = lid; c < q0; c += THREADS) {
+    before += select(0u, 1u, segIds[tok0 + c] < qMin);
+  }
+  if (before != 0u) {
+    atomicAdd(&flags[3], before);
   }
   let kStart = workgroupUniformLoad(&flags[3]); // its barrier also ends the Q fragment loads: K may overwrite the Q tile
 
@@ -302,12 +218,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var lPart = 0.0;   // this lane's share of the row's Σ P (its columns)
 
   let kTiles = (qEnd + BC - 1u) / BC;
-  var kr = loadRows(lid, tok0, (kStart / BC) * BC, g, false);
   for (var kt = kStart / BC; kt < kTiles; kt++) {
     let k0 = kt * BC;
 
     // A: K tile and key segment ids; V rows into registers.
-    storeRows(lid, 0u, kr, sK);
+    stageRows(&k, lid, tok0, k0, BC, Hkv, g, 0u, sK); // BC·DH4 ≤ 8·THREADS: one load latency
     for (var c = lid; c < BC; c += THREADS) {
       var s = -1;
       if (k0 + c < T) {
@@ -315,7 +230,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       }
       kseg[c] = s;
     }
-    let vr = loadRows(lid, tok0, k0, g, true);
+    let vr = rowsLoad(&v, lid, 0u, tok0, k0, BC, Hkv, g);
     workgroupBarrier(); // K tile and key ids visible
 
     // B: S = Q·Kᵀ, 16 keys at a time, into the subgroup's rows of the scratch; then the V tile.
@@ -331,18 +246,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       if (NF > 7u) { s = subgroupMatrixMultiplyAccumulate(f7, kRight(j, 7u), s); }
       subgroupMatrixStore(&scores, sBase + j * 16u, s, false, SS);
     }
-    storeRows(lid, V_OFFSET, vr, sV);
+    rowsStore(lid, 0u, BC, V_OFFSET, vr, sV);
     workgroupBarrier(); // scores and V visible; every subgroup is done with the K tile
 
     // C: the online softmax of this lane's row and columns (scores kept in registers between the passes).
     var sv: array<f32, MAX_BC / 2u>;
     var mt = MASKED;
-    for (var i = 0u; i < BC / 2u; i++) {
-      let c = 2u * i + hh;
-      let visible = k0 + c <= qi && kseg[c] == rowSeg && qi < T;
-      let s = select(MASKED, scores[sBase + rr * SS + c] * cS, visible);
-      sv[i] = s;
-      mt = max(mt, s);
+    // Every key of the tile visible to this row: at or before it, and (segment ids not decreasing)
+    // the tile's first key in the row's segment; the common case takes no per-key mask.
+    let full = k0 + BC - 1u <= qi && kseg[0] == rowSeg;
+    if (full) {
+      for (var i = 0u; i < BC / 2u; i++) {
+        let s = scores[sBase + rr * SS + 2u * i + hh] * cS;
+        sv[i] = s;
+        mt = max(mt, s);
+      }
+    } else {
+      for (var i = 0u; i < BC / 2u; i++) {
+        let c = 2u * i + hh;
+        let visible = k0 + c <= qi && kseg[c] == rowSeg && qi < T;
+        let s = select(MASKED, scores[sBase + rr * SS + c] * cS, visible);
+        sv[i] = s;
+        mt = max(mt, s);
+      }
     }
     mt = max(mt, subgroupShuffleXor(mt, 1u));
     let lOther = subgroupShuffleXor(lPart, 1u);
@@ -360,9 +286,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       let p = select(0.0, exp2(sv[i] - mRef), sv[i] > VISIBLE_MIN);
       lPart += p;
       halves[pBase + 2u * i + hh] = f16(p);
-    }
-    if (kt + 1u < kTiles) {
-      kr = loadRows(lid, tok0, k0 + BC, g, false);
     }
     if (lid == 0u) {
       atomicStore(&flags[(kt + 1u) % 3u], 0u);
