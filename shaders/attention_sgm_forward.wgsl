@@ -188,7 +188,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
   workgroupBarrier();
   let qMin = qseg[0];           // segment ids do not decrease along a row (src/model/input-checks.ts)
-  let qMax = qseg[qEnd - q0 - 1u];
   let rowSeg = qseg[row];
   let qi = q0 + row;              // this lane's query token
   // Q fragments of the subgroup's rows, for the whole key loop.

@@ -3,7 +3,7 @@
 // pack's rounding, scale[m] being a power of two between 2^-126 and 2^126.
 //
 // Bindings (group 0):
-//   0 params  uniform    F16UnpackParams { m, k }
+//   0 params  uniform    F16PackParams { m, k } (the pack's)
 //   1 x       read_write (M, K) f32
 //   2 y       read       (M, K) f16
 //   3 scale   read       (M) f32
@@ -14,12 +14,12 @@ enable f16;
 
 override WG: u32 = 256u;
 
-struct F16UnpackParams {
+struct F16PackParams {
   m: u32,
   k: u32,
 }
 
-@group(0) @binding(0) var<uniform> params: F16UnpackParams;
+@group(0) @binding(0) var<uniform> params: F16PackParams;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f16>;
 @group(0) @binding(3) var<storage, read> scale: array<f32>;

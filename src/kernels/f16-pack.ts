@@ -18,6 +18,7 @@ import { expectTensor, type Tensor } from './tensor.js';
  * shaders/f16_pack.wgsl and shaders/f16_unpack.wgsl; `f16PackRef` is the rule in float64.
  * Needs the device's shader-f16.
  */
+/** The params of both passes: the rows' shape (M, K). */
 export const F16PackParams = defineParams('F16PackParams', [
   ['m', 'u32'],
   ['k', 'u32'],
@@ -34,12 +35,8 @@ export const f16PackSpec: KernelSpec<typeof F16PackParams> = {
   params: F16PackParams,
 };
 
-export const F16UnpackParams = defineParams('F16UnpackParams', [
-  ['m', 'u32'],
-  ['k', 'u32'],
-] as const);
-
-export const f16UnpackSpec: KernelSpec<typeof F16UnpackParams> = {
+/** The unpack takes the pack's params (the shape of the rows). */
+export const f16UnpackSpec: KernelSpec<typeof F16PackParams> = {
   file: 'f16_unpack.wgsl',
   bindings: [
     { name: 'params', access: 'uniform' },
@@ -47,7 +44,7 @@ export const f16UnpackSpec: KernelSpec<typeof F16UnpackParams> = {
     { name: 'y', access: 'read' },
     { name: 'scale', access: 'read' },
   ],
-  params: F16UnpackParams,
+  params: F16PackParams,
 };
 
 /** Invocations per workgroup: the pack's one row a workgroup, the unpack's one element an invocation. */
@@ -64,7 +61,7 @@ export interface F16Packed {
 export class F16Pack {
   private constructor(
     private readonly packKernel: Kernel<typeof F16PackParams>,
-    private readonly unpackKernel: Kernel<typeof F16UnpackParams>,
+    private readonly unpackKernel: Kernel<typeof F16PackParams>,
   ) {}
 
   /** Compiles both passes; a DeviceError where the device lacks shader-f16. */

@@ -1,5 +1,6 @@
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { readShader } from '../../src/kernels/shader.js';
+import { readShader, shaderPath } from '../../src/kernels/shader.js';
 import { testGpu } from '../helpers/gpu.js';
 import { stubSubgroupMatrices } from '../helpers/sgm-stubs.js';
 
@@ -26,9 +27,7 @@ const gpu = await testGpu();
 const WORKGROUP_MEMORY = /total use of workgroup storage .* is larger than the maximum allowed/;
 
 describe('the subgroup-matrix shaders compile with the fragment builtins stubbed', () => {
-  it('covers every shader that enables subgroup matrices', async () => {
-    const { readdirSync } = await import('node:fs');
-    const { shaderPath } = await import('../../src/kernels/shader.js');
+  it('covers every shader that enables subgroup matrices', () => {
     const sgm = readdirSync(shaderPath('.')).filter((f) => f.endsWith('.wgsl') && /^enable chromium_experimental_subgroup_matrix;/m.test(readShader(f)));
     expect(sgm.sort()).toEqual(Object.keys(CASES).sort());
   });
