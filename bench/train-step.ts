@@ -4,7 +4,7 @@
  *        [--r 32] [--checkpointing on|off|auto|both|LIST] [--max-memory SIZE] [--optim adamw|adamw_8bit]
  *        [--steps 4] [--json FILE]
  *        [--accumulation 1] [--queue-bound off|on|both] [--dropout 0] [--compute float32|float16|both|auto]
- *        [--robustness] [--saved-f16 auto|on|off|both]
+ *        [--robustness] [--saved-f16 auto|on|off|both] [--double-quant]
  * One step = forward + backward of a micro-batch + grad-norm + optimiser update, timed over
  * --steps steps after one warm-up (wall clock around onSubmittedWorkDone). Reports tokens/s and the
  * planned GPU memory of the step (WebGPU cannot report allocations: the plan lists every buffer,
@@ -24,7 +24,9 @@
  * and the JSON records both (`recompute`, as run.json does). --robustness turns Dawn's robustness
  * transform on (off by default, as in a run: src/kernels/gpu.ts gpuToggles) to measure its cost.
  * --saved-f16 keeps the saved layers' F16_SAVED activations in f16 (on), f32 (off), both side by side,
- * or as a run does (auto, the default: savesF16, on the tensor-core path). A tiny shape runs on a CPU adapter:
+ * or as a run does (auto, the default: savesF16, on the tensor-core path). --double-quant stores the
+ * NF4 block scales double-quantised (bnb_4bit_use_double_quant: true, as the v7 config trains).
+ * A tiny shape runs on a CPU adapter:
  * --config ../shared/fixtures/qwen3-tiny/model/config.json --batch 1 --seq 16.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -38,6 +40,7 @@ import { Qwen3Model } from '../src/model/qwen3.js';
 import { RandomQwen3Source } from '../src/model/random-source.js';
 import { createTrainKernels, type TrainKernels } from '../src/train/kernels.js';
 import { chooseComputePath, type ComputePath } from '../src/model/compute-path.js';
+import { baseStoredFormats } from '../src/model/tensor-core-kernels.js';
 import { fmtBytes, planStep } from '../src/train/plan.js';
 import { GpuQueueBound } from '../src/train/gpu-queue.js';
 import { Trainer } from '../src/train/trainer.js';
@@ -67,6 +70,7 @@ const { values } = parseArgs({
     dropout: { type: 'string', default: '0' },
     compute: { type: 'string', default: 'auto' },
     'saved-f16': { type: 'string', default: 'auto' },
+    'double-quant': { type: 'boolean', default: false },
   },
 });
 const config = parseQwen3Config(JSON.parse(readFileSync(values.config!, 'utf8')), values.config!);
@@ -92,9 +96,10 @@ const computeArg = values.compute!;
 if (!['float32', 'float16', 'both', 'auto'].includes(computeArg)) throw new Error(`--compute ${computeArg}: expected float32, float16, both or auto`);
 const paths: ComputePath[] =
   computeArg === 'both' ? ['f32', 'tensor-cores'] : [chooseComputePath(gpu, computeArg as 'auto' | 'float32' | 'float16', config).path];
-const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1), { base: 'nf4' });
+const doubleQuant = values['double-quant']!;
+const model = await Qwen3Model.load(gpu, new RandomQwen3Source(config, 1), { base: 'nf4', doubleQuant });
 const kernelsOf = new Map<ComputePath, TrainKernels>();
-for (const p of paths) kernelsOf.set(p, await createTrainKernels(gpu, config, model.kernels, { compute: p, formats: ['nf4'] }));
+for (const p of paths) kernelsOf.set(p, await createTrainKernels(gpu, config, model.kernels, { compute: p, formats: baseStoredFormats('nf4', doubleQuant) }));
 const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % config.vocabSize);
 const batch = { B, T, inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: B * T }, (_, i) => i % T), segmentIds: new Int32Array(B * T), examples: [], targets: 0 };
 const L = config.numHiddenLayers;
@@ -108,7 +113,7 @@ const settingsOf = (compute: ComputePath): StepSettings => ({
   gradientCheckpointing: true,
   optimizer: optim,
   base: 'nf4',
-  doubleQuant: false,
+  doubleQuant,
   lossChunkTokens: chooseLossChunk(gpu, B * T, config.vocabSize),
   lossHead: deviceLossHead(gpu, config),
   loraDropout: dropout,
@@ -158,6 +163,7 @@ for (const [compute, kernels] of kernelsOf) for (const savedF16 of savedF16s) fo
       recomputeBudgetGiB: mode === 'auto' && budget.bytes !== undefined ? budget.bytes / 2 ** 30 : null,
       recomputeBudgetFrom: mode === 'auto' ? budget.from : null,
       optim,
+      doubleQuant,
       accumulation,
       queueBound: bounded,
       dropout,
@@ -169,7 +175,7 @@ for (const [compute, kernels] of kernelsOf) for (const savedF16 of savedF16s) fo
       loss,
     };
     console.log(
-      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, compute ${compute === 'f32' ? 'f32         ' : 'tensor-cores'}, checkpointing ${mode === 'auto' ? `auto (${describeRecompute(policy, L)})` : mode.padEnd(3)} ${optim}, saved ${savesF16(settings) ? 'f16' : 'f32'}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
+      `step B=${B} T=${T} r=${r} all 7${dropout > 0 ? `, dropout ${dropout}` : ''}, compute ${compute === 'f32' ? 'f32         ' : 'tensor-cores'}, checkpointing ${mode === 'auto' ? `auto (${describeRecompute(policy, L)})` : mode.padEnd(3)} ${optim}${doubleQuant ? ', double-quant' : ''}, saved ${savesF16(settings) ? 'f16' : 'f32'}, accumulation ${accumulation}, queue bound ${bounded ? 'on ' : 'off'}: ` +
         `${(sec * 1000).toFixed(0)} ms/step, ${((B * T * accumulation) / sec).toFixed(0)} tokens/s, ` +
         `${rec.dispatches} dispatches, planned ${fmtBytes(plan.total)}, loss ${loss.toFixed(3)}` +
         (why === undefined ? '' : ` — ${why}`),

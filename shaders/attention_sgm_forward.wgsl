@@ -42,7 +42,12 @@
 // Before the key loop the workgroup finds the first key whose segment lies in the query tile's
 // segment range (kStart, a workgroup-uniform value): the loop runs over the tiles from kStart's to
 // the diagonal, and the per-key mask does the rest (segment ids grow along a row, so no tile in
-// that range is dead; were they not to, the result would still be exact, only slower).
+// that range is dead; were they not to, the result would still be exact, only slower). The
+// prologue issues all of its global loads (the tile's first segment id, Q's rows, the query ids and
+// the keys counted for kStart, summed per subgroup) before it waits on any: against a prologue of
+// five dependent steps, 1.03× at B4×T512, 1.85× with four examples a row, 1.03× at T2048 (H200,
+// 2026-12-04, bench/results/h200-2026-12-04-s4-attention-prologue.md). Loading key tile 0 in the
+// prologue as well (the first tile of every one-example row) made it 0.8× as fast: more registers.
 //
 // The loop is pipelined: a tile's K rows are loaded (all of an invocation's rounds before any
 // write: one load latency, not eight) and written at its top, its V rows are loaded into registers
@@ -119,6 +124,7 @@ struct AttentionSgmParams {
 var<workgroup> halves: array<f16, BR * SK + BR * SP>; // Q tile [BR][SK] (before the loop), then K [MAX_BC][SK] and V [MAX_BC][SK]; P [BR][SP]
 var<workgroup> scores: array<f32, BR * SS>;           // S rows of each subgroup; the rescale and epilogue scratch
 var<workgroup> qseg: array<i32, BR>;
+var<workgroup> kStartPart: array<u32, SG>; // each subgroup's share of the kStart count
 var<workgroup> kseg: array<i32, MAX_BC>;
 // Flag words: [0..2] the rescale flag of tile kt in word kt % 3 (rotating, so that one uniform load
 // a tile suffices: word (kt + 1) % 3 is cleared during tile kt, two uniform loads after its last
@@ -172,22 +178,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let sV = scales[params.vOff + b * Hkv + g];
   let cS = params.scale * LOG2E * (1.0 / sQ) * (1.0 / sK);
 
-  stageRows(&q, lid, tok0, q0, BR, H, h, 0u, sQ);
-  for (var r = lid; r < BR; r += THREADS) {
-    var s = 0;
-    if (q0 + r < T) {
-      s = segIds[tok0 + q0 + r];
-    }
-    qseg[r] = s;
+  // Prologue: every global load of the set-up is issued before any is waited on — the tile's
+  // first segment id (qMin), all of Q's rounds, this invocation's query segment id and its share
+  // of the kStart count — so the workgroup waits about one load latency, not one per step.
+  let qMin = segIds[tok0 + q0]; // segment ids do not decrease along a row (src/model/input-checks.ts)
+  let qRounds = rowsRounds(BR); // ≤ 16: DH ≤ 128
+  let qa = rowsLoad(&q, lid, 0u, tok0, q0, BR, H, h);
+  var qb = rowsZero();
+  if (qRounds > 8u) {
+    qb = rowsLoad(&q, lid, 8u, tok0, q0, BR, H, h);
+  }
+  var mySeg = 0;
+  if (lid < BR && q0 + lid < T) {
+    mySeg = segIds[tok0 + q0 + lid];
+  }
+  // kStart: the first key visible to the tile's segment range, i.e. the number of keys before q0
+  // whose segment precedes qMin (segment ids do not decrease), four loads a round.
+  var before = 0u;
+  for (var c = lid; c < q0; c += 4u * THREADS) {
+    let c1 = c + THREADS;
+    let c2 = c1 + THREADS;
+    let c3 = c2 + THREADS;
+    let s0 = segIds[tok0 + c];
+    let s1 = segIds[tok0 + min(c1, q0 - 1u)];
+    let s2 = segIds[tok0 + min(c2, q0 - 1u)];
+    let s3 = segIds[tok0 + min(c3, q0 - 1u)];
+    before += select(0u, 1u, s0 < qMin) + select(0u, 1u, c1 < q0 && s1 < qMin) + select(0u, 1u, c2 < q0 && s2 < qMin) + select(0u, 1u, c3 < q0 && s3 < qMin);
+  }
+  rowsStore(lid, 0u, BR, 0u, qa, sQ);
+  if (qRounds > 8u) {
+    rowsStore(lid, 8u, BR, 0u, qb, sQ);
+  }
+  if (lid < BR) {
+    qseg[lid] = mySeg;
+  }
+  let subgroupBefore = subgroupAdd(before); // subgroups of 32 (src/kernels/attention-sgm.ts checks)
+  if (lane == 0u) {
+    kStartPart[sg] = subgroupBefore;
   }
   if (lid == 0u) {
     atomicStore(&flags[0], 0u);
     atomicStore(&flags[1], 0u);
     atomicStore(&flags[2], 0u);
-    atomicStore(&flags[3], 0u);
   }
   workgroupBarrier();
-  let qMin = qseg[0];           // segment ids do not decrease along a row (src/model/input-checks.ts)
   let rowSeg = qseg[row];
   let qi = q0 + row;              // this lane's query token
   // Q fragments of the subgroup's rows, for the whole key loop.
@@ -201,14 +235,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (NF > 5u) { f5 = subgroupMatrixLoad<Left>(&halves, qBase + 80u, false, SK); }
   if (NF > 6u) { f6 = subgroupMatrixLoad<Left>(&halves, qBase + 96u, false, SK); }
   if (NF > 7u) { f7 = subgroupMatrixLoad<Left>(&halves, qBase + 112u, false, SK); }
-  // kStart: the first key visible to the tile's segment range, i.e. the number of keys before q0
-  // whose segment precedes qMin (segment ids do not decrease): counted without a branch per key.
-  var before = 0u;
-  for (var c = lid; c < q0; c += THREADS) {
-    before += select(0u, 1u, segIds[tok0 + c] < qMin);
-  }
-  if (before != 0u) {
-    atomicAdd(&flags[3], before);
+  if (lid == 0u) {
+    atomicStore(&flags[3], kStartPart[0] + kStartPart[1] + kStartPart[2] + kStartPart[3]);
   }
   let kStart = workgroupUniformLoad(&flags[3]); // its barrier also ends the Q fragment loads: K may overwrite the Q tile
 

@@ -23,6 +23,11 @@ struct Rows {
   r7: vec4<f32>,
 }
 
+// Eight rounds of zeros.
+fn rowsZero() -> Rows {
+  return Rows(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
 // Round n's value: row e / DH4 of the tile, zeros past the tile or past T.
 fn rowsRound(src: ptr<storage, array<vec4<f32>>, read>, lid: u32, n: u32, tok0: u32, first: u32, rows: u32, heads: u32, head: u32) -> vec4<f32> {
   let e = lid + n * THREADS;
@@ -41,7 +46,7 @@ fn rowsRounds(rows: u32) -> u32 {
 // Rounds n0 .. n0 + 7 (those below rowsRounds(rows); the others zeros).
 fn rowsLoad(src: ptr<storage, array<vec4<f32>>, read>, lid: u32, n0: u32, tok0: u32, first: u32, rows: u32, heads: u32, head: u32) -> Rows {
   let m = rowsRounds(rows);
-  var t = Rows(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+  var t = rowsZero();
   t.r0 = rowsRound(src, lid, n0, tok0, first, rows, heads, head);
   if (m > n0 + 1u) { t.r1 = rowsRound(src, lid, n0 + 1u, tok0, first, rows, heads, head); }
   if (m > n0 + 2u) { t.r2 = rowsRound(src, lid, n0 + 2u, tok0, first, rows, heads, head); }
