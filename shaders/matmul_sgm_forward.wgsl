@@ -116,9 +116,10 @@ var<workgroup> nf4lut: array<f16, 16>;
 var<workgroup> rowS: array<f32, MAX_ROWS>;   // row_scale of the tile's rows (1 past row M)
 var<workgroup> rowInv: array<f32, MAX_ROWS>; // 1 / row_scale, the epilogue's factor
 var<workgroup> colInv: array<f32, MAX_COLS>; // LoRA on tensor cores: 1 / the scale of each tile column's L row (rowS then holds U's)
-var<workgroup> qlut: array<f32, 256>;       // FORMAT 3: the double-quantisation map, read once per workgroup
 
 // #include "lib/nf4_codebook.wgsl"
+
+// #include "lib/nf4_block_scale.wgsl"
 
 // #include "lib/f16_scale.wgsl"
 
@@ -156,8 +157,7 @@ fn storeX(i: u32, v: vec4<f32>, s: f32) {
 
 // W[n0 + r, k0 + c .. c+8) of item i, still encoded (zeros past row N and past the items): FORMAT 0
 // the 8 f32 words (a, b), 1 the 4 words of bf16 pairs (a), NF4 a.x the word of 8 codes (element
-// 8i+2j in the high nibble of byte j) and a.y its block scale's f32 bits (FORMAT 3: its u8 code, a.z
-// the chunk scale's f32 bits) (the probe's unit: with
+// 8i+2j in the high nibble of byte j) and a.y its block scale's f32 bits (the probe's unit: with
 // 32 codes per item only half the invocations of a 256 × 128 tile had W work).
 struct WItem {
   a: vec4<u32>,
@@ -177,16 +177,8 @@ fn loadW(i: u32, n0: u32, k0: u32) -> WItem {
   } else if (FORMAT == 1u) {
     raw.a = w[e / 8u];
   } else {
-    let b = e / 64u;
     raw.a.x = w[e / 32u][(e / 8u) & 3u];
-    if (FORMAT == 2u) {
-      raw.a.y = absmax[b];
-    } else {
-      // the block's u8 code and its chunk's scale, decoded through qlut in storeW: no load
-      // waits on another (the map lookup in global memory made two dependent loads a step)
-      raw.a.y = (absmax[b >> 2u] >> (8u * (b & 3u))) & 0xffu;
-      raw.a.z = bitcast<u32>(absmax2[b >> 8u]);
-    }
+    raw.a.y = bitcast<u32>(blockScale(e / 64u));
   }
   return raw;
 }
@@ -216,11 +208,7 @@ fn storeW(i: u32, raw: WItem) {
     lo = vec4<f16>(vec4<f32>(bitcast<f32>(q.x << 16u), bitcast<f32>(q.x & 0xffff0000u), bitcast<f32>(q.y << 16u), bitcast<f32>(q.y & 0xffff0000u)));
     hi = vec4<f16>(vec4<f32>(bitcast<f32>(q.z << 16u), bitcast<f32>(q.z & 0xffff0000u), bitcast<f32>(q.w << 16u), bitcast<f32>(q.w & 0xffff0000u)));
   } else {
-    var a = bitcast<f32>(raw.a.y);
-    if (FORMAT == 3u) {
-      a = qlut[raw.a.y] * bitcast<f32>(raw.a.z) + params.offset;
-    }
-    let s = f16(a);
+    let s = f16(bitcast<f32>(raw.a.y));
     let word = raw.a.x;
     lo = vec4<f16>(nf4lut[(word >> 4u) & 15u], nf4lut[word & 15u], nf4lut[(word >> 12u) & 15u], nf4lut[(word >> 8u) & 15u]) * s;
     hi = vec4<f16>(nf4lut[(word >> 20u) & 15u], nf4lut[(word >> 16u) & 15u], nf4lut[(word >> 28u) & 15u], nf4lut[(word >> 24u) & 15u]) * s;
@@ -438,11 +426,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (li < 16u) {
     let codebook = NF4_CODEBOOK;
     nf4lut[li] = f16(bitcast<f32>(codebook[li]));
-  }
-  if (FORMAT == 3u) {
-    for (var i = li; i < 256u; i += THREADS) {
-      qlut[i] = qmap[i];
-    }
   }
   for (var i = li; i < BM; i += THREADS) {
     var s = 1.0;

@@ -97,7 +97,6 @@ var<workgroup> scratch: array<f32, MAX_SUBGROUPS * 256u>;
 var<workgroup> rowS: array<f32, MAX_ROWS>;   // rowScale of the tile's rows (0 past row M)
 var<workgroup> rowOut: array<f32, MAX_ROWS>; // scale / rowScale, the epilogue's factor
 var<workgroup> nf4lut: array<f16, 16>;
-var<workgroup> qlut: array<f32, 256>;     // FORMAT 3: the double-quantisation map, read once per workgroup
 
 // #include "lib/nf4_codebook.wgsl"
 
@@ -187,7 +186,7 @@ fn storeW(i: u32, raw: WRaw) {
   } else if (raw.a.w != 0u) {
     var a = bitcast<f32>(raw.a.y);
     if (FORMAT == 3u) {
-      a = qlut[raw.a.y] * bitcast<f32>(raw.a.z) + params.offset; // workgroup memory: no global load in the store phase
+      a = qmap[raw.a.y] * bitcast<f32>(raw.a.z) + params.offset;
     }
     let s = f16(a);
     let word = raw.a.x;
@@ -298,11 +297,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (li < 16u) {
     let codebook = NF4_CODEBOOK;
     nf4lut[li] = f16(bitcast<f32>(codebook[li]));
-  }
-  if (FORMAT == 3u) {
-    for (var i = li; i < 256u; i += THREADS) {
-      qlut[i] = qmap[i];
-    }
   }
   for (var r = li; r < BM; r += THREADS) {
     var s = 0.0;
