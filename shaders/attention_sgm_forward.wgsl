@@ -45,9 +45,9 @@
 // that range is dead; were they not to, the result would still be exact, only slower). The
 // prologue issues all of its global loads (the tile's first segment id, Q's rows, the query ids and
 // the keys counted for kStart, summed per subgroup) before it waits on any: against a prologue of
-// five dependent steps, 1.03× at B4×T512, 1.85× with four examples a row, 1.03× at T2048 (H200,
-// 2026-12-04, bench/results/h200-2026-12-04-s4-attention-prologue.md). Loading key tile 0 in the
-// prologue as well (the first tile of every one-example row) made it 0.8× as fast: more registers.
+// five dependent steps, 1.03× at B4×T512 and at T2048, 1.3–2× with four examples a row (H200,
+// 2026-12-04, bench/results/h200-2026-12-04-s4.md). Loading key tile 0 in the prologue as well
+// (the first tile of every one-example row) made it 0.8× as fast: 64 more registers.
 //
 // The loop is pipelined: a tile's K rows are loaded (all of an invocation's rounds before any
 // write: one load latency, not eight) and written at its top, its V rows are loaded into registers
