@@ -9,12 +9,13 @@ import { ShaderError } from '../../src/errors.js';
 
 const MATRIX_ALIAS = /^alias (\w+) = subgroup_matrix_(left|right|result)<(\w+), \d+, \d+>;$/gm;
 
-/** The declared type and address space (as a pointer's `AS[, access]`) of module-scope variable `name`. */
-function declaration(code: string, name: string): { type: string; space: string } {
-  const m = new RegExp(`var<(workgroup|storage(?:,\\s*(?:read|read_write))?)>\\s+${name}\\s*:\\s*([^;]+);`).exec(code);
+/** The declared type of module-scope variable `name` and the pointer type to it (`ptr<AS, T[, access]>`). */
+function declaration(code: string, name: string): { type: string; ptr: string } {
+  const m = new RegExp(`var<(workgroup|storage)(?:,\\s*(read|read_write))?>\\s+${name}\\s*:\\s*([^;]+);`).exec(code);
   if (!m) throw new ShaderError(`sgm stubs: no module-scope declaration of '${name}' (a subgroup-matrix load or store names it)`);
-  const space = m[1] === 'storage' ? 'storage, read' : m[1]!.replace(/\s+/g, ' ');
-  return { type: m[2]!.trim(), space };
+  const type = m[3]!.trim();
+  const ptr = m[1] === 'workgroup' ? `ptr<workgroup, ${type}>` : `ptr<storage, ${type}, ${m[2] ?? 'read'}>`;
+  return { type, ptr };
 }
 
 const elementOf = (type: string): string => /^array<\s*(\w+)/.exec(type)?.[1] ?? type;
@@ -29,14 +30,14 @@ export function stubSubgroupMatrices(source: string): string {
   const stubs = new Set<string>();
   code = code.replace(/subgroupMatrixLoad<(\w+)>\(&(\w+)/g, (_all, t: string, arr: string) => {
     const d = declaration(source, arr);
-    stubs.add(`fn smLoad_${t}_${arr}(p: ptr<${d.space}, ${d.type}>, off: u32, cm: bool, stride: u32) -> ${t} { return ${t}(${t}().x + (*p)[off + select(0u, stride, cm)]); }`);
+    stubs.add(`fn smLoad_${t}_${arr}(p: ${d.ptr}, off: u32, cm: bool, stride: u32) -> ${t} { return ${t}(${t}().x + (*p)[off + select(0u, stride, cm)]); }`);
     return `smLoad_${t}_${arr}(&${arr}`;
   });
   const result = kinds.get('result');
   code = code.replace(/subgroupMatrixStore\(&(\w+)/g, (_all, arr: string) => {
     const d = declaration(source, arr);
     if (!result) throw new ShaderError(`sgm stubs: a store into '${arr}' but no subgroup_matrix_result alias`);
-    stubs.add(`fn smStore_${arr}(p: ptr<${d.space}, ${d.type}>, off: u32, v: ${result}, cm: bool, stride: u32) { (*p)[off + select(0u, stride, cm)] = ${elementOf(d.type)}(v.x); }`);
+    stubs.add(`fn smStore_${arr}(p: ${d.ptr}, off: u32, v: ${result}, cm: bool, stride: u32) { (*p)[off + select(0u, stride, cm)] = ${elementOf(d.type)}(v.x); }`);
     return `smStore_${arr}(&${arr}`;
   });
   if (code.includes('subgroupMatrixMultiplyAccumulate(')) {

@@ -40,6 +40,21 @@ describe('the subgroup-matrix shaders compile with the fragment builtins stubbed
     expect(errors.map((m) => m.message).join('\n')).toMatch(/uniform/);
   });
 
+  it('stubs fragment loads from storage buffers (read-only and read_write) as well as workgroup memory', async () => {
+    const code = `enable f16;\nenable chromium_experimental_subgroup_matrix;\n` +
+      `alias Left = subgroup_matrix_left<f16, 16, 16>;\nalias Right = subgroup_matrix_right<f16, 16, 16>;\nalias Frag = subgroup_matrix_result<f32, 16, 16>;\n` +
+      `@group(0) @binding(0) var<storage, read> a: array<f16>;\n@group(0) @binding(1) var<storage, read_write> y: array<f32>;\n` +
+      `@group(0) @binding(2) var<storage, read_write> b: array<f16>;\nvar<workgroup> t: array<f16, 512>;\n` +
+      `@compute @workgroup_size(32)\nfn main() {\n  let l = subgroupMatrixLoad<Left>(&a, 0u, false, 16u);\n  let r = subgroupMatrixLoad<Right>(&b, 0u, true, 16u);\n` +
+      `  let w = subgroupMatrixLoad<Right>(&t, 0u, false, 16u);\n  subgroupMatrixStore(&y, 0u, subgroupMatrixMultiplyAccumulate(l, w, subgroupMatrixMultiplyAccumulate(l, r, Frag())), false, 16u);\n}\n`;
+    const stubbed = stubSubgroupMatrices(code);
+    expect(stubbed).toContain('ptr<storage, array<f16>, read>');
+    expect(stubbed).toContain('ptr<storage, array<f16>, read_write>');
+    const module = gpu.device.createShaderModule({ label: 'storage loads', code: stubbed });
+    const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => m.message);
+    expect(errors).toEqual([]);
+  });
+
   it.each(Object.keys(CASES))('%s', async (file) => {
     const code = stubSubgroupMatrices(readShader(file));
     const module = gpu.device.createShaderModule({ label: file, code });
