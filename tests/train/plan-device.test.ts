@@ -60,4 +60,16 @@ describe('memory plan against the device', () => {
     const adamw = planStep(qwen4b, base);
     expect(shrinkingSettings(adamw.buffers.find((b) => b.category === 'optimizer')!, adamw.settings, adamw.layers).join()).toMatch(/paged_adamw_8bit/);
   });
+
+  it('suggests double quantisation for the NF4 block scales, with its speed cost on the tensor-core path, and not when it is on', () => {
+    for (const compute of ['f32', 'tensor-cores'] as const) {
+      const plan = planStep(qwen4b, { ...base, compute });
+      const absmax = plan.buffers.find((b) => b.category === 'weights' && b.name.includes('absmax'))!;
+      const said = shrinkingSettings(absmax, plan.settings, plan.layers).join();
+      expect(said).toMatch(/bnb_4bit_use_double_quant: true/);
+      expect(/slower on tensor cores/.test(said)).toBe(compute === 'tensor-cores');
+      const dq = planStep(qwen4b, { ...base, compute, doubleQuant: true });
+      for (const b of dq.buffers.filter((x) => x.category === 'weights')) expect(shrinkingSettings(b, dq.settings, dq.layers).join()).not.toMatch(/double_quant/);
+    }
+  });
 });
