@@ -3,22 +3,11 @@ import { F16Pack, f16PackRef } from '../../src/kernels/f16-pack.js';
 import { roundToF16 } from '../../src/kernels/matmul-sgm.js';
 import { submitDispatches } from '../../src/kernels/dispatch.js';
 import { ShapeError } from '../../src/errors.js';
+import { fp16ToFp32 as halfValue } from '../../src/export/half.js';
 import { NAN_WORD } from '../helpers/compare.js';
+import { halfUlp } from '../helpers/half.js';
 import { testGpu } from '../helpers/gpu.js';
 import { Rng } from '../helpers/random.js';
-
-/** The value of IEEE half bits. */
-function halfValue(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const e = (bits >> 10) & 0x1f;
-  const f = bits & 0x3ff;
-  if (e === 0x1f) return f === 0 ? sign * Infinity : NaN;
-  if (e === 0) return sign * f * 2 ** -24;
-  return sign * (1024 + f) * 2 ** (e - 25);
-}
-
-/** f16's spacing at |v| (2^-24 below its normal range). */
-const halfUlp = (v: number): number => 2 ** (Math.max(Math.floor(Math.log2(Math.abs(v) || 2 ** -24)), -14) - 10);
 
 /** Rows of the kinds the scale rule distinguishes: outliers past f16's range, tiny rows, zeros, NaN, ±Inf, ordinary. */
 function makeRows(rng: Rng, m: number, k: number): Float32Array {
