@@ -200,7 +200,7 @@ export function shrinkingSettings(b: PlanBuffer, s: StepSettings, layers: number
       if (s.base === 'full') out.push('use_4bit: true (NF4 base)');
       // double quantisation trades speed on the tensor-core path: 659 against 587 ms a B4×512 step
       // of Qwen3-4B for 0.15 GiB (H200, 2026-12-04, bench/results/h200-2026-12-04-s4.md)
-      else if (!s.doubleQuant && b.name.includes('absmax')) out.push(s.compute === 'tensor-cores' ? 'bnb_4bit_use_double_quant: true (about 12 % slower on tensor cores)' : 'bnb_4bit_use_double_quant: true');
+      else if (!s.doubleQuant && b.name.includes('absmax')) out.push(`bnb_4bit_use_double_quant: true${s.compute === 'tensor-cores' ? ' (about 12 % slower on tensor cores)' : ''}`);
       if (b.name.startsWith('embed_tokens') || b.name.startsWith('lm_head')) out.push('a device with a larger maxStorageBufferBindingSize (the vocabulary matrix is bound whole)');
       break;
     case 'lora':
